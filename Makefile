@@ -1,0 +1,65 @@
+# Cache Quest backend. `make run` and `make test` are all a newcomer needs; `make help` lists the rest.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+SAVES ?= 1
+LEADERBOARD ?= 1
+PYTEST_ARGS ?=
+COMPOSE := docker compose -f deploy/compose.yml
+
+.PHONY: help install run test test-fast lint typecheck format up down logs ps clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml web/package-lock.json
+	@echo "==> creating $(VENV) and installing the project (first run takes a minute)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@echo "==> installing the game's JavaScript packages (web/)"
+	@npm ci --prefix web --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(INSTALLED) ## create the virtual environment and install everything
+	@[ -n "$$REDIS_URL" ] || $(PY) -m devtools.redis_stack --check
+
+run: install ## run Redis (unless REDIS_URL is set), the gateway on PORT (3000) and the workers
+	@$(PY) -m devtools.stack --saves $(SAVES) --leaderboard $(LEADERBOARD)
+
+test: install lint typecheck ## lint, type-check and run every test against real Redis, processes and browser
+	@bash devtools/ensure_chromium.sh
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install ## the tests without the slow fault-injection and browser ones
+	@$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+lint: install ## ruff: lint and format check
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+format: install ## ruff: fix what can be fixed
+	@$(VENV)/bin/ruff check --fix .
+	@$(VENV)/bin/ruff format .
+
+typecheck: install ## mypy --strict
+	@$(VENV)/bin/mypy
+
+up: ## docker compose: Redis 8, the gateway and SAVES/LEADERBOARD workers
+	$(COMPOSE) up --build -d --scale saves=$(SAVES) --scale leaderboard=$(LEADERBOARD)
+
+down: ## docker compose: stop and remove the stack (the Redis volume stays)
+	$(COMPOSE) down
+
+logs: ## docker compose: follow the logs
+	$(COMPOSE) logs -f
+
+ps: ## docker compose: list the containers
+	$(COMPOSE) ps
+
+clean: ## remove the virtual environment, caches and test artifacts (not .data/)
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache test-artifacts web/node_modules

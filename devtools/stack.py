@@ -1,0 +1,175 @@
+"""`make run`: the whole stack in one terminal, and the same processes for the tests.
+
+Starts the embedded Redis when REDIS_URL is unset, then the gateway and the
+workers as real processes, each line of their output prefixed with its name.
+Ctrl-C stops the services first (they drain), then Redis (it fsyncs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import IO
+
+import httpx
+from dotenv import dotenv_values
+
+from devtools import redis_stack
+
+ROOT = redis_stack.ROOT
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", file=sys.stderr, flush=True)
+
+
+def pump(stream: IO[bytes], prefix: str, sink: IO[str]) -> None:
+    for line in iter(stream.readline, b""):
+        sink.write(f"{prefix} {line.decode(errors='replace')}")
+        sink.flush()
+
+
+class Stack:
+    """The gateway and worker processes, started against one Redis."""
+
+    def __init__(
+        self, redis_url: str, port: int, env: dict[str, str] | None = None, sink: IO[str] | None = None
+    ) -> None:
+        self.redis_url = redis_url
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, **(env or {}), "REDIS_URL": redis_url, "PORT": str(port)}
+        self.sink = sink or sys.stderr
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, service: str, name: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        """Start `python -m services.<service>` in its own session, so a terminal's Ctrl-C reaches only us."""
+        name = name or f"{service}-{sum(n.startswith(service) for n in self.processes) + 1}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"],
+            cwd=ROOT, env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        assert process.stdout is not None
+        threading.Thread(target=pump, args=(process.stdout, f"[{name}]", self.sink), daemon=True).start()
+        self.processes[name] = process
+        return process
+
+    def start(self, saves: int = 1, leaderboard: int = 1) -> None:
+        for _ in range(saves):
+            self.spawn("saves")
+        for _ in range(leaderboard):
+            self.spawn("leaderboard")
+        self.spawn("gateway")
+
+    def wait_healthy(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {process.returncode} during start-up")
+            try:
+                answer = httpx.get(f"{self.url}/healthz", timeout=2)
+                if answer.status_code == 200:
+                    return
+                last = "; ".join(answer.json().get("problems", [])) or answer.text
+            except httpx.HTTPError as error:
+                last = str(error)
+            time.sleep(0.2)
+        raise RuntimeError(f"the stack was not healthy within {timeout_s:.0f} s: {last}")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for name in sorted(self.processes, key=lambda n: n.startswith("gateway"), reverse=True):
+            self.stop(name)
+
+
+@contextmanager
+def embedded_redis(port: int, data_dir: Path) -> Iterator[str]:
+    try:
+        server = redis_stack.start(port, data_dir, log_file=data_dir / "redis.log")
+    except redis_stack.ProvisionError as error:
+        sys.exit(f"[stack] the embedded Redis could not start: {error}")
+    log(f"embedded Redis (JSON + Search) on port {port}, data in {data_dir} (log: {data_dir / 'redis.log'})")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()  # SIGTERM: Redis fsyncs the append-only file and exits
+        server.wait(30)
+        log("Redis stopped")
+
+
+def configured(name: str, default: str) -> str:
+    """The environment first, then .env, as the services themselves read it."""
+    return os.environ.get(name) or str(dotenv_values(ROOT / ".env").get(name) or default)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.stack",
+        description="Run Redis (unless REDIS_URL is set), the gateway and the workers until Ctrl-C.",
+        epilog="PORT, REDIS_URL, EMBEDDED_REDIS_PORT and every service setting come from the environment or .env.",
+    )
+    parser.add_argument("--saves", type=int, default=1, help="saves worker processes (default 1)")
+    parser.add_argument("--leaderboard", type=int, default=1, help="leaderboard worker processes (default 1)")
+    args = parser.parse_args()
+    port = int(configured("PORT", "3000"))
+    url = configured("REDIS_URL", "")
+    if url:
+        log("REDIS_URL is set: using it, starting no Redis")
+    redis: AbstractContextManager[str] = (
+        nullcontext(url)
+        if url
+        else embedded_redis(int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / ".data/redis")
+    )
+    with redis as redis_url:
+        sys.exit(run(Stack(redis_url, port), args.saves, args.leaderboard))
+
+
+def run(stack: Stack, saves: int, leaderboard: int) -> int:
+    """Run until Ctrl-C (0) or until a service dies or never becomes healthy (1)."""
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stack.start(saves, leaderboard)
+    failed = False
+    try:
+        stack.wait_healthy()
+        log(f"Cache Quest is up: http://localhost:{stack.port}  (API docs: http://localhost:{stack.port}/docs)")
+        log("press Ctrl-C to stop")
+        while not stopping.wait(0.5):
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    log(f"{name} exited with code {process.returncode}; stopping everything")
+                    failed = True
+                    stopping.set()
+    except RuntimeError as error:
+        log(str(error))
+        failed = True
+    finally:
+        log("stopping the services")
+        stack.stop_all()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The three services: the HTTP gateway and the two stream workers."""

@@ -1,0 +1,39 @@
+import asyncio
+import socket
+import sys
+
+import uvicorn
+
+from services.gateway.app import create_app
+from shared.cli import start
+from shared.connection import RedisNotReady, connect, wait_until_ready
+from shared.settings import Settings
+
+
+async def preflight(settings: Settings) -> None:
+    """Fail at start-up, with the fix, rather than on the first request."""
+    redis = connect(settings.redis_url, max_connections=1)
+    try:
+        await wait_until_ready(redis, settings.redis_url)
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    settings = start("python -m services.gateway", "Serve the HTTP API and the browser game.")
+    try:
+        with socket.create_server((settings.host, settings.port)):
+            pass
+    except OSError as error:
+        sys.exit(
+            f"gateway: cannot listen on {settings.host}:{settings.port} ({error.strerror}); set PORT to a free port"
+        )
+    try:
+        asyncio.run(preflight(settings))
+    except RedisNotReady as error:
+        sys.exit(f"gateway: {error}")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The gateway application: its parts, middleware and lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
+
+from services.gateway import errors, health, leaderboard, saves
+from services.gateway.commands import CommandBus
+from services.gateway.limits import BodyLimitMiddleware
+from services.gateway.models import Session
+from services.gateway.sessions import SessionMiddleware, session_id
+from shared.connection import connect, ensure_indexes, redact
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.settings = settings
+        app.state.redis = connect(settings.redis_url)
+        waiter = connect(settings.redis_url, max_connections=4096, blocking_reads=True)
+        app.state.bus = CommandBus(app.state.redis, waiter, settings)
+        await ensure_indexes(app.state.redis)
+        log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
+        yield
+        await app.state.redis.aclose()
+        await waiter.aclose()
+
+    app = FastAPI(
+        title="Cache Quest backend",
+        summary="Saves, sessions and leaderboards for the Cache Quest browser game.",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(SessionMiddleware, settings=settings)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    @app.get("/session", response_model=Session, tags=["session"])
+    async def session(request: Request) -> Session:
+        """Your session id (created on first visit): it is your player id and your game id."""
+        return Session(id=session_id(request))
+
+    app.include_router(health.router)
+    app.include_router(saves.router)
+    app.include_router(leaderboard.router)
+    app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
+    app.mount("/", StaticFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
+    return app

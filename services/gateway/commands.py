@@ -1,0 +1,35 @@
+"""Sending a command to a worker and waiting for its answer: the gateway's side of the protocol."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException
+from redis.asyncio import Redis
+
+from shared.protocol import ROUTE_OF, Event, EventType, Reply, publish, wait_reply
+from shared.settings import Settings
+
+# A reply written right at the deadline should still reach the caller.
+REPLY_GRACE_MS = 250
+
+
+class CommandBus:
+    def __init__(self, redis: Redis, waiter: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.waiter = waiter
+        self.settings = settings
+
+    async def call(self, type: EventType, session_id: str, payload: Any) -> Reply:
+        """Publish the command and wait for its reply; a 504 tells the client the outcome is unknown."""
+        event = Event.new(type, session_id, payload, self.settings.request_timeout_ms)
+        await publish(self.redis, event, self.settings.stream_retention_ms)
+        reply = await wait_reply(self.waiter, event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
+        if reply is None:
+            service = ROUTE_OF[type].group
+            raise HTTPException(
+                504,
+                f"The {service} service did not answer in time; the request was not applied and can be retried",
+                headers={"Retry-After": "1"},
+            )
+        return reply

@@ -1,0 +1,62 @@
+"""Leaderboards: submissions go to the leaderboard worker, top-N reads straight to Redis."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.responses import Response
+
+from services.gateway.models import LeaderboardEntry, Message, ScoreBody
+from services.gateway.saves import ERRORS, Bus, Client, SessionId, json_response
+from shared import keys
+from shared.protocol import EventType
+from shared.settings import Settings
+
+router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"])
+
+MEMBER_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+EMPTY = {"status": 404, "message": "No leaderboard entries found"}
+
+
+def check_board(settings: Settings, key: str) -> None:
+    boards = [keys.leaderboard(name) for name in settings.leaderboard_maps]
+    if key not in boards:
+        raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}; expected one of {', '.join(boards)}")
+
+
+@router.post("", response_model=Message, responses=ERRORS)
+async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId) -> Response:
+    """Record a score with `ZADD GT`: only a personal best changes the board, and a lower one is not an error."""
+    settings = commands.settings
+    check_board(settings, body.key)
+    name, _, owner = body.member.partition("-")
+    if owner != caller:
+        raise HTTPException(403, "member must be `{name}-{your session id}`")
+    if not MEMBER_NAME.match(name):
+        raise HTTPException(400, "The name in member must be 1 to 32 letters, digits or underscores")
+    if not settings.score_min <= body.score <= settings.score_max:
+        raise HTTPException(400, f"score must be between {settings.score_min:g} and {settings.score_max:g}")
+    score = int(body.score) if body.score.is_integer() else body.score
+    reply = await commands.call(
+        EventType.SCORE_SUBMIT, caller, {"key": body.key, "score": score, "member": body.member}
+    )
+    return json_response(reply.status, reply.body)
+
+
+@router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
+async def top_scores(key: str, client: Client, request: Request, count: Annotated[int, Query(ge=1)] = 10) -> Any:
+    """The top `count` entries, highest first; public, as a leaderboard is."""
+    settings: Settings = request.app.state.settings
+    check_board(settings, key)
+    rows = await client.zrange(key, 0, min(count, settings.leaderboard_max_count) - 1, desc=True, withscores=True)
+    if not rows:
+        return json_response(404, EMPTY)
+    entries = cast(list[tuple[bytes, float]], rows)
+    return json_response(200, [{"value": member.decode(), "score": as_number(score)} for member, score in entries])
+
+
+def as_number(score: float) -> int | float:
+    """1200, not 1200.0: the shape a JavaScript client of the seed's server saw."""
+    return int(score) if score.is_integer() else score

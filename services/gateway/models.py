@@ -1,0 +1,71 @@
+"""Request bodies. Saves are free-form JSON objects; only `id` has a shape the contract fixes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
+NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
+
+
+class SaveDocument(BaseModel):
+    """Any JSON object whose `id` is the caller's session id."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+    id: str = Field(pattern=ID_PATTERN, description="The caller's session id")
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class PlayerStateBody(BaseModel):
+    playerData: SaveDocument
+
+
+class GameStateBody(BaseModel):
+    gameData: SaveDocument
+
+
+class ScoreBody(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+    key: str = Field(examples=["leaderboards:survivor-Grassland"])
+    score: float = Field(examples=[1200])
+    member: str = Field(max_length=200, examples=["Hero-<session id>"], description="`{name}-{session id}`")
+
+
+class Message(BaseModel):
+    status: int
+    message: str
+
+
+class SearchHit(BaseModel):
+    id: str
+    value: dict[str, Any]
+
+
+class SearchResult(BaseModel):
+    total: int
+    documents: list[SearchHit]
+
+
+class LeaderboardEntry(BaseModel):
+    value: str
+    score: float
+
+
+class Session(BaseModel):
+    id: str
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON nests more than `limit` levels; iterative, so a hostile body can't exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False

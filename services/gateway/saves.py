@@ -1,0 +1,168 @@
+"""Player and game saves: writes go to the saves worker through its stream, reads straight to Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from redis.asyncio import Redis
+from starlette.responses import Response
+
+from services.gateway.commands import CommandBus
+from services.gateway.models import (
+    ID_PATTERN,
+    NAME_PATTERN,
+    GameStateBody,
+    Message,
+    PlayerStateBody,
+    SaveDocument,
+    SearchResult,
+    deeper_than,
+)  # fmt: skip
+from services.gateway.sessions import session_id
+from shared import keys
+from shared.protocol import EventType
+
+router = APIRouter(prefix="/api", tags=["saves"])
+
+SessionId = Annotated[str, Depends(session_id)]
+NOT_FOUND = {"status": 404, "message": "Not Found"}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Message} for code in (400, 401, 403, 404, 413, 429, 503, 504)
+}
+
+
+@dataclass(frozen=True)
+class Kind:
+    noun: str
+    field: str
+    key: Callable[[str], str]
+    index: str
+    create: EventType
+    update: EventType
+    public_fields: tuple[str, ...]
+
+
+PLAYERS = Kind(
+    "Player",
+    "playerData",
+    keys.player,
+    keys.PLAYER_INDEX,
+    EventType.PLAYER_CREATE,
+    EventType.PLAYER_UPDATE,
+    ("id", "name"),
+)
+GAMES = Kind("Game", "gameData", keys.game, keys.GAME_INDEX, EventType.GAME_CREATE, EventType.GAME_UPDATE, ("id",))
+
+
+def bus(request: Request) -> CommandBus:
+    commands: CommandBus = request.app.state.bus
+    return commands
+
+
+def redis(request: Request) -> Redis:
+    client: Redis = request.app.state.redis
+    return client
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def save(commands: CommandBus, kind: Kind, caller: str, document: SaveDocument, *, update: bool) -> Response:
+    if document.id != caller:
+        raise HTTPException(403, f"{kind.field}.id must be your own session id")
+    data = document.as_json()
+    if deeper_than(data, commands.settings.max_json_depth):
+        raise HTTPException(400, f"{kind.field} nests deeper than {commands.settings.max_json_depth} levels")
+    reply = await commands.call(kind.update if update else kind.create, caller, data)
+    return json_response(reply.status, reply.body)
+
+
+async def read(client: Redis, kind: Kind, caller: str, document_id: str) -> Response:
+    if document_id != caller:
+        raise HTTPException(403, f"You may read only your own {kind.noun.lower()} state")
+    raw = await client.execute_command("JSON.GET", kind.key(document_id))
+    if raw is None:
+        return json_response(404, NOT_FOUND)
+    return Response(raw, media_type="application/json")
+
+
+def escape(term: str) -> str:
+    """Backslash every non-alphanumeric character, so a term can only ever match itself."""
+    return "".join(ch if ch.isalnum() else f"\\{ch}" for ch in term)
+
+
+async def search(client: Redis, kind: Kind, caller: str, limit: int, **terms: str | None) -> dict[str, Any]:
+    clauses = [f"@{field}:({escape(value)})" for field, value in terms.items() if value]
+    if not clauses:
+        raise HTTPException(400, f"Give at least one of: {', '.join(terms)}")
+    raw = await client.execute_command(
+        "FT.SEARCH", kind.index, " ".join(clauses), "VERBATIM", "LIMIT", 0, limit, "DIALECT", 2
+    )
+    documents = []
+    for hit in raw[b"results"]:
+        value = orjson.loads(hit[b"extra_attributes"][b"$"])
+        if value.get("id") != caller:  # another player's save: only what the leaderboard shows
+            value = {field: value[field] for field in kind.public_fields if field in value}
+        documents.append({"id": hit[b"id"].decode(), "value": value})
+    return {"total": raw[b"total_results"], "documents": documents}
+
+
+Bus = Annotated[CommandBus, Depends(bus)]
+Client = Annotated[Redis, Depends(redis)]
+IdTerm = Annotated[str | None, Query(pattern=ID_PATTERN)]
+NameTerm = Annotated[str | None, Query(pattern=NAME_PATTERN)]
+
+
+@router.get("/playerstate/search", response_model=SearchResult, responses=ERRORS)
+async def search_players(
+    client: Client, caller: SessionId, request: Request, name: NameTerm = None, id: IdTerm = None
+) -> Any:
+    """Full-text search on `player-idx`; other players' saves show only their id and name."""
+    return await search(client, PLAYERS, caller, request.app.state.settings.search_limit, id=id, name=name)
+
+
+@router.get("/playerstate/{player_id}", responses=ERRORS)
+async def read_player(client: Client, caller: SessionId, player_id: str) -> Response:
+    """Your own player save, as you stored it."""
+    return await read(client, PLAYERS, caller, player_id)
+
+
+@router.post("/playerstate", response_model=Message, responses=ERRORS)
+async def create_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
+    """Create or replace your player save."""
+    return await save(commands, PLAYERS, caller, body.playerData, update=False)
+
+
+@router.patch("/playerstate", response_model=Message, responses=ERRORS)
+async def update_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
+    """Replace your player save if it exists; 404 tells the client to POST instead."""
+    return await save(commands, PLAYERS, caller, body.playerData, update=True)
+
+
+@router.get("/gamestate/search", response_model=SearchResult, responses=ERRORS)
+async def search_games(client: Client, caller: SessionId, request: Request, id: IdTerm = None) -> Any:
+    """Search on `game-idx`, which indexes `id` only."""
+    return await search(client, GAMES, caller, request.app.state.settings.search_limit, id=id)
+
+
+@router.get("/gamestate/{game_id}", responses=ERRORS)
+async def read_game(client: Client, caller: SessionId, game_id: str) -> Response:
+    """Your own game state, as you stored it."""
+    return await read(client, GAMES, caller, game_id)
+
+
+@router.post("/gamestate", response_model=Message, responses=ERRORS)
+async def create_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
+    """Create or replace your game state."""
+    return await save(commands, GAMES, caller, body.gameData, update=False)
+
+
+@router.patch("/gamestate", response_model=Message, responses=ERRORS)
+async def update_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
+    """Replace your game state if it exists; 404 tells the client to POST instead."""
+    return await save(commands, GAMES, caller, body.gameData, update=True)

@@ -1,0 +1,116 @@
+"""Server-side sessions: `sessions:{id}` in Redis, a signed cookie in the browser.
+
+The cookie and the key share one clock: every response that carries a session
+re-sets the key with the same time to live as the cookie's max age, so a
+session a player abandons disappears from Redis when its cookie does (the
+seed's store kept keys forever).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from fastapi import HTTPException, Request
+from redis.asyncio import Redis
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.errors import STORAGE_UNAVAILABLE, error_response
+from shared import keys
+from shared.connection import REDIS_DOWN
+from shared.settings import Settings
+
+COOKIE_NAME = "cq_session"
+SESSION_PATHS = ("/api/", "/session")
+
+
+def new_session_id() -> str:
+    """128 random bits as hex: URL-safe, and one token for Redis Search (no `-` or `_` to split on)."""
+    return secrets.token_hex(16)
+
+
+class CookieSigner:
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(secret.encode()).digest()
+
+    def _mac(self, session_id: str) -> str:
+        digest = hmac.new(self._key, session_id.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def sign(self, session_id: str) -> str:
+        return f"{session_id}.{self._mac(session_id)}"
+
+    def unsign(self, cookie: str | None) -> str | None:
+        if not cookie or "." not in cookie:
+            return None
+        session_id, mac = cookie.rsplit(".", 1)
+        return session_id if hmac.compare_digest(mac, self._mac(session_id)) else None
+
+
+class SessionMiddleware:
+    """Loads and refreshes the caller's session on API routes; `GET /session` creates one."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.signer = CookieSigner(settings.session_secret)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(SESSION_PATHS):
+            await self.app(scope, receive, send)
+            return
+        redis: Redis = scope["app"].state.redis
+        session_id = self.signer.unsign(Request(scope).cookies.get(COOKIE_NAME))
+        try:
+            if session_id is not None and not await self._refresh(redis, session_id, create=False):
+                session_id = None
+            if session_id is None and scope["path"] == "/session":
+                session_id = new_session_id()
+                await self._refresh(redis, session_id, create=True)
+        except REDIS_DOWN:
+            await error_response(503, STORAGE_UNAVAILABLE, {"Retry-After": "1"})(scope, receive, send)
+            return
+        scope.setdefault("state", {})["session_id"] = session_id
+        if session_id is None:
+            await self.app(scope, receive, send)
+            return
+        cookie = self._cookie(session_id)
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("set-cookie", cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    async def _refresh(self, redis: Redis, session_id: str, *, create: bool) -> bool:
+        """Write the session with a fresh expiry; only an existing one unless `create`."""
+        max_age = self.settings.session_max_age_s
+        expires = datetime.now(UTC) + timedelta(seconds=max_age)
+        record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
+        return bool(await redis.set(keys.session(session_id), record, ex=max_age, nx=create, xx=not create))
+
+    def _cookie(self, session_id: str) -> str:
+        parts = [
+            f"{COOKIE_NAME}={self.signer.sign(session_id)}",
+            "Path=/",
+            f"Max-Age={self.settings.session_max_age_s}",
+            "HttpOnly",
+            "SameSite=Lax",
+        ]
+        if self.settings.cookie_secure:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+
+def session_id(request: Request) -> str:
+    """The caller's session id; a dependency of every route that reads or writes a save."""
+    found: str | None = request.state.session_id
+    if found is None:
+        raise HTTPException(401, "No session: call GET /session first, and send its cookie back")
+    return found

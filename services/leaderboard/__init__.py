@@ -1,0 +1,1 @@
+"""The leaderboard worker: applies score submissions from `stream:scores`."""

@@ -1,0 +1,1 @@
+"""The saves worker: applies player and game saves from `stream:saves`."""

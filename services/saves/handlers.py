@@ -1,0 +1,44 @@
+"""Player and game saves: one JSON.SET on the document root, conditional for updates.
+
+`JSON.SET ... XX` makes "replace only if it exists" one atomic command, so the
+PATCH-then-POST save flow has no check-then-write race and a redelivered
+update is as harmless as the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from shared import keys
+from shared.protocol import Event, EventType, PoisonEvent, Reply
+from shared.settings import Settings
+from shared.worker import Action, Handler
+
+NOT_FOUND = Reply.message(404, "Not Found")
+
+
+def save_handler(key_of: Callable[[str], str], noun: str, *, update: bool) -> Handler:
+    done = Reply.message(200, f"{noun} {'updated' if update else 'created'}")
+
+    def handle(event: Event) -> Action:
+        document = event.payload
+        if not isinstance(document, dict) or document.get("id") != event.session:
+            raise PoisonEvent(f"{noun.lower()} document must be an object whose id is the caller's session id")
+        command: tuple[Any, ...] = ("JSON.SET", key_of(event.session), "$", orjson.dumps(document))
+        if update:
+            command += ("XX",)
+        return Action(command, lambda result: done if result else NOT_FOUND)
+
+    return handle
+
+
+def handlers(_settings: Settings) -> Mapping[EventType, Handler]:
+    return {
+        EventType.PLAYER_CREATE: save_handler(keys.player, "Player", update=False),
+        EventType.PLAYER_UPDATE: save_handler(keys.player, "Player", update=True),
+        EventType.GAME_CREATE: save_handler(keys.game, "Game", update=False),
+        EventType.GAME_UPDATE: save_handler(keys.game, "Game", update=True),
+    }

@@ -1,0 +1,31 @@
+"""The start of every service's command line: `--help`, settings, logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from shared.settings import Settings, get_settings
+
+EPILOG = "Configured by environment variables (and a .env file); the README lists them all."
+
+
+def start(prog: str, description: str) -> Settings:
+    """Parse `--help`, load the settings or exit with what is wrong, and set up logging."""
+    argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG).parse_args()
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+        sys.exit(f"{prog}: invalid configuration: {problems}")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return settings

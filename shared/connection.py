@@ -1,0 +1,94 @@
+"""Connecting to Redis: retries that ride out a restart, checks that say what is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+from redis import exceptions
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from shared import keys
+
+log = logging.getLogger(__name__)
+
+REQUIRED_MODULES = {"ReJSON": "JSON", "search": "Search"}
+
+# What a dropped, refused or restarting (still loading) Redis raises.
+REDIS_DOWN = (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
+
+
+class RedisNotReady(RuntimeError):
+    """Redis is unreachable or lacks a module; the message says how to fix it."""
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect(url: str, *, max_connections: int = 256, blocking_reads: bool = False) -> Redis:
+    """A client whose commands retry briefly on a dropped connection, then fail fast.
+
+    `blocking_reads` is for XREAD BLOCK callers: no socket timeout (the command
+    carries its own) and a pool that queues callers instead of refusing them.
+    """
+    pool = BlockingConnectionPool.from_url(
+        url,
+        protocol=3,  # replies as maps: FT.SEARCH and XINFO read by name, not by position
+        max_connections=max_connections,
+        timeout=None if blocking_reads else 2,
+        socket_connect_timeout=2,
+        socket_timeout=None if blocking_reads else 5,
+        socket_keepalive=True,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), retries=3),
+        retry_on_error=[exceptions.ConnectionError, exceptions.TimeoutError],
+    )
+    return Redis(connection_pool=pool)
+
+
+async def missing_modules(redis: Redis) -> list[str]:
+    loaded = {entry[b"name"].decode() for entry in await redis.module_list()}
+    return [label for name, label in REQUIRED_MODULES.items() if name not in loaded]
+
+
+async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> None:
+    """Wait for Redis (it may still be starting beside us), then insist on JSON and Search."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout_s
+    while True:
+        try:
+            await redis.ping()
+            break
+        except REDIS_DOWN as error:
+            if loop.time() > give_up:
+                raise RedisNotReady(
+                    f"cannot reach Redis at {redact(url)} ({error}). Set REDIS_URL to a Redis 8 "
+                    "(or Redis Stack) server, or leave it unset and use `make run`, which starts one."
+                ) from error
+            log.warning("waiting for Redis at %s: %s", redact(url), error)
+            await asyncio.sleep(1)
+    missing = await missing_modules(redis)
+    if missing:
+        raise RedisNotReady(
+            f"Redis at {redact(url)} lacks the {' and '.join(missing)} module(s). Use Redis 8 or "
+            "Redis Stack (both ship JSON and Search), or leave REDIS_URL unset and use `make run`."
+        )
+
+
+async def ensure_indexes(redis: Redis) -> None:
+    """FT.CREATE is atomic, so racing services each try and treat "already exists" as success."""
+    for name, definition in keys.INDEX_DEFINITIONS.items():
+        try:
+            await redis.execute_command("FT.CREATE", name, *definition)
+            log.info("created search index %s", name)
+        except exceptions.ResponseError as error:
+            if "already exists" not in str(error).lower():
+                raise

@@ -1,0 +1,171 @@
+"""The wire between the gateway and the workers: every stream, event type and reply.
+
+A command travels as one stream entry (the envelope below) on the stream of the
+service that owns it; the worker answers with one entry on the per-request reply
+stream the envelope names, then acknowledges. Delivery is at least once, so
+every command is idempotent, and nothing is applied after its deadline: the
+caller has given up by then (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeGuard
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from shared import keys
+
+VERSION = b"1"
+
+
+class EventType(StrEnum):
+    PLAYER_CREATE = "player.create"
+    PLAYER_UPDATE = "player.update"
+    GAME_CREATE = "game.create"
+    GAME_UPDATE = "game.update"
+    SCORE_SUBMIT = "score.submit"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A command stream, the consumer group that works it, and the events it carries."""
+
+    stream: str
+    group: str
+    events: frozenset[EventType]
+
+
+SAVES = Route(
+    keys.SAVES_STREAM,
+    keys.SAVES_GROUP,
+    frozenset({EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, EventType.GAME_CREATE, EventType.GAME_UPDATE}),
+)
+SCORES = Route(keys.SCORES_STREAM, keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
+ROUTES = (SAVES, SCORES)
+ROUTE_OF = {event: route for route in ROUTES for event in route.events}
+
+
+class PoisonEvent(ValueError):
+    """An entry no handler can apply however often it is retried: it goes to the dead-letter stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: EventType
+    session: str
+    payload: Any
+    reply_to: str
+    deadline_ms: int
+
+    @classmethod
+    def new(cls, type: EventType, session: str, payload: Any, timeout_ms: int) -> Event:
+        event_id = uuid.uuid4().hex
+        return cls(event_id, type, session, payload, keys.reply(event_id), now_ms() + timeout_ms)
+
+    def expired(self, at_ms: int | None = None) -> bool:
+        return (now_ms() if at_ms is None else at_ms) > self.deadline_ms
+
+    def encode(self) -> dict[bytes, bytes]:
+        return {
+            b"v": VERSION,
+            b"id": self.id.encode(),
+            b"type": self.type.value.encode(),
+            b"session": self.session.encode(),
+            b"reply_to": self.reply_to.encode(),
+            b"deadline": str(self.deadline_ms).encode(),
+            b"payload": orjson.dumps(self.payload),
+        }
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> Event:
+        try:
+            if fields[b"v"] != VERSION:
+                raise PoisonEvent(f"unsupported envelope version {fields[b'v']!r}")
+            reply_to = fields[b"reply_to"].decode()
+            if not reply_to.startswith(keys.REPLY_PREFIX):
+                raise PoisonEvent(f"reply_to {reply_to!r} is not a reply stream")
+            return cls(
+                id=fields[b"id"].decode(),
+                type=EventType(fields[b"type"].decode()),
+                session=fields[b"session"].decode(),
+                payload=orjson.loads(fields[b"payload"]),
+                reply_to=reply_to,
+                deadline_ms=int(fields[b"deadline"]),
+            )
+        except KeyError as missing:
+            raise PoisonEvent(f"missing field {missing.args[0]!r}") from None
+        except (ValueError, UnicodeDecodeError) as error:
+            if isinstance(error, PoisonEvent):
+                raise
+            raise PoisonEvent(f"malformed envelope: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the gateway answers over HTTP: a status code and a JSON body."""
+
+    status: int
+    body: Any
+
+    def encode(self) -> dict[bytes, bytes]:
+        return {b"status": str(self.status).encode(), b"body": orjson.dumps(self.body)}
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> Reply:
+        return cls(int(fields[b"status"]), orjson.loads(fields[b"body"]))
+
+    @classmethod
+    def message(cls, status: int, message: str) -> Reply:
+        return cls(status, {"status": status, "message": message})
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def is_finite_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+async def publish(redis: Redis, event: Event, retention_ms: int) -> None:
+    """Append a command; entries older than the retention are trimmed, as no one applies them past their deadline."""
+    route = ROUTE_OF[event.type]
+    min_id = f"{max(now_ms() - retention_ms, 0)}-0"
+    await redis.xadd(route.stream, event.encode(), minid=min_id, approximate=True)  # type: ignore[arg-type]
+
+
+def queue_reply(pipe: Pipeline, reply_to: str, reply: Reply, ttl_s: int) -> None:
+    """A reply stream holds one entry and outlives an absent caller by at most the TTL."""
+    pipe.xadd(reply_to, reply.encode(), maxlen=1, approximate=False)  # type: ignore[arg-type]
+    pipe.expire(reply_to, ttl_s)
+
+
+async def wait_reply(redis: Redis, reply_to: str, timeout_ms: int) -> Reply | None:
+    """Block on the reply stream from its start, so a reply written before we listen is not missed."""
+    if timeout_ms <= 0:
+        return None
+    entries = stream_entries(await redis.xread({reply_to: "0-0"}, count=1, block=timeout_ms))
+    if not entries:
+        return None
+    _entry_id, fields = entries[0]
+    return Reply.decode(fields)
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def stream_entries(answer: Any) -> list[Entry]:
+    """The entries of a one-stream XREAD / XREADGROUP answer, as redis-py gives it over RESP3."""
+    if not answer:
+        return []
+    (batch,) = answer.values()
+    entries: list[Entry] = batch[0] if batch else []
+    return entries

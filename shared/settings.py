@@ -1,0 +1,79 @@
+"""Every setting of every service, read once from the environment (and `.env`).
+
+One class keeps the knobs in one place, as arq does: the README's configuration
+table is this file, and a typo in a variable name is a start-up error rather
+than a silent default.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_SESSION_SECRET = "dev-only-insecure-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    redis_url: str = "redis://localhost:6379/0"
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    # Sessions: the cookie and the Redis key share one clock (see services/gateway/sessions.py).
+    session_secret: str = DEFAULT_SESSION_SECRET
+    session_max_age_s: int = Field(7 * 24 * 3600, gt=0)
+    cookie_secure: bool = False
+
+    # Command round trip: the gateway waits this long for a reply; the event's deadline is the same.
+    request_timeout_ms: int = Field(5000, gt=0)
+    reply_ttl_s: int = Field(30, gt=0)
+
+    # Workers.
+    batch_size: int = Field(200, gt=0)
+    block_ms: int = Field(1000, gt=0)
+    claim_idle_ms: int = Field(15000, gt=0)
+    max_deliveries: int = Field(5, gt=0)
+    stream_retention_ms: int = Field(10 * 60 * 1000, gt=0)
+    consumer_reap_ms: int = Field(5 * 60 * 1000, gt=0)
+
+    # Input limits.
+    max_body_bytes: int = Field(64 * 1024, gt=0)
+    max_json_depth: int = Field(32, gt=0)
+    search_limit: int = Field(20, gt=0, le=1000)
+    leaderboard_maps: Annotated[tuple[str, ...], NoDecode] = ("Grassland", "Mountains", "Badlands")
+    score_min: float = 0
+    score_max: float = 1_000_000_000
+    leaderboard_max_count: int = Field(100, gt=0)
+
+    @field_validator("leaderboard_maps", mode="before")
+    @classmethod
+    def _split_maps(cls, maps: object) -> object:
+        """`LEADERBOARD_MAPS=Grassland,Mountains` rather than JSON."""
+        if isinstance(maps, str):
+            return tuple(name.strip() for name in maps.split(",") if name.strip())
+        return maps
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        # A claimed entry must already be past its deadline, so a claim never
+        # races the slow-but-alive consumer that still holds it.
+        if self.claim_idle_ms <= self.request_timeout_ms:
+            raise ValueError("CLAIM_IDLE_MS must be greater than REQUEST_TIMEOUT_MS")
+        if self.stream_retention_ms <= self.claim_idle_ms:
+            raise ValueError("STREAM_RETENTION_MS must be greater than CLAIM_IDLE_MS")
+        if self.environment == "production" and self.session_secret == DEFAULT_SESSION_SECRET:
+            raise ValueError("SESSION_SECRET must be set in production (ENVIRONMENT=production)")
+        if self.score_min >= self.score_max:
+            raise ValueError("SCORE_MIN must be below SCORE_MAX")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

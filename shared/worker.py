@@ -1,0 +1,255 @@
+"""The one consumer loop both workers run.
+
+Lifecycle: connect and check Redis, create the group and indexes, then loop:
+read a batch, apply it in one pipelined round trip, write every reply and the
+acknowledgements in a second one. Now and then, claim what dead consumers left
+pending and forget consumers long gone. SIGTERM (or Ctrl-C) stops the reading;
+the batch in hand is finished and acknowledged before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from shared import keys
+from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, wait_until_ready
+from shared.protocol import Entry, Event, EventType, PoisonEvent, Reply, Route, now_ms, queue_reply, stream_entries
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A handler's verdict on one event: one Redis command, and how its result becomes the reply."""
+
+    command: tuple[Any, ...]
+    reply: Callable[[Any], Reply]
+
+
+Handler = Callable[[Event], Action]
+"""Pure: validates the event and says what to do; raises PoisonEvent when it can't be applied."""
+
+STORAGE_ERROR = Reply.message(500, "The save could not be stored")
+DEAD_LETTERED = Reply.message(500, "The request could not be processed")
+
+
+@dataclass(slots=True)
+class Stats:
+    applied: int = 0
+    expired: int = 0
+    dead_lettered: int = 0
+
+
+class Worker:
+    def __init__(self, route: Route, handlers: Mapping[EventType, Handler], settings: Settings) -> None:
+        self.route = route
+        self.handlers = handlers
+        self.settings = settings
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.redis: Redis = connect(settings.redis_url, max_connections=4)
+        self.stats = Stats()
+        self._stopping = asyncio.Event()
+        self._read_backlog = True  # our own pending entries first: after a start or a lost connection
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("stopping: finishing the batch in hand")
+            self._stopping.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        await wait_until_ready(self.redis, self.settings.redis_url)
+        await self._ensure_group()
+        await ensure_indexes(self.redis)
+        log.info(
+            "consumer %s of group %r on %s at %s",
+            self.consumer, self.route.group, self.route.stream, redact(self.settings.redis_url),
+        )  # fmt: skip
+        next_sweep = 0.0
+        while not self._stopping.is_set():
+            try:
+                if loop.time() >= next_sweep:
+                    await self._sweep()
+                    next_sweep = loop.time() + self.settings.claim_idle_ms / 2000
+                await self._process(await self._read())
+            except REDIS_DOWN as error:
+                log.warning("Redis unavailable (%s); retrying in 1 s", error)
+                self._read_backlog = True
+                await self._sleep_unless_stopping(1)
+            except ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                log.warning("consumer group vanished (Redis emptied?); recreating it")
+                await self._ensure_group()
+                await ensure_indexes(self.redis)
+        await self._leave_group()
+        await self.redis.aclose()
+        log.info("stopped: applied %d, expired %d, dead-lettered %d", *self._counts())
+
+    def _counts(self) -> tuple[int, int, int]:
+        return self.stats.applied, self.stats.expired, self.stats.dead_lettered
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(self.route.stream, self.route.group, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def _read(self) -> list[Entry]:
+        """New entries, or our own pending ones while a backlog remains."""
+        start = "0" if self._read_backlog else ">"
+        answer = await self.redis.xreadgroup(
+            self.route.group,
+            self.consumer,
+            {self.route.stream: start},
+            count=self.settings.batch_size,
+            block=None if self._read_backlog else self.settings.block_ms,
+        )
+        entries = stream_entries(answer)
+        if self._read_backlog and not entries:
+            self._read_backlog = False
+        return entries
+
+    async def _process(self, entries: list[Entry], deliveries: Mapping[bytes, int] | None = None) -> None:
+        if not entries:
+            return
+        at = now_ms()
+        replies: list[tuple[str, Reply]] = []
+        dead: list[tuple[Entry, str]] = []
+        ready: list[tuple[Event, Action]] = []
+        for entry in entries:
+            entry_id, fields = entry
+            try:
+                event = Event.decode(fields)
+            except PoisonEvent as error:
+                dead.append((entry, str(error)))
+                continue
+            delivered = (deliveries or {}).get(entry_id, 1)
+            if delivered > self.settings.max_deliveries:
+                dead.append((entry, f"delivered {delivered} times"))
+                replies.append((event.reply_to, DEAD_LETTERED))
+            elif event.expired(at):
+                if delivered > 1:  # abandoned by a consumer that died holding it
+                    dead.append((entry, f"abandoned past its deadline after {delivered} deliveries"))
+                else:
+                    self.stats.expired += 1
+            else:
+                try:
+                    ready.append((event, self._action(event)))
+                except PoisonEvent as error:
+                    dead.append((entry, str(error)))
+                    replies.append((event.reply_to, DEAD_LETTERED))
+        replies += await self._apply(ready)
+        await self._finish([entry_id for entry_id, _ in entries], replies, dead)
+
+    def _action(self, event: Event) -> Action:
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            raise PoisonEvent(f"event type {event.type} does not belong on {self.route.stream}")
+        return handler(event)
+
+    async def _apply(self, ready: list[tuple[Event, Action]]) -> list[tuple[str, Reply]]:
+        if not ready:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _event, action in ready:
+                pipe.execute_command(*action.command)
+            results = await pipe.execute(raise_on_error=False)
+        replies = []
+        for (event, action), result in zip(ready, results, strict=True):
+            if isinstance(result, REDIS_DOWN):
+                raise result  # nothing is acknowledged; the backlog read retries these
+            if isinstance(result, ResponseError):
+                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, result)
+                replies.append((event.reply_to, STORAGE_ERROR))
+            else:
+                self.stats.applied += 1
+                replies.append((event.reply_to, action.reply(result)))
+        return replies
+
+    async def _finish(
+        self, entry_ids: list[bytes], replies: list[tuple[str, Reply]], dead: list[tuple[Entry, str]]
+    ) -> None:
+        """Replies, dead letters and acknowledgements in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for reply_to, reply in replies:
+                queue_reply(pipe, reply_to, reply, self.settings.reply_ttl_s)
+            for (entry_id, fields), reason in dead:
+                log.warning("dead-lettering %s from %s: %s", entry_id.decode(), self.route.stream, reason)
+                letter = {
+                    **fields,
+                    b"dead_reason": reason.encode(),
+                    b"dead_entry": entry_id,
+                    b"dead_stream": self.route.stream.encode(),
+                }
+                pipe.xadd(keys.DEAD_LETTER_STREAM, letter, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
+            pipe.xack(self.route.stream, self.route.group, *entry_ids)
+            await pipe.execute()
+        self.stats.dead_lettered += len(dead)
+
+    async def _sweep(self) -> None:
+        """Claim entries that other consumers left idle too long, then forget consumers long gone."""
+        cursor = "0-0"
+        while True:
+            cursor_raw, claimed, _deleted = await self.redis.xautoclaim(
+                self.route.stream, self.route.group, self.consumer,
+                min_idle_time=self.settings.claim_idle_ms, start_id=cursor, count=self.settings.batch_size,
+            )  # fmt: skip
+            if claimed:
+                log.warning("claimed %d entries left pending by other consumers", len(claimed))
+                await self._process(claimed, await self._deliveries(claimed))
+            cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else cursor_raw
+            if cursor == "0-0":
+                break
+        for consumer in await self.redis.xinfo_consumers(self.route.stream, self.route.group):
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > self.settings.consumer_reap_ms:
+                await self.redis.xgroup_delconsumer(self.route.stream, self.route.group, name)
+
+    async def _deliveries(self, claimed: list[Entry]) -> dict[bytes, int]:
+        pending = await self.redis.xpending_range(
+            self.route.stream, self.route.group, min=claimed[0][0], max=claimed[-1][0],
+            count=len(claimed), consumername=self.consumer,
+        )  # fmt: skip
+        return {cast(bytes, row["message_id"]): int(row["times_delivered"]) for row in pending}
+
+    async def _leave_group(self) -> None:
+        """Leave the group tidy; a consumer still holding entries stays so they can be claimed."""
+        try:
+            info = await self.redis.xpending_range(
+                self.route.stream, self.route.group, min="-", max="+", count=1, consumername=self.consumer
+            )
+            if not info:
+                await self.redis.xgroup_delconsumer(self.route.stream, self.route.group, self.consumer)
+        except (*REDIS_DOWN, ResponseError) as error:
+            log.warning("could not leave the group cleanly: %s", error)
+
+
+def run_worker(route: Route, handlers: Callable[[Settings], Mapping[EventType, Handler]], settings: Settings) -> None:
+    """Entry point shared by `python -m services.saves` and `python -m services.leaderboard`."""
+    worker = Worker(route, handlers(settings), settings)
+    try:
+        asyncio.run(worker.run())
+    except RedisNotReady as error:
+        sys.exit(f"{route.group}: {error}")

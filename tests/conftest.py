@@ -1,0 +1,145 @@
+"""Real parts only: a Redis with JSON and Search, and the services as real processes.
+
+Where the Redis comes from, in order: REDIS_URL if set (a disposable server:
+the tests flush it), else a `redis:8` container when a Docker engine answers,
+else the embedded Redis Stack server (devtools/redis_stack.py) on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from devtools import redis_stack
+from devtools.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+# The game's maps, and boards of the tests' own that nothing else writes to.
+TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+        return True
+    except Exception:
+        return False
+
+
+@contextmanager
+def fresh_redis(data_dir: Path) -> Iterator[str]:
+    """An empty Redis with JSON and Search, for as long as the block runs."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        redis.Redis.from_url(url).flushall()
+        yield url
+    elif docker_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:8") as container:
+            yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+    else:
+        port = free_port()
+        server = redis_stack.start(port, data_dir, log_file=data_dir / "redis.log")
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with fresh_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str) -> Iterator[Stack]:
+    """One gateway and one process of each worker, shared by the tests that only talk HTTP."""
+    with started(redis_url, ARTIFACTS / "logs/stack.log") as running:
+        yield running
+
+
+@contextmanager
+def started(redis_url: str, log_file: Path, saves: int = 1, leaderboard: int = 1, **env: str) -> Iterator[Stack]:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as sink:
+        env = {"LOG_LEVEL": "INFO", "LEADERBOARD_MAPS": TEST_MAPS, **env}
+        running = Stack(redis_url, free_port(), env=env, sink=sink)
+        try:
+            running.start(saves, leaderboard)
+            if saves and leaderboard:
+                running.wait_healthy()
+            yield running
+        finally:
+            running.stop_all()
+
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StackFactory]:
+    """Stacks of the test's own, each on a fresh Redis, for tests that kill and restart processes."""
+    with ExitStack() as cleanup:
+
+        def make(saves: int = 1, leaderboard: int = 1, **env: str) -> Stack:
+            data_dir = tmp_path / f"redis-{free_port()}"
+            url = cleanup.enter_context(fresh_redis(data_dir))
+            log_file = ARTIFACTS / "logs" / f"{request.node.name}.log"
+            return cleanup.enter_context(started(url, log_file, saves, leaderboard, **env))
+
+        yield make
+
+
+class Player:
+    """An HTTP client with its own session, as a browser tab would be."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+        answer = self.http.get("/session")
+        answer.raise_for_status()
+        self.id: str = answer.json()["id"]
+
+    def save(self, kind: str, document: dict[str, Any], method: str = "PATCH") -> httpx.Response:
+        field = "playerData" if kind == "playerstate" else "gameData"
+        return self.http.request(method, f"/api/{kind}", json={field: {"id": self.id, **document}})
+
+    def save_with_fallback(self, kind: str, document: dict[str, Any]) -> httpx.Response:
+        """The seed client's flow: PATCH, and POST when the answer is 404."""
+        answer = self.save(kind, document, "PATCH")
+        return self.save(kind, document, "POST") if answer.status_code == 404 else answer
+
+
+@pytest.fixture
+def player(stack: Stack) -> Iterator[Player]:
+    new = Player(stack.url)
+    yield new
+    new.http.close()
+
+
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )

@@ -1,0 +1,100 @@
+"""The HTTP contract of API.md, driven the way the seed's game client drives it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import redis
+
+from devtools.stack import Stack
+from tests.conftest import Player
+
+GRASSLAND = "leaderboards:survivor-Grassland"
+
+
+@pytest.fixture
+def db(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, protocol=3)
+
+
+def test_session_is_created_once_and_kept(stack: Stack, db: redis.Redis) -> None:
+    with httpx.Client(base_url=stack.url) as browser:
+        first = browser.get("/session")
+        again = browser.get("/session")
+    session_id = first.json()["id"]
+    assert again.json()["id"] == session_id
+    assert len(session_id) == 32 and int(session_id, 16) >= 0  # 128 random bits, URL-safe
+    cookie = first.headers["set-cookie"]
+    for attribute in ("HttpOnly", "SameSite=Lax", "Max-Age=604800", "Path=/"):
+        assert attribute in cookie
+    assert 604_700 < db.ttl(f"sessions:{session_id}") <= 604_800  # the key's clock matches the cookie's
+
+
+def test_a_forged_cookie_gets_a_new_session(stack: Stack) -> None:
+    victim = Player(stack.url)
+    with httpx.Client(base_url=stack.url, cookies={"cq_session": f"{victim.id}.forged"}) as attacker:
+        assert attacker.get(f"/api/playerstate/{victim.id}").status_code == 401
+        assert attacker.get("/session").json()["id"] != victim.id
+
+
+@pytest.mark.parametrize(("kind", "noun"), [("playerstate", "Player"), ("gamestate", "Game")])
+def test_seed_save_flow(player: Player, db: redis.Redis, kind: str, noun: str) -> None:
+    key = f"{'players' if kind == 'playerstate' else 'games'}:{player.id}"
+    assert player.http.get(f"/api/{kind}/{player.id}").json() == {"status": 404, "message": "Not Found"}
+    missing = player.save(kind, {"name": "Hero"}, "PATCH")
+    assert (missing.status_code, missing.json()) == (404, {"status": 404, "message": "Not Found"})
+    assert not db.exists(key)
+    created = player.save(kind, {"name": "Hero", "map": "Grassland"}, "POST")
+    assert created.json() == {"status": 200, "message": f"{noun} created"}
+    document = {"name": "Hero", "map": "Mountains", "pos": {"x": 12.5, "y": -3}, "skills": ["swordBeam"]}
+    updated = player.save(kind, document, "PATCH")
+    assert updated.json() == {"status": 200, "message": f"{noun} updated"}
+    stored = player.http.get(f"/api/{kind}/{player.id}")
+    assert stored.status_code == 200 and stored.json() == {"id": player.id, **document}
+    assert db.json().get(key) == {"id": player.id, **document}
+
+
+def test_search_by_name_and_id(stack: Stack, player: Player) -> None:
+    player.save_with_fallback("playerstate", {"name": "Zeldah71", "gold": 99})
+    other = Player(stack.url)
+    other.save_with_fallback("playerstate", {"name": "Zeldah71", "gold": 5, "secret": "mine"})
+    found = player.http.get("/api/playerstate/search", params={"name": "Zeldah71"}).json()
+    assert found["total"] == 2
+    by_key = {hit["id"]: hit["value"] for hit in found["documents"]}
+    assert by_key[f"players:{player.id}"] == {"id": player.id, "name": "Zeldah71", "gold": 99}
+    assert by_key[f"players:{other.id}"] == {"id": other.id, "name": "Zeldah71"}  # no private fields
+    by_id = player.http.get("/api/playerstate/search", params={"id": player.id}).json()
+    assert [hit["id"] for hit in by_id["documents"]] == [f"players:{player.id}"]
+    player.save_with_fallback("gamestate", {"chapter": 2})
+    games = player.http.get("/api/gamestate/search", params={"id": player.id}).json()
+    assert games["documents"] == [{"id": f"games:{player.id}", "value": {"id": player.id, "chapter": 2}}]
+
+
+def test_scores_keep_the_personal_best(stack: Stack, player: Player, db: redis.Redis) -> None:
+    board = "leaderboards:survivor-Scores"
+    member = f"Hero-{player.id}"
+    rival = Player(stack.url)
+    for who, score in ((player, 1200), (rival, 800), (player, 1500), (player, 300)):
+        answer = who.http.post("/api/leaderboard", json={"key": board, "score": score, "member": f"Hero-{who.id}"})
+        assert answer.status_code == 200 and answer.json()["status"] == 200
+    assert db.zscore(board, member) == 1500
+    top = player.http.get(f"/api/leaderboard/{board}", params={"count": 10}).json()
+    assert top == [{"value": member, "score": 1500}, {"value": f"Hero-{rival.id}", "score": 800}]
+    assert player.http.get(f"/api/leaderboard/{board}", params={"count": 1}).json() == top[:1]
+
+
+def test_empty_board_is_404(player: Player) -> None:
+    answer = player.http.get("/api/leaderboard/leaderboards:survivor-Empty")
+    assert (answer.status_code, answer.json()) == (404, {"status": 404, "message": "No leaderboard entries found"})
+
+
+def test_healthz_reports_every_part(stack: Stack) -> None:
+    health = httpx.get(f"{stack.url}/healthz").json()
+    assert health["status"] == 200
+    assert health["checks"] == {"redis": "ok", "modules": "ok", "saves_consumers": 1, "leaderboard_consumers": 1}
+
+
+def test_openapi_docs_are_served(stack: Stack) -> None:
+    schema = httpx.get(f"{stack.url}/openapi.json").json()
+    assert {"/session", "/api/playerstate", "/api/leaderboard", "/healthz"} <= set(schema["paths"])
+    assert httpx.get(f"{stack.url}/docs").status_code == 200
