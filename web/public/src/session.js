@@ -1,0 +1,23 @@
+// Loads the session id and any existing save once per page; the menu waits on it.
+import { fetchSessionId, loadPlayerData, loadGameData } from "./api.js";
+import { state, newPlayerDoc, newGameDoc, withDefaults } from "./state.js";
+
+let loading = null;
+
+async function loadSession() {
+  state.sessionId = await fetchSessionId();
+  const [player, game] = await Promise.all([loadPlayerData(state.sessionId), loadGameData(state.sessionId)]);
+  if (!player) return;
+  state.player = withDefaults(player, newPlayerDoc(state.sessionId, player.name));
+  // A player saved without its game document (a save that never landed) restarts the story.
+  state.game = withDefaults(game ?? {}, newGameDoc(state.sessionId));
+}
+
+/** Resolves once the session and saves are known. A failure can be retried by calling again. */
+export function ensureSession() {
+  loading ??= loadSession().catch((error) => {
+    loading = null;
+    throw error;
+  });
+  return loading;
+}

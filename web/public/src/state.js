@@ -1,0 +1,66 @@
+// What the game remembers: the session, the two save documents, and what the current scene shows.
+import { MAP_NAMES, SPAWN } from "./world.js";
+
+export const NAME_PATTERN = /^[A-Za-z0-9]{1,12}$/;
+
+/** Shared mutable state. `player` and `game` mirror players:{id} and games:{id} in Redis. */
+export const state = {
+  sessionId: null,
+  player: null,
+  game: null,
+  /** Whatever the current scene exposes for the test hook; reset on every scene change. */
+  live: {},
+};
+
+const now = () => new Date().toISOString();
+
+export function newPlayerDoc(id, name) {
+  return {
+    id,
+    name,
+    stats: { level: 1, xp: 0, maxHp: 10, hp: 10, attack: 1, speed: 150 },
+    currentMap: MAP_NAMES[0],
+    position: { x: SPAWN.x, y: SPAWN.y },
+    skillUnlocked: { swordBeam: false, dash: false, whirlwind: false },
+    killCount: { slime: 0, bat: 0, scorpion: 0, boss: 0 },
+    bestScore: Object.fromEntries(MAP_NAMES.map((map) => [map, 0])),
+    createdAt: now(),
+    updatedAt: now(),
+  };
+}
+
+export function newGameDoc(id) {
+  return {
+    id,
+    chapter: 1,
+    subChapter: 1,
+    bossDefeated: { chapter1: false, chapter2: false, chapter3: false },
+    completed: false,
+    updatedAt: now(),
+  };
+}
+
+/** Fills fields missing from a loaded document (older saves) with the defaults, recursively. */
+export function withDefaults(loaded, defaults) {
+  const merged = { ...defaults };
+  for (const [key, value] of Object.entries(loaded ?? {})) {
+    const bothObjects = isPlainObject(value) && isPlainObject(defaults[key]);
+    merged[key] = bothObjects ? withDefaults(value, defaults[key]) : value;
+  }
+  return merged;
+}
+
+const isPlainObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+
+export const leaderboardKey = (map) => `leaderboards:survivor-${map}`;
+export const leaderboardMember = () => `${state.player.name}-${state.sessionId}`;
+/** A member is "{name}-{session id}"; the display name is what comes before the first "-". */
+export const displayName = (member) => member.split("-")[0];
+
+export function touch(doc) {
+  doc.updatedAt = now();
+}
+
+export function resetLive(sceneName) {
+  state.live = { scene: sceneName };
+}
