@@ -101,7 +101,7 @@ class Event:
                 deadline_ms=int(fields[b"deadline"]),
             )
         except KeyError as missing:
-            raise PoisonEvent(f"missing field {missing.args[0]!r}") from None
+            raise PoisonEvent(f"missing field {missing.args[0].decode()!r}") from None
         except (ValueError, UnicodeDecodeError) as error:
             if isinstance(error, PoisonEvent):
                 raise

@@ -81,13 +81,16 @@ class Worker:
             "consumer %s of group %r on %s at %s",
             self.consumer, self.route.group, self.route.stream, redact(self.settings.redis_url),
         )  # fmt: skip
+        sweep_every = self.settings.claim_idle_ms / 2000
         next_sweep = 0.0
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_sweep:
                     await self._sweep()
-                    next_sweep = loop.time() + self.settings.claim_idle_ms / 2000
-                await self._process(await self._read())
+                    next_sweep = loop.time() + sweep_every
+                # Never block past the next sweep, so claims keep their schedule on an idle stream.
+                block_ms = min(self.settings.block_ms, max(1, int((next_sweep - loop.time()) * 1000)))
+                await self._process(await self._read(block_ms))
             except REDIS_DOWN as error:
                 log.warning("Redis unavailable (%s); retrying in 1 s", error)
                 self._read_backlog = True
@@ -100,10 +103,8 @@ class Worker:
                 await ensure_indexes(self.redis)
         await self._leave_group()
         await self.redis.aclose()
-        log.info("stopped: applied %d, expired %d, dead-lettered %d", *self._counts())
-
-    def _counts(self) -> tuple[int, int, int]:
-        return self.stats.applied, self.stats.expired, self.stats.dead_lettered
+        stats = self.stats
+        log.info("stopped: applied %d, expired %d, dead-lettered %d", stats.applied, stats.expired, stats.dead_lettered)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -116,7 +117,7 @@ class Worker:
             if "BUSYGROUP" not in str(error):
                 raise
 
-    async def _read(self) -> list[Entry]:
+    async def _read(self, block_ms: int) -> list[Entry]:
         """New entries, or our own pending ones while a backlog remains."""
         start = "0" if self._read_backlog else ">"
         answer = await self.redis.xreadgroup(
@@ -124,7 +125,7 @@ class Worker:
             self.consumer,
             {self.route.stream: start},
             count=self.settings.batch_size,
-            block=None if self._read_backlog else self.settings.block_ms,
+            block=None if self._read_backlog else block_ms,
         )
         entries = stream_entries(answer)
         if self._read_backlog and not entries:

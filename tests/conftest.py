@@ -89,8 +89,7 @@ def started(redis_url: str, log_file: Path, saves: int = 1, leaderboard: int = 1
         running = Stack(redis_url, free_port(), env=env, sink=sink)
         try:
             running.start(saves, leaderboard)
-            if saves and leaderboard:
-                running.wait_healthy()
+            running.wait_healthy(workers=bool(saves and leaderboard))
             yield running
         finally:
             running.stop_all()
