@@ -60,7 +60,7 @@ def pending(db: redis.Redis, consumer_pid: int | None = None) -> int:
 
 
 def dead_letters(db: redis.Redis) -> list[dict[bytes, bytes]]:
-    return [fields for _id, fields in db.xrange(keys.DEAD_LETTER_STREAM)]  # type: ignore[misc]
+    return [fields for _id, fields in db.xrange(keys.DEAD_LETTER_STREAM)]  # type: ignore[union-attr, misc]
 
 
 def applied_counts(log_file: Path, service: str) -> list[int]:
