@@ -7,8 +7,8 @@ export const HEIGHT = 360;
 export const k = kaplay({
   width: WIDTH,
   height: HEIGHT,
-  letterbox: true,
-  stretch: true,
+  // The canvas keeps 640x360 real pixels and CSS scales it up (index.html): on software-rendered
+  // WebGL, filling a full-window drawing buffer every frame costs more than the whole game.
   crisp: true,
   global: false,
   debug: false,
