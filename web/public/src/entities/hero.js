@@ -112,13 +112,16 @@ export function addHero(parent, { pos, player, hp, onDeath }) {
     invulnerableLeft = Math.max(0, invulnerableLeft - dt);
     hero.opacity = invulnerableLeft > 0 && Math.floor(k.time() * 12) % 2 ? 0.35 : 1;
     walk();
-    for (const action of actions) {
-      if (k.isKeyPressed(action.key) && action.ready() && cooldowns[action.cooldown] === 0) {
-        cooldowns[action.cooldown] = COOLDOWN_SECONDS[action.cooldown];
-        action.run();
-      }
-    }
   });
+
+  // Registered on the parent (the scene's world), so pausing the world also silences these keys.
+  for (const action of actions) {
+    parent.onKeyPress(action.key, () => {
+      if (hero.hp <= 0 || !action.ready() || cooldowns[action.cooldown] > 0) return;
+      cooldowns[action.cooldown] = COOLDOWN_SECONDS[action.cooldown];
+      action.run();
+    });
+  }
 
   /** Contact damage from enemies; ignored while blinking after a hit or dashing. */
   hero.takeDamage = (amount) => {

@@ -215,7 +215,6 @@ export function registerQuestScene() {
     let lastSaved = hero.pos.clone();
     world.onUpdate(() => {
       hud.update([`${player.name}  Lv ${player.stats.level}`, chapter.title, objective()], hero.hp, player.stats.maxHp);
-      if (k.isKeyPressed("enter") && !dialogueOpen && hero.pos.dist(NPC_SPOT.x, NPC_SPOT.y) < TALK_DISTANCE) talk();
       sinceAutosave += k.dt();
       if (sinceAutosave > AUTOSAVE_SECONDS && hero.pos.dist(lastSaved) > TILE) {
         sinceAutosave = 0;
@@ -223,6 +222,10 @@ export function registerQuestScene() {
         syncPlayer();
         savePlayer();
       }
+    });
+
+    world.onKeyPress("enter", () => {
+      if (!dialogueOpen && hero.pos.dist(NPC_SPOT.x, NPC_SPOT.y) < TALK_DISTANCE) talk();
     });
 
     installPauseMenu({

@@ -1,0 +1,157 @@
+"""The game in a real browser against the whole stack: what a player does, checked in Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from tests.browser.conftest import CHROMIUM, SKIP_REASON, Game, Snapshot
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason=SKIP_REASON)]
+
+# Tile centres from web/public/src/world.js: the guide of every map, and a walkable clearing.
+GUIDE = (752, 432)
+CLEARING = (560, 400)
+
+
+def document(store: redis.Redis, key: str) -> Any:
+    return store.json().get(key)
+
+
+def wait_until(description: str, check: Callable[[], Any], timeout_s: float = 15) -> Any:
+    """Polls `check()` until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {description}")
+
+
+def test_new_player_sees_the_title_and_new_game_creates_both_saves(game: Game, store: redis.Redis) -> None:
+    game.open()
+    time.sleep(1)  # a few frames of the animated title
+    stats = game.picture_stats(game.page.locator("canvas").screenshot())
+    game.screenshot("title")
+    assert stats["colours"] > 50 and stats["stddev"] > 10, f"the title screen looks blank: {stats}"
+
+    game.press("Enter")
+    menu = game.wait_for("the main menu", lambda snap: snap["menu"] is not None)["menu"]
+    game.screenshot("menu")
+    assert "Continue" not in menu["options"], "a brand-new session has no save to continue"
+
+    game.choose("New game")
+    game.wait_for_scene("newgame")
+    game.page.keyboard.type("Te-st 7!")  # only letters and digits are taken
+    game.wait_for("the filtered name", lambda snap: snap["nameEntry"]["name"] == "Test7")
+    game.screenshot("newgame")
+    game.press("Enter")
+    snap = game.wait_for("the quest, saved", lambda snap: snap["scene"] == "quest" and snap["allSaved"])
+    game.screenshot("quest")
+
+    session_id = game.session_id_from_server()
+    assert snap["sessionId"] == session_id
+    player = document(store, f"players:{session_id}")
+    progress = document(store, f"games:{session_id}")
+    assert player is not None and progress is not None, "New game must create players:{id} and games:{id}"
+    assert player["id"] == session_id and player["name"] == "Test7"
+    assert player["currentMap"] == "Grassland" and set(player["position"]) == {"x", "y"}
+    assert player["stats"]["hp"] > 0 and player["bestScore"] == {"Grassland": 0, "Mountains": 0, "Badlands": 0}
+    assert progress["id"] == session_id
+    assert (progress["chapter"], progress["subChapter"]) == (1, 1)
+    assert progress["bossDefeated"] == {"chapter1": False, "chapter2": False, "chapter3": False}
+
+
+def test_progress_and_position_come_back_after_reload(game: Game, store: redis.Redis) -> None:
+    session_id = game.start_new_game("Reloader")
+    start = game.wait_for("the hero", lambda snap: snap["hero"] is not None)["hero"]
+    game.hold("d", 0.5)
+    moved = game.wait_for("the hero to walk right", lambda snap: snap["hero"]["x"] > start["x"] + 20)["hero"]
+    assert abs(moved["y"] - start["y"]) < 4
+
+    # Chapter progress: talking to the guide starts sub-chapter 2, and that is saved.
+    game.page.evaluate(f"window.__cacheQuest.teleport({GUIDE[0] - 36}, {GUIDE[1]})")
+    game.press("Enter")
+    game.wait_for("the guide's dialogue", lambda snap: snap["dialogue"] is not None)
+    game.screenshot("dialogue")
+    while (game.snapshot() or {}).get("dialogue"):
+        game.press("Enter")
+        time.sleep(0.2)
+    game.wait_for("sub-chapter 2", lambda snap: snap["game"]["subChapter"] == 2)
+    wait_until("games:{id} at sub-chapter 2", lambda: document(store, f"games:{session_id}")["subChapter"] == 2)
+
+    # Map change, then a few steps on the new map, then Esc: pausing saves the position.
+    game.page.evaluate(f"window.__cacheQuest.teleport({CLEARING[0]}, {CLEARING[1]}, 'Mountains')")
+    game.wait_for("the Mountains", lambda snap: snap["scene"] == "quest" and snap["map"] == "Mountains")
+    wait_until(
+        "players:{id} on the Mountains", lambda: document(store, f"players:{session_id}")["currentMap"] == "Mountains"
+    )
+    game.hold("s", 0.3)
+    game.press("Escape")
+    paused = game.wait_for("the pause menu", lambda snap: (snap["menu"] or {}).get("title") == "Paused")
+    game.screenshot("paused")
+    where = {"x": round(paused["hero"]["x"]), "y": round(paused["hero"]["y"])}
+    assert where["y"] > CLEARING[1] + 10, "the hero should have walked down before pausing"
+    wait_until(
+        "the paused position in players:{id}",
+        lambda: document(store, f"players:{session_id}")["position"] == where,
+    )
+
+    game.page.reload()
+    game.wait_for_scene("title")
+    game.press("Enter")
+    game.choose("Continue")
+    back = game.wait_for("the quest after Continue", lambda snap: snap["scene"] == "quest" and snap["hero"] is not None)
+    game.screenshot("continued")
+    assert back["map"] == "Mountains"
+    assert abs(back["hero"]["x"] - where["x"]) <= 2 and abs(back["hero"]["y"] - where["y"]) <= 2
+    assert back["game"]["subChapter"] == 2 and back["player"]["name"] == "Reloader"
+
+
+def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: redis.Redis) -> None:
+    session_id = game.start_new_game("Runner")
+    game.press("Escape")
+    game.choose("Main menu")
+    game.wait_for_scene("menu")
+    game.choose("Survivor")
+    game.choose("Mountains")
+    game.wait_for("points on the clock", lambda snap: snap["scene"] == "survivor" and snap["survivor"]["score"] >= 3)
+    game.screenshot("survivor")
+
+    game.page.evaluate("window.__cacheQuest.endSurvivorRun()")
+    over = game.wait_for("the leaderboard overlay", lambda snap: snap["leaderboard"] is not None)
+    game.screenshot("game-over")
+    score = over["survivor"]["score"]
+    member = f"Runner-{session_id}"
+    key = "leaderboards:survivor-Mountains"
+    assert over["survivor"]["result"] == {"isPersonalBest": True, "posted": True}
+    assert store.zscore(key, member) == score
+    rank = store.zrevrank(key, member)
+    assert isinstance(rank, int), f"{member} is not on {key}"
+    mine = [entry for entry in over["leaderboard"]["entries"] if entry["own"]]
+    assert mine == [{"rank": rank + 1, "name": "Runner", "score": score, "own": True}]
+    assert over["leaderboard"]["ownRank"] == rank + 1
+    wait_until(
+        "the personal best in players:{id}",
+        lambda: document(store, f"players:{session_id}")["bestScore"]["Mountains"] == score,
+    )
+
+    # The Leaderboards screen from the main menu shows the same entry.
+    game.choose("Main menu")
+    game.wait_for_scene("menu")
+    game.choose("Leaderboards")
+    game.wait_for("the Grassland board", lambda snap: snap["scene"] == "leaderboard")
+    game.press("ArrowRight")
+
+    def shows_mountains(snap: Snapshot) -> bool:
+        board = snap["leaderboard"]
+        return board is not None and board["map"] == "Mountains"
+
+    board = game.wait_for("the Mountains board", shows_mountains)["leaderboard"]
+    game.screenshot("leaderboards")
+    assert {"rank": rank + 1, "name": "Runner", "score": score, "own": True} in board["entries"]
