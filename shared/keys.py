@@ -7,6 +7,7 @@ keys are the services' own and all live under `stream:`.
 from __future__ import annotations
 
 SESSION_PREFIX = "sessions:"
+RATE_LIMIT_PREFIX = "ratelimit"  # the `limits` library appends ":{...}"
 PLAYER_PREFIX = "players:"
 GAME_PREFIX = "games:"
 LEADERBOARD_PREFIX = "leaderboards:survivor-"

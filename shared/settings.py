@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
+import limits
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -51,12 +52,31 @@ class Settings(BaseSettings):
     score_max: float = 1_000_000_000
     leaderboard_max_count: int = Field(100, gt=0)
 
+    # Rate limits ("N/second|minute|hour"; empty turns one off), counted in Redis.
+    rate_limit_session_writes: str = "240/minute"
+    rate_limit_address_writes: str = "2400/minute"
+    rate_limit_address_sessions: str = "30/minute"
+
+    @field_validator("rate_limit_session_writes", "rate_limit_address_writes", "rate_limit_address_sessions")
+    @classmethod
+    def _check_rate(cls, rate: str) -> str:
+        if rate:
+            limits.parse(rate)  # raises ValueError with the reason
+        return rate
+
     @field_validator("leaderboard_maps", mode="before")
     @classmethod
     def _split_maps(cls, maps: object) -> object:
         """`LEADERBOARD_MAPS=Grassland,Mountains` rather than JSON."""
         if isinstance(maps, str):
-            return tuple(name.strip() for name in maps.split(",") if name.strip())
+            maps = tuple(name.strip() for name in maps.split(",") if name.strip())
+        return maps
+
+    @field_validator("leaderboard_maps")
+    @classmethod
+    def _check_maps(cls, maps: tuple[str, ...]) -> tuple[str, ...]:
+        if not maps or not all(name.isalnum() and name.isascii() for name in maps):
+            raise ValueError("LEADERBOARD_MAPS must be a comma-separated list of letters-and-digits names")
         return maps
 
     @model_validator(mode="after")

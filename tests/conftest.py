@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 # The game's maps, and boards of the tests' own that nothing else writes to.
 TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty"
+# Every test client comes from 127.0.0.1: per-address limits are tested on their own.
+UNLIMITED_ADDRESS = {"RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute", "RATE_LIMIT_ADDRESS_WRITES": "100000/minute"}
 
 
 def free_port() -> int:
@@ -85,7 +87,7 @@ def stack(redis_url: str) -> Iterator[Stack]:
 def started(redis_url: str, log_file: Path, saves: int = 1, leaderboard: int = 1, **env: str) -> Iterator[Stack]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as sink:
-        env = {"LOG_LEVEL": "INFO", "LEADERBOARD_MAPS": TEST_MAPS, **env}
+        env = {"LOG_LEVEL": "INFO", "LEADERBOARD_MAPS": TEST_MAPS, **UNLIMITED_ADDRESS, **env}
         running = Stack(redis_url, free_port(), env=env, sink=sink)
         try:
             running.start(saves, leaderboard)

@@ -14,6 +14,7 @@ from services.gateway import errors, health, leaderboard, saves
 from services.gateway.commands import CommandBus
 from services.gateway.limits import BodyLimitMiddleware
 from services.gateway.models import Session
+from services.gateway.ratelimit import RateLimits
 from services.gateway.sessions import SessionMiddleware, session_id
 from shared.connection import connect, ensure_indexes, redact
 from shared.settings import Settings
@@ -30,6 +31,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = connect(settings.redis_url)
         waiter = connect(settings.redis_url, max_connections=4096, blocking_reads=True)
         app.state.bus = CommandBus(app.state.redis, waiter, settings)
+        app.state.limits = RateLimits(app.state.redis, settings)
         await ensure_indexes(app.state.redis)
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
         yield

@@ -9,7 +9,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.responses import Response
 
 from services.gateway.models import LeaderboardEntry, Message, ScoreBody
-from services.gateway.saves import ERRORS, Bus, Client, SessionId, json_response
+from services.gateway.saves import ERRORS, RATE_LIMITED, Bus, Client, json_response
+from services.gateway.sessions import SessionId
 from shared import keys
 from shared.protocol import EventType
 from shared.settings import Settings
@@ -26,7 +27,7 @@ def check_board(settings: Settings, key: str) -> None:
         raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}; expected one of {', '.join(boards)}")
 
 
-@router.post("", response_model=Message, responses=ERRORS)
+@router.post("", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId) -> Response:
     """Record a score with `ZADD GT`: only a personal best changes the board, and a lower one is not an error."""
     settings = commands.settings

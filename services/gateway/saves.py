@@ -22,14 +22,15 @@ from services.gateway.models import (
     SearchResult,
     deeper_than,
 )  # fmt: skip
-from services.gateway.sessions import session_id
+from services.gateway.ratelimit import limit_writes
+from services.gateway.sessions import SessionId
 from shared import keys
 from shared.protocol import EventType
 
 router = APIRouter(prefix="/api", tags=["saves"])
 
-SessionId = Annotated[str, Depends(session_id)]
 NOT_FOUND = {"status": 404, "message": "Not Found"}
+RATE_LIMITED = [Depends(limit_writes)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Message} for code in (400, 401, 403, 404, 413, 429, 503, 504)
 }
@@ -132,13 +133,13 @@ async def read_player(client: Client, caller: SessionId, player_id: str) -> Resp
     return await read(client, PLAYERS, caller, player_id)
 
 
-@router.post("/playerstate", response_model=Message, responses=ERRORS)
+@router.post("/playerstate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def create_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
     """Create or replace your player save."""
     return await save(commands, PLAYERS, caller, body.playerData, update=False)
 
 
-@router.patch("/playerstate", response_model=Message, responses=ERRORS)
+@router.patch("/playerstate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def update_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
     """Replace your player save if it exists; 404 tells the client to POST instead."""
     return await save(commands, PLAYERS, caller, body.playerData, update=True)
@@ -156,13 +157,13 @@ async def read_game(client: Client, caller: SessionId, game_id: str) -> Response
     return await read(client, GAMES, caller, game_id)
 
 
-@router.post("/gamestate", response_model=Message, responses=ERRORS)
+@router.post("/gamestate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def create_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
     """Create or replace your game state."""
     return await save(commands, GAMES, caller, body.gameData, update=False)
 
 
-@router.patch("/gamestate", response_model=Message, responses=ERRORS)
+@router.patch("/gamestate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def update_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
     """Replace your game state if it exists; 404 tells the client to POST instead."""
     return await save(commands, GAMES, caller, body.gameData, update=True)

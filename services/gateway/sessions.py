@@ -13,9 +13,10 @@ import hashlib
 import hmac
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import orjson
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException, Request
 from redis.asyncio import Redis
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +33,10 @@ SESSION_PATHS = ("/api/", "/session")
 def new_session_id() -> str:
     """128 random bits as hex: URL-safe, and one token for Redis Search (no `-` or `_` to split on)."""
     return secrets.token_hex(16)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 class CookieSigner:
@@ -70,6 +75,12 @@ class SessionMiddleware:
             if session_id is not None and not await self._refresh(redis, session_id, create=False):
                 session_id = None
             if session_id is None and scope["path"] == "/session":
+                wait = await scope["app"].state.limits.retry_after("address-sessions", client_address(Request(scope)))
+                if wait:
+                    await error_response(429, "Too many new sessions; slow down", {"Retry-After": str(wait)})(
+                        scope, receive, send
+                    )
+                    return
                 session_id = new_session_id()
                 await self._refresh(redis, session_id, create=True)
         except REDIS_DOWN:
@@ -114,3 +125,6 @@ def session_id(request: Request) -> str:
     if found is None:
         raise HTTPException(401, "No session: call GET /session first, and send its cookie back")
     return found
+
+
+SessionId = Annotated[str, Depends(session_id)]

@@ -1,0 +1,168 @@
+"""Faults injected for real under load: killed workers, a crashed Redis, SIGTERM to every service.
+
+The invariant in each: every write that got a 2xx is in Redis with its last
+acknowledged value, and the services recover without being restarted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from devtools import redis_stack
+from devtools.stack import Stack
+from shared import keys
+from tests.conftest import ARTIFACTS, Player, StackFactory, free_port, started
+from tests.test_workers import FAST, eventually
+
+pytestmark = pytest.mark.slow
+
+BOARD = "leaderboards:survivor-Grassland"
+
+
+@dataclass
+class Client:
+    """One player saving (or scoring) 1, 2, 3... in order, retrying a failed value as the game does."""
+
+    player: Player
+    kind: str
+    acked: int = 0
+    failures: list[tuple[int, float]] = field(default_factory=list)  # (status, seconds it took)
+
+    def write(self, value: int) -> int:
+        if self.kind == "score":
+            body = {"key": BOARD, "score": value, "member": f"Hero-{self.player.id}"}
+            return self.player.http.post("/api/leaderboard", json=body).status_code
+        return self.player.save_with_fallback("playerstate", {"name": "Hero", "level": value}).status_code
+
+    def run(self, writes: int, stop: threading.Event) -> None:
+        value = 1
+        while value <= writes and not stop.is_set():
+            started_at = time.monotonic()
+            try:
+                status = self.write(value)
+            except httpx.HTTPError:
+                status = 0  # the connection itself failed (the gateway went away)
+            if 200 <= status < 300:
+                self.acked, value = value, value + 1
+            else:
+                self.failures.append((status, time.monotonic() - started_at))
+                time.sleep(0.05)
+
+    def stored(self, db: redis.Redis) -> int:
+        if self.kind == "score":
+            return int(db.zscore(BOARD, f"Hero-{self.player.id}") or 0)
+        document = db.json().get(keys.player(self.player.id))
+        return int(document["level"]) if document else 0
+
+
+@dataclass
+class Load:
+    clients: list[Client]
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, stack: Stack, kind: str, clients: int, writes: int) -> Load:
+        load = cls([Client(Player(stack.url), kind) for _ in range(clients)])
+        for client in load.clients:
+            thread = threading.Thread(target=client.run, args=(writes, load.stop), daemon=True)
+            thread.start()
+            load.threads.append(thread)
+        return load
+
+    def acked(self) -> int:
+        return sum(client.acked for client in self.clients)
+
+    def wait(self, timeout_s: float = 120) -> None:
+        for thread in self.threads:
+            thread.join(timeout_s)
+        self.stop.set()
+
+    def assert_nothing_lost(self, db: redis.Redis) -> None:
+        """The last acknowledged value, or the one after it, sent but never acknowledged, that may have landed."""
+        assert self.acked() > 0
+        for client in self.clients:
+            assert client.acked <= client.stored(db) <= client.acked + 1
+
+
+def wait_for(load: Load, acked: int) -> None:
+    eventually(lambda: load.acked() >= acked, 60, f"{acked} writes acknowledged")
+
+
+def pending_total(db: redis.Redis) -> int:
+    return sum(
+        group["pending"] for stream in (keys.SAVES_STREAM, keys.SCORES_STREAM) for group in db.xinfo_groups(stream)
+    )
+
+
+@pytest.mark.parametrize(("service", "kind"), [("saves", "save"), ("leaderboard", "score")])
+def test_sigkill_one_of_two_workers_mid_load(make_stack: StackFactory, service: str, kind: str) -> None:
+    stack = make_stack(**{service: 2}, **FAST)  # type: ignore[arg-type]
+    db = redis.Redis.from_url(stack.redis_url, protocol=3)
+    load = Load.start(stack, kind, clients=12, writes=200)
+    wait_for(load, 300)
+    stack.stop(f"{service}-1", signal.SIGKILL)
+    load.wait()
+    assert load.acked() == 12 * 200, "every client got through, retrying on the live worker"
+    load.assert_nothing_lost(db)
+    eventually(lambda: pending_total(db) == 0, 15, "the pending lists drain")
+
+
+@pytest.mark.parametrize("name", ["gateway-1", "saves-1"])
+def test_sigterm_under_load_loses_no_acknowledged_write(make_stack: StackFactory, name: str) -> None:
+    stack = make_stack(saves=1, **FAST)
+    db = redis.Redis.from_url(stack.redis_url, protocol=3)
+    load = Load.start(stack, "save", clients=8, writes=10_000)
+    wait_for(load, 200)
+    # uvicorn re-raises the SIGTERM it handled once it has drained, hence -15 for the gateway.
+    assert stack.stop(name, signal.SIGTERM) in (0, -signal.SIGTERM), f"{name} drained and exited"
+    time.sleep(0.5)
+    load.stop.set()
+    load.wait()
+    load.assert_nothing_lost(db)
+
+
+@pytest.fixture
+def crashable_redis(tmp_path: Path) -> Iterator[tuple[str, Path, int]]:
+    if os.environ.get("REDIS_URL"):
+        pytest.skip("needs the embedded Redis, to crash and restart it; unset REDIS_URL")
+    port = free_port()
+    yield f"redis://127.0.0.1:{port}/0", tmp_path / "redis", port
+
+
+def test_redis_crash_under_load(crashable_redis: tuple[str, Path, int], request: pytest.FixtureRequest) -> None:
+    url, data_dir, port = crashable_redis
+    server = redis_stack.start(port, data_dir)  # append-only, fsync every second
+    log_file = ARTIFACTS / "logs" / f"{request.node.name}.log"
+    try:
+        with started(url, log_file, saves=2, leaderboard=1) as stack:
+            pids = {name: process.pid for name, process in stack.processes.items()}
+            load = Load.start(stack, "save", clients=8, writes=10_000)
+            wait_for(load, 200)
+            server.kill()  # SIGKILL: no shutdown, no final fsync
+            server.wait()
+            time.sleep(1.5)  # requests in the gap must fail fast and clearly
+            server = redis_stack.start(port, data_dir)
+            recovered_at = load.acked()
+            wait_for(load, recovered_at + 200)  # the same processes serve again, unrestarted
+            load.stop.set()
+            load.wait()
+            assert {name: process.pid for name, process in stack.processes.items()} == pids
+            assert all(process.poll() is None for process in stack.processes.values())
+            gap = [(status, took) for client in load.clients for status, took in client.failures]
+            assert gap, "the gap was seen by the clients"
+            assert all(status in (503, 504) and took < 4 for status, took in gap), gap[:5]
+            load.assert_nothing_lost(redis.Redis.from_url(url, protocol=3))
+    finally:
+        server.kill()
+        server.wait()
