@@ -112,16 +112,18 @@ export function showDialogue(speaker, lines, onDone) {
   return panel;
 }
 
-/** A centred message near the top that fades out. */
+/** A centred message near the top that fades out; banners shown together stack downwards. */
 export function showBanner(text, seconds = 2.5, color = COLORS.gold) {
+  const bannersShown = k.get("banner").length;
   const banner = k.add([
     k.text(text, { size: 20, align: "center", width: WIDTH - 60 }),
-    k.pos(WIDTH / 2, 130),
+    k.pos(WIDTH / 2, 130 + bannersShown * 48),
     k.anchor("center"),
     k.color(color),
     k.opacity(1),
     k.fixed(),
     k.z(300),
+    "banner",
   ]);
   let age = 0;
   banner.onUpdate(() => {

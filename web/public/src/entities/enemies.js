@@ -2,9 +2,10 @@
 import { k } from "../engine.js";
 
 export const ENEMY_KINDS = {
-  slime: { sprite: "slime", hp: 3, speed: 60, damage: 1, points: 10, xp: 10, flies: false },
-  bat: { sprite: "bat", hp: 2, speed: 95, damage: 1, points: 15, xp: 12, flies: true },
-  scorpion: { sprite: "scorpion", hp: 5, speed: 72, damage: 2, points: 25, xp: 20, flies: false },
+  // crownAt: where a boss's crown sits on its head, in sprite pixels from the centre (facing right).
+  slime: { sprite: "slime", hp: 3, speed: 60, damage: 1, points: 10, xp: 10, flies: false, crownAt: [0, -5] },
+  bat: { sprite: "bat", hp: 2, speed: 95, damage: 1, points: 15, xp: 12, flies: true, crownAt: [0, -3] },
+  scorpion: { sprite: "scorpion", hp: 5, speed: 72, damage: 2, points: 25, xp: 20, flies: false, crownAt: [-5, 3] },
 };
 
 const BOSS_SCALE = 2.5;
@@ -37,7 +38,8 @@ export function addEnemy(parent, { kind, pos, target, boss = null, toughness = 1
     "enemy",
     { kind, boss, hp: maxHp, maxHp, radius: 11 * scale, damage: spec.damage * (boss ? 2 : 1) },
   ]);
-  if (boss) enemy.add([k.sprite("crown"), k.pos(0, -9), k.anchor("bot"), k.scale(0.5)]);
+  const [crownX, crownY] = spec.crownAt;
+  const crown = boss ? enemy.add([k.sprite("crown"), k.pos(crownX, crownY), k.anchor("bot"), k.scale(0.5)]) : null;
 
   let knockback = k.vec2(0, 0);
   let flashLeft = 0;
@@ -63,6 +65,7 @@ export function addEnemy(parent, { kind, pos, target, boss = null, toughness = 1
     knockback = knockback.scale(Math.max(0, 1 - dt * 8));
     enemy.move(move);
     if (move.x !== 0) enemy.flipX = move.x < 0;
+    if (crown) crown.pos.x = enemy.flipX ? -crownX : crownX;
     if (enemy.pos.dist(target.pos) < enemy.radius + 12) target.takeDamage(enemy.damage);
   });
 
