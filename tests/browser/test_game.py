@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import redis
+from playwright.sync_api import Route
 
 from tests.browser.conftest import CHROMIUM, SKIP_REASON, Game, Snapshot
 
@@ -155,3 +156,27 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
     board = game.wait_for("the Mountains board", shows_mountains)["leaderboard"]
     game.screenshot("leaderboards")
     assert {"rank": rank + 1, "name": "Runner", "score": score, "own": True} in board["entries"]
+
+
+def test_a_save_survives_transient_errors(game: Game, store: redis.Redis) -> None:
+    session_id = game.start_new_game("Sturdy")
+    failures_left = [3]
+
+    def flaky_saves(route: Route) -> None:
+        """The first PATCHes meet a struggling server: 503, 429, 503, each asking to retry after 1 s."""
+        if route.request.method != "PATCH" or failures_left[0] == 0:
+            route.continue_()
+            return
+        failures_left[0] -= 1
+        status = 429 if failures_left[0] == 1 else 503
+        body = {"status": status, "message": "injected by the test"}
+        route.fulfill(status=status, headers={"Retry-After": "1"}, json=body)
+
+    game.page.route("**/api/playerstate", flaky_saves)
+    game.page.evaluate(f"window.__cacheQuest.teleport({CLEARING[0]}, {CLEARING[1]})")
+    game.press("Escape")
+    game.wait_for("the retry indicator", lambda snap: snap["save"]["phase"] == "retrying")
+    game.screenshot("retrying")
+    game.wait_for("the save to land", lambda snap: snap["save"]["phase"] == "saved", timeout_s=30)
+    assert failures_left == [0]
+    assert document(store, f"players:{session_id}")["position"] == {"x": CLEARING[0], "y": CLEARING[1]}
