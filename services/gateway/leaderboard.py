@@ -8,6 +8,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.responses import Response
 
+from services.gateway.limits import StrictJSONRoute
 from services.gateway.models import LeaderboardEntry, Message, ScoreBody
 from services.gateway.saves import ERRORS, RATE_LIMITED, Bus, Client, json_response
 from services.gateway.sessions import SessionId
@@ -15,7 +16,7 @@ from shared import keys
 from shared.protocol import EventType
 from shared.settings import Settings
 
-router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"])
+router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
 
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from starlette.responses import Response
 
 from services.gateway.commands import CommandBus
+from services.gateway.limits import StrictJSONRoute
 from services.gateway.models import (
     ID_PATTERN,
     NAME_PATTERN,
@@ -27,7 +28,7 @@ from services.gateway.sessions import SessionId
 from shared import keys
 from shared.protocol import EventType
 
-router = APIRouter(prefix="/api", tags=["saves"])
+router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
 
 NOT_FOUND = {"status": 404, "message": "Not Found"}
 RATE_LIMITED = [Depends(limit_writes)]

@@ -54,7 +54,8 @@ class CookieSigner:
         if not cookie or "." not in cookie:
             return None
         session_id, mac = cookie.rsplit(".", 1)
-        return session_id if hmac.compare_digest(mac, self._mac(session_id)) else None
+        # Bytes, not str: compare_digest refuses non-ASCII text, and a cookie may carry any.
+        return session_id if hmac.compare_digest(mac.encode(), self._mac(session_id).encode()) else None
 
 
 class SessionMiddleware:

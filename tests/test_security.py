@@ -1,0 +1,128 @@
+"""The rules of API.md's "Who may do what" that need a stack of their own, and property tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import string
+import subprocess
+import sys
+
+import httpx
+import orjson
+import pytest
+import redis
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.gateway.saves import escape
+from services.gateway.sessions import CookieSigner, new_session_id
+from shared.protocol import Event, EventType, PoisonEvent, Reply
+from tests.conftest import ROOT, Player, StackFactory
+
+LIMITS = {
+    "RATE_LIMIT_ADDRESS_SESSIONS": "3/minute",
+    "RATE_LIMIT_SESSION_WRITES": "4/minute",
+    "RATE_LIMIT_ADDRESS_WRITES": "6/minute",
+}
+
+
+def test_secure_cookie_when_configured(make_stack: StackFactory) -> None:
+    stack = make_stack(saves=0, leaderboard=0, COOKIE_SECURE="true")
+    assert "; Secure" in httpx.get(f"{stack.url}/session").headers["set-cookie"]
+
+
+def test_rate_limits(make_stack: StackFactory) -> None:
+    stack = make_stack(**LIMITS)
+    db = redis.Redis.from_url(stack.redis_url, protocol=3)
+    first, second = Player(stack.url), Player(stack.url)
+    Player(stack.url)
+    too_many = httpx.get(f"{stack.url}/session")  # the fourth new session from this address in a minute
+    assert too_many.status_code == 429 and too_many.json()["status"] == 429
+    assert int(too_many.headers["retry-after"]) >= 1
+    assert first.http.get("/session").json()["id"] == first.id  # an existing session is not a new one
+
+    for level in range(1, 5):
+        assert first.save("playerstate", {"level": level}, "POST" if level == 1 else "PATCH").status_code == 200
+    limited = first.save("playerstate", {"level": 5})  # the session's fifth write
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert db.json().get(f"players:{first.id}") == {"id": first.id, "level": 4}
+
+    assert second.save("playerstate", {"level": 1}, "POST").status_code == 200
+    by_address = second.save("playerstate", {"level": 2})  # the address's seventh write
+    assert by_address.status_code == 429 and by_address.json()["message"] == "Too many writes; slow down"
+    assert db.json().get(f"players:{second.id}") == {"id": second.id, "level": 1}
+    prefixes = (b"sessions:", b"players:", b"ratelimit:", b"stream:")
+    assert all(key.startswith(prefixes) for key in db.scan_iter())
+
+
+@pytest.mark.parametrize("service", ["gateway", "saves", "leaderboard"])
+def test_production_refuses_the_default_secret(service: str) -> None:
+    env = {**os.environ, "ENVIRONMENT": "production"}
+    env.pop("SESSION_SECRET", None)
+    result = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode != 0
+    assert "SESSION_SECRET must be set in production" in result.stderr
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(payload=json_values, session=st.text(min_size=1), timeout=st.integers(0, 10**9))
+def test_envelope_round_trips(payload: object, session: str, timeout: int) -> None:
+    event = Event.new(EventType.PLAYER_UPDATE, session, payload, timeout)
+    assert Event.decode(event.encode()) == event
+
+
+@given(
+    fields=st.dictionaries(
+        st.sampled_from([b"v", b"id", b"type", b"session", b"reply_to", b"deadline", b"payload"]), st.binary()
+    )
+)
+def test_any_malformed_envelope_is_poison_never_a_crash(fields: dict[bytes, bytes]) -> None:
+    with contextlib.suppress(PoisonEvent):
+        Event.decode(fields)
+
+
+@given(status=st.integers(100, 599), body=json_values)
+def test_reply_round_trips(status: int, body: object) -> None:
+    reply = Reply(status, body)
+    assert Reply.decode(reply.encode()) == Reply(status, orjson.loads(orjson.dumps(body)))
+
+
+@given(term=st.text())
+def test_escaped_search_terms_have_no_bare_syntax(term: str) -> None:
+    chars = iter(escape(term))
+    unescaped = []
+    for char in chars:
+        if char == "\\":
+            unescaped.append(next(chars))  # a backslash always has a character to escape
+        else:
+            assert char.isalnum(), f"{char!r} reaches the query parser bare"
+            unescaped.append(char)
+    assert "".join(unescaped) == term
+
+
+@given(session=st.text(alphabet=string.hexdigits, min_size=1), secret=st.text(min_size=1), tamper=st.text(min_size=1))
+def test_only_the_signed_session_id_comes_back(session: str, secret: str, tamper: str) -> None:
+    signer = CookieSigner(secret)
+    cookie = signer.sign(session)
+    assert signer.unsign(cookie) == session
+    assert signer.unsign(cookie + tamper) is None
+    assert signer.unsign(tamper + cookie) is None
+    assert CookieSigner(secret + "x").unsign(cookie) is None
+
+
+def test_session_ids_are_128_random_bits() -> None:
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 and set(i) <= set(string.hexdigits) for i in ids)
