@@ -1,6 +1,7 @@
 // Loads the session id and any existing save once per page; the menu waits on it.
 import { fetchSessionId, loadPlayerData, loadGameData } from "./api.js";
 import { state, newPlayerDoc, newGameDoc, withDefaults } from "./state.js";
+import { MAP_NAMES, SPAWN } from "./world.js";
 
 let loading = null;
 
@@ -9,6 +10,11 @@ async function loadSession() {
   const [player, game] = await Promise.all([loadPlayerData(state.sessionId), loadGameData(state.sessionId)]);
   if (!player) return;
   state.player = withDefaults(player, newPlayerDoc(state.sessionId, player.name));
+  if (!MAP_NAMES.includes(state.player.currentMap)) {
+    // A map this version does not know (renamed or hand-edited): start over at the first one.
+    state.player.currentMap = MAP_NAMES[0];
+    state.player.position = { ...SPAWN };
+  }
   // A player saved without its game document (a save that never landed) restarts the story.
   state.game = withDefaults(game ?? {}, newGameDoc(state.sessionId));
 }

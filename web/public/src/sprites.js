@@ -2,10 +2,10 @@
 import { k } from "./engine.js";
 import * as art from "./art.js";
 
-export const ART_SCALE = 2; // one art pixel is drawn as 2x2 screen pixels
+const ART_SCALE = 2; // one art pixel is drawn as 2x2 screen pixels
 
 /** Rasterises art rows into a new canvas, `scale` screen pixels per art pixel. */
-export function artToCanvas(rows, scale = ART_SCALE) {
+function artToCanvas(rows, scale = ART_SCALE) {
   const canvas = document.createElement("canvas");
   canvas.width = rows[0].length * scale;
   canvas.height = rows.length * scale;

@@ -1,11 +1,11 @@
 // The three maps: deterministic layouts, painted once into background sprites, plus their colliders.
-import { k } from "./engine.js";
+import { k, WIDTH, HEIGHT } from "./engine.js";
 import * as art from "./art.js";
 import { paintArt } from "./sprites.js";
 
 export const TILE = 32;
-export const COLS = 40;
-export const ROWS = 28;
+const COLS = 40;
+const ROWS = 28;
 export const WORLD_WIDTH = COLS * TILE;
 export const WORLD_HEIGHT = ROWS * TILE;
 export const MAP_NAMES = ["Grassland", "Mountains", "Badlands"];
@@ -49,7 +49,7 @@ const isClearing = (col, row) => Math.abs(col - 20) <= 6 && Math.abs(row - 12) <
 const layouts = new Map();
 
 /** Obstacle and decoration tiles of a map, computed once and cached. */
-export function mapLayout(name) {
+function mapLayout(name) {
   if (layouts.has(name)) return layouts.get(name);
   const style = MAP_STYLES[name];
   const random = seededRandom(style.seed);
@@ -136,4 +136,13 @@ export function clampToWorld({ x, y }) {
     x: Math.min(Math.max(x, margin), WORLD_WIDTH - margin),
     y: Math.min(Math.max(y, margin), WORLD_HEIGHT - margin),
   };
+}
+
+/** Keeps the camera on the hero without showing anything past the map's edges. */
+export function followWithCamera(hero) {
+  k.onUpdate(() => {
+    const x = Math.min(Math.max(hero.pos.x, WIDTH / 2), WORLD_WIDTH - WIDTH / 2);
+    const y = Math.min(Math.max(hero.pos.y, HEIGHT / 2), WORLD_HEIGHT - HEIGHT / 2);
+    k.setCamPos(x, y);
+  });
 }

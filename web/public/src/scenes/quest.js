@@ -1,9 +1,9 @@
 // Quest mode: one chapter per map. Talk to the guide, clear the pests, beat the boss, take the portal.
-import { k, WIDTH, HEIGHT } from "../engine.js";
+import { k } from "../engine.js";
 import { state, resetLive } from "../state.js";
 import { saveProgress, savePlayer } from "../saves.js";
 import { CHAPTERS, SUB_CHAPTER, chapterForMap, chapterByNumber } from "../story.js";
-import { buildMap, clampToWorld, randomFreeSpot, SPAWN, NPC_SPOT, PORTAL_SPOT, TILE, WORLD_WIDTH, WORLD_HEIGHT } from "../world.js";
+import { buildMap, clampToWorld, followWithCamera, randomFreeSpot, SPAWN, NPC_SPOT, PORTAL_SPOT, TILE } from "../world.js";
 import { addHero } from "../entities/hero.js";
 import { addEnemy, ENEMY_KINDS } from "../entities/enemies.js";
 import { addHud } from "../hud.js";
@@ -18,15 +18,6 @@ const SPAWN_DISTANCE = 260;
 function chapterStatus(chapter) {
   if (state.game.bossDefeated[`chapter${chapter.number}`]) return "done";
   return chapter.number > state.game.chapter ? "locked" : "active";
-}
-
-/** Keeps the camera on the hero without showing anything past the map's edges. */
-function followCamera(hero) {
-  k.onUpdate(() => {
-    const x = Math.min(Math.max(hero.pos.x, WIDTH / 2), WORLD_WIDTH - WIDTH / 2);
-    const y = Math.min(Math.max(hero.pos.y, HEIGHT / 2), WORLD_HEIGHT - HEIGHT / 2);
-    k.setCamPos(x, y);
-  });
 }
 
 function addGuide(world, chapter) {
@@ -70,7 +61,7 @@ export function registerQuestScene() {
     const { showMarker } = addGuide(world, chapter);
     const hud = addHud();
     addSaveIndicator();
-    followCamera(hero);
+    followWithCamera(hero);
     let dialogueOpen = false;
     let huntLeft = 0;
     let boss = null;

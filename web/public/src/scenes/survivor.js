@@ -3,7 +3,7 @@ import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, resetLive, leaderboardKey, leaderboardMember } from "../state.js";
 import { postScore } from "../api.js";
 import { savePlayer } from "../saves.js";
-import { buildMap, randomFreeSpot, SPAWN, WORLD_WIDTH, WORLD_HEIGHT } from "../world.js";
+import { buildMap, followWithCamera, randomFreeSpot, SPAWN } from "../world.js";
 import { addHero } from "../entities/hero.js";
 import { addEnemy, ENEMY_KINDS } from "../entities/enemies.js";
 import { addHud } from "../hud.js";
@@ -26,14 +26,6 @@ function waveKind(map, wave, index) {
   return wave >= 3 && index % 3 === 2 ? kinds[(index + wave) % kinds.length] : MAP_ENEMY[map];
 }
 
-function followCamera(hero) {
-  k.onUpdate(() => {
-    const x = Math.min(Math.max(hero.pos.x, WIDTH / 2), WORLD_WIDTH - WIDTH / 2);
-    const y = Math.min(Math.max(hero.pos.y, HEIGHT / 2), WORLD_HEIGHT - HEIGHT / 2);
-    k.setCamPos(x, y);
-  });
-}
-
 export function registerSurvivorScene() {
   k.scene("survivor", ({ map }) => {
     resetLive("survivor");
@@ -43,7 +35,7 @@ export function registerSurvivorScene() {
     const hero = addHero(world, { pos: SPAWN, player, hp: player.stats.maxHp, onDeath: () => endRun() });
     const hud = addHud();
     addSaveIndicator();
-    followCamera(hero);
+    followWithCamera(hero);
     const run = { map, score: 0, wave: 0, kills: 0, seconds: 0, killPoints: 0, alive: true, result: null };
     let waveClock = 0;
 
