@@ -130,7 +130,9 @@ def test_unknown_routes_and_methods_answer_json(stack: Stack) -> None:
     assert_error(httpx.delete(f"{stack.url}/api/playerstate"), 405)
 
 
-@pytest.mark.parametrize("cookie", ["cq_session=\xe9\xe9.\xe9\xe9", "cq_session=", "cq_session=...", "cq_session=a.b.c"])
+@pytest.mark.parametrize(
+    "cookie", ["cq_session=\xe9\xe9.\xe9\xe9", "cq_session=", "cq_session=...", "cq_session=a.b.c"]
+)
 def test_garbage_cookies_are_no_session(stack: Stack, cookie: str) -> None:
-    answer = httpx.get(f"{stack.url}/api/playerstate/{'a' * 32}", headers={"cookie": cookie.encode("latin-1")})
+    answer = httpx.get(f"{stack.url}/api/playerstate/{'a' * 32}", headers={b"cookie": cookie.encode("latin-1")})
     assert_error(answer, 401, "No session")
