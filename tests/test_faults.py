@@ -166,3 +166,52 @@ def test_redis_crash_under_load(crashable_redis: tuple[str, Path, int], request:
     finally:
         server.kill()
         server.wait()
+
+
+def test_redis_back_empty(
+    crashable_redis: tuple[str, Path, int], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Data lost for good (no append-only file): groups and indexes come back, sessions start afresh."""
+    url, data_dir, port = crashable_redis
+    server = redis_stack.start(port, data_dir)
+    try:
+        with started(url, ARTIFACTS / "logs" / f"{request.node.name}.log") as stack:
+            before = Player(stack.url)
+            assert before.save_with_fallback("playerstate", {"name": "Hero"}).status_code == 200
+            server.kill()
+            server.wait()
+            server = redis_stack.start(port, tmp_path / "empty")
+            assert before.http.get(f"/api/playerstate/{before.id}").status_code == 401  # its session is gone
+            after = Player(stack.url)
+            search = after.http.get("/api/playerstate/search", params={"name": "Hero"})
+            assert search.status_code == 200 and search.json() == {"total": 0, "documents": []}
+            eventually(
+                lambda: after.save_with_fallback("playerstate", {"name": "Hero"}).status_code == 200, 15, "saves"
+            )
+            assert after.http.get("/api/playerstate/search", params={"name": "Hero"}).json()["total"] == 1
+            eventually(lambda: httpx.get(f"{stack.url}/healthz").status_code == 200, 15, "healthy again")
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_all_workers_down_the_gateway_stays_responsive(make_stack: StackFactory) -> None:
+    stack = make_stack(saves=0, leaderboard=0, **FAST)
+    players = [Player(stack.url) for _ in range(20)]
+    answers: list[int] = []
+    threads = [
+        threading.Thread(target=lambda p=p: answers.append(p.save("playerstate", {"n": 1}, "POST").status_code))
+        for p in players
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)  # twenty saves are now waiting for a worker
+    started_at = time.monotonic()
+    health = httpx.get(f"{stack.url}/healthz")
+    board = httpx.get(f"{stack.url}/api/leaderboard/{BOARD}")
+    assert time.monotonic() - started_at < 0.5
+    assert health.status_code == 503 and "no live consumer in group 'saves'" in " ".join(health.json()["problems"])
+    assert board.status_code == 404
+    for thread in threads:
+        thread.join()
+    assert answers == [504] * 20

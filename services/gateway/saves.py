@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from starlette.responses import Response
 
 from services.gateway.commands import CommandBus
@@ -26,6 +27,7 @@ from services.gateway.models import (
 from services.gateway.ratelimit import limit_writes
 from services.gateway.sessions import SessionId
 from shared import keys
+from shared.connection import ensure_indexes
 from shared.protocol import EventType
 
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
@@ -102,9 +104,14 @@ async def search(client: Redis, kind: Kind, caller: str, limit: int, **terms: st
     clauses = [f"@{field}:({escape(value)})" for field, value in terms.items() if value]
     if not clauses:
         raise HTTPException(400, f"Give at least one of: {', '.join(terms)}")
-    raw = await client.execute_command(
-        "FT.SEARCH", kind.index, " ".join(clauses), "VERBATIM", "LIMIT", 0, limit, "DIALECT", 2
-    )
+    query = ("FT.SEARCH", kind.index, " ".join(clauses), "VERBATIM", "LIMIT", 0, limit, "DIALECT", 2)
+    try:
+        raw = await client.execute_command(*query)
+    except ResponseError as error:
+        if "no such index" not in str(error):
+            raise
+        await ensure_indexes(client)  # Redis came back empty: the index goes with the data
+        raw = await client.execute_command(*query)
     documents = []
     for hit in raw[b"results"]:
         value = orjson.loads(hit[b"extra_attributes"][b"$"])
