@@ -31,6 +31,13 @@ def push(db: redis.Redis, event: Event) -> None:
     db.xadd(stream, event.encode())  # type: ignore[arg-type]
 
 
+def push_all(db: redis.Redis, saves: list[Event]) -> None:
+    with db.pipeline(transaction=False) as pipe:
+        for event in saves:
+            pipe.xadd(keys.SAVES_STREAM, event.encode())  # type: ignore[arg-type]
+        pipe.execute()
+
+
 def new_save(session: str | None = None, timeout_ms: int = 30_000, **fields: Any) -> Event:
     session = session or Event.new(EventType.PLAYER_CREATE, "", None, 0).id  # any fresh 32-hex id
     return Event.new(EventType.PLAYER_CREATE, session, {"id": session, **fields}, timeout_ms)
@@ -71,10 +78,7 @@ def test_two_workers_share_a_burst_and_apply_each_event_once(make_stack: StackFa
     stack = make_stack(saves=2, BATCH_SIZE="10")
     db = client(stack)
     events = [new_save(level=n) for n in range(600)]
-    with db.pipeline(transaction=False) as pipe:
-        for event in events:
-            pipe.xadd(keys.SAVES_STREAM, event.encode())  # type: ignore[arg-type]
-        pipe.execute()
+    push_all(db, events)
     replies = [reply_of(db, event) for event in events]
     assert all(reply == Reply.message(200, "Player created") for reply in replies)
     assert all(db.json().get(keys.player(e.session)) == e.payload for e in events)
@@ -182,10 +186,7 @@ def test_sigterm_finishes_and_acknowledges_the_batch_in_hand(make_stack: StackFa
     stack = make_stack(BATCH_SIZE="500")
     db = client(stack)
     events = [new_save(level=n) for n in range(3000)]
-    with db.pipeline(transaction=False) as pipe:
-        for event in events:
-            pipe.xadd(keys.SAVES_STREAM, event.encode())  # type: ignore[arg-type]
-        pipe.execute()
+    push_all(db, events)
     eventually(lambda: db.exists(keys.player(events[0].session)) == 1, 10, "work has begun")
     assert stack.stop("saves-1", signal.SIGTERM) == 0
     assert pending(db) == 0  # everything it had read was applied and acknowledged
