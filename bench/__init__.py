@@ -1,0 +1,1 @@
+"""`python -m bench`: the load benchmark behind `make bench` (see docs/benchmarks.md)."""

@@ -1,0 +1,65 @@
+"""CPU time and memory of the processes under test, read from /proc (Linux only).
+
+CPU shares say where the two cores went during a run (gateway, workers, Redis,
+the load generator); VmHWM is the kernel's own record of a process's peak RSS.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_s: float
+    rss_kb: int
+    peak_rss_kb: int
+
+
+def usage(pid: int) -> Usage | None:
+    """CPU seconds (user + system), current and peak resident memory; None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            stat = stat_file.read()
+        with open(f"/proc/{pid}/status") as status_file:
+            status = dict(line.split(":", 1) for line in status_file if ":" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the name may hold spaces; fields after it are fixed
+    cpu_s = (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime
+    return Usage(cpu_s, kilobytes(status.get("VmRSS")), kilobytes(status.get("VmHWM")))
+
+
+def kilobytes(value: str | None) -> int:
+    return int(value.split()[0]) if value else 0
+
+
+def snapshot(pids: dict[str, int]) -> dict[str, Usage]:
+    return {name: found for name, pid in pids.items() if (found := usage(pid)) is not None}
+
+
+def cpu_shares(before: dict[str, Usage], after: dict[str, Usage], wall_s: float) -> dict[str, float]:
+    """Per process, the percentage of one core used between two snapshots (200 = both cores)."""
+    return {
+        name: round(100 * (after[name].cpu_s - before[name].cpu_s) / wall_s, 1)
+        for name in after
+        if name in before and wall_s > 0
+    }
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy since boot, all cores together (from /proc/stat)."""
+    with open("/proc/stat") as stat_file:
+        fields = [int(value) for value in stat_file.readline().split()[1:]]
+    idle, iowait = fields[3], fields[4] if len(fields) > 4 else 0
+    return (sum(fields[:8]) - idle - iowait) / TICKS_PER_S
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of every child already waited for: around one `subprocess.run`, that child's own."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime

@@ -1,0 +1,207 @@
+"""The report: markdown tables (printed and put in docs/benchmarks.md), the JSON file and the PNG plot."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+# The issue's targets at 64 connections, and the Node/Express figures it quotes: (req/s, p99 ms).
+TARGETS = {"save": (2800, 50), "score": (2800, 50), "top": (5500, 30), "read": (5500, 30)}
+ISSUE_NODE = {"save": (1400, 185), "top": (1900, 112), "read": (1850, 67)}
+TARGET_WORKER_EVENTS_S = 15_000
+TARGET_CONNECTIONS = 64
+DOCS_START = "<!-- bench:results:start -->"
+DOCS_END = "<!-- bench:results:end -->"
+
+Result = dict[str, Any]
+
+
+def cells(result: Result, section: str, **match: object) -> list[dict[str, Any]]:
+    return [cell for cell in result.get(section, []) if all(cell.get(k) == v for k, v in match.items())]
+
+
+def one(result: Result, section: str, **match: object) -> dict[str, Any] | None:
+    found = cells(result, section, **match)
+    return found[0] if found else None
+
+
+def http_table(result: Result) -> str:
+    rows = [
+        "| operation | connections | req/s | p50 ms | p95 ms | p99 ms | max ms | failed |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for cell in result.get("http", []):
+        rows.append(
+            f"| {cell['operation']} | {cell['connections']} | {cell['rps']:,.0f} | {cell['p50_ms']:.1f} | "
+            f"{cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['max_ms']:.0f} | {cell['errors'] + cell['non_2xx']} |"
+        )
+    return "\n".join(rows)
+
+
+def figure(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return "-"
+    return f"{cell['rps']:,.0f}/s, p99 {cell['p99_ms']:.0f} ms"
+
+
+def verdict(cell: dict[str, Any] | None, target: tuple[int, int]) -> str:
+    if cell is None:
+        return "not measured"
+    rate_ok, p99_ok = cell["rps"] >= target[0], cell["p99_ms"] <= target[1]
+    if rate_ok and p99_ok:
+        return "met"
+    short = [f"{cell['rps'] / target[0]:.0%} of the rate"] if not rate_ok else []
+    short += [f"p99 {cell['p99_ms'] / target[1]:.1f}x the target"] if not p99_ok else []
+    return "short: " + ", ".join(short)
+
+
+def targets_table(result: Result) -> str:
+    rows = [
+        f"| operation (c={TARGET_CONNECTIONS}) | target | ours | Node/Express here | FastAPI direct here "
+        "| Node in the issue | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for operation, target in TARGETS.items():
+        ours = one(result, "http", operation=operation, connections=TARGET_CONNECTIONS)
+        node = one(result, "baselines", server="node-express", operation=operation)
+        direct = one(result, "baselines", server="fastapi-direct", operation=operation)
+        quoted = ISSUE_NODE.get(operation)
+        quoted_text = f"{quoted[0]:,}/s, p99 {quoted[1]} ms" if quoted else "-"
+        rows.append(
+            f"| {operation} | ≥ {target[0]:,}/s, p99 ≤ {target[1]} ms | {figure(ours)} | {figure(node)} | "
+            f"{figure(direct)} | {quoted_text} | {verdict(ours, target)} |"
+        )
+    return "\n".join(rows)
+
+
+def scaling_table(result: Result) -> str:
+    rows = ["| operation (c=64) | worker processes | req/s | p99 ms |", "|---|--:|--:|--:|"]
+    for cell in result.get("scaling", []):
+        rows.append(f"| {cell['operation']} | {cell['workers']} | {cell['rps']:,.0f} | {cell['p99_ms']:.1f} |")
+    return "\n".join(rows)
+
+
+def workers_table(result: Result) -> str:
+    rows = [
+        f"| service | processes | events/s | per process (target ≥ {TARGET_WORKER_EVENTS_S:,}) "
+        "| worker CPU µs per event | events/s per busy core | peak RSS MB per process | CPU % while draining |",
+        "|---|--:|--:|--:|--:|--:|---|---|",
+    ]
+    for cell in result.get("workers_alone", []):
+        rss = ", ".join(f"{mb:.0f}" for mb in cell["peak_rss_mb"].values())
+        rows.append(
+            f"| {cell['service']} | {cell['processes']} | {cell['events_per_s']:,} | "
+            f"{cell['events_per_s_per_process']:,} | {cell.get('worker_cpu_us_per_event', 0):.0f} | "
+            f"{cell.get('events_per_busy_core_s', 0):,} | {rss} | "
+            + ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell.get("cpu_percent", {})))
+            + " |"
+        )
+    return "\n".join(rows)
+
+
+def cpu_table(result: Result) -> str:
+    """Where both cores went at 64 connections, and the CPU each request cost the server side.
+
+    CPU % is of one core (200 = the whole box); "everything else" is what other programs took
+    meanwhile. CPU ms per request barely moves with that noise, unlike req/s.
+    """
+    rows = [
+        "| server | operation (c=64) | CPU % of one core, by process | server CPU ms per request, by process |",
+        "|---|---|---|---|",
+    ]
+    found = cells(result, "http", connections=TARGET_CONNECTIONS) + result.get("baselines", [])
+    for cell in found + ([result["ceiling"]] if result.get("ceiling") else []):
+        shares = ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell["cpu_percent"]))
+        costs = ", ".join(f"{name} {ms:.2f}" for name, ms in by_size(cell.get("cpu_ms_per_request", {})))
+        rows.append(f"| {cell['server']} | {cell['operation']} | {shares} | {costs} |")
+    return "\n".join(rows)
+
+
+def by_size(values: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(((k, v) for k, v in values.items() if v > 0), key=lambda kv: -kv[1])
+
+
+def memory_table(result: Result) -> str:
+    rows = ["| phase | peak RSS MB by process |", "|---|---|"]
+    for phase, peaks in result.get("memory", {}).items():
+        rows.append(f"| {phase} | {', '.join(f'{name} {mb:.0f}' for name, mb in peaks.items())} |")
+    return "\n".join(rows)
+
+
+def ceiling_line(result: Result) -> str:
+    ceiling = result.get("ceiling")
+    if not ceiling:
+        return "The load generator's ceiling was not measured."
+    return (
+        f"wrk against a trivial endpoint (`GET /ping` of the Node baseline, no Redis) at 64 connections: "
+        f"{ceiling['rps']:,.0f} req/s with wrk using {ceiling['cpu_percent'].get('wrk', 0):.0f}% of one core."
+    )
+
+
+def meta_lines(result: Result) -> str:
+    meta = result["meta"]
+    py = meta["python"]
+    lines = [
+        f"- machine: {meta['cores']} cores ({meta['cpu']}), {meta['memory_gb']} GB, Linux {meta['kernel']}; "
+        f"load average at start {meta['load_average_at_start']}, at end {meta.get('load_average_at_end', '?')}",
+        f"- {meta['wrk']}; Python {py['python']}: " + ", ".join(f"{k} {v}" for k, v in py.items() if k != "python"),
+        "- Node baseline: " + ", ".join(f"{k} {v}" for k, v in meta["node"].items()),
+        "- Redis: " + ", ".join(f"{k} {v}" for k, v in meta["redis"].items()),
+        f"- each figure is the median of {result['settings']['runs']} runs of {result['settings']['duration_s']} s "
+        f"(after a {result['settings']['warmup_s']} s warm-up); started {result['started']}",
+    ]
+    return "\n".join(lines)
+
+
+def profile_section(result: Result) -> str:
+    parts = []
+    for found in result.get("profiles", []):
+        buckets = ", ".join(f"{name} {share:.0f}%" for name, share in found["buckets"].items())
+        top = "; ".join(f"`{name}` {share:.0f}%" for name, share in found["top_functions"][:6])
+        inclusive = "; ".join(f"`{name}` {share:.0f}%" for name, share in found["top_inclusive"][:10])
+        parts.append(
+            f"- **{found['process']}, under {found['operation']}** ({found['samples']} CPU samples). "
+            f"By where the CPU was (leaf frame): {buckets}.\n  Most self time: {top}.\n"
+            f"  Inside our functions (inclusive): {inclusive}."
+        )
+    return "\n".join(parts) or "Not profiled in this run."
+
+
+def markdown(result: Result) -> str:
+    """Every table of the run, as docs/benchmarks.md shows them."""
+    sections = [
+        ("Against the targets", targets_table(result)),
+        ("Our stack over HTTP (1 process of each worker)", http_table(result)),
+        ("Throughput with more worker processes", scaling_table(result)),
+        ("The workers alone (backlog drained, replies written)", workers_table(result)),
+        ('Where the CPU went (noise: see "everything else")', cpu_table(result)),
+        ("Memory", memory_table(result)),
+        ("Profile of the hot path (py-spy, 64 connections)", profile_section(result)),
+    ]
+    body = "\n\n".join(f"#### {title}\n\n{table}" for title, table in sections)
+    return f"{meta_lines(result)}\n- {ceiling_line(result)}\n\n{body}\n"
+
+
+def write_json(result: Result, out: Path) -> Path:
+    path = out / "latest.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    stamped = out / f"bench-{result['started'].replace(':', '').replace('-', '')}.json"
+    shutil.copyfile(path, stamped)
+    return path
+
+
+def update_docs(docs: Path, result: Result, image: Path) -> bool:
+    """Replace the generated section of docs/benchmarks.md; prose outside the markers is left alone."""
+    if not docs.exists():
+        return False
+    text = docs.read_text()
+    pattern = re.compile(re.escape(DOCS_START) + ".*?" + re.escape(DOCS_END), re.S)
+    if not pattern.search(text):
+        return False
+    relative = Path("..") / image.relative_to(docs.parent.parent)
+    generated = f"{DOCS_START}\n\n![benchmark plot]({relative.as_posix()})\n\n{markdown(result)}\n{DOCS_END}"
+    docs.write_text(pattern.sub(lambda _: generated, text))
+    return True

@@ -1,0 +1,132 @@
+"""Starting what is measured: the embedded Redis, our stack, and the two direct-write baselines.
+
+Everything listens on 127.0.0.1 on free ports and is stopped by the ExitStack
+that started it, so a failed run leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from devtools import redis_stack
+from devtools.stack import Stack
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_BASELINE = ROOT / "bench/baseline-node"
+START_TIMEOUT_S = 60
+# All load comes from 127.0.0.1 and each session writes several times a second: limits high enough
+# never to refuse, so the limiter still counts every write (its cost is measured) but sheds nothing.
+UNREFUSING_RATE_LIMITS = {
+    "RATE_LIMIT_SESSION_WRITES": "1000000/minute",
+    "RATE_LIMIT_ADDRESS_WRITES": "1000000/minute",
+    "RATE_LIMIT_ADDRESS_SESSIONS": "1000000/minute",
+}
+
+
+class StartError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_redis(exits: ExitStack, data_dir: Path) -> tuple[str, int]:
+    """The embedded Redis Stack on a free port, append-only as `make run` has it; its URL and pid."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    port = free_port()
+    try:
+        server = redis_stack.start(port, data_dir, log_file=data_dir.parent / "redis.log")
+    except redis_stack.ProvisionError as error:
+        raise StartError(f"the embedded Redis could not start: {error}") from error
+    exits.callback(stop_process, server)
+    return f"redis://127.0.0.1:{port}/0", server.pid
+
+
+def start_ours(exits: ExitStack, redis_url: str, workers: int, log: IO[str], log_level: str) -> Stack:
+    """The gateway and `workers` processes of each worker service, healthy."""
+    stack = Stack(redis_url, free_port(), env=service_env(log_level), sink=log)
+    exits.callback(stack.stop_all)
+    stack.start(saves=workers, leaderboard=workers)
+    stack.wait_healthy(START_TIMEOUT_S)
+    return stack
+
+
+def service_env(log_level: str) -> dict[str, str]:
+    return {"LOG_LEVEL": log_level, **UNREFUSING_RATE_LIMITS}
+
+
+def stack_pids(stack: Stack) -> dict[str, int]:
+    return {name: process.pid for name, process in stack.processes.items()}
+
+
+def start_fastapi_baseline(exits: ExitStack, redis_url: str, log: IO[str]) -> tuple[str, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+    return start_http(exits, argv, {"REDIS_URL": redis_url}, port, log, ROOT)
+
+
+def start_node_baseline(exits: ExitStack, redis_url: str, log: IO[str]) -> tuple[str, int]:
+    node = shutil.which("node")
+    if node is None:
+        raise StartError("node is not installed")
+    install_node_baseline()
+    port = free_port()
+    env = {"REDIS_URL": redis_url, "PORT": str(port), "NODE_ENV": "production"}
+    return start_http(exits, [node, "server.js"], env, port, log, NODE_BASELINE)
+
+
+def install_node_baseline() -> None:
+    """`npm ci` from the committed lock file, once."""
+    if (NODE_BASELINE / "node_modules").is_dir():
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise StartError("npm is not installed")
+    print("==> installing the Node baseline's packages (bench/baseline-node)", flush=True)
+    argv = [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"]
+    result = subprocess.run(argv, cwd=NODE_BASELINE, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise StartError(f"npm ci failed: {result.stderr.strip()[-500:]}")
+
+
+def start_http(
+    exits: ExitStack, argv: list[str], env: dict[str, str], port: int, log: IO[str], cwd: Path
+) -> tuple[str, int]:
+    """Start a server process and wait until it answers on `port`; its URL and pid."""
+    process = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    exits.callback(stop_process, process)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartError(f"{' '.join(argv)} exited with {process.returncode}; see the log")
+        try:
+            httpx.get(f"{url}/ping", timeout=1)
+            return url, process.pid
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise StartError(f"{' '.join(argv)} did not answer on port {port} within {START_TIMEOUT_S} s")
+
+
+def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

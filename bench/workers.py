@@ -1,0 +1,235 @@
+"""The workers alone: N events pushed straight onto a stream, timed until every reply is written.
+
+The workers are paused (SIGSTOP) while the backlog is written, then resumed: the
+clock runs from SIGCONT until the group has delivered the last entry and holds
+none pending. A worker acknowledges a batch in the same pipeline as its replies,
+after them, so that moment is when the last reply exists; the replies are
+counted afterwards to prove it. Writing the backlog first keeps the producer's
+CPU out of a two-core measurement.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+import orjson
+import redis
+
+from bench import procs
+from bench.load import median_shares
+from bench.servers import free_port, service_env
+from bench.workload import BOARD, player_document
+from devtools.stack import Stack
+from shared import keys
+from shared.protocol import SAVES, SCORES, Event, EventType, Route
+
+DEADLINE_MS = 600_000  # far past the run: nothing may expire while the backlog waits
+PUSH_CHUNK = 2_000
+POLL_S = 0.005
+DOCUMENTS = 1_000
+SERVICES = {"saves": SAVES, "leaderboard": SCORES}
+
+
+@dataclass(frozen=True)
+class DrainRun:
+    events: int
+    seconds: float
+    events_per_s: float
+    replies_ok: int
+    cpu_percent: dict[str, float]  # per process while draining, as in the HTTP runs
+
+
+@dataclass(frozen=True)
+class DrainPlan:
+    events: int
+    runs: int
+    log_level: str
+
+
+@dataclass(frozen=True)
+class DrainCell:
+    service: str
+    processes: int
+    runs: list[DrainRun]
+    peak_rss_mb: dict[str, float]
+
+    def events_per_s(self) -> float:
+        return float(statistics.median(run.events_per_s for run in self.runs))
+
+    def cpu_percent(self) -> dict[str, float]:
+        return median_shares([run.cpu_percent for run in self.runs])
+
+    def worker_cpu_us_per_event(self) -> float:
+        """CPU microseconds the workers spent per event: 1e6 / this is what one busy core could drain."""
+        worker_share = sum(share for name, share in self.cpu_percent().items() if name.startswith(self.service))
+        return round(worker_share / 100 / self.events_per_s() * 1e6, 1) if self.events_per_s() else 0.0
+
+    def summary(self) -> dict[str, object]:
+        total = self.events_per_s()
+        cost = self.worker_cpu_us_per_event()
+        return {
+            "service": self.service,
+            "processes": self.processes,
+            "events_per_s": round(total),
+            "events_per_s_per_process": round(total / self.processes),
+            "cpu_percent": self.cpu_percent(),
+            "worker_cpu_us_per_event": cost,
+            "events_per_busy_core_s": round(1e6 / cost) if cost else 0,
+            "peak_rss_mb": self.peak_rss_mb,
+            "runs": [asdict(run) for run in self.runs],
+        }
+
+
+def player_ids(client: redis.Redis, count: int) -> list[str]:
+    """Players that exist, so every `player.update` really writes (a missing one answers 404)."""
+    ids = [os.urandom(16).hex() for _ in range(count)]
+    with client.pipeline(transaction=False) as pipe:
+        for player_id in ids:
+            pipe.execute_command("JSON.SET", keys.player(player_id), "$", orjson.dumps(player_document(player_id)))
+        pipe.execute()
+    return ids
+
+
+def backlog(service: str, ids: list[str], count: int) -> list[Event]:
+    if service == "saves":
+        return [
+            Event.new(EventType.PLAYER_UPDATE, player_id, player_document(player_id, n), DEADLINE_MS)
+            for n, player_id in zip(range(count), cycle_of(ids), strict=False)
+        ]
+    return [
+        Event.new(EventType.SCORE_SUBMIT, pid, {"key": BOARD, "score": n, "member": f"Drain-{pid}"}, DEADLINE_MS)
+        for n, pid in zip(range(count), cycle_of(ids), strict=False)
+    ]
+
+
+def cycle_of(items: list[str]) -> Iterator[str]:
+    while True:
+        yield from items
+
+
+def push(client: redis.Redis, route: Route, events: list[Event]) -> bytes:
+    """Append the events in pipelined chunks; the id of the last entry."""
+    last = b""
+    for start in range(0, len(events), PUSH_CHUNK):
+        with client.pipeline(transaction=False) as pipe:
+            for event in events[start : start + PUSH_CHUNK]:
+                pipe.xadd(route.stream, event.encode())  # type: ignore[arg-type]
+            last = pipe.execute()[-1]
+    return last
+
+
+def drained(client: redis.Redis, route: Route, last_id: bytes) -> bool:
+    for group in client.xinfo_groups(route.stream):
+        if as_text(group["name"]) == route.group:
+            return as_text(group["last-delivered-id"]) == as_text(last_id) and int(group["pending"]) == 0
+    return False
+
+
+def as_text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def replies_ok(client: redis.Redis, events: list[Event]) -> int:
+    """How many events have a 200 reply on their reply stream."""
+    ok = 0
+    for start in range(0, len(events), PUSH_CHUNK):
+        with client.pipeline(transaction=False) as pipe:
+            for event in events[start : start + PUSH_CHUNK]:
+                pipe.xrange(event.reply_to, count=1)
+            for entries in pipe.execute():
+                ok += bool(entries) and entries[0][1][b"status"] == b"200"
+    return ok
+
+
+def signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        os.kill(pid, sig)
+
+
+def drain_once(
+    client: redis.Redis, route: Route, watch: dict[str, int], events: list[Event], timeout_s: float
+) -> DrainRun:
+    pids = [pid for name, pid in watch.items() if name != "redis"]
+    signal_all(pids, signal.SIGSTOP)
+    try:
+        last_id = push(client, route, events)
+    finally:
+        before, busy_before = procs.snapshot(watch), procs.machine_busy_s()
+        signal_all(pids, signal.SIGCONT)
+    started = time.monotonic()
+    while not drained(client, route, last_id):
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{route.group}: the backlog of {len(events)} was not drained in {timeout_s:.0f} s")
+        time.sleep(POLL_S)
+    seconds = time.monotonic() - started
+    cpu = procs.cpu_shares(before, procs.snapshot(watch), seconds)
+    cpu["everything else"] = round(
+        max(0.0, 100 * (procs.machine_busy_s() - busy_before) / seconds - sum(cpu.values())), 1
+    )
+    return DrainRun(len(events), round(seconds, 3), round(len(events) / seconds), replies_ok(client, events), cpu)
+
+
+def wait_consumers(client: redis.Redis, route: Route, pids: list[int], timeout_s: float = 60) -> None:
+    """Until each process has joined the group (a consumer is named `{host}-{pid}-{random}`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            names = [as_text(c["name"]) for c in client.xinfo_consumers(route.stream, route.group)]
+        except redis.ResponseError:
+            names = []
+        if all(any(f"-{pid}-" in name for name in names) for pid in pids):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{len(pids)} {route.group} workers did not join their group within {timeout_s:.0f} s")
+
+
+@contextmanager
+def workers(redis_url: str, service: str, processes: int, log: IO[str], log_level: str) -> Iterator[Stack]:
+    stack = Stack(redis_url, free_port(), env=service_env(log_level), sink=log)
+    try:
+        for _ in range(processes):
+            stack.spawn(service)
+        yield stack
+    finally:
+        stack.stop_all()
+
+
+def measure(
+    redis_url: str, redis_pid: int | None, service: str, processes: int, plan: DrainPlan, log: IO[str]
+) -> DrainCell:
+    """Median events/s of `processes` workers of one service draining a backlog, `plan.runs` times."""
+    route = SERVICES[service]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ids = player_ids(client, DOCUMENTS)
+        with workers(redis_url, service, processes, log, plan.log_level) as stack:
+            watch = {name: process.pid for name, process in stack.processes.items()}
+            wait_consumers(client, route, list(watch.values()))
+            if redis_pid:
+                watch["redis"] = redis_pid
+            timeout_s = 30 + plan.events / 500
+            runs = [
+                drain_once(client, route, watch, backlog(service, ids, plan.events), timeout_s)
+                for _ in range(plan.runs)
+            ]
+            peaks = peak_rss_mb({name: pid for name, pid in watch.items() if name != "redis"})
+        cell = DrainCell(service, processes, runs, peaks)
+        print(
+            f"  workers alone   {service:<11} x{processes}  {cell.events_per_s():>8.0f} events/s  "
+            f"({cell.events_per_s() / processes:.0f} per process)  CPU %: {cell.cpu_percent()}",
+            flush=True,
+        )
+        return cell
+    finally:
+        client.close()
+
+
+def peak_rss_mb(watch: dict[str, int]) -> dict[str, float]:
+    return {name: round(usage.peak_rss_kb / 1024, 1) for name, usage in procs.snapshot(watch).items()}
