@@ -34,6 +34,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 
 Snapshot = dict[str, Any]
 
+AFTER_FRAMES_JS = """(frames) => new Promise((done) => {
+  const tick = (left) => (left ? requestAnimationFrame(() => tick(left - 1)) : done());
+  tick(frames);
+})"""
+
 # Decodes a PNG inside the page and measures how much the picture varies: a blank canvas has one colour.
 PICTURE_STATS_JS = """async (pngBase64) => {
   const bytes = Uint8Array.from(atob(pngBase64), (c) => c.charCodeAt(0));
@@ -88,7 +93,13 @@ class Game:
         raise AssertionError(f"timed out waiting for {description}; last snapshot: {last}")
 
     def wait_for_scene(self, scene: str) -> Snapshot:
-        return self.wait_for(f"scene {scene!r}", lambda snap: snap["scene"] == scene)
+        snap = self.wait_for(f"scene {scene!r}", lambda snap: snap["scene"] == scene)
+        self.let_frames_pass()
+        return snap
+
+    def let_frames_pass(self, frames: int = 3) -> None:
+        """Widgets ignore keys in the frame they appear in, as a player's held key must not act twice."""
+        self.page.evaluate(AFTER_FRAMES_JS, frames)
 
     def press(self, key: str) -> None:
         self.page.keyboard.press(key)
@@ -107,7 +118,7 @@ class Game:
 
         menu = self.wait_for(f"a menu offering {label_prefix!r}", offers_it)["menu"]
         target = next(i for i, option in enumerate(menu["options"]) if option.startswith(label_prefix))
-        time.sleep(0.2)  # a menu ignores keys during the frame it appears in
+        self.let_frames_pass()
         while (selected := self.menu_selection()) != target:
             self.press("ArrowDown")
             self.wait_for("the selection to move", selection_is_not(selected))
@@ -135,14 +146,18 @@ class Game:
     def start_new_game(self, name: str) -> str:
         """Title, menu, New game, the name typed in: until the quest runs and both documents are saved."""
         self.open()
+        self.screenshot("title")
         self.press("Enter")
-        self.wait_for_scene("menu")
+        self.wait_for("the main menu", lambda snap: snap["menu"] is not None)
+        self.screenshot("menu")
         self.choose("New game")
         self.wait_for_scene("newgame")
         self.page.keyboard.type(name)
         self.wait_for("the typed name", lambda snap: snap["nameEntry"]["name"] == name)
+        self.screenshot("newgame")
         self.press("Enter")
         snap = self.wait_for("the quest, saved", lambda snap: snap["scene"] == "quest" and snap["allSaved"])
+        self.screenshot("quest")
         session_id: str = snap["sessionId"]
         return session_id
 

@@ -34,6 +34,10 @@ def wait_until(description: str, check: Callable[[], Any], timeout_s: float = 15
     raise AssertionError(f"timed out waiting for {description}")
 
 
+def dialogue_is_not(shown: Snapshot) -> Callable[[Snapshot], bool]:
+    return lambda snap: snap["dialogue"] != shown
+
+
 def test_new_player_sees_the_title_and_new_game_creates_both_saves(game: Game, store: redis.Redis) -> None:
     game.open()
     time.sleep(1)  # a few frames of the animated title
@@ -80,9 +84,9 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
     game.press("Enter")
     game.wait_for("the guide's dialogue", lambda snap: snap["dialogue"] is not None)
     game.screenshot("dialogue")
-    while (game.snapshot() or {}).get("dialogue"):
+    while shown := game.wait_for("the dialogue", lambda snap: True)["dialogue"]:
         game.press("Enter")
-        time.sleep(0.2)
+        game.wait_for("the next line", dialogue_is_not(shown))
     game.wait_for("sub-chapter 2", lambda snap: snap["game"]["subChapter"] == 2)
     wait_until("games:{id} at sub-chapter 2", lambda: document(store, f"games:{session_id}")["subChapter"] == 2)
 
@@ -106,6 +110,8 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
     game.page.reload()
     game.wait_for_scene("title")
     game.press("Enter")
+    game.wait_for("the main menu", lambda snap: snap["menu"] is not None)
+    game.screenshot("menu-after-reload")
     game.choose("Continue")
     back = game.wait_for("the quest after Continue", lambda snap: snap["scene"] == "quest" and snap["hero"] is not None)
     game.screenshot("continued")
@@ -120,6 +126,8 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
     game.choose("Main menu")
     game.wait_for_scene("menu")
     game.choose("Survivor")
+    game.wait_for("the map choice", lambda snap: (snap["menu"] or {}).get("title") == "Survivor: pick a map")
+    game.screenshot("survivor-maps")
     game.choose("Mountains")
     game.wait_for("points on the clock", lambda snap: snap["scene"] == "survivor" and snap["survivor"]["score"] >= 3)
     game.screenshot("survivor")
@@ -146,7 +154,7 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
     game.choose("Main menu")
     game.wait_for_scene("menu")
     game.choose("Leaderboards")
-    game.wait_for("the Grassland board", lambda snap: snap["scene"] == "leaderboard")
+    game.wait_for("the Grassland board", lambda snap: (snap["leaderboard"] or {}).get("map") == "Grassland")
     game.press("ArrowRight")
 
     def shows_mountains(snap: Snapshot) -> bool:
