@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,15 +24,23 @@ def document(store: redis.Redis, key: str) -> Any:
     return store.json().get(key)
 
 
-def wait_until(description: str, check: Callable[[], Any], timeout_s: float = 15) -> Any:
-    """Polls `check()` until it returns something truthy."""
+def js_round(value: float) -> int:
+    """JavaScript's Math.round (halves go up), which the game uses; Python's round() goes to even."""
+    return math.floor(value + 0.5)
+
+
+def wait_for_field(store: redis.Redis, key: str, path: str, expected: Any, timeout_s: float = 15) -> None:
+    """Polls the JSON document at `key` until the value at the dotted `path` equals `expected`."""
     deadline = time.monotonic() + timeout_s
+    seen: Any = None
     while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
+        seen = document(store, key)
+        for part in path.split("."):
+            seen = seen.get(part) if isinstance(seen, dict) else None
+        if seen == expected:
+            return
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {description}")
+    raise AssertionError(f"{key} {path}: expected {expected!r}, still {seen!r} after {timeout_s}s")
 
 
 def dialogue_is_not(shown: Snapshot) -> Callable[[Snapshot], bool]:
@@ -88,24 +97,19 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
         game.press("Enter")
         game.wait_for("the next line", dialogue_is_not(shown))
     game.wait_for("sub-chapter 2", lambda snap: snap["game"]["subChapter"] == 2)
-    wait_until("games:{id} at sub-chapter 2", lambda: document(store, f"games:{session_id}")["subChapter"] == 2)
+    wait_for_field(store, f"games:{session_id}", "subChapter", 2)
 
     # Map change, then a few steps on the new map, then Esc: pausing saves the position.
     game.page.evaluate(f"window.__cacheQuest.teleport({CLEARING[0]}, {CLEARING[1]}, 'Mountains')")
     game.wait_for("the Mountains", lambda snap: snap["scene"] == "quest" and snap["map"] == "Mountains")
-    wait_until(
-        "players:{id} on the Mountains", lambda: document(store, f"players:{session_id}")["currentMap"] == "Mountains"
-    )
+    wait_for_field(store, f"players:{session_id}", "currentMap", "Mountains")
     game.hold("s", 0.3)
     game.press("Escape")
     paused = game.wait_for("the pause menu", lambda snap: (snap["menu"] or {}).get("title") == "Paused")
     game.screenshot("paused")
-    where = {"x": round(paused["hero"]["x"]), "y": round(paused["hero"]["y"])}
+    where = {"x": js_round(paused["hero"]["x"]), "y": js_round(paused["hero"]["y"])}
     assert where["y"] > CLEARING[1] + 10, "the hero should have walked down before pausing"
-    wait_until(
-        "the paused position in players:{id}",
-        lambda: document(store, f"players:{session_id}")["position"] == where,
-    )
+    wait_for_field(store, f"players:{session_id}", "position", where)
 
     game.page.reload()
     game.wait_for_scene("title")
@@ -145,10 +149,7 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
     mine = [entry for entry in over["leaderboard"]["entries"] if entry["own"]]
     assert mine == [{"rank": rank + 1, "name": "Runner", "score": score, "own": True}]
     assert over["leaderboard"]["ownRank"] == rank + 1
-    wait_until(
-        "the personal best in players:{id}",
-        lambda: document(store, f"players:{session_id}")["bestScore"]["Mountains"] == score,
-    )
+    wait_for_field(store, f"players:{session_id}", "bestScore.Mountains", score)
 
     # The Leaderboards screen from the main menu shows the same entry.
     game.choose("Main menu")

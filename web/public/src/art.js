@@ -183,78 +183,17 @@ export const CACTUS = [
   "................",
 ];
 
-export const HEART = [
-  ".kk.kk..",
-  "krrkrrk.",
-  "krrrrrk.",
-  ".krrrk..",
-  "..krk...",
-  "...k....",
-];
+export const HEART = [".kk.kk..", "krrkrrk.", "krrrrrk.", ".krrrk..", "..krk...", "...k...."];
 
 // Small ground decorations, painted into map backgrounds (they never collide).
-export const FLOWER = [
-  "........",
-  "..w.w...",
-  ".wywyw..",
-  "..wyw...",
-  "...g....",
-  "..gg.g..",
-  "...gg...",
-  "........",
-];
+export const FLOWER = ["........", "..w.w...", ".wywyw..", "..wyw...", "...g....", "..gg.g..", "...gg...", "........"];
 
-export const TUFT = [
-  "........",
-  "........",
-  "..l..l..",
-  ".lG.lG..",
-  ".Gl.Gl.l",
-  "..G..GlG",
-  "........",
-  "........",
-];
+export const TUFT = ["........", "........", "..l..l..", ".lG.lG..", ".Gl.Gl.l", "..G..GlG", "........", "........"];
 
-export const PEBBLE = [
-  "........",
-  "........",
-  "...kk...",
-  "..keEk..",
-  "..kEEk..",
-  "...kk...",
-  "........",
-  "........",
-];
+export const PEBBLE = ["........", "........", "...kk...", "..keEk..", "..kEEk..", "...kk...", "........", "........"];
 
-export const SNOW = [
-  "........",
-  "..ww....",
-  ".wwww.w.",
-  "..www.ww",
-  "........",
-  "....ww..",
-  "...www..",
-  "........",
-];
+export const SNOW = ["........", "..ww....", ".wwww.w.", "..www.ww", "........", "....ww..", "...www..", "........"];
 
-export const CRACK = [
-  "........",
-  ".T......",
-  "..T..T..",
-  "...TT...",
-  "...T....",
-  "..T.....",
-  "........",
-  "........",
-];
+export const CRACK = ["........", ".T......", "..T..T..", "...TT...", "...T....", "..T.....", "........", "........"];
 
-export const BONE = [
-  "........",
-  "........",
-  ".w....w.",
-  "..wwww..",
-  ".w....w.",
-  "........",
-  "........",
-  "........",
-];
+export const BONE = ["........", "........", ".w....w.", "..wwww..", ".w....w.", "........", "........", "........"];

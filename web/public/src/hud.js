@@ -12,8 +12,11 @@ function addBar(parent, pos, width, fillColor) {
   };
 }
 
-/** Returns { update(lines, hp, maxHp), showBoss(enemy | null) }. */
-export function addHud() {
+/**
+ * `read()` returns { lines, hp, maxHp } and is asked every frame, also while the world is paused.
+ * Returns { showBoss(enemy | null) }.
+ */
+export function addHud(read) {
   const panel = addPanel(300, 76, k.vec2(156, 44), 90);
   const setHp = addBar(panel, k.vec2(-142, -32), BAR_WIDTH, COLORS.danger);
   const hpText = addLabel(panel, "", k.vec2(-10, -27), { size: 12, anchor: "left" });
@@ -29,12 +32,14 @@ export function addHud() {
     if (!bossLayer.hidden) setBossHp(boss.hp / boss.maxHp);
   });
 
+  panel.onUpdate(() => {
+    const { lines, hp, maxHp } = read();
+    setHp(hp / maxHp);
+    hpText.text = `HP ${hp}/${maxHp}`;
+    text.text = lines.join("\n");
+  });
+
   return {
-    update(lines, hp, maxHp) {
-      setHp(hp / maxHp);
-      hpText.text = `HP ${hp}/${maxHp}`;
-      text.text = lines.join("\n");
-    },
     showBoss(enemy) {
       boss = enemy;
       bossName.text = enemy?.boss.name ?? "";

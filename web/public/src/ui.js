@@ -141,9 +141,16 @@ const SAVE_LABELS = {
   failed: ["save failed", COLORS.danger],
 };
 
-/** Small bottom-right indicator that mirrors saveStatus; "saved" fades after a moment. */
+/** Small top-right indicator that mirrors saveStatus; "saved" fades after a moment. */
 export function addSaveIndicator() {
-  const label = k.add([k.text("", { size: 12 }), k.pos(WIDTH - 8, HEIGHT - 8), k.anchor("botright"), k.opacity(1), k.fixed(), k.z(400)]);
+  const label = k.add([
+    k.text("", { size: 12 }),
+    k.pos(WIDTH - 8, 8),
+    k.anchor("topright"),
+    k.opacity(1),
+    k.fixed(),
+    k.z(400),
+  ]);
   let shownPhase = null;
   let shownFor = 0;
   label.onUpdate(() => {

@@ -17,16 +17,25 @@ export const PORTAL_SPOT = tileCenter(20, 8);
 
 const MAP_STYLES = {
   Grassland: {
-    ground: "#4f9b45", speckles: ["#5fae52", "#3f8639"],
-    obstacle: art.TREE, decorations: [art.FLOWER, art.TUFT, art.TUFT], seed: 7,
+    ground: "#4f9b45",
+    speckles: ["#5fae52", "#3f8639"],
+    obstacle: art.TREE,
+    decorations: [art.FLOWER, art.TUFT, art.TUFT],
+    seed: 7,
   },
   Mountains: {
-    ground: "#6f7a8c", speckles: ["#7d889a", "#5f6a7b", "#c9d3dd"],
-    obstacle: art.BOULDER, decorations: [art.SNOW, art.PEBBLE], seed: 19,
+    ground: "#6f7a8c",
+    speckles: ["#7d889a", "#5f6a7b", "#c9d3dd"],
+    obstacle: art.BOULDER,
+    decorations: [art.SNOW, art.PEBBLE],
+    seed: 19,
   },
   Badlands: {
-    ground: "#c98c4b", speckles: ["#d69d5c", "#b27a3d"],
-    obstacle: art.CACTUS, decorations: [art.CRACK, art.BONE, art.PEBBLE], seed: 31,
+    ground: "#c98c4b",
+    speckles: ["#d69d5c", "#b27a3d"],
+    obstacle: art.CACTUS,
+    decorations: [art.CRACK, art.BONE, art.PEBBLE],
+    seed: 31,
   },
 };
 
@@ -73,7 +82,9 @@ function mapLayout(name) {
     if (random() < 0.3) addObstacle(col, row + 1);
   }
   const decorations = Array.from({ length: 90 }, () => ({
-    x: random() * (WORLD_WIDTH - 16), y: random() * (WORLD_HEIGHT - 16), art: pick(style.decorations),
+    x: random() * (WORLD_WIDTH - 16),
+    y: random() * (WORLD_HEIGHT - 16),
+    art: pick(style.decorations),
   }));
   const layout = { obstacles, decorations, blocked, random };
   layouts.set(name, layout);
@@ -91,7 +102,7 @@ function paintBackground(name) {
   ctx.fillRect(0, 0, WORLD_WIDTH, WORLD_HEIGHT);
   for (let i = 0; i < 5000; i++) {
     ctx.fillStyle = style.speckles[i % style.speckles.length];
-    ctx.fillRect(Math.floor(random() * WORLD_WIDTH / 2) * 2, Math.floor(random() * WORLD_HEIGHT / 2) * 2, 2, 2);
+    ctx.fillRect(Math.floor((random() * WORLD_WIDTH) / 2) * 2, Math.floor((random() * WORLD_HEIGHT) / 2) * 2, 2, 2);
   }
   for (const decoration of decorations) paintArt(ctx, decoration.art, decoration.x, decoration.y);
   for (const { col, row } of obstacles) paintArt(ctx, style.obstacle, col * TILE, row * TILE);

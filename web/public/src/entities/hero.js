@@ -28,7 +28,14 @@ function strike(parent, center, radius, damage) {
 
 /** A short-lived circle that fades out: the visible part of a sword swing or whirlwind. */
 function addFlash(parent, center, radius, color) {
-  const flash = parent.add([k.circle(radius), k.pos(center), k.color(color), k.opacity(0.6), k.anchor("center"), k.z(20)]);
+  const flash = parent.add([
+    k.circle(radius),
+    k.pos(center),
+    k.color(color),
+    k.opacity(0.6),
+    k.anchor("center"),
+    k.z(20),
+  ]);
   flash.onUpdate(() => {
     flash.opacity -= k.dt() * 4;
     if (flash.opacity <= 0) flash.destroy();
@@ -75,11 +82,21 @@ export function addHero(parent, { pos, player, hp, onDeath }) {
   const damage = () => player.stats.attack;
   const actions = [
     { key: "space", ready: () => true, cooldown: "sword", run: swingSword },
-    { key: "x", ready: () => player.skillUnlocked.swordBeam, cooldown: "beam", run: () => addBeam(parent, hero.pos, hero.facing, damage()) },
+    {
+      key: "x",
+      ready: () => player.skillUnlocked.swordBeam,
+      cooldown: "beam",
+      run: () => addBeam(parent, hero.pos, hero.facing, damage()),
+    },
     { key: "shift", ready: () => player.skillUnlocked.dash, cooldown: "dash", run: () => (dashLeft = DASH.duration) },
     { key: "c", ready: () => player.skillUnlocked.whirlwind, cooldown: "whirlwind", run: spinWhirlwind },
   ];
-  const COOLDOWN_SECONDS = { sword: SWORD.cooldown, beam: BEAM.cooldown, dash: DASH.cooldown, whirlwind: WHIRLWIND.cooldown };
+  const COOLDOWN_SECONDS = {
+    sword: SWORD.cooldown,
+    beam: BEAM.cooldown,
+    dash: DASH.cooldown,
+    whirlwind: WHIRLWIND.cooldown,
+  };
 
   function swingSword() {
     const center = hero.pos.add(hero.facing.scale(SWORD.reach));

@@ -10,7 +10,10 @@ export function registerLeaderboardScene() {
     resetLive("leaderboard");
     const root = k.add([k.pos(0, 0), k.fixed()]);
     addLabel(root, `<  ${map}  >`, k.vec2(WIDTH / 2, 22), { size: 20, color: COLORS.gold });
-    addLabel(root, "Left/Right: change map   Esc: back", k.vec2(WIDTH / 2, HEIGHT - 12), { size: 12, color: COLORS.muted });
+    addLabel(root, "Left/Right: change map   Esc: back", k.vec2(WIDTH / 2, HEIGHT - 12), {
+      size: 12,
+      color: COLORS.muted,
+    });
     const loading = addLabel(root, "Loading...", k.vec2(WIDTH / 2, HEIGHT / 2));
     const panelPos = k.vec2(WIDTH / 2, HEIGHT / 2 + 6);
     const ownMember = state.player ? leaderboardMember() : null;

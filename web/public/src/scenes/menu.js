@@ -1,9 +1,11 @@
 // Main menu: Continue (when a save exists), New game, Survivor (needs a hero), Leaderboards.
-import { k, WIDTH } from "../engine.js";
+import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, resetLive } from "../state.js";
 import { COLORS, addMenu, addLabel } from "../ui.js";
 import { ensureSession } from "../session.js";
 import { MAP_NAMES } from "../world.js";
+
+const CONTROLS = "Arrows/WASD move   Space sword   Enter talk/choose   Esc pause";
 
 function mainOptions(openSurvivorMaps) {
   const hasSave = state.player !== null;
@@ -21,6 +23,7 @@ export function registerMenuScene() {
     const root = k.add([k.pos(0, 0), k.fixed()]);
     addLabel(root, "CACHE QUEST", k.vec2(WIDTH / 2, 44), { size: 36, color: COLORS.gold });
     const greeting = addLabel(root, "Connecting...", k.vec2(WIDTH / 2, 86), { size: 16 });
+    addLabel(root, CONTROLS, k.vec2(WIDTH / 2, HEIGHT - 20), { size: 12, color: COLORS.muted });
     let menu = null;
 
     const showMain = () => {

@@ -12,7 +12,14 @@ export function registerNewGameScene() {
     const panel = addPanel(420, 190, k.vec2(WIDTH / 2, HEIGHT / 2));
     addLabel(panel, "Name your hero", k.vec2(0, -66), { size: 22, color: COLORS.gold });
     addLabel(panel, "letters and digits, up to 12", k.vec2(0, -38), { size: 12, color: COLORS.muted });
-    panel.add([k.rect(300, 36), k.pos(0, 0), k.anchor("center"), k.color(COLORS.paper), k.opacity(0.1), k.outline(2, COLORS.paper)]);
+    panel.add([
+      k.rect(300, 36),
+      k.pos(0, 0),
+      k.anchor("center"),
+      k.color(COLORS.paper),
+      k.opacity(0.1),
+      k.outline(2, COLORS.paper),
+    ]);
     const field = addLabel(panel, "", k.vec2(0, 0), { size: 22 });
     const hint = addLabel(panel, "Enter to start, Esc to go back", k.vec2(0, 48), { size: 12, color: COLORS.muted });
     const probe = { name: "" };

@@ -3,7 +3,16 @@ import { k } from "../engine.js";
 import { state, resetLive } from "../state.js";
 import { saveProgress, savePlayer } from "../saves.js";
 import { CHAPTERS, SUB_CHAPTER, chapterForMap, chapterByNumber } from "../story.js";
-import { buildMap, clampToWorld, followWithCamera, randomFreeSpot, SPAWN, NPC_SPOT, PORTAL_SPOT, TILE } from "../world.js";
+import {
+  buildMap,
+  clampToWorld,
+  followWithCamera,
+  randomFreeSpot,
+  SPAWN,
+  NPC_SPOT,
+  PORTAL_SPOT,
+  TILE,
+} from "../world.js";
 import { addHero } from "../entities/hero.js";
 import { addEnemy, ENEMY_KINDS } from "../entities/enemies.js";
 import { addHud } from "../hud.js";
@@ -21,7 +30,12 @@ function chapterStatus(chapter) {
 }
 
 function addGuide(world, chapter) {
-  const guide = world.add([k.sprite("elder", { anim: "move" }), k.pos(NPC_SPOT.x, NPC_SPOT.y), k.anchor("center"), k.z(9)]);
+  const guide = world.add([
+    k.sprite("elder", { anim: "move" }),
+    k.pos(NPC_SPOT.x, NPC_SPOT.y),
+    k.anchor("center"),
+    k.z(9),
+  ]);
   guide.add([k.text(chapter.guide, { size: 10 }), k.pos(0, -26), k.anchor("center"), k.color(COLORS.paper)]);
   const marker = guide.add([k.text("!", { size: 18 }), k.pos(0, -42), k.anchor("center"), k.color(COLORS.gold)]);
   return { guide, showMarker: (visible) => (marker.hidden = !visible) };
@@ -30,7 +44,12 @@ function addGuide(world, chapter) {
 function addPortal(world, onEnter, hero) {
   const portal = world.add([k.pos(PORTAL_SPOT.x, PORTAL_SPOT.y), k.z(4)]);
   const rings = [30, 22, 14].map((radius, index) =>
-    portal.add([k.circle(radius), k.anchor("center"), k.color(index % 2 ? COLORS.paper : k.rgb(115, 239, 247)), k.opacity(0.8)]),
+    portal.add([
+      k.circle(radius),
+      k.anchor("center"),
+      k.color(index % 2 ? COLORS.paper : k.rgb(115, 239, 247)),
+      k.opacity(0.8),
+    ]),
   );
   let entered = false;
   portal.onUpdate(() => {
@@ -59,7 +78,11 @@ export function registerQuestScene() {
       onDeath: faint,
     });
     const { showMarker } = addGuide(world, chapter);
-    const hud = addHud();
+    const hud = addHud(() => ({
+      lines: [`${player.name}  Lv ${player.stats.level}`, chapter.title, objective()],
+      hp: hero.hp,
+      maxHp: player.stats.maxHp,
+    }));
     addSaveIndicator();
     followWithCamera(hero);
     let dialogueOpen = false;
@@ -179,8 +202,10 @@ export function registerQuestScene() {
       game.completed = true;
       save();
       world.paused = true;
-      showDialogue(chapter.guide, ["You restored every cache in the land. Thank you, Keeper!", "Try Survivor mode from the main menu."], () =>
-        k.go("menu"),
+      showDialogue(
+        chapter.guide,
+        ["You restored every cache in the land. Thank you, Keeper!", "Try Survivor mode from the main menu."],
+        () => k.go("menu"),
       );
     }
 
@@ -205,7 +230,6 @@ export function registerQuestScene() {
     let sinceAutosave = 0;
     let lastSaved = hero.pos.clone();
     world.onUpdate(() => {
-      hud.update([`${player.name}  Lv ${player.stats.level}`, chapter.title, objective()], hero.hp, player.stats.maxHp);
       sinceAutosave += k.dt();
       if (sinceAutosave > AUTOSAVE_SECONDS && hero.pos.dist(lastSaved) > TILE) {
         sinceAutosave = 0;

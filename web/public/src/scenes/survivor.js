@@ -33,11 +33,18 @@ export function registerSurvivorScene() {
     const world = k.add([k.pos(0, 0)]);
     buildMap(world, map);
     const hero = addHero(world, { pos: SPAWN, player, hp: player.stats.maxHp, onDeath: () => endRun() });
-    const hud = addHud();
     addSaveIndicator();
     followWithCamera(hero);
     const run = { map, score: 0, wave: 0, kills: 0, seconds: 0, killPoints: 0, alive: true, result: null };
     let waveClock = 0;
+    addHud(() => ({
+      lines: [
+        `Survivor: ${map}   Wave ${run.wave}`,
+        `Score ${run.score}   Best ${Math.max(player.bestScore[map] ?? 0, run.score)}`,
+      ],
+      hp: hero.hp,
+      maxHp: player.stats.maxHp,
+    }));
 
     function startWave() {
       run.wave += 1;
@@ -68,8 +75,6 @@ export function registerSurvivorScene() {
         run.score = run.killPoints + Math.floor(run.seconds * POINTS_PER_SECOND);
         if (world.get("enemy").length === 0 || waveClock > WAVE_SECONDS) startWave();
       }
-      const best = Math.max(player.bestScore[map] ?? 0, run.score);
-      hud.update([`Survivor: ${map}   Wave ${run.wave}`, `Score ${run.score}   Best ${best}`], hero.hp, player.stats.maxHp);
     });
 
     /** Death: record a personal best, save, post it, then show the board with the player's rank. */
@@ -103,7 +108,9 @@ export function registerSurvivorScene() {
           { label: "Main menu", action: () => k.go("menu") },
         ],
       });
-      const status = addLabel(k.add([k.fixed(), k.pos(0, 0), k.z(160)]), "Loading leaderboard...", k.vec2(435, 180), { size: 14 });
+      const status = addLabel(k.add([k.fixed(), k.pos(0, 0), k.z(160)]), "Loading leaderboard...", k.vec2(435, 180), {
+        size: 14,
+      });
       publishAndShowBoard(isPersonalBest, status);
     }
 

@@ -8,10 +8,20 @@ const CAST = ["slime", "bat", "hero", "elder", "scorpion"];
 
 function addLogo(root) {
   const logo = (offset, color) =>
-    root.add([k.text("CACHE QUEST", { size: 56 }), k.pos(WIDTH / 2 + offset, 96 + offset), k.anchor("center"), k.color(color)]);
+    root.add([
+      k.text("CACHE QUEST", { size: 56 }),
+      k.pos(WIDTH / 2 + offset, 96 + offset),
+      k.anchor("center"),
+      k.color(color),
+    ]);
   logo(4, COLORS.ink);
   logo(0, COLORS.gold);
-  root.add([k.text("a Redis-backed adventure", { size: 16 }), k.pos(WIDTH / 2, 142), k.anchor("center"), k.color(COLORS.paper)]);
+  root.add([
+    k.text("a Redis-backed adventure", { size: 16 }),
+    k.pos(WIDTH / 2, 142),
+    k.anchor("center"),
+    k.color(COLORS.paper),
+  ]);
 }
 
 function addCast(root) {
@@ -40,7 +50,12 @@ export function registerTitleScene() {
     root.add([k.rect(WIDTH, HEIGHT), k.color(COLORS.ink), k.opacity(0.35)]);
     addLogo(root);
     addCast(root);
-    const prompt = root.add([k.text("Press Enter", { size: 20 }), k.pos(WIDTH / 2, 302), k.anchor("center"), k.opacity(1)]);
+    const prompt = root.add([
+      k.text("Press Enter", { size: 20 }),
+      k.pos(WIDTH / 2, 302),
+      k.anchor("center"),
+      k.opacity(1),
+    ]);
     prompt.onUpdate(() => {
       prompt.opacity = 0.55 + 0.45 * Math.sin(k.time() * 4);
     });
