@@ -18,7 +18,6 @@ from typing import Any, TypeGuard
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from shared import keys
 
@@ -110,13 +109,17 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What the gateway answers over HTTP: a status code and a JSON body."""
+    """What the gateway answers over HTTP: a status code and a JSON body.
+
+    A reply stream holds one entry, fields `status` and `body`, and expires after REPLY_TTL_S.
+    """
 
     status: int
     body: Any
 
-    def encode(self) -> dict[bytes, bytes]:
-        return {b"status": str(self.status).encode(), b"body": orjson.dumps(self.body)}
+    def wire(self) -> tuple[str, str]:
+        """Status and body as a reply stream entry holds them (written by shared/settle.lua)."""
+        return str(self.status), orjson.dumps(self.body).decode()
 
     @classmethod
     def decode(cls, fields: dict[bytes, bytes]) -> Reply:
@@ -140,12 +143,6 @@ async def publish(redis: Redis, event: Event, retention_ms: int) -> None:
     route = ROUTE_OF[event.type]
     min_id = f"{max(now_ms() - retention_ms, 0)}-0"
     await redis.xadd(route.stream, event.encode(), minid=min_id, approximate=True)  # type: ignore[arg-type]
-
-
-def queue_reply(pipe: Pipeline, reply_to: str, reply: Reply, ttl_s: int) -> None:
-    """A reply stream holds one entry and outlives an absent caller by at most the TTL."""
-    pipe.xadd(reply_to, reply.encode(), maxlen=1, approximate=False)  # type: ignore[arg-type]
-    pipe.expire(reply_to, ttl_s)
 
 
 async def wait_reply(redis: Redis, reply_to: str, timeout_ms: int) -> Reply | None:

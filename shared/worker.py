@@ -19,14 +19,16 @@ import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from pathlib import Path
+from typing import cast
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from shared import keys
 from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, wait_until_ready
-from shared.protocol import Entry, Event, EventType, PoisonEvent, Reply, Route, now_ms, queue_reply, stream_entries
+from shared.protocol import Entry, Event, EventType, PoisonEvent, Reply, Route, now_ms, stream_entries
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,15 +36,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A handler's verdict on one event: one Redis command, and how its result becomes the reply."""
+    """A handler's verdict on one event: one Redis command on one key, and the reply for each outcome.
 
-    command: tuple[Any, ...]
-    reply: Callable[[Any], Reply]
+    A true result is OK or a non-zero count; a false one is nil or zero (JSON.SET ... XX on a
+    missing key, ZADD GT CH that changed nothing).
+    """
+
+    command: str
+    key: str
+    args: tuple[str, ...]
+    if_true: Reply
+    if_false: Reply
 
 
 Handler = Callable[[Event], Action]
 """Pure: validates the event and says what to do; raises PoisonEvent when it can't be applied."""
 
+SETTLE_SCRIPT = (Path(__file__).parent / "settle.lua").read_text()
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 
@@ -61,6 +71,7 @@ class Worker:
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.redis: Redis = connect(settings.redis_url, max_connections=4)
+        self._settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self.stats = Stats()
         self._stopping = asyncio.Event()
         self._read_backlog = True  # our own pending entries first: after a start or a lost connection
@@ -161,8 +172,7 @@ class Worker:
                 except PoisonEvent as error:
                     dead.append((entry, str(error)))
                     replies.append((event.reply_to, DEAD_LETTERED))
-        replies += await self._apply(ready)
-        await self._finish([entry_id for entry_id, _ in entries], replies, dead)
+        await self._settle(ready, replies, dead, [entry_id for entry_id, _ in entries])
 
     def _action(self, event: Event) -> Action:
         handler = self.handlers.get(event.type)
@@ -170,43 +180,41 @@ class Worker:
             raise PoisonEvent(f"event type {event.type} does not belong on {self.route.stream}")
         return handler(event)
 
-    async def _apply(self, ready: list[tuple[Event, Action]]) -> list[tuple[str, Reply]]:
-        if not ready:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _event, action in ready:
-                pipe.execute_command(*action.command)
-            results = await pipe.execute(raise_on_error=False)
-        replies = []
-        for (event, action), result in zip(ready, results, strict=True):
-            if isinstance(result, REDIS_DOWN):
-                raise result  # nothing is acknowledged; the backlog read retries these
-            if isinstance(result, ResponseError):
-                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, result)
-                replies.append((event.reply_to, STORAGE_ERROR))
+    async def _settle(
+        self,
+        ready: list[tuple[Event, Action]],
+        replies: list[tuple[str, Reply]],
+        dead: list[tuple[Entry, str]],
+        entry_ids: list[bytes],
+    ) -> None:
+        """Apply, reply, dead-letter and acknowledge in one atomic round trip (shared/settle.lua)."""
+        script_keys: list[str | bytes] = [self.route.stream, keys.DEAD_LETTER_STREAM]
+        script_keys += [event.reply_to for event, _ in ready] + [reply_to for reply_to, _ in replies]
+        script_keys += [action.key for _, action in ready]
+        batch = {
+            "failed": STORAGE_ERROR.wire(),
+            "commands": [[a.command, a.args, *a.if_true.wire(), *a.if_false.wire()] for _, a in ready],
+            "replies": [reply.wire() for _, reply in replies],
+            "ids": [entry_id.decode() for entry_id in entry_ids],
+        }
+        args: list[bytes | str | int] = [self.route.group, self.settings.reply_ttl_s, orjson.dumps(batch)]
+        for (entry_id, fields), reason in dead:
+            log.warning("dead-lettering %s from %s: %s", entry_id.decode(), self.route.stream, reason)
+            letter = {
+                **fields,
+                b"dead_reason": reason.encode(),
+                b"dead_entry": entry_id,
+                b"dead_stream": self.route.stream.encode(),
+            }
+            args.append(len(letter) * 2)
+            for field, value in letter.items():
+                args += (field, value)
+        outcomes = await self._settle_script(keys=script_keys, args=args)
+        for (event, _action), outcome in zip(ready, outcomes, strict=True):
+            if isinstance(outcome, bytes):
+                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome.decode())
             else:
                 self.stats.applied += 1
-                replies.append((event.reply_to, action.reply(result)))
-        return replies
-
-    async def _finish(
-        self, entry_ids: list[bytes], replies: list[tuple[str, Reply]], dead: list[tuple[Entry, str]]
-    ) -> None:
-        """Replies, dead letters and acknowledgements in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for reply_to, reply in replies:
-                queue_reply(pipe, reply_to, reply, self.settings.reply_ttl_s)
-            for (entry_id, fields), reason in dead:
-                log.warning("dead-lettering %s from %s: %s", entry_id.decode(), self.route.stream, reason)
-                letter = {
-                    **fields,
-                    b"dead_reason": reason.encode(),
-                    b"dead_entry": entry_id,
-                    b"dead_stream": self.route.stream.encode(),
-                }
-                pipe.xadd(keys.DEAD_LETTER_STREAM, letter, maxlen=10_000, approximate=True)  # type: ignore[arg-type]
-            pipe.xack(self.route.stream, self.route.group, *entry_ids)
-            await pipe.execute()
         self.stats.dead_lettered += len(dead)
 
     async def _sweep(self) -> None:

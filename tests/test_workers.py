@@ -214,3 +214,16 @@ def test_indexes_created_by_racing_processes(tmp_path: Path) -> None:
         assert results == [0] * 6
         indexes = redis.Redis.from_url(url).execute_command("FT._LIST")
         assert sorted(indexes) == [b"game-idx", b"player-idx"]
+
+
+def test_a_command_redis_refuses_gets_an_error_reply_and_is_acknowledged(make_stack: StackFactory) -> None:
+    stack = make_stack(**FAST)
+    db = client(stack)
+    broken, fine = new_save(update=1), new_save(update=2)
+    db.set(keys.player(broken.session), "not a JSON document")  # JSON.SET on it fails: WRONGTYPE
+    push_all(db, [broken, fine])
+    assert reply_of(db, broken) == Reply.message(500, "The save could not be stored")
+    assert reply_of(db, fine) == Reply.message(200, "Player created")
+    assert db.get(keys.player(broken.session)) == b"not a JSON document"
+    eventually(lambda: pending(db) == 0, 5, "both acknowledged")
+    assert dead_letters(db) == []

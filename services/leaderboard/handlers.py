@@ -29,8 +29,7 @@ def submit_handler(settings: Settings) -> Handler:
             raise PoisonEvent("member must end with the caller's session id")
         if not is_finite_number(score) or not settings.score_min <= score <= settings.score_max:
             raise PoisonEvent("score must be a finite number within the configured bounds")
-        command = ("ZADD", entry["key"], "GT", "CH", score, member)
-        return Action(command, lambda changed: RECORDED if changed else NOT_HIGHER)
+        return Action("ZADD", entry["key"], ("GT", "CH", repr(score), member), if_true=RECORDED, if_false=NOT_HIGHER)
 
     return handle
 

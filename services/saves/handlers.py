@@ -8,7 +8,6 @@ update is as harmless as the first.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import orjson
 
@@ -27,10 +26,9 @@ def save_handler(key_of: Callable[[str], str], noun: str, *, update: bool) -> Ha
         document = event.payload
         if not isinstance(document, dict) or document.get("id") != event.session:
             raise PoisonEvent(f"{noun.lower()} document must be an object whose id is the caller's session id")
-        command: tuple[Any, ...] = ("JSON.SET", key_of(event.session), "$", orjson.dumps(document))
-        if update:
-            command += ("XX",)
-        return Action(command, lambda result: done if result else NOT_FOUND)
+        body = orjson.dumps(document).decode()
+        args = ("$", body, "XX") if update else ("$", body)
+        return Action("JSON.SET", key_of(event.session), args, if_true=done, if_false=NOT_FOUND)
 
     return handle
 
