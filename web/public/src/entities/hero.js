@@ -75,33 +75,25 @@ export function addHero(parent, { pos, player, hp, onDeath }) {
     "hero",
     { hp, facing: k.vec2(1, 0) },
   ]);
-  const cooldowns = { sword: 0, beam: 0, dash: 0, whirlwind: 0 };
   let dashLeft = 0;
   let invulnerableLeft = 0;
-
   const damage = () => player.stats.attack;
+  const skill = (name) => () => player.skillUnlocked[name];
   const actions = [
-    { key: "space", ready: () => true, cooldown: "sword", run: swingSword },
-    {
-      key: "x",
-      ready: () => player.skillUnlocked.swordBeam,
-      cooldown: "beam",
-      run: () => addBeam(parent, hero.pos, hero.facing, damage()),
-    },
-    { key: "shift", ready: () => player.skillUnlocked.dash, cooldown: "dash", run: () => (dashLeft = DASH.duration) },
-    { key: "c", ready: () => player.skillUnlocked.whirlwind, cooldown: "whirlwind", run: spinWhirlwind },
-  ];
-  const COOLDOWN_SECONDS = {
-    sword: SWORD.cooldown,
-    beam: BEAM.cooldown,
-    dash: DASH.cooldown,
-    whirlwind: WHIRLWIND.cooldown,
-  };
+    { key: "space", unlocked: () => true, cooldown: SWORD.cooldown, run: swingSword },
+    { key: "x", unlocked: skill("swordBeam"), cooldown: BEAM.cooldown, run: fireBeam },
+    { key: "shift", unlocked: skill("dash"), cooldown: DASH.cooldown, run: () => (dashLeft = DASH.duration) },
+    { key: "c", unlocked: skill("whirlwind"), cooldown: WHIRLWIND.cooldown, run: spinWhirlwind },
+  ].map((action) => ({ ...action, waitLeft: 0 }));
 
   function swingSword() {
     const center = hero.pos.add(hero.facing.scale(SWORD.reach));
     addFlash(parent, center, SWORD.radius * 0.7, COLORS.paper);
     strike(parent, center, SWORD.radius, damage());
+  }
+
+  function fireBeam() {
+    addBeam(parent, hero.pos, hero.facing, damage());
   }
 
   function spinWhirlwind() {
@@ -124,7 +116,7 @@ export function addHero(parent, { pos, player, hp, onDeath }) {
   hero.onUpdate(() => {
     if (hero.hp <= 0) return;
     const dt = k.dt();
-    for (const name of Object.keys(cooldowns)) cooldowns[name] = Math.max(0, cooldowns[name] - dt);
+    for (const action of actions) action.waitLeft = Math.max(0, action.waitLeft - dt);
     dashLeft = Math.max(0, dashLeft - dt);
     invulnerableLeft = Math.max(0, invulnerableLeft - dt);
     hero.opacity = invulnerableLeft > 0 && Math.floor(k.time() * 12) % 2 ? 0.35 : 1;
@@ -134,8 +126,8 @@ export function addHero(parent, { pos, player, hp, onDeath }) {
   // Registered on the parent (the scene's world), so pausing the world also silences these keys.
   for (const action of actions) {
     parent.onKeyPress(action.key, () => {
-      if (hero.hp <= 0 || !action.ready() || cooldowns[action.cooldown] > 0) return;
-      cooldowns[action.cooldown] = COOLDOWN_SECONDS[action.cooldown];
+      if (hero.hp <= 0 || !action.unlocked() || action.waitLeft > 0) return;
+      action.waitLeft = action.cooldown;
       action.run();
     });
   }

@@ -29,6 +29,7 @@ function chapterStatus(chapter) {
   return chapter.number > state.game.chapter ? "locked" : "active";
 }
 
+/** The chapter's guide with a "!" above; returns a function that shows or hides the "!". */
 function addGuide(world, chapter) {
   const guide = world.add([
     k.sprite("elder", { anim: "move" }),
@@ -38,7 +39,7 @@ function addGuide(world, chapter) {
   ]);
   guide.add([k.text(chapter.guide, { size: 10 }), k.pos(0, -26), k.anchor("center"), k.color(COLORS.paper)]);
   const marker = guide.add([k.text("!", { size: 18 }), k.pos(0, -42), k.anchor("center"), k.color(COLORS.gold)]);
-  return { guide, showMarker: (visible) => (marker.hidden = !visible) };
+  return (visible) => (marker.hidden = !visible);
 }
 
 function addPortal(world, onEnter, hero) {
@@ -77,7 +78,7 @@ export function registerQuestScene() {
       hp: Math.max(1, Math.min(player.stats.hp, player.stats.maxHp)),
       onDeath: faint,
     });
-    const { showMarker } = addGuide(world, chapter);
+    const showMarker = addGuide(world, chapter);
     const hud = addHud(() => ({
       lines: [`${player.name}  Lv ${player.stats.level}`, chapter.title, objective()],
       hp: hero.hp,
@@ -87,7 +88,6 @@ export function registerQuestScene() {
     followWithCamera(hero);
     let dialogueOpen = false;
     let huntLeft = 0;
-    let boss = null;
 
     function syncPlayer() {
       player.position = { x: Math.round(hero.pos.x), y: Math.round(hero.pos.y) };
@@ -103,7 +103,8 @@ export function registerQuestScene() {
       if (status === "locked") return `Finish chapter ${game.chapter} first (portal)`;
       if (status === "done" || game.subChapter === SUB_CHAPTER.PORTAL) return "Step into the portal";
       if (game.subChapter === SUB_CHAPTER.TALK) return `Talk to ${chapter.guide} (Enter)`;
-      if (game.subChapter === SUB_CHAPTER.HUNT) return `Defeat ${huntLeft} more ${chapter.enemy}s`;
+      if (game.subChapter === SUB_CHAPTER.HUNT)
+        return `Defeat ${huntLeft} more ${chapter.enemy}${huntLeft === 1 ? "" : "s"}`;
       return `Defeat ${chapter.boss.name}`;
     }
 
@@ -163,7 +164,7 @@ export function registerQuestScene() {
     }
 
     function spawnBoss() {
-      boss = addEnemy(world, {
+      const boss = addEnemy(world, {
         kind: chapter.boss.kind,
         boss: chapter.boss,
         pos: randomFreeSpot(mapName, hero.pos, SPAWN_DISTANCE),
@@ -201,6 +202,7 @@ export function registerQuestScene() {
     function finishQuest() {
       game.completed = true;
       save();
+      dialogueOpen = true;
       world.paused = true;
       showDialogue(
         chapter.guide,
