@@ -25,10 +25,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: str = "INFO"
+    access_log: bool = False  # one line per HTTP request: useful when debugging, costly under load
+    gateway_processes: int = Field(1, ge=1, le=64)
 
     # Sessions: the cookie and the Redis key share one clock (see services/gateway/sessions.py).
     session_secret: str = DEFAULT_SESSION_SECRET
     session_max_age_s: int = Field(7 * 24 * 3600, gt=0)
+    session_refresh_s: int = Field(60, ge=0)
     cookie_secure: bool = False
 
     # Command round trip: the gateway waits this long for a reply; the event's deadline is the same.

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import httpx
 import pytest
 import redis
 
 from devtools.stack import Stack
-from tests.conftest import Player
+from tests.conftest import Player, StackFactory
 
 GRASSLAND = "leaderboards:survivor-Grassland"
 
@@ -27,7 +30,8 @@ def test_session_is_created_once_and_kept(stack: Stack, db: redis.Redis) -> None
     cookie = first.headers["set-cookie"]
     for attribute in ("HttpOnly", "SameSite=Lax", "Max-Age=604800", "Path=/"):
         assert attribute in cookie
-    assert 604_700 < db.ttl(f"sessions:{session_id}") <= 604_800  # the key's clock matches the cookie's
+    # The key outlives the cookie by at most SESSION_REFRESH_S (60 s), never by more.
+    assert 604_800 < db.ttl(f"sessions:{session_id}") <= 604_860
 
 
 def test_a_forged_cookie_gets_a_new_session(stack: Stack) -> None:
@@ -98,3 +102,29 @@ def test_openapi_docs_are_served(stack: Stack) -> None:
     schema = httpx.get(f"{stack.url}/openapi.json").json()
     assert {"/session", "/api/playerstate", "/api/leaderboard", "/healthz"} <= set(schema["paths"])
     assert httpx.get(f"{stack.url}/docs").status_code == 200
+
+
+def test_a_session_is_confirmed_in_redis_once_a_refresh_interval(make_stack: StackFactory) -> None:
+    stack = make_stack(saves=0, leaderboard=0, SESSION_REFRESH_S="1")
+    player = Player(stack.url)
+    db = redis.Redis.from_url(stack.redis_url, protocol=3)
+    db.expire(f"sessions:{player.id}", 5)  # the key's TTL tells whether a request re-set it
+    assert player.http.get("/session").json()["id"] == player.id
+    assert db.ttl(f"sessions:{player.id}") <= 5  # within the interval: trusted, not re-set
+    time.sleep(1.1)
+    assert player.http.get("/session").json()["id"] == player.id
+    assert db.ttl(f"sessions:{player.id}") > 604_000  # past it: confirmed and re-set
+    db.delete(f"sessions:{player.id}")
+    time.sleep(1.1)
+    assert player.http.get("/session").json()["id"] != player.id  # gone from Redis: a new session
+
+
+def test_several_gateway_processes_share_sessions(make_stack: StackFactory) -> None:
+    stack = make_stack(GATEWAY_PROCESSES="2")
+    gateway = stack.processes["gateway-1"]
+    children = Path(f"/proc/{gateway.pid}/task/{gateway.pid}/children").read_text().split()
+    assert len(children) >= 2  # uvicorn's supervisor and its two serving processes
+    players = [Player(stack.url) for _ in range(6)]  # new connections land on either process
+    for player in players:
+        assert player.save_with_fallback("playerstate", {"name": "Hero"}).status_code == 200
+        assert player.http.get(f"/api/playerstate/{player.id}").json()["name"] == "Hero"

@@ -114,13 +114,19 @@ def test_escaped_search_terms_have_no_bare_syntax(term: str) -> None:
     assert "".join(unescaped) == term
 
 
-@given(session=st.text(alphabet=string.hexdigits, min_size=1), secret=st.text(min_size=1), tamper=st.text(min_size=1))
-def test_only_the_signed_session_id_comes_back(session: str, secret: str, tamper: str) -> None:
+@given(
+    session=st.text(alphabet=string.hexdigits, min_size=1),
+    stamp=st.integers(0, 2**40),
+    secret=st.text(min_size=1),
+    tamper=st.text(min_size=1),
+)
+def test_only_the_signed_session_id_comes_back(session: str, stamp: int, secret: str, tamper: str) -> None:
     signer = CookieSigner(secret)
-    cookie = signer.sign(session)
-    assert signer.unsign(cookie) == session
+    cookie = signer.sign(session, stamp)
+    assert signer.unsign(cookie) == (session, stamp)
     assert signer.unsign(cookie + tamper) is None
     assert signer.unsign(tamper + cookie) is None
+    assert signer.unsign(cookie.replace(f".{stamp}.", f".{stamp + 1}.")) is None  # a later stamp can't be forged
     assert CookieSigner(secret + "x").unsign(cookie) is None
 
 

@@ -4,7 +4,6 @@ import sys
 
 import uvicorn
 
-from services.gateway.app import create_app
 from shared.cli import start
 from shared.connection import RedisNotReady, connect, wait_until_ready
 from shared.settings import Settings
@@ -32,7 +31,15 @@ def main() -> None:
         asyncio.run(preflight(settings))
     except RedisNotReady as error:
         sys.exit(f"gateway: {error}")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    uvicorn.run(
+        "services.gateway.app:from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.gateway_processes,
+        access_log=settings.access_log,
+        log_level=settings.log_level.lower(),
+    )
 
 
 if __name__ == "__main__":

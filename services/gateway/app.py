@@ -17,7 +17,7 @@ from services.gateway.models import Session
 from services.gateway.ratelimit import RateLimits
 from services.gateway.sessions import SessionMiddleware, session_id
 from shared.connection import connect, ensure_indexes, redact
-from shared.settings import Settings
+from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", StaticFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
     return app
+
+
+def from_environment() -> FastAPI:
+    """The factory uvicorn calls in each gateway process (GATEWAY_PROCESSES)."""
+    return create_app(get_settings())

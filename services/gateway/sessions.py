@@ -1,9 +1,12 @@
 """Server-side sessions: `sessions:{id}` in Redis, a signed cookie in the browser.
 
-The cookie and the key share one clock: every response that carries a session
-re-sets the key with the same time to live as the cookie's max age, so a
-session a player abandons disappears from Redis when its cookie does (the
-seed's store kept keys forever).
+The cookie and the key share one clock. Every response re-issues the cookie with
+the full max age (rolling); the key is re-set with that max age plus
+SESSION_REFRESH_S whenever the cookie says it was last confirmed in Redis longer
+ago than SESSION_REFRESH_S. So the key outlives the cookie by less than that
+interval and an abandoned session leaves Redis with its cookie (the seed's store
+kept keys forever), while a busy player costs one Redis write a minute rather
+than one per request.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -40,22 +44,28 @@ def client_address(request: Request) -> str:
 
 
 class CookieSigner:
+    """`{session id}.{confirmed at}.{MAC}`: the id, and when Redis last confirmed it (epoch seconds)."""
+
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(secret.encode()).digest()
 
-    def _mac(self, session_id: str) -> str:
-        digest = hmac.new(self._key, session_id.encode(), hashlib.sha256).digest()
+    def _mac(self, claim: str) -> str:
+        digest = hmac.new(self._key, claim.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def sign(self, session_id: str) -> str:
-        return f"{session_id}.{self._mac(session_id)}"
+    def sign(self, session_id: str, confirmed_at: int) -> str:
+        claim = f"{session_id}.{confirmed_at}"
+        return f"{claim}.{self._mac(claim)}"
 
-    def unsign(self, cookie: str | None) -> str | None:
-        if not cookie or "." not in cookie:
+    def unsign(self, cookie: str | None) -> tuple[str, int] | None:
+        if not cookie or cookie.count(".") != 2:
             return None
-        session_id, mac = cookie.rsplit(".", 1)
+        claim, mac = cookie.rsplit(".", 1)
         # Bytes, not str: compare_digest refuses non-ASCII text, and a cookie may carry any.
-        return session_id if hmac.compare_digest(mac.encode(), self._mac(session_id).encode()) else None
+        if not hmac.compare_digest(mac.encode(), self._mac(claim).encode()):
+            return None
+        session_id, confirmed_at = claim.split(".")
+        return session_id, int(confirmed_at)
 
 
 class SessionMiddleware:
@@ -71,18 +81,20 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         redis: Redis = scope["app"].state.redis
-        session_id = self.signer.unsign(Request(scope).cookies.get(COOKIE_NAME))
+        now = int(time.time())
+        session_id, confirmed_at = self.signer.unsign(Request(scope).cookies.get(COOKIE_NAME)) or (None, 0)
         try:
-            if session_id is not None and not await self._refresh(redis, session_id, create=False):
-                session_id = None
+            if session_id is not None and now - confirmed_at >= self.settings.session_refresh_s:
+                confirmed_at = now
+                if not await self._refresh(redis, session_id, create=False):
+                    session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session":
                 wait = await scope["app"].state.limits.retry_after("address-sessions", client_address(Request(scope)))
                 if wait:
-                    await error_response(429, "Too many new sessions; slow down", {"Retry-After": str(wait)})(
-                        scope, receive, send
-                    )
+                    too_many = error_response(429, "Too many new sessions; slow down", {"Retry-After": str(wait)})
+                    await too_many(scope, receive, send)
                     return
-                session_id = new_session_id()
+                session_id, confirmed_at = new_session_id(), now
                 await self._refresh(redis, session_id, create=True)
         except REDIS_DOWN:
             await error_response(503, STORAGE_UNAVAILABLE, {"Retry-After": "1"})(scope, receive, send)
@@ -91,7 +103,7 @@ class SessionMiddleware:
         if session_id is None:
             await self.app(scope, receive, send)
             return
-        cookie = self._cookie(session_id)
+        cookie = self._cookie(session_id, confirmed_at)
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -103,13 +115,14 @@ class SessionMiddleware:
     async def _refresh(self, redis: Redis, session_id: str, *, create: bool) -> bool:
         """Write the session with a fresh expiry; only an existing one unless `create`."""
         max_age = self.settings.session_max_age_s
+        ttl = max_age + self.settings.session_refresh_s
         expires = datetime.now(UTC) + timedelta(seconds=max_age)
         record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
-        return bool(await redis.set(keys.session(session_id), record, ex=max_age, nx=create, xx=not create))
+        return bool(await redis.set(keys.session(session_id), record, ex=ttl, nx=create, xx=not create))
 
-    def _cookie(self, session_id: str) -> str:
+    def _cookie(self, session_id: str, confirmed_at: int) -> str:
         parts = [
-            f"{COOKIE_NAME}={self.signer.sign(session_id)}",
+            f"{COOKIE_NAME}={self.signer.sign(session_id, confirmed_at)}",
             "Path=/",
             f"Max-Age={self.settings.session_max_age_s}",
             "HttpOnly",
