@@ -2,7 +2,7 @@
 import { k } from "./engine.js";
 import { fetchLeaderboard } from "./api.js";
 import { state, leaderboardKey, displayName } from "./state.js";
-import { COLORS, addPanel, addLabel } from "./ui.js";
+import { COLORS, addPanel, addLabel, plainText } from "./ui.js";
 
 const TOP = 10;
 const RANK_SEARCH = 100; // how far down to look for the player's rank when outside the top 10
@@ -29,7 +29,7 @@ export async function loadRanking(map, ownMember) {
 }
 
 const formatRow = ({ rank, name, score, own }) =>
-  `${String(rank).padStart(2)}. ${name.padEnd(12)} ${String(score).padStart(7)}${own ? "  < you" : ""}`;
+  `${String(rank).padStart(2)}. ${plainText(name.padEnd(12))} ${String(score).padStart(7)}${own ? "  < you" : ""}`;
 
 function ownRankLine(ranking) {
   if (ranking.ownRank) return `Your rank: #${ranking.ownRank}`;

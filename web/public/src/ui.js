@@ -12,6 +12,12 @@ export const COLORS = {
   good: k.rgb(167, 240, 112),
 };
 
+/**
+ * Escapes KAPLAY's styled-text markup ("[tag]", "\\") in strings that come from saves or other
+ * players, so a stray bracket in a name is shown instead of breaking the text renderer.
+ */
+export const plainText = (value) => String(value).replace(/[\\[\]]/g, "\\$&");
+
 export const UP_KEYS = ["up", "w"];
 export const DOWN_KEYS = ["down", "s"];
 export const LEFT_KEYS = ["left", "a"];

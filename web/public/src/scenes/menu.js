@@ -1,7 +1,7 @@
 // Main menu: Continue (when a save exists), New game, Survivor (needs a hero), Leaderboards.
 import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, resetLive } from "../state.js";
-import { COLORS, addMenu, addLabel } from "../ui.js";
+import { COLORS, addMenu, addLabel, plainText } from "../ui.js";
 import { ensureSession } from "../session.js";
 import { MAP_NAMES } from "../world.js";
 
@@ -28,7 +28,7 @@ export function registerMenuScene() {
 
     const showMain = () => {
       menu?.destroy();
-      greeting.text = state.player ? `Welcome back, ${state.player.name}!` : "A new Cache Keeper arrives.";
+      greeting.text = state.player ? `Welcome back, ${plainText(state.player.name)}!` : "A new Cache Keeper arrives.";
       menu = addMenu({ options: mainOptions(showSurvivorMaps) });
     };
     const showSurvivorMaps = () => {

@@ -17,7 +17,7 @@ import { addHero } from "../entities/hero.js";
 import { addEnemy, ENEMY_KINDS } from "../entities/enemies.js";
 import { addHud } from "../hud.js";
 import { installPauseMenu } from "../pause.js";
-import { COLORS, showDialogue, showBanner, addSaveIndicator } from "../ui.js";
+import { COLORS, plainText, showDialogue, showBanner, addSaveIndicator } from "../ui.js";
 
 const TALK_DISTANCE = 48;
 const AUTOSAVE_SECONDS = 20;
@@ -80,7 +80,7 @@ export function registerQuestScene() {
     });
     const showMarker = addGuide(world, chapter);
     const hud = addHud(() => ({
-      lines: [`${player.name}  Lv ${player.stats.level}`, chapter.title, objective()],
+      lines: [`${plainText(player.name)}  Lv ${player.stats.level}`, chapter.title, objective()],
       hp: hero.hp,
       maxHp: player.stats.maxHp,
     }));
