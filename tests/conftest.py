@@ -29,6 +29,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty"
 # Every test client comes from 127.0.0.1: per-address limits are tested on their own.
 UNLIMITED_ADDRESS = {"RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute", "RATE_LIMIT_ADDRESS_WRITES": "100000/minute"}
+# A generous deadline, so a busy CI machine is not mistaken for a lost reply (fault tests set their own).
+PATIENT = {"REQUEST_TIMEOUT_MS": "10000", "CLAIM_IDLE_MS": "20000"}
 
 
 def free_port() -> int:
@@ -87,7 +89,7 @@ def stack(redis_url: str) -> Iterator[Stack]:
 def started(redis_url: str, log_file: Path, saves: int = 1, leaderboard: int = 1, **env: str) -> Iterator[Stack]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "w") as sink:
-        env = {"LOG_LEVEL": "INFO", "LEADERBOARD_MAPS": TEST_MAPS, **UNLIMITED_ADDRESS, **env}
+        env = {"LOG_LEVEL": "INFO", "LEADERBOARD_MAPS": TEST_MAPS, **UNLIMITED_ADDRESS, **PATIENT, **env}
         running = Stack(redis_url, free_port(), env=env, sink=sink)
         try:
             running.start(saves, leaderboard)
