@@ -175,7 +175,8 @@ def test_redis_back_empty(
     url, data_dir, port = crashable_redis
     server = redis_stack.start(port, data_dir)
     try:
-        with started(url, ARTIFACTS / "logs" / f"{request.node.name}.log") as stack:
+        # SESSION_REFRESH_S=0: every request confirms its session, so the loss shows at once.
+        with started(url, ARTIFACTS / "logs" / f"{request.node.name}.log", SESSION_REFRESH_S="0") as stack:
             before = Player(stack.url)
             assert before.save_with_fallback("playerstate", {"name": "Hero"}).status_code == 200
             server.kill()
