@@ -1,10 +1,10 @@
 """The one consumer loop both workers run.
 
 Lifecycle: connect and check Redis, create the group and indexes, then loop:
-read a batch, apply it in one pipelined round trip, write every reply and the
-acknowledgements in a second one. Now and then, claim what dead consumers left
+read a batch, and settle it (apply, reply, dead-letter, acknowledge) in one
+atomic script, shared/settle.lua. Now and then, claim what dead consumers left
 pending and forget consumers long gone. SIGTERM (or Ctrl-C) stops the reading;
-the batch in hand is finished and acknowledged before the process exits.
+the batch in hand is settled before the process exits.
 """
 
 from __future__ import annotations
