@@ -9,6 +9,7 @@ bench-results/ (JSON, PNG, service logs); docs/benchmarks.md gets the tables.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -58,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of the services (INFO logs every request)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output folder")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md and bench/results/ alone")
+    parser.add_argument("--from-json", type=Path, help="measure nothing: report again from a saved JSON file")
     return parser.parse_args()
 
 
@@ -226,8 +228,9 @@ class Bench:
                 cell = workers.measure(redis_url, redis_pid, service, count, plan, self.log)
                 self.result["workers_alone"].append(cell.summary())
 
-    def report(self) -> None:
-        self.result["meta"]["load_average_at_end"] = machine.load_average()
+    def report(self, *, measured: bool = True) -> None:
+        if measured:
+            self.result["meta"]["load_average_at_end"] = machine.load_average()
         saved = report.write_json(self.result, self.out)
         image = self.out / "benchmarks.png"
         if plot.available():
@@ -279,6 +282,12 @@ def main() -> None:
         sys.exit(f"bench: {error}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(exist_ok=True)
+    if args.from_json:
+        again = Bench(args, sys.stdout)
+        again.result = json.loads(args.from_json.read_text())
+        again.result["profiles"] = [profile.summarise_again(p) for p in again.result.get("profiles", [])]
+        again.report(measured=False)
+        return
     started = time.monotonic()
     with open(args.out / "logs/services.log", "w") as log:
         say(f"logs of every process: {args.out / 'logs/services.log'}")

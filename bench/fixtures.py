@@ -19,6 +19,11 @@ async def new_session(client: httpx.AsyncClient, gate: asyncio.Semaphore) -> Ses
     """GET /session for a cookie, then POST the player document that saves and reads will use."""
     async with gate:
         answer = await client.get("/session")
+        if answer.status_code == 429:
+            raise RuntimeError(
+                "the gateway rate-limits new sessions from 127.0.0.1: start the stack you attach to with "
+                "RATE_LIMIT_ADDRESS_SESSIONS, RATE_LIMIT_ADDRESS_WRITES and RATE_LIMIT_SESSION_WRITES set high"
+            )
         answer.raise_for_status()
         cookie = answer.headers.get_list("set-cookie")[0].split(";", 1)[0]
         session = Session(answer.json()["id"], cookie)

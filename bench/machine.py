@@ -73,6 +73,19 @@ def redis_version(url: str) -> dict[str, str]:
     return {"redis": str(info.get("redis_version")), **{f"module {name}": ver for name, ver in modules.items()}}
 
 
+def code_version(root: Path) -> str:
+    """The commit measured, and whether the work tree differed from it (the services run from it)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "services", "shared"], cwd=root, capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    changed = " (services/ or shared/ modified)" if dirty.stdout.strip() else ""
+    return f"{commit.stdout.strip() or 'unknown'}{changed}"
+
+
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
@@ -83,6 +96,7 @@ def describe(redis_url: str, baseline_dir: Path) -> dict[str, object]:
         "cpu": cpu_model(),
         "memory_gb": memory_gb(),
         "kernel": platform.release(),
+        "code": code_version(baseline_dir.parents[1]),
         "load_average_at_start": load_average(),
         "wrk": command_version(["wrk", "--version"]),
         "python": python_versions(),

@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.load import Run, Target, run_wrk
 
@@ -33,7 +34,7 @@ BUCKETS = (
     ("FastAPI / Starlette (routing, middleware, responses)", ("fastapi/", "starlette/")),
     ("uvicorn + httptools (HTTP server)", ("uvicorn/", "httptools")),
     ("redis-py client (commands, parsing, pool)", ("redis/", "hiredis")),
-    ("asyncio / uvloop (event loop, tasks)", ("asyncio/", "uvloop")),
+    ("asyncio / uvloop (event loop, tasks)", ("asyncio/", "uvloop", "(selectors.py")),
     ("project code (services/, shared/)", ("services/", "shared/")),
 )
 LINE = re.compile(r":\d+\)$")
@@ -84,6 +85,12 @@ def profile_under_load(
     if not result:
         raise RuntimeError("the load under the profiler did not finish")
     return profiles, result[0]
+
+
+def summarise_again(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved profile re-read from its raw stacks (when they are still there), with today's buckets."""
+    raw = Path(saved["raw_file"])
+    return asdict(summarise(saved["process"], saved["operation"], raw)) if raw.exists() else saved
 
 
 def summarise(process: str, operation: str, raw: Path) -> Profile:

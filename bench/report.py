@@ -115,9 +115,18 @@ def cpu_table(result: Result) -> str:
     found = cells(result, "http", connections=TARGET_CONNECTIONS) + result.get("baselines", [])
     for cell in found + ([result["ceiling"]] if result.get("ceiling") else []):
         shares = ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell["cpu_percent"]))
-        costs = ", ".join(f"{name} {ms:.2f}" for name, ms in by_size(cell.get("cpu_ms_per_request", {})))
+        costs = ", ".join(f"{name} {ms:.2f}" for name, ms in by_size(cpu_ms_per_request(cell)))
         rows.append(f"| {cell['server']} | {cell['operation']} | {shares} | {costs} |")
     return "\n".join(rows)
+
+
+def cpu_ms_per_request(cell: dict[str, Any]) -> dict[str, float]:
+    """From the median CPU shares and req/s (runs saved before the field existed lack it)."""
+    if "cpu_ms_per_request" in cell:
+        return dict(cell["cpu_ms_per_request"])
+    servers = {k: v for k, v in cell["cpu_percent"].items() if k not in {"wrk", "everything else"}}
+    per_process = {name: round(10 * share / cell["rps"], 3) for name, share in servers.items()} if cell["rps"] else {}
+    return {**per_process, "total": round(sum(per_process.values()), 3)} if per_process else {}
 
 
 def by_size(values: dict[str, float]) -> list[tuple[str, float]]:
@@ -128,6 +137,22 @@ def memory_table(result: Result) -> str:
     rows = ["| phase | peak RSS MB by process |", "|---|---|"]
     for phase, peaks in result.get("memory", {}).items():
         rows.append(f"| {phase} | {', '.join(f'{name} {mb:.0f}' for name, mb in peaks.items())} |")
+    return "\n".join(rows)
+
+
+def soak_table(result: Result) -> str:
+    soak = result.get("soak")
+    if not soak:
+        return "Not run (`--soak SECONDS` runs mixed load at 64 connections and samples memory)."
+    rows = [
+        f"Mixed load at 64 connections for {soak['seconds']:.0f} s, resident memory sampled every {soak['every_s']} s.",
+        "",
+        "| process | RSS MB at start | at end | max | samples |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for name, series in soak["rss_mb"].items():
+        if series:
+            rows.append(f"| {name} | {series[0]:.1f} | {series[-1]:.1f} | {max(series):.1f} | {len(series)} |")
     return "\n".join(rows)
 
 
@@ -147,7 +172,8 @@ def meta_lines(result: Result) -> str:
     lines = [
         f"- machine: {meta['cores']} cores ({meta['cpu']}), {meta['memory_gb']} GB, Linux {meta['kernel']}; "
         f"load average at start {meta['load_average_at_start']}, at end {meta.get('load_average_at_end', '?')}",
-        f"- {meta['wrk']}; Python {py['python']}: " + ", ".join(f"{k} {v}" for k, v in py.items() if k != "python"),
+        f"- code: {meta.get('code', 'unknown')}; {meta['wrk']}; Python {py['python']}: "
+        + ", ".join(f"{k} {v}" for k, v in py.items() if k != "python"),
         "- Node baseline: " + ", ".join(f"{k} {v}" for k, v in meta["node"].items()),
         "- Redis: " + ", ".join(f"{k} {v}" for k, v in meta["redis"].items()),
         f"- each figure is the median of {result['settings']['runs']} runs of {result['settings']['duration_s']} s "
@@ -178,7 +204,8 @@ def markdown(result: Result) -> str:
         ("Throughput with more worker processes", scaling_table(result)),
         ("The workers alone (backlog drained, replies written)", workers_table(result)),
         ('Where the CPU went (noise: see "everything else")', cpu_table(result)),
-        ("Memory", memory_table(result)),
+        ("Memory: peak RSS at the end of each phase", memory_table(result)),
+        ("Memory under a soak", soak_table(result)),
         ("Profile of the hot path (py-spy, 64 connections)", profile_section(result)),
     ]
     body = "\n\n".join(f"#### {title}\n\n{table}" for title, table in sections)
