@@ -138,22 +138,21 @@ def is_finite_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-async def publish(redis: Redis, event: Event, retention_ms: int) -> None:
-    """Append a command; entries older than the retention are trimmed, as no one applies them past their deadline."""
+async def send(redis: Redis, event: Event, retention_ms: int, wait_ms: int) -> Reply | None:
+    """Append a command and block on its reply stream, in one round trip; None if no reply came in time.
+
+    The stream is trimmed of entries older than the retention (no one applies them past their
+    deadline). The reply is read from the start of its stream, so one written before the read
+    blocks is not missed.
+    """
     route = ROUTE_OF[event.type]
     min_id = f"{max(now_ms() - retention_ms, 0)}-0"
-    await redis.xadd(route.stream, event.encode(), minid=min_id, approximate=True)  # type: ignore[arg-type]
-
-
-async def wait_reply(redis: Redis, reply_to: str, timeout_ms: int) -> Reply | None:
-    """Block on the reply stream from its start, so a reply written before we listen is not missed."""
-    if timeout_ms <= 0:
-        return None
-    entries = stream_entries(await redis.xread({reply_to: "0-0"}, count=1, block=timeout_ms))
-    if not entries:
-        return None
-    _entry_id, fields = entries[0]
-    return Reply.decode(fields)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xadd(route.stream, event.encode(), minid=min_id, approximate=True)  # type: ignore[arg-type]
+        pipe.xread({event.reply_to: "0-0"}, count=1, block=wait_ms)
+        _entry_id, answer = await pipe.execute()
+    entries = stream_entries(answer)
+    return Reply.decode(entries[0][1]) if entries else None
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]

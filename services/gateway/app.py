@@ -30,7 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.redis = connect(settings.redis_url)
         waiter = connect(settings.redis_url, max_connections=4096, blocking_reads=True)
-        app.state.bus = CommandBus(app.state.redis, waiter, settings)
+        app.state.bus = CommandBus(waiter, settings)
         app.state.limits = RateLimits(app.state.redis, settings)
         await ensure_indexes(app.state.redis)
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/session", response_model=Session, tags=["session"])
     async def session(request: Request) -> Session:
         """Your session id (created on first visit): it is your player id and your game id."""
-        return Session(id=session_id(request))
+        return Session(id=await session_id(request))
 
     app.include_router(health.router)
     app.include_router(saves.router)

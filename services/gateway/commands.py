@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import HTTPException
 from redis.asyncio import Redis
 
-from shared.protocol import ROUTE_OF, Event, EventType, Reply, publish, wait_reply
+from shared.protocol import ROUTE_OF, Event, EventType, Reply, send
 from shared.settings import Settings
 
 # A reply written right at the deadline should still reach the caller.
@@ -15,16 +15,15 @@ REPLY_GRACE_MS = 250
 
 
 class CommandBus:
-    def __init__(self, redis: Redis, waiter: Redis, settings: Settings) -> None:
-        self.redis = redis
-        self.waiter = waiter
+    def __init__(self, waiter: Redis, settings: Settings) -> None:
+        self.waiter = waiter  # its connections may block for a whole REQUEST_TIMEOUT_MS
         self.settings = settings
 
     async def call(self, type: EventType, session_id: str, payload: Any) -> Reply:
         """Publish the command and wait for its reply; a 504 tells the client the outcome is unknown."""
         event = Event.new(type, session_id, payload, self.settings.request_timeout_ms)
-        await publish(self.redis, event, self.settings.stream_retention_ms)
-        reply = await wait_reply(self.waiter, event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
+        wait_ms = self.settings.request_timeout_ms + REPLY_GRACE_MS
+        reply = await send(self.waiter, event, self.settings.stream_retention_ms, wait_ms)
         if reply is None:
             service = ROUTE_OF[type].group
             raise HTTPException(

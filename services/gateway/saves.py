@@ -62,12 +62,12 @@ PLAYERS = Kind(
 GAMES = Kind("Game", "gameData", keys.game, keys.GAME_INDEX, EventType.GAME_CREATE, EventType.GAME_UPDATE, ("id",))
 
 
-def bus(request: Request) -> CommandBus:
+async def bus(request: Request) -> CommandBus:
     commands: CommandBus = request.app.state.bus
     return commands
 
 
-def redis(request: Request) -> Redis:
+async def redis(request: Request) -> Redis:
     client: Redis = request.app.state.redis
     return client
 

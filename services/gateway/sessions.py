@@ -133,8 +133,11 @@ class SessionMiddleware:
         return "; ".join(parts)
 
 
-def session_id(request: Request) -> str:
-    """The caller's session id; a dependency of every route that reads or writes a save."""
+async def session_id(request: Request) -> str:
+    """The caller's session id; a dependency of every route that reads or writes a save.
+
+    `async` so FastAPI runs it inline rather than handing it to its thread pool.
+    """
     found: str | None = request.state.session_id
     if found is None:
         raise HTTPException(401, "No session: call GET /session first, and send its cookie back")
