@@ -11,7 +11,10 @@ LEADERBOARD ?= 1
 PYTEST_ARGS ?=
 COMPOSE := docker compose -f deploy/compose.yml
 
-.PHONY: help install run test test-fast lint typecheck format up down logs ps clean
+BENCH_ARGS ?=
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+.PHONY: help install run test test-fast bench lint typecheck format up down logs ps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +40,16 @@ test: install lint typecheck ## lint, type-check and run every test against real
 
 test-fast: install ## the tests without the slow fault-injection and browser ones
 	@$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+$(BENCH_INSTALLED): $(INSTALLED) bench/baseline-node/package-lock.json
+	@echo "==> installing the benchmark's extras (matplotlib, py-spy, wrk, the Node baseline)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@npm ci --prefix bench/baseline-node --no-audit --no-fund --loglevel=error
+	@touch $@
+
+bench: install $(BENCH_INSTALLED) ## benchmark beside the baselines: a table, bench/results/ (JSON, PNG), docs/benchmarks.md
+	@bash bench/ensure_wrk.sh
+	@$(PY) -m bench $(BENCH_ARGS)
 
 lint: install ## ruff: lint and format check
 	@$(VENV)/bin/ruff check .
