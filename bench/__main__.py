@@ -50,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int_list, default=[16, 64, 256], help="connection counts")
     parser.add_argument("--operations", type=op_list, default=list(OPERATIONS), help="operations to drive")
     parser.add_argument("--workers", type=int_list, default=[1, 2, 4], help="worker process counts for scaling")
+    parser.add_argument(
+        "--gateway-processes", type=int_list, default=[2], help="GATEWAY_PROCESSES to try beyond 1, in scaling"
+    )
     parser.add_argument("--sessions", type=int, default=512, help="sessions per server (more than connections)")
     parser.add_argument("--board-size", type=int, default=100_000, help="members on the board read by top-10")
     parser.add_argument("--events", type=int, default=20_000, help="events per run of the workers-alone benchmark")
@@ -148,15 +151,20 @@ class Bench:
         self.result["http"] = self.drive(target, self.args.operations, self.args.connections, sessions)
 
     def scaling(self, redis_url: str, redis_pid: int | None) -> None:
-        for count in (n for n in self.args.workers if n != 1):
-            say(f"our stack with {count} processes of each worker")
+        """Saves and scores with more worker processes; every operation with more gateway processes."""
+        shapes = [(1, count, ["save", "score"]) for count in self.args.workers if count != 1]
+        shapes += [
+            (gateways, 1, list(BASELINE_OPERATIONS)) for gateways in self.args.gateway_processes if gateways != 1
+        ]
+        for gateways, count, operations in shapes:
+            say(f"our stack: {gateways} gateway process(es), {count} process(es) of each worker")
             with ExitStack() as exits:
-                stack = servers.start_ours(exits, redis_url, count, self.log, self.args.log_level)
+                stack = servers.start_ours(exits, redis_url, count, self.log, self.args.log_level, gateways)
                 watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
-                target = Target("ours", stack.url, watch, workers=count)
+                target = Target("ours", stack.url, watch, workers=count, gateways=gateways)
                 sessions = fixtures.sessions(stack.url, self.args.sessions)
-                self.result["scaling"] += self.drive(target, ["save", "score"], [64], sessions)
-                self.remember_memory(f"ours, {count} workers of each", watch)
+                self.result["scaling"] += self.drive(target, operations, [64], sessions)
+                self.remember_memory(f"ours, {gateways} gateway(s), {count} worker(s) of each", watch)
 
     def profile(self, target: Target, sessions: list[Session], pids: dict[str, int]) -> None:
         """py-spy on the gateway and a saves worker under saves, then on the gateway under top-10 reads."""
@@ -231,6 +239,7 @@ class Bench:
     def report(self, *, measured: bool = True) -> None:
         if measured:
             self.result["meta"]["load_average_at_end"] = machine.load_average()
+            self.result["meta"]["code_at_end"] = machine.code_version(ROOT)
         saved = report.write_json(self.result, self.out)
         image = self.out / "benchmarks.png"
         if plot.available():

@@ -51,6 +51,7 @@ class Cell:
     connections: int
     workers: int
     runs: list[Run]
+    gateways: int = 1
 
     def median(self, metric: str) -> float:
         return float(statistics.median(getattr(run, metric) for run in self.runs))
@@ -62,6 +63,7 @@ class Cell:
             "operation": self.operation,
             "connections": self.connections,
             "workers": self.workers,
+            "gateways": self.gateways,
             **{metric: round(self.median(metric), 2) for metric in metrics},
             "errors": sum(run.errors for run in self.runs),
             "non_2xx": sum(run.non_2xx for run in self.runs),
@@ -159,6 +161,7 @@ class Target:
     url: str
     watch: dict[str, int]
     workers: int = 0
+    gateways: int = 1
 
 
 def measure(target: Target, operation: str, requests_file: Path, connections: list[int], plan: Plan) -> list[Cell]:
@@ -168,7 +171,7 @@ def measure(target: Target, operation: str, requests_file: Path, connections: li
     cells = []
     for count in connections:
         runs = [run_wrk(target.url, requests_file, count, plan.duration_s, target.watch) for _ in range(plan.runs)]
-        cell = Cell(target.name, operation, count, target.workers, runs)
+        cell = Cell(target.name, operation, count, target.workers, runs, target.gateways)
         print(one_line(cell), flush=True)
         cells.append(cell)
     return cells
@@ -178,7 +181,7 @@ def one_line(cell: Cell) -> str:
     failures = sum(run.errors + run.non_2xx for run in cell.runs)
     note = f"  ({failures} failed)" if failures else ""
     return (
-        f"  {cell.server:<15} {cell.operation:<6} c={cell.connections:<4} w={cell.workers}  "
+        f"  {cell.server:<15} {cell.operation:<6} c={cell.connections:<4} w={cell.workers} g={cell.gateways}  "
         f"{cell.median('rps'):>8.0f} req/s  p50 {cell.median('p50_ms'):6.1f}  p95 {cell.median('p95_ms'):6.1f}  "
         f"p99 {cell.median('p99_ms'):6.1f}  max {cell.median('max_ms'):7.1f} ms{note}"
     )

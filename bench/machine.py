@@ -73,17 +73,19 @@ def redis_version(url: str) -> dict[str, str]:
     return {"redis": str(info.get("redis_version")), **{f"module {name}": ver for name, ver in modules.items()}}
 
 
-def code_version(root: Path) -> str:
-    """The commit measured, and whether the work tree differed from it (the services run from it)."""
+def git(root: Path, *args: str) -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "services", "shared"], cwd=root, capture_output=True, text=True
-        )
-    except OSError:
-        return "unknown"
-    changed = " (services/ or shared/ modified)" if dirty.stdout.strip() else ""
-    return f"{commit.stdout.strip() or 'unknown'}{changed}"
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def code_version(root: Path) -> str:
+    """The commit, and the code the services run: the trees of services/ and shared/, `+dirty` if edited."""
+    commit = git(root, "rev-parse", "--short", "HEAD") or "unknown"
+    trees = "/".join(git(root, "rev-parse", "--short", f"HEAD:{folder}") or "?" for folder in ("services", "shared"))
+    dirty = "+dirty" if git(root, "status", "--porcelain", "--", "services", "shared") else ""
+    return f"{commit} (services/shared trees {trees}{dirty})"
 
 
 def load_average() -> list[float]:

@@ -98,7 +98,7 @@ def against_baselines(ax: Any, result: Result) -> None:
 
 def http_scaling(ax: Any, result: Result) -> None:
     for operation in ("save", "score"):
-        found = sorted(cells(result, "scaling", operation=operation), key=lambda c: c["workers"])
+        found = sorted(cells(result, "scaling", operation=operation, gateways=1), key=lambda c: c["workers"])
         if found:
             ax.plot([c["workers"] for c in found], [c["rps"] for c in found], marker="o", label=operation)
     ax.set(title="ours over HTTP at 64 connections", xlabel="worker processes of each kind", ylabel="requests/s")

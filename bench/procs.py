@@ -38,6 +38,27 @@ def kilobytes(value: str | None) -> int:
     return int(value.split()[0]) if value else 0
 
 
+def children(pid: int) -> list[int]:
+    """Direct children, from /proc/<pid>/task/*/children (uvicorn's workers under its supervisor)."""
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as listing:
+                found += [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
+    return found
+
+
+def with_children(pids: dict[str, int]) -> dict[str, int]:
+    """The processes and their children (named `<name>.<n>`), so a supervisor's workers are counted."""
+    expanded = dict(pids)
+    for name, pid in pids.items():
+        for n, child in enumerate(children(pid), start=1):
+            expanded[f"{name}.{n}"] = child
+    return expanded
+
+
 def snapshot(pids: dict[str, int]) -> dict[str, Usage]:
     return {name: found for name, pid in pids.items() if (found := usage(pid)) is not None}
 

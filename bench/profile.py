@@ -59,7 +59,7 @@ def py_spy() -> str | None:
 
 def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[str]:
     argv = [py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200"]
-    argv += ["--format", "raw", "--output", str(output), "--nonblocking"]
+    argv += ["--format", "raw", "--output", str(output), "--nonblocking", "--subprocesses"]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

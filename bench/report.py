@@ -78,9 +78,15 @@ def targets_table(result: Result) -> str:
 
 
 def scaling_table(result: Result) -> str:
-    rows = ["| operation (c=64) | worker processes | req/s | p99 ms |", "|---|--:|--:|--:|"]
+    rows = [
+        "| operation (c=64) | gateway processes | worker processes of each | req/s | p99 ms |",
+        "|---|--:|--:|--:|--:|",
+    ]
     for cell in result.get("scaling", []):
-        rows.append(f"| {cell['operation']} | {cell['workers']} | {cell['rps']:,.0f} | {cell['p99_ms']:.1f} |")
+        rows.append(
+            f"| {cell['operation']} | {cell.get('gateways', 1)} | {cell['workers']} | {cell['rps']:,.0f} | "
+            f"{cell['p99_ms']:.1f} |"
+        )
     return "\n".join(rows)
 
 
@@ -166,14 +172,22 @@ def ceiling_line(result: Result) -> str:
     )
 
 
+def code_of(version: str) -> str:
+    """What the services ran, without the commit: a commit touching only other files changes nothing."""
+    return version.partition(" ")[2] or version
+
+
 def meta_lines(result: Result) -> str:
     meta = result["meta"]
     py = meta["python"]
+    changed = "code_at_end" in meta and code_of(meta["code_at_end"]) != code_of(meta.get("code", ""))
+    warning = ["- **the code changed during this run: phases may have measured different code**"] if changed else []
     lines = [
+        *warning,
         f"- machine: {meta['cores']} cores ({meta['cpu']}), {meta['memory_gb']} GB, Linux {meta['kernel']}; "
         f"load average at start {meta['load_average_at_start']}, at end {meta.get('load_average_at_end', '?')}",
-        f"- code: {meta.get('code', 'unknown')}; {meta['wrk']}; Python {py['python']}: "
-        + ", ".join(f"{k} {v}" for k, v in py.items() if k != "python"),
+        f"- code: {meta.get('code', 'unknown')} at start, {meta.get('code_at_end', 'unknown')} at end; "
+        f"{meta['wrk']}; Python {py['python']}: " + ", ".join(f"{k} {v}" for k, v in py.items() if k != "python"),
         "- Node baseline: " + ", ".join(f"{k} {v}" for k, v in meta["node"].items()),
         "- Redis: " + ", ".join(f"{k} {v}" for k, v in meta["redis"].items()),
         f"- each figure is the median of {result['settings']['runs']} runs of {result['settings']['duration_s']} s "
@@ -201,7 +215,7 @@ def markdown(result: Result) -> str:
     sections = [
         ("Against the targets", targets_table(result)),
         ("Our stack over HTTP (1 process of each worker)", http_table(result)),
-        ("Throughput with more worker processes", scaling_table(result)),
+        ("Throughput with more processes", scaling_table(result)),
         ("The workers alone (backlog drained, replies written)", workers_table(result)),
         ('Where the CPU went (noise: see "everything else")', cpu_table(result)),
         ("Memory: peak RSS at the end of each phase", memory_table(result)),

@@ -18,6 +18,7 @@ from typing import IO
 
 import httpx
 
+from bench import procs
 from devtools import redis_stack
 from devtools.stack import Stack
 
@@ -31,6 +32,10 @@ UNREFUSING_RATE_LIMITS = {
     "RATE_LIMIT_ADDRESS_WRITES": "1000000/minute",
     "RATE_LIMIT_ADDRESS_SESSIONS": "1000000/minute",
 }
+# A browser takes the refreshed cookie from each response; wrk replays the cookie it was given, which
+# after SESSION_REFRESH_S would make every request re-confirm its session. An hour approximates the
+# browser: one confirmation per session per minute is a negligible share of its requests.
+REPLAYED_COOKIE_REFRESH = {"SESSION_REFRESH_S": "3600"}
 
 
 class StartError(RuntimeError):
@@ -56,9 +61,12 @@ def start_redis(exits: ExitStack, data_dir: Path) -> tuple[str, int]:
     return f"redis://127.0.0.1:{port}/0", server.pid
 
 
-def start_ours(exits: ExitStack, redis_url: str, workers: int, log: IO[str], log_level: str) -> Stack:
-    """The gateway and `workers` processes of each worker service, healthy."""
-    stack = Stack(redis_url, free_port(), env=service_env(log_level), sink=log)
+def start_ours(
+    exits: ExitStack, redis_url: str, workers: int, log: IO[str], log_level: str, gateways: int = 1
+) -> Stack:
+    """The gateway (with `gateways` processes) and `workers` processes of each worker service, healthy."""
+    env = {**service_env(log_level), **REPLAYED_COOKIE_REFRESH, "GATEWAY_PROCESSES": str(gateways)}
+    stack = Stack(redis_url, free_port(), env=env, sink=log)
     exits.callback(stack.stop_all)
     stack.start(saves=workers, leaderboard=workers)
     stack.wait_healthy(START_TIMEOUT_S)
@@ -70,7 +78,8 @@ def service_env(log_level: str) -> dict[str, str]:
 
 
 def stack_pids(stack: Stack) -> dict[str, int]:
-    return {name: process.pid for name, process in stack.processes.items()}
+    """Every process of the stack, with the children of a multi-process gateway under their own names."""
+    return procs.with_children({name: process.pid for name, process in stack.processes.items()})
 
 
 def start_fastapi_baseline(exits: ExitStack, redis_url: str, log: IO[str]) -> tuple[str, int]:
