@@ -41,7 +41,7 @@ test: install lint typecheck ## lint, type-check and run every test against real
 test-fast: install ## the tests without the slow fault-injection and browser ones
 	@$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
-$(BENCH_INSTALLED): $(INSTALLED) bench/baseline-node/package-lock.json
+$(BENCH_INSTALLED): $(INSTALLED) pyproject.toml bench/baseline-node/package-lock.json
 	@echo "==> installing the benchmark's extras (matplotlib, py-spy, wrk, the Node baseline)"
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	@npm ci --prefix bench/baseline-node --no-audit --no-fund --loglevel=error
