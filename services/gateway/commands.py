@@ -20,7 +20,11 @@ class CommandBus:
         self.settings = settings
 
     async def call(self, type: EventType, session_id: str, payload: Any) -> Reply:
-        """Publish the command and wait for its reply; a 504 tells the client the outcome is unknown."""
+        """Publish the command and wait for its reply.
+
+        A 504 means no worker answered in time. The command is never applied after its deadline,
+        and every command is idempotent, so the client can simply retry.
+        """
         event = Event.new(type, session_id, payload, self.settings.request_timeout_ms)
         wait_ms = self.settings.request_timeout_ms + REPLY_GRACE_MS
         reply = await send(self.waiter, event, self.settings.stream_retention_ms, wait_ms)
@@ -28,7 +32,7 @@ class CommandBus:
             service = ROUTE_OF[type].group
             raise HTTPException(
                 504,
-                f"The {service} service did not answer in time; the request was not applied and can be retried",
+                f"The {service} service did not answer in time; it will not apply the request late, so retrying is safe",
                 headers={"Retry-After": "1"},
             )
         return reply
