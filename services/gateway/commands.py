@@ -32,7 +32,7 @@ class CommandBus:
             service = ROUTE_OF[type].group
             raise HTTPException(
                 504,
-                f"The {service} service did not answer in time; it will not apply the request late, so retrying is safe",
+                f"The {service} service did not answer in time; it will not apply it late: retrying is safe",
                 headers={"Retry-After": "1"},
             )
         return reply
