@@ -210,7 +210,7 @@ def test_all_workers_down_the_gateway_stays_responsive(make_stack: StackFactory)
     started_at = time.monotonic()
     health = httpx.get(f"{stack.url}/healthz")
     board = httpx.get(f"{stack.url}/api/leaderboard/{BOARD}")
-    assert time.monotonic() - started_at < 0.5
+    assert time.monotonic() - started_at < 1.0  # answered while twenty saves wait on a 1 s deadline
     assert health.status_code == 503 and "no live consumer in group 'saves'" in " ".join(health.json()["problems"])
     assert board.status_code == 404
     for thread in threads:
