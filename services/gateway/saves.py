@@ -23,7 +23,7 @@ from services.gateway.models import (
     SaveDocument,
     SearchResult,
     deeper_than,
-)  # fmt: skip
+)
 from services.gateway.ratelimit import limit_writes
 from services.gateway.sessions import SessionId
 from shared import keys
