@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -29,6 +30,8 @@ ARTIFACTS = ROOT / "test-artifacts"
 TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty"
 # Every test client comes from 127.0.0.1: per-address limits are tested on their own.
 UNLIMITED_ADDRESS = {"RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute", "RATE_LIMIT_ADDRESS_WRITES": "100000/minute"}
+# Short clocks, so that deadlines pass and claims happen within a test.
+FAST = {"REQUEST_TIMEOUT_MS": "1000", "CLAIM_IDLE_MS": "2000", "BLOCK_MS": "200"}
 # A generous deadline, so a busy CI machine is not mistaken for a lost reply (fault tests set their own).
 PATIENT = {"REQUEST_TIMEOUT_MS": "10000", "CLAIM_IDLE_MS": "20000"}
 
@@ -146,3 +149,11 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
     )
+
+
+def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout_s} s: {what}")
+        time.sleep(0.05)

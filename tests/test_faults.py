@@ -21,8 +21,7 @@ import redis
 from devtools import redis_stack
 from devtools.stack import Stack
 from shared import keys
-from tests.conftest import ARTIFACTS, Player, StackFactory, free_port, started
-from tests.test_workers import FAST, eventually
+from tests.conftest import ARTIFACTS, FAST, Player, StackFactory, eventually, free_port, started
 
 pytestmark = pytest.mark.slow
 

@@ -6,20 +6,15 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from devtools.stack import Stack
 from shared import keys
 from shared.protocol import Event, EventType, Reply
-from tests.conftest import ARTIFACTS, Player, StackFactory, fresh_redis, run_python
-
-# Short clocks, so that deadlines pass and claims happen within a test.
-FAST = {"REQUEST_TIMEOUT_MS": "1000", "CLAIM_IDLE_MS": "2000", "BLOCK_MS": "200"}
+from tests.conftest import ARTIFACTS, FAST, Player, StackFactory, eventually, fresh_redis, run_python
 
 
 def client(stack: Stack) -> redis.Redis:
@@ -51,14 +46,6 @@ def reply_of(db: redis.Redis, event: Event, timeout_s: float = 10) -> Reply | No
             return Reply.decode(entries[0][1])  # type: ignore[arg-type]
         time.sleep(0.02)
     return None
-
-
-def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout_s} s: {what}")
-        time.sleep(0.05)
 
 
 def pending(db: redis.Redis, consumer_pid: int | None = None) -> int:
