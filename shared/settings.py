@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     access_log: bool = False  # one line per HTTP request: useful when debugging, costly under load
     gateway_processes: int = Field(1, ge=1, le=64)
+    hot_path: bool = True  # the hot routes answered before FastAPI (services/gateway/hotpath.py)
 
     # Sessions: the cookie and the Redis key share one clock (see services/gateway/sessions.py).
     session_secret: str = DEFAULT_SESSION_SECRET

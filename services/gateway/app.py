@@ -9,9 +9,11 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from services.gateway import errors, health, leaderboard, saves
 from services.gateway.commands import CommandBus
+from services.gateway.hotpath import HotPath
 from services.gateway.limits import BodyLimitMiddleware
 from services.gateway.models import Session
 from services.gateway.ratelimit import RateLimits
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 WEB = Path(__file__).resolve().parents[2] / "web"
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
@@ -58,9 +60,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(leaderboard.router)
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", StaticFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
-    return app
+    return HotPath(app, settings) if settings.hot_path else app
 
 
-def from_environment() -> FastAPI:
+def from_environment() -> ASGIApp:
     """The factory uvicorn calls in each gateway process (GATEWAY_PROCESSES)."""
     return create_app(get_settings())

@@ -32,9 +32,19 @@ def describe(error: RequestValidationError) -> str:
     return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
-async def on_http_error(_request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    return error_response(error.status_code, str(error.detail), error.headers)
+def response_for(error: Exception) -> Response:
+    """The JSON answer to an error raised while serving a request, on the hot path or through FastAPI."""
+    if isinstance(error, HTTPException):
+        return error_response(error.status_code, str(error.detail), error.headers)
+    if isinstance(error, REDIS_DOWN):
+        log.warning("Redis unavailable: %s", error)
+        return error_response(503, STORAGE_UNAVAILABLE, {"Retry-After": "1"})
+    log.exception("unhandled error", exc_info=error)
+    return error_response(500, "Internal error")
+
+
+async def on_error(_request: Request, error: Exception) -> Response:
+    return response_for(error)
 
 
 async def on_validation_error(_request: Request, error: Exception) -> Response:
@@ -42,19 +52,7 @@ async def on_validation_error(_request: Request, error: Exception) -> Response:
     return error_response(400, describe(error))
 
 
-async def on_redis_down(_request: Request, error: Exception) -> Response:
-    log.warning("Redis unavailable: %s", error)
-    return error_response(503, STORAGE_UNAVAILABLE, {"Retry-After": "1"})
-
-
-async def on_unexpected(_request: Request, error: Exception) -> Response:
-    log.exception("unhandled error", exc_info=error)
-    return error_response(500, "Internal error")
-
-
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
-    for error in REDIS_DOWN:
-        app.add_exception_handler(error, on_redis_down)
-    app.add_exception_handler(Exception, on_unexpected)
+    for error in (HTTPException, *REDIS_DOWN, Exception):
+        app.add_exception_handler(error, on_error)

@@ -6,8 +6,10 @@ import re
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from redis.asyncio import Redis
 from starlette.responses import Response
 
+from services.gateway.commands import CommandBus
 from services.gateway.limits import StrictJSONRoute
 from services.gateway.models import LeaderboardEntry, Message, ScoreBody
 from services.gateway.saves import ERRORS, RATE_LIMITED, Bus, Client, json_response
@@ -19,6 +21,8 @@ from shared.settings import Settings
 router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
 
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+DEFAULT_COUNT = 10
+Count = Annotated[int, Query(ge=1)]
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}
 
 
@@ -28,35 +32,40 @@ def check_board(settings: Settings, key: str) -> None:
         raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}; expected one of {', '.join(boards)}")
 
 
-@router.post("", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
-async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId) -> Response:
-    """Record a score with `ZADD GT`: only a personal best changes the board, and a lower one is not an error."""
+async def submit(commands: CommandBus, caller: str, key: str, score: float, member: str) -> Response:
     settings = commands.settings
-    check_board(settings, body.key)
-    name, _, owner = body.member.partition("-")
+    check_board(settings, key)
+    name, _, owner = member.partition("-")
     if owner != caller:
         raise HTTPException(403, "member must be `{name}-{your session id}`")
     if not MEMBER_NAME.match(name):
         raise HTTPException(400, "The name in member must be 1 to 32 letters, digits or underscores")
-    if not settings.score_min <= body.score <= settings.score_max:
+    if not settings.score_min <= score <= settings.score_max:
         raise HTTPException(400, f"score must be between {settings.score_min:g} and {settings.score_max:g}")
-    score = int(body.score) if body.score.is_integer() else body.score
-    reply = await commands.call(
-        EventType.SCORE_SUBMIT, caller, {"key": body.key, "score": score, "member": body.member}
-    )
+    payload = {"key": key, "score": as_number(score), "member": member}
+    reply = await commands.call(EventType.SCORE_SUBMIT, caller, payload)
     return json_response(reply.status, reply.body)
 
 
-@router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
-async def top_scores(key: str, client: Client, request: Request, count: Annotated[int, Query(ge=1)] = 10) -> Any:
-    """The top `count` entries, highest first; public, as a leaderboard is."""
-    settings: Settings = request.app.state.settings
+async def top(client: Redis, settings: Settings, key: str, count: int) -> Response:
     check_board(settings, key)
     rows = await client.zrange(key, 0, min(count, settings.leaderboard_max_count) - 1, desc=True, withscores=True)
     if not rows:
         return json_response(404, EMPTY)
     entries = cast(list[tuple[bytes, float]], rows)
     return json_response(200, [{"value": member.decode(), "score": as_number(score)} for member, score in entries])
+
+
+@router.post("", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
+async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId) -> Response:
+    """Record a score with `ZADD GT`: only a personal best changes the board, and a lower one is not an error."""
+    return await submit(commands, caller, body.key, body.score, body.member)
+
+
+@router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
+async def top_scores(key: str, client: Client, request: Request, count: Count = DEFAULT_COUNT) -> Any:
+    """The top `count` entries, highest first; public, as a leaderboard is."""
+    return await top(client, request.app.state.settings, key, count)
 
 
 def as_number(score: float) -> int | float:

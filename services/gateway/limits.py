@@ -14,6 +14,49 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway.errors import error_response
 
 
+class ClientGone(Exception):
+    """The client disconnected before sending its whole body: there is no one to answer."""
+
+
+def declared_too_large(scope: Scope, max_bytes: int) -> bool:
+    declared = Headers(scope=scope).get("content-length", "")
+    return declared.isdigit() and int(declared) > max_bytes
+
+
+async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > max_bytes:
+            return None
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands an app a body already read, then the client's own messages (its disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def too_large(max_bytes: int) -> Response:
+    return error_response(413, f"Request body is over the {max_bytes}-byte limit")
+
+
 class BodyLimitMiddleware:
     """Buffers up to `max_bytes` of body, then hands the app a body that is known to be small."""
 
@@ -25,36 +68,17 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+        if declared_too_large(scope, self.max_bytes):
+            await too_large(self.max_bytes)(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-
-        async def replay() -> Message:
-            nonlocal body
-            message: Message = {"type": "http.request", "body": body, "more_body": False}
-            body = b""
-            return message
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, f"Request body is over the {self.max_bytes}-byte limit")
-        await response(scope, receive, send)
+        try:
+            body = await read_body(receive, self.max_bytes)
+        except ClientGone:
+            return
+        if body is None:
+            await too_large(self.max_bytes)(scope, receive, send)
+            return
+        await self.app(scope, replaying(body, receive), send)
 
 
 class StrictJSONRequest(Request):

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
+MEMBER_MAX_LENGTH = 200
 NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
 
 
@@ -32,7 +33,9 @@ class ScoreBody(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
     key: str = Field(examples=["leaderboards:survivor-Grassland"])
     score: float = Field(examples=[1200])
-    member: str = Field(max_length=200, examples=["Hero-<session id>"], description="`{name}-{session id}`")
+    member: str = Field(
+        max_length=MEMBER_MAX_LENGTH, examples=["Hero-<session id>"], description="`{name}-{session id}`"
+    )
 
 
 class Message(BaseModel):

@@ -49,13 +49,17 @@ class RateLimits:
         return max(1, math.ceil(stats.reset_time - time.time()))
 
 
-async def limit_writes(request: Request, caller: SessionId) -> None:
-    """A dependency of every write route: one counter for the session, one for the address."""
-    limits: RateLimits = request.app.state.limits
+async def check_writes(limits: RateLimits, caller: str, address: str) -> None:
+    """Count a write against the session's and the address's limits; 429 if either is spent."""
     waits = await asyncio.gather(
         limits.retry_after("session-writes", caller),
-        limits.retry_after("address-writes", client_address(request)),
+        limits.retry_after("address-writes", address),
     )
     wait = max((w for w in waits if w), default=None)
     if wait:
         raise HTTPException(429, "Too many writes; slow down", headers={"Retry-After": str(wait)})
+
+
+async def limit_writes(request: Request, caller: SessionId) -> None:
+    """A dependency of every write route."""
+    await check_writes(request.app.state.limits, caller, client_address(request.scope))

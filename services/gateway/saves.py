@@ -20,7 +20,6 @@ from services.gateway.models import (
     GameStateBody,
     Message,
     PlayerStateBody,
-    SaveDocument,
     SearchResult,
     deeper_than,
 )
@@ -76,10 +75,10 @@ def json_response(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-async def save(commands: CommandBus, kind: Kind, caller: str, document: SaveDocument, *, update: bool) -> Response:
-    if document.id != caller:
+async def save(commands: CommandBus, kind: Kind, caller: str, data: dict[str, Any], *, update: bool) -> Response:
+    """`data` is a validated document: a JSON object with an `id` of the right shape, first."""
+    if data["id"] != caller:
         raise HTTPException(403, f"{kind.field}.id must be your own session id")
-    data = document.as_json()
     if deeper_than(data, commands.settings.max_json_depth):
         raise HTTPException(400, f"{kind.field} nests deeper than {commands.settings.max_json_depth} levels")
     reply = await commands.call(kind.update if update else kind.create, caller, data)
@@ -144,13 +143,13 @@ async def read_player(client: Client, caller: SessionId, player_id: str) -> Resp
 @router.post("/playerstate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def create_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
     """Create or replace your player save."""
-    return await save(commands, PLAYERS, caller, body.playerData, update=False)
+    return await save(commands, PLAYERS, caller, body.playerData.as_json(), update=False)
 
 
 @router.patch("/playerstate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def update_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
     """Replace your player save if it exists; 404 tells the client to POST instead."""
-    return await save(commands, PLAYERS, caller, body.playerData, update=True)
+    return await save(commands, PLAYERS, caller, body.playerData.as_json(), update=True)
 
 
 @router.get("/gamestate/search", response_model=SearchResult, responses=ERRORS)
@@ -168,10 +167,10 @@ async def read_game(client: Client, caller: SessionId, game_id: str) -> Response
 @router.post("/gamestate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def create_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
     """Create or replace your game state."""
-    return await save(commands, GAMES, caller, body.gameData, update=False)
+    return await save(commands, GAMES, caller, body.gameData.as_json(), update=False)
 
 
 @router.patch("/gamestate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
 async def update_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
     """Replace your game state if it exists; 404 tells the client to POST instead."""
-    return await save(commands, GAMES, caller, body.gameData, update=True)
+    return await save(commands, GAMES, caller, body.gameData.as_json(), update=True)

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -39,8 +40,9 @@ def new_session_id() -> str:
     return secrets.token_hex(16)
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
 class CookieSigner:
@@ -68,13 +70,50 @@ class CookieSigner:
         return session_id, int(confirmed_at)
 
 
+def cookie_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Our cookie's value, straight from the raw headers (a browser sends one Cookie header)."""
+    for name, value in headers:
+        if name == b"cookie":
+            for pair in value.decode("latin-1").split(";"):
+                key, _, token = pair.strip().partition("=")
+                if key == COOKIE_NAME:
+                    return token
+    return None
+
+
+class SessionCookies:
+    """Reads, checks and writes the session cookie; shared by the middleware and the hot path."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signer = CookieSigner(settings.session_secret)
+
+    def read(self, scope: Scope) -> tuple[str, int, str] | None:
+        """The session id, when Redis last confirmed it, and the signed token; None if absent or forged."""
+        token = cookie_token(scope["headers"])
+        claim = self.signer.unsign(token)
+        return None if claim is None or token is None else (*claim, token)
+
+    def is_current(self, confirmed_at: int, now: int) -> bool:
+        """Confirmed recently enough to trust without asking Redis again."""
+        return now - confirmed_at < self.settings.session_refresh_s
+
+    def set_cookie(self, token: str) -> str:
+        """The rolling Set-Cookie header value: every response restarts the max age."""
+        max_age = self.settings.session_max_age_s
+        parts = [f"{COOKIE_NAME}={token}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
+        if self.settings.cookie_secure:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+
 class SessionMiddleware:
     """Loads and refreshes the caller's session on API routes; `GET /session` creates one."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.signer = CookieSigner(settings.session_secret)
+        self.cookies = SessionCookies(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(SESSION_PATHS):
@@ -82,14 +121,14 @@ class SessionMiddleware:
             return
         redis: Redis = scope["app"].state.redis
         now = int(time.time())
-        session_id, confirmed_at = self.signer.unsign(Request(scope).cookies.get(COOKIE_NAME)) or (None, 0)
+        session_id, confirmed_at, _token = self.cookies.read(scope) or (None, 0, "")
         try:
-            if session_id is not None and now - confirmed_at >= self.settings.session_refresh_s:
+            if session_id is not None and not self.cookies.is_current(confirmed_at, now):
                 confirmed_at = now
                 if not await self._refresh(redis, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session":
-                wait = await scope["app"].state.limits.retry_after("address-sessions", client_address(Request(scope)))
+                wait = await scope["app"].state.limits.retry_after("address-sessions", client_address(scope))
                 if wait:
                     too_many = error_response(429, "Too many new sessions; slow down", {"Retry-After": str(wait)})
                     await too_many(scope, receive, send)
@@ -103,7 +142,7 @@ class SessionMiddleware:
         if session_id is None:
             await self.app(scope, receive, send)
             return
-        cookie = self._cookie(session_id, confirmed_at)
+        cookie = self.cookies.set_cookie(self.cookies.signer.sign(session_id, confirmed_at))
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -119,18 +158,6 @@ class SessionMiddleware:
         expires = datetime.now(UTC) + timedelta(seconds=max_age)
         record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
         return bool(await redis.set(keys.session(session_id), record, ex=ttl, nx=create, xx=not create))
-
-    def _cookie(self, session_id: str, confirmed_at: int) -> str:
-        parts = [
-            f"{COOKIE_NAME}={self.signer.sign(session_id, confirmed_at)}",
-            "Path=/",
-            f"Max-Age={self.settings.session_max_age_s}",
-            "HttpOnly",
-            "SameSite=Lax",
-        ]
-        if self.settings.cookie_secure:
-            parts.append("Secure")
-        return "; ".join(parts)
 
 
 async def session_id(request: Request) -> str:

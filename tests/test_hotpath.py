@@ -1,0 +1,172 @@
+"""The hot path (services/gateway/hotpath.py) answers exactly as the FastAPI routes do.
+
+A second gateway with HOT_PATH=false shares the stack's Redis, workers and session secret. Every
+request goes to both with the same cookie; the status, the body, the content type and the cookie
+must match, valid requests and broken ones alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.stack import Stack
+from services.gateway.app import create_app
+from services.gateway.hotpath import HotPath
+from shared.settings import Settings
+from tests.conftest import Player, eventually, free_port
+
+BOARD = "leaderboards:survivor-Grassland"
+
+
+@pytest.fixture(scope="module")
+def fastapi_only(stack: Stack) -> Iterator[str]:
+    port = free_port()
+    stack.spawn("gateway", name="gateway-fastapi-only", HOT_PATH="false", PORT=str(port))
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    eventually(answers, 60, "the FastAPI-only gateway answers")
+    yield url
+    stack.stop("gateway-fastapi-only")
+
+
+def both(stack: Stack, fastapi_only: str, player: Player, method: str, path: str, **request: Any) -> httpx.Response:
+    """The hot gateway's answer, after checking the FastAPI-only gateway gives the same one."""
+    cookies = dict(player.http.cookies)
+    answers = []
+    for base in (stack.url, fastapi_only):
+        with httpx.Client(base_url=base, cookies=cookies, timeout=30) as client:
+            answers.append(client.request(method, path, **request))
+    hot, full = answers
+    assert (hot.status_code, hot.headers["content-type"]) == (full.status_code, full.headers["content-type"])
+    assert hot.content == full.content, (hot.text, full.text)
+    assert hot.headers.get("retry-after") == full.headers.get("retry-after")
+    assert hot.headers.get("set-cookie") == full.headers.get("set-cookie")
+    return hot
+
+
+def save_body(player: Player, **document: Any) -> dict[str, Any]:
+    return {"playerData": {"name": "Hero", **document, "id": document.get("id", player.id)}}
+
+
+def test_reads_and_saves_answer_alike(stack: Stack, fastapi_only: str, player: Player) -> None:
+    me = f"/api/playerstate/{player.id}"
+    assert both(stack, fastapi_only, player, "GET", me).status_code == 404
+    assert both(stack, fastapi_only, player, "PATCH", "/api/playerstate", json=save_body(player)).status_code == 404
+    assert both(stack, fastapi_only, player, "POST", "/api/playerstate", json=save_body(player)).status_code == 200
+    document = save_body(player, pos={"x": 1.5, "y": -2}, skills=["dash"])
+    assert both(stack, fastapi_only, player, "PATCH", "/api/playerstate", json=document).status_code == 200
+    # The stored text, not just its value: `id` comes first whichever gateway wrote it.
+    stored = both(stack, fastapi_only, player, "GET", me)
+    assert stored.text.startswith(f'{{"id":"{player.id}"')
+    assert both(stack, fastapi_only, player, "GET", f"/api/gamestate/{player.id}").status_code == 404
+    assert both(stack, fastapi_only, player, "GET", "/api/playerstate/someoneelse").status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        ({"playerData": {"id": "someoneelse"}}, {}, 403),
+        ({"playerData": {"id": "not-an-id!"}}, {}, 400),
+        ({"playerData": {"id": 7}}, {}, 400),
+        ({"playerData": []}, {}, 400),
+        ([], {}, 400),
+        (b'{"playerData": {"id": "x"', {"content-type": "application/json"}, 400),
+        (b'{"playerData": {"id": NaN}}', {"content-type": "application/json"}, 400),
+        ("same", {"content-type": "text/plain"}, 400),
+        ("deep", {}, 400),
+    ],
+)
+def test_broken_saves_answer_alike(
+    stack: Stack, fastapi_only: str, player: Player, body: Any, headers: dict[str, str], status: int
+) -> None:
+    if body == "same":
+        body = json.dumps(save_body(player)).encode()
+    elif body == "deep":
+        nested: dict[str, Any] = {}
+        for _ in range(40):
+            nested = {"down": nested}
+        body = save_body(player, nested=nested)
+    request = {"content": body} if isinstance(body, bytes) else {"json": body}
+    answer = both(stack, fastapi_only, player, "PATCH", "/api/playerstate", headers=headers, **request)
+    assert answer.status_code == status
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"key": BOARD, "score": 1200, "member": "Hero-{me}"}, 200),
+        ({"key": BOARD, "score": 12.5, "member": "Hero-{me}"}, 200),
+        ({"key": "leaderboards:survivor-Moon", "score": 1, "member": "Hero-{me}"}, 400),
+        ({"key": BOARD, "score": 1, "member": "Hero-someoneelse"}, 403),
+        ({"key": BOARD, "score": 1, "member": "Bad Name-{me}"}, 400),
+        ({"key": BOARD, "score": -1, "member": "Hero-{me}"}, 400),
+        ({"key": BOARD, "score": "12", "member": "Hero-{me}"}, None),
+        ({"key": BOARD, "score": True, "member": "Hero-{me}"}, None),
+        ({"key": BOARD, "score": 1, "member": "x" * 201}, 400),
+        ({"key": BOARD, "member": "Hero-{me}"}, 400),
+    ],
+)
+def test_scores_answer_alike(
+    stack: Stack, fastapi_only: str, player: Player, body: dict[str, Any], status: int | None
+) -> None:
+    body = {k: v.replace("{me}", player.id) if isinstance(v, str) else v for k, v in body.items()}
+    player.http.post("/api/leaderboard", json=body)  # so both gateways find it recorded already
+    answer = both(stack, fastapi_only, player, "POST", "/api/leaderboard", json=body)
+    assert status is None or answer.status_code == status
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/leaderboard/{BOARD}",
+        f"/api/leaderboard/{BOARD}?count=3",
+        f"/api/leaderboard/{BOARD}?count=0",
+        f"/api/leaderboard/{BOARD}?count=abc",
+        f"/api/leaderboard/{BOARD}?count=3&count=4",
+        "/api/leaderboard/leaderboards:survivor-Empty",
+        "/api/leaderboard/players:secret",
+    ],
+)
+def test_top_scores_answer_alike(stack: Stack, fastapi_only: str, player: Player, path: str) -> None:
+    player.http.post("/api/leaderboard", json={"key": BOARD, "score": 50, "member": f"Top-{player.id}"})
+    both(stack, fastapi_only, player, "GET", path)
+
+
+def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
+    hot = create_app(Settings(redis_url=redis_url))
+    assert isinstance(hot, HotPath)
+
+    def served(method: str, path: str) -> bool:
+        return hot._route({"type": "http", "method": method, "path": path}) is not None
+
+    for method, path in [
+        ("GET", "/api/playerstate/abc"),
+        ("GET", "/api/gamestate/abc"),
+        ("GET", f"/api/leaderboard/{BOARD}"),
+        ("PATCH", "/api/playerstate"),
+        ("POST", "/api/gamestate"),
+        ("POST", "/api/leaderboard"),
+    ]:
+        assert served(method, path), (method, path)
+    for method, path in [
+        ("GET", "/api/playerstate/search"),
+        ("GET", "/api/playerstate/"),
+        ("GET", "/session"),
+        ("DELETE", "/api/playerstate"),
+        ("PUT", "/api/playerstate"),
+        ("GET", "/api/playerstate/a/b"),
+        ("GET", "/"),
+    ]:
+        assert not served(method, path), (method, path)
+    assert not isinstance(create_app(Settings(redis_url=redis_url, hot_path=False)), HotPath)
