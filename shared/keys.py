@@ -7,7 +7,7 @@ keys are the services' own and all live under `stream:`.
 from __future__ import annotations
 
 SESSION_PREFIX = "sessions:"
-RATE_LIMIT_PREFIX = "ratelimit"  # the `limits` library appends ":{...}"
+RATE_LIMIT_PREFIX = "ratelimit:"
 PLAYER_PREFIX = "players:"
 GAME_PREFIX = "games:"
 LEADERBOARD_PREFIX = "leaderboards:survivor-"
@@ -38,6 +38,10 @@ LEADERBOARD_GROUP = "leaderboard"
 
 def session(session_id: str) -> str:
     return SESSION_PREFIX + session_id
+
+
+def rate_limit(rule: str, who: str) -> str:
+    return f"{RATE_LIMIT_PREFIX}{rule}:{who}"
 
 
 def player(player_id: str) -> str:

@@ -138,19 +138,17 @@ def is_finite_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-async def send(redis: Redis, event: Event, retention_ms: int, wait_ms: int) -> Reply | None:
-    """Append a command and block on its reply stream, in one round trip; None if no reply came in time.
+def trim_id(retention_ms: int) -> str:
+    """The `XADD ... MINID` that trims a command stream of entries past every deadline."""
+    return f"{max(now_ms() - retention_ms, 0)}-0"
 
-    The stream is trimmed of entries older than the retention (no one applies them past their
-    deadline). The reply is read from the start of its stream, so one written before the read
-    blocks is not missed.
+
+async def wait_for_reply(redis: Redis, event: Event, wait_ms: int) -> Reply | None:
+    """Block on the command's reply stream; None if no reply came in time.
+
+    Read from the start of the stream, so a reply written before the read blocks is not missed.
     """
-    route = ROUTE_OF[event.type]
-    min_id = f"{max(now_ms() - retention_ms, 0)}-0"
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.xadd(route.stream, event.encode(), minid=min_id, approximate=True)  # type: ignore[arg-type]
-        pipe.xread({event.reply_to: "0-0"}, count=1, block=wait_ms)
-        _entry_id, answer = await pipe.execute()
+    answer = await redis.xread({event.reply_to: "0-0"}, count=1, block=wait_ms)
     entries = stream_entries(answer)
     return Reply.decode(entries[0][1]) if entries else None
 

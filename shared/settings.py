@@ -7,14 +7,26 @@ than a silent default.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 
-import limits
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SESSION_SECRET = "dev-only-insecure-secret-change-me"
+RATE = re.compile(r"\s*([1-9][0-9]*)\s*/\s*(second|minute|hour|day)\s*")
+PERIOD_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+
+def parse_rate(text: str) -> tuple[int, int] | None:
+    """`"240/minute"` as (240, 60000 ms); an empty text is no limit."""
+    if not text:
+        return None
+    match = RATE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a rate such as 240/minute (N/second|minute|hour|day)")
+    return int(match[1]), PERIOD_MS[match[2]]
 
 
 class Settings(BaseSettings):
@@ -64,8 +76,7 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_session_writes", "rate_limit_address_writes", "rate_limit_address_sessions")
     @classmethod
     def _check_rate(cls, rate: str) -> str:
-        if rate:
-            limits.parse(rate)  # raises ValueError with the reason
+        parse_rate(rate)  # raises ValueError with the reason
         return rate
 
     @field_validator("leaderboard_maps", mode="before")

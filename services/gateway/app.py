@@ -32,8 +32,8 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.settings = settings
         app.state.redis = connect(settings.redis_url)
         waiter = connect(settings.redis_url, max_connections=4096, blocking_reads=True)
-        app.state.bus = CommandBus(waiter, settings)
         app.state.limits = RateLimits(app.state.redis, settings)
+        app.state.bus = CommandBus(waiter, app.state.limits, settings)
         await ensure_indexes(app.state.redis)
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
         yield

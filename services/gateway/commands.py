@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import HTTPException
 from redis.asyncio import Redis
 
-from shared.protocol import ROUTE_OF, Event, EventType, Reply, send
+from services.gateway.ratelimit import RateLimits
+from shared.protocol import ROUTE_OF, Event, EventType, Reply, trim_id, wait_for_reply
 from shared.settings import Settings
 
 # A reply written right at the deadline should still reach the caller.
@@ -15,24 +16,31 @@ REPLY_GRACE_MS = 250
 
 
 class CommandBus:
-    def __init__(self, waiter: Redis, settings: Settings) -> None:
+    def __init__(self, waiter: Redis, limits: RateLimits, settings: Settings) -> None:
         self.waiter = waiter  # its connections may block for a whole REQUEST_TIMEOUT_MS
+        self.limits = limits
         self.settings = settings
 
-    async def call(self, type: EventType, session_id: str, payload: Any) -> Reply:
-        """Publish the command and wait for its reply.
+    async def call(self, type: EventType, session_id: str, address: str, payload: Any) -> Reply:
+        """Admit the command under the caller's write limits, publish it, and wait for its reply.
 
-        A 504 means no worker answered in time. The command is never applied after its deadline,
-        and every command is idempotent, so the client can simply retry.
+        Admission and publication are one script (services/gateway/ratelimit.lua): a refused
+        command is never published. A 504 means no worker answered in time; the command is never
+        applied after its deadline, and every command is idempotent, so the client can simply retry.
         """
         event = Event.new(type, session_id, payload, self.settings.request_timeout_ms)
-        wait_ms = self.settings.request_timeout_ms + REPLY_GRACE_MS
-        reply = await send(self.waiter, event, self.settings.stream_retention_ms, wait_ms)
+        route = ROUTE_OF[type]
+        wait = await self.limits.admit(
+            [("session-writes", session_id), ("address-writes", address)],
+            publish=(route.stream, trim_id(self.settings.stream_retention_ms), event.encode()),
+        )
+        if wait:
+            raise HTTPException(429, "Too many writes; slow down", headers={"Retry-After": str(wait)})
+        reply = await wait_for_reply(self.waiter, event, self.settings.request_timeout_ms + REPLY_GRACE_MS)
         if reply is None:
-            service = ROUTE_OF[type].group
             raise HTTPException(
                 504,
-                f"The {service} service did not answer in time; it will not apply it late: retrying is safe",
+                f"The {route.group} service did not answer in time; it will not apply it late: retrying is safe",
                 headers={"Retry-After": "1"},
             )
         return reply

@@ -26,7 +26,6 @@ from services.gateway import leaderboard, saves
 from services.gateway.errors import response_for
 from services.gateway.limits import ClientGone, declared_too_large, read_body, replaying, too_large
 from services.gateway.models import ID_PATTERN, MEMBER_MAX_LENGTH
-from services.gateway.ratelimit import check_writes
 from services.gateway.saves import GAMES, PLAYERS, Kind
 from services.gateway.sessions import SessionCookies, client_address
 from shared.settings import Settings
@@ -117,9 +116,9 @@ class HotPath:
         document = parsed.get(kind.field) if isinstance(parsed, dict) else None
         if not isinstance(document, dict) or not is_id(document.get("id")):
             return None
-        await check_writes(self._state.limits, caller, client_address(scope))
         # `id` first, as the FastAPI route's model dumps it.
-        return await saves.save(self._state.bus, kind, caller, {"id": document["id"], **document}, update=update)
+        data = {"id": document["id"], **document}
+        return await saves.save(self._state.bus, kind, caller, client_address(scope), data, update=update)
 
     async def _score(self, scope: Scope, caller: str, body: bytes) -> Response | None:
         parsed = json_body(scope, body)
@@ -130,8 +129,7 @@ class HotPath:
             return None
         if not isinstance(score, int | float) or isinstance(score, bool):
             return None
-        await check_writes(self._state.limits, caller, client_address(scope))
-        return await leaderboard.submit(self._state.bus, caller, key, float(score), member)
+        return await leaderboard.submit(self._state.bus, caller, client_address(scope), key, float(score), member)
 
 
 def is_id(value: object) -> bool:

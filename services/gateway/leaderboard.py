@@ -12,8 +12,8 @@ from starlette.responses import Response
 from services.gateway.commands import CommandBus
 from services.gateway.limits import StrictJSONRoute
 from services.gateway.models import LeaderboardEntry, Message, ScoreBody
-from services.gateway.saves import ERRORS, RATE_LIMITED, Bus, Client, json_response
-from services.gateway.sessions import SessionId
+from services.gateway.saves import ERRORS, Bus, Client, json_response
+from services.gateway.sessions import Address, SessionId
 from shared import keys
 from shared.protocol import EventType
 from shared.settings import Settings
@@ -32,7 +32,7 @@ def check_board(settings: Settings, key: str) -> None:
         raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}; expected one of {', '.join(boards)}")
 
 
-async def submit(commands: CommandBus, caller: str, key: str, score: float, member: str) -> Response:
+async def submit(commands: CommandBus, caller: str, address: str, key: str, score: float, member: str) -> Response:
     settings = commands.settings
     check_board(settings, key)
     name, _, owner = member.partition("-")
@@ -43,7 +43,7 @@ async def submit(commands: CommandBus, caller: str, key: str, score: float, memb
     if not settings.score_min <= score <= settings.score_max:
         raise HTTPException(400, f"score must be between {settings.score_min:g} and {settings.score_max:g}")
     payload = {"key": key, "score": as_number(score), "member": member}
-    reply = await commands.call(EventType.SCORE_SUBMIT, caller, payload)
+    reply = await commands.call(EventType.SCORE_SUBMIT, caller, address, payload)
     return json_response(reply.status, reply.body)
 
 
@@ -56,10 +56,10 @@ async def top(client: Redis, settings: Settings, key: str, count: int) -> Respon
     return json_response(200, [{"value": member.decode(), "score": as_number(score)} for member, score in entries])
 
 
-@router.post("", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
-async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId) -> Response:
+@router.post("", response_model=Message, responses=ERRORS)
+async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId, address: Address) -> Response:
     """Record a score with `ZADD GT`: only a personal best changes the board, and a lower one is not an error."""
-    return await submit(commands, caller, body.key, body.score, body.member)
+    return await submit(commands, caller, address, body.key, body.score, body.member)
 
 
 @router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)

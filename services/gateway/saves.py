@@ -23,8 +23,7 @@ from services.gateway.models import (
     SearchResult,
     deeper_than,
 )
-from services.gateway.ratelimit import limit_writes
-from services.gateway.sessions import SessionId
+from services.gateway.sessions import Address, SessionId
 from shared import keys
 from shared.connection import ensure_indexes
 from shared.protocol import EventType
@@ -32,7 +31,6 @@ from shared.protocol import EventType
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
 
 NOT_FOUND = {"status": 404, "message": "Not Found"}
-RATE_LIMITED = [Depends(limit_writes)]
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Message} for code in (400, 401, 403, 404, 413, 429, 503, 504)
 }
@@ -75,13 +73,15 @@ def json_response(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-async def save(commands: CommandBus, kind: Kind, caller: str, data: dict[str, Any], *, update: bool) -> Response:
+async def save(
+    commands: CommandBus, kind: Kind, caller: str, address: str, data: dict[str, Any], *, update: bool
+) -> Response:
     """`data` is a validated document: a JSON object with an `id` of the right shape, first."""
     if data["id"] != caller:
         raise HTTPException(403, f"{kind.field}.id must be your own session id")
     if deeper_than(data, commands.settings.max_json_depth):
         raise HTTPException(400, f"{kind.field} nests deeper than {commands.settings.max_json_depth} levels")
-    reply = await commands.call(kind.update if update else kind.create, caller, data)
+    reply = await commands.call(kind.update if update else kind.create, caller, address, data)
     return json_response(reply.status, reply.body)
 
 
@@ -140,16 +140,16 @@ async def read_player(client: Client, caller: SessionId, player_id: str) -> Resp
     return await read(client, PLAYERS, caller, player_id)
 
 
-@router.post("/playerstate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
-async def create_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
+@router.post("/playerstate", response_model=Message, responses=ERRORS)
+async def create_player(body: PlayerStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
     """Create or replace your player save."""
-    return await save(commands, PLAYERS, caller, body.playerData.as_json(), update=False)
+    return await save(commands, PLAYERS, caller, address, body.playerData.as_json(), update=False)
 
 
-@router.patch("/playerstate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
-async def update_player(body: PlayerStateBody, commands: Bus, caller: SessionId) -> Response:
+@router.patch("/playerstate", response_model=Message, responses=ERRORS)
+async def update_player(body: PlayerStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
     """Replace your player save if it exists; 404 tells the client to POST instead."""
-    return await save(commands, PLAYERS, caller, body.playerData.as_json(), update=True)
+    return await save(commands, PLAYERS, caller, address, body.playerData.as_json(), update=True)
 
 
 @router.get("/gamestate/search", response_model=SearchResult, responses=ERRORS)
@@ -164,13 +164,13 @@ async def read_game(client: Client, caller: SessionId, game_id: str) -> Response
     return await read(client, GAMES, caller, game_id)
 
 
-@router.post("/gamestate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
-async def create_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
+@router.post("/gamestate", response_model=Message, responses=ERRORS)
+async def create_game(body: GameStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
     """Create or replace your game state."""
-    return await save(commands, GAMES, caller, body.gameData.as_json(), update=False)
+    return await save(commands, GAMES, caller, address, body.gameData.as_json(), update=False)
 
 
-@router.patch("/gamestate", response_model=Message, responses=ERRORS, dependencies=RATE_LIMITED)
-async def update_game(body: GameStateBody, commands: Bus, caller: SessionId) -> Response:
+@router.patch("/gamestate", response_model=Message, responses=ERRORS)
+async def update_game(body: GameStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
     """Replace your game state if it exists; 404 tells the client to POST instead."""
-    return await save(commands, GAMES, caller, body.gameData.as_json(), update=True)
+    return await save(commands, GAMES, caller, address, body.gameData.as_json(), update=True)

@@ -128,7 +128,7 @@ class SessionMiddleware:
                 if not await self._refresh(redis, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session":
-                wait = await scope["app"].state.limits.retry_after("address-sessions", client_address(scope))
+                wait = await scope["app"].state.limits.admit([("address-sessions", client_address(scope))])
                 if wait:
                     too_many = error_response(429, "Too many new sessions; slow down", {"Retry-After": str(wait)})
                     await too_many(scope, receive, send)
@@ -171,4 +171,10 @@ async def session_id(request: Request) -> str:
     return found
 
 
+async def address(request: Request) -> str:
+    """The caller's address, which the write limits count by."""
+    return client_address(request.scope)
+
+
 SessionId = Annotated[str, Depends(session_id)]
+Address = Annotated[str, Depends(address)]
