@@ -33,19 +33,15 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(url: str, *, max_connections: int = 256, blocking_reads: bool = False) -> Redis:
-    """A client whose commands retry briefly on a dropped connection, then fail fast.
-
-    `blocking_reads` is for XREAD BLOCK callers: no socket timeout (the command
-    carries its own) and a pool that queues callers instead of refusing them.
-    """
+def connect(url: str, *, max_connections: int = 256) -> Redis:
+    """A client whose commands retry briefly on a dropped connection, then fail fast."""
     pool = BlockingConnectionPool.from_url(
         url,
         protocol=3,  # replies as maps: FT.SEARCH and XINFO read by name, not by position
         max_connections=max_connections,
-        timeout=None if blocking_reads else 2,
+        timeout=2,
         socket_connect_timeout=2,
-        socket_timeout=None if blocking_reads else 5,
+        socket_timeout=5,
         socket_keepalive=True,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), retries=3),

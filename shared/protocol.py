@@ -17,9 +17,9 @@ from enum import StrEnum
 from typing import Any, TypeGuard
 
 import orjson
-from redis.asyncio import Redis
 
 from shared import keys
+from shared.pipelined import PipelinedRedis
 
 VERSION = b"1"
 
@@ -143,14 +143,16 @@ def trim_id(retention_ms: int) -> str:
     return f"{max(now_ms() - retention_ms, 0)}-0"
 
 
-async def wait_for_reply(redis: Redis, event: Event, wait_ms: int) -> Reply | None:
+async def wait_for_reply(redis: PipelinedRedis, event: Event, wait_ms: int) -> Reply | None:
     """Block on the command's reply stream; None if no reply came in time.
 
     Read from the start of the stream, so a reply written before the read blocks is not missed.
     """
-    answer = await redis.xread({event.reply_to: "0-0"}, count=1, block=wait_ms)
-    entries = stream_entries(answer)
-    return Reply.decode(entries[0][1]) if entries else None
+    answer = await redis.blocking(wait_ms, "XREAD", "COUNT", 1, "BLOCK", wait_ms, "STREAMS", event.reply_to, "0-0")
+    if not answer:
+        return None
+    [[_stream, [[_entry_id, fields]]]] = answer  # RESP2: one stream, one entry, fields flat
+    return Reply.decode(dict(zip(fields[::2], fields[1::2], strict=True)))
 
 
 Entry = tuple[bytes, dict[bytes, bytes]]

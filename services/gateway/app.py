@@ -19,6 +19,7 @@ from services.gateway.models import Session
 from services.gateway.ratelimit import RateLimits
 from services.gateway.sessions import SessionMiddleware, session_id
 from shared.connection import connect, ensure_indexes, redact
+from shared.pipelined import PipelinedRedis
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -31,14 +32,14 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.redis = connect(settings.redis_url)
-        waiter = connect(settings.redis_url, max_connections=4096, blocking_reads=True)
-        app.state.limits = RateLimits(app.state.redis, settings)
-        app.state.bus = CommandBus(waiter, app.state.limits, settings)
+        app.state.hot = PipelinedRedis(settings.redis_url)  # the hot path's commands
+        app.state.limits = RateLimits(app.state.hot, settings)
+        app.state.bus = CommandBus(app.state.hot, app.state.limits, settings)
         await ensure_indexes(app.state.redis)
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
         yield
         await app.state.redis.aclose()
-        await waiter.aclose()
+        await app.state.hot.aclose()
 
     app = FastAPI(
         title="Cache Quest backend",

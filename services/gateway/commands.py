@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import HTTPException
-from redis.asyncio import Redis
 
 from services.gateway.ratelimit import RateLimits
+from shared.pipelined import PipelinedRedis
 from shared.protocol import ROUTE_OF, Event, EventType, Reply, trim_id, wait_for_reply
 from shared.settings import Settings
 
@@ -16,8 +16,8 @@ REPLY_GRACE_MS = 250
 
 
 class CommandBus:
-    def __init__(self, waiter: Redis, limits: RateLimits, settings: Settings) -> None:
-        self.waiter = waiter  # its connections may block for a whole REQUEST_TIMEOUT_MS
+    def __init__(self, redis: PipelinedRedis, limits: RateLimits, settings: Settings) -> None:
+        self.redis = redis
         self.limits = limits
         self.settings = settings
 
@@ -36,7 +36,7 @@ class CommandBus:
         )
         if wait:
             raise HTTPException(429, "Too many writes; slow down", headers={"Retry-After": str(wait)})
-        reply = await wait_for_reply(self.waiter, event, self.settings.request_timeout_ms + REPLY_GRACE_MS)
+        reply = await wait_for_reply(self.redis, event, self.settings.request_timeout_ms + REPLY_GRACE_MS)
         if reply is None:
             raise HTTPException(
                 504,

@@ -94,12 +94,12 @@ class HotPath:
 
     @property
     def _state(self) -> State:
-        """What the app's lifespan opened: the Redis client, the command bus, the rate limits."""
+        """What the app's lifespan opened: the Redis clients, the command bus, the rate limits."""
         return self.app.state
 
     async def _read(self, kind: Kind, scope: Scope, caller: str, _body: bytes) -> Response | None:
         document_id = scope["path"].rpartition("/")[2]
-        return await saves.read(self._state.redis, kind, caller, document_id)
+        return await saves.read(self._state.hot, kind, caller, document_id)
 
     async def _top(self, scope: Scope, _caller: str, _body: bytes) -> Response | None:
         query: bytes = scope["query_string"]
@@ -108,7 +108,7 @@ class HotPath:
             return None
         key = scope["path"].rpartition("/")[2]
         return await leaderboard.top(
-            self._state.redis, self.settings, key, int(count[1]) if count else leaderboard.DEFAULT_COUNT
+            self._state.hot, self.settings, key, int(count[1]) if count else leaderboard.DEFAULT_COUNT
         )
 
     async def _save(self, kind: Kind, update: bool, scope: Scope, caller: str, body: bytes) -> Response | None:

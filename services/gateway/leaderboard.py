@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from redis.asyncio import Redis
 from starlette.responses import Response
 
 from services.gateway.commands import CommandBus
 from services.gateway.limits import StrictJSONRoute
 from services.gateway.models import LeaderboardEntry, Message, ScoreBody
-from services.gateway.saves import ERRORS, Bus, Client, json_response
+from services.gateway.saves import ERRORS, Bus, Hot, json_response
 from services.gateway.sessions import Address, SessionId
 from shared import keys
+from shared.pipelined import PipelinedRedis
 from shared.protocol import EventType
 from shared.settings import Settings
 
@@ -47,13 +47,14 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
     return json_response(reply.status, reply.body)
 
 
-async def top(client: Redis, settings: Settings, key: str, count: int) -> Response:
+async def top(client: PipelinedRedis, settings: Settings, key: str, count: int) -> Response:
     check_board(settings, key)
-    rows = await client.zrange(key, 0, min(count, settings.leaderboard_max_count) - 1, desc=True, withscores=True)
+    last = min(count, settings.leaderboard_max_count) - 1
+    rows: list[bytes] = await client.execute("ZRANGE", key, 0, last, "REV", "WITHSCORES")  # member, score, ...
     if not rows:
         return json_response(404, EMPTY)
-    entries = cast(list[tuple[bytes, float]], rows)
-    return json_response(200, [{"value": member.decode(), "score": as_number(score)} for member, score in entries])
+    entries = [{"value": member.decode(), "score": as_number(float(score))} for member, score in pairs(rows)]
+    return json_response(200, entries)
 
 
 @router.post("", response_model=Message, responses=ERRORS)
@@ -63,9 +64,13 @@ async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId, addres
 
 
 @router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
-async def top_scores(key: str, client: Client, request: Request, count: Count = DEFAULT_COUNT) -> Any:
+async def top_scores(key: str, client: Hot, request: Request, count: Count = DEFAULT_COUNT) -> Any:
     """The top `count` entries, highest first; public, as a leaderboard is."""
     return await top(client, request.app.state.settings, key, count)
+
+
+def pairs(flat: list[bytes]) -> zip[tuple[bytes, bytes]]:
+    return zip(flat[::2], flat[1::2], strict=True)
 
 
 def as_number(score: float) -> int | float:

@@ -12,17 +12,16 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from shared import keys
+from shared.pipelined import PipelinedRedis, Script
 from shared.settings import Settings, parse_rate
 
-SCRIPT = (Path(__file__).parent / "ratelimit.lua").read_text()
+SCRIPT = Script((Path(__file__).parent / "ratelimit.lua").read_text())
 
 
 class RateLimits:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
-        self.script = redis.register_script(SCRIPT)
+    def __init__(self, redis: PipelinedRedis, settings: Settings) -> None:
+        self.redis = redis
         self.rules = {
             "session-writes": parse_rate(settings.rate_limit_session_writes),
             "address-writes": parse_rate(settings.rate_limit_address_writes),
@@ -47,5 +46,5 @@ class RateLimits:
             args.append(min_id)
             for field, value in fields.items():
                 args += (field, value)
-        wait_ms = int(await self.script(keys=script_keys, args=args))
+        wait_ms = int(await self.redis.script(SCRIPT, script_keys, args))
         return math.ceil(wait_ms / 1000) if wait_ms else None

@@ -26,6 +26,7 @@ from services.gateway.models import (
 from services.gateway.sessions import Address, SessionId
 from shared import keys
 from shared.connection import ensure_indexes
+from shared.pipelined import PipelinedRedis
 from shared.protocol import EventType
 
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
@@ -69,6 +70,11 @@ async def redis(request: Request) -> Redis:
     return client
 
 
+async def hot(request: Request) -> PipelinedRedis:
+    client: PipelinedRedis = request.app.state.hot
+    return client
+
+
 def json_response(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
@@ -85,10 +91,10 @@ async def save(
     return json_response(reply.status, reply.body)
 
 
-async def read(client: Redis, kind: Kind, caller: str, document_id: str) -> Response:
+async def read(client: PipelinedRedis, kind: Kind, caller: str, document_id: str) -> Response:
     if document_id != caller:
         raise HTTPException(403, f"You may read only your own {kind.noun.lower()} state")
-    raw = await client.execute_command("JSON.GET", kind.key(document_id))
+    raw = await client.execute("JSON.GET", kind.key(document_id))
     if raw is None:
         return json_response(404, NOT_FOUND)
     return Response(raw, media_type="application/json")
@@ -122,6 +128,7 @@ async def search(client: Redis, kind: Kind, caller: str, limit: int, **terms: st
 
 Bus = Annotated[CommandBus, Depends(bus)]
 Client = Annotated[Redis, Depends(redis)]
+Hot = Annotated[PipelinedRedis, Depends(hot)]
 IdTerm = Annotated[str | None, Query(pattern=ID_PATTERN)]
 NameTerm = Annotated[str | None, Query(pattern=NAME_PATTERN)]
 
@@ -135,7 +142,7 @@ async def search_players(
 
 
 @router.get("/playerstate/{player_id}", responses=ERRORS)
-async def read_player(client: Client, caller: SessionId, player_id: str) -> Response:
+async def read_player(client: Hot, caller: SessionId, player_id: str) -> Response:
     """Your own player save, as you stored it."""
     return await read(client, PLAYERS, caller, player_id)
 
@@ -159,7 +166,7 @@ async def search_games(client: Client, caller: SessionId, request: Request, id: 
 
 
 @router.get("/gamestate/{game_id}", responses=ERRORS)
-async def read_game(client: Client, caller: SessionId, game_id: str) -> Response:
+async def read_game(client: Hot, caller: SessionId, game_id: str) -> Response:
     """Your own game state, as you stored it."""
     return await read(client, GAMES, caller, game_id)
 
