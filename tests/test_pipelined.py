@@ -1,0 +1,107 @@
+"""shared/pipelined.py against a real Redis: order, errors, reconnects, the overdue watchdog."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+from redis import exceptions
+
+from shared.pipelined import PipelinedRedis, Script
+
+
+def run(redis_url: str, body: Callable[[PipelinedRedis], Awaitable[Any]], **options: Any) -> Any:
+    async def main() -> Any:
+        client = PipelinedRedis(redis_url, **options)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def test_concurrent_commands_get_their_own_replies(redis_url: str) -> None:
+    async def body(client: PipelinedRedis) -> list[Any]:
+        await client.execute("DEL", "pipelined:n")
+        return await asyncio.gather(*(client.execute("INCR", "pipelined:n") for _ in range(500)))
+
+    assert sorted(run(redis_url, body)) == list(range(1, 501))
+
+
+def test_errors_are_redis_py_exceptions_and_the_connection_survives(redis_url: str) -> None:
+    async def body(client: PipelinedRedis) -> Any:
+        with pytest.raises(exceptions.ResponseError, match="unknown command"):
+            await client.execute("NO-SUCH-COMMAND")
+        return await client.execute("PING")
+
+    assert run(redis_url, body) == b"PONG"
+
+
+def test_a_script_is_sent_whole_when_redis_has_forgotten_it(redis_url: str) -> None:
+    script = Script("return ARGV[1] .. KEYS[1]")
+
+    async def body(client: PipelinedRedis) -> Any:
+        await client.execute("SCRIPT", "FLUSH")
+        first = await client.script(script, ["key"], ["a-"])
+        return first, await client.script(script, ["key"], ["b-"])
+
+    assert run(redis_url, body) == (b"a-key", b"b-key")
+
+
+def test_the_database_in_the_url_is_selected(redis_url: str) -> None:
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    run(url, lambda client: client.execute("SET", "pipelined:db", "three"))
+    assert redis.Redis.from_url(url).get("pipelined:db") == b"three"
+    assert redis.Redis.from_url(redis_url).get("pipelined:db") is None
+
+
+def test_a_dropped_connection_fails_what_is_in_flight_then_reconnects(redis_url: str) -> None:
+    async def body(client: PipelinedRedis) -> Any:
+        await client.execute("CLIENT", "SETNAME", "pipelined-victim")
+        killer = redis.Redis.from_url(redis_url)
+        waiting = asyncio.ensure_future(client.blocking(5000, "BLPOP", "pipelined:never", 5))
+        await asyncio.sleep(0.2)
+        killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        with pytest.raises(exceptions.ConnectionError):
+            await waiting
+        return await client.execute("PING")
+
+    assert run(redis_url, body) == b"PONG"
+
+
+def test_an_unanswered_command_times_out(redis_url: str) -> None:
+    admin = redis.Redis.from_url(redis_url)
+
+    async def body(client: PipelinedRedis) -> float:
+        await client.execute("PING")
+        admin.execute_command("CLIENT", "PAUSE", 2000, "ALL")  # Redis stays silent for 2 s
+        started = time.monotonic()
+        with pytest.raises(exceptions.TimeoutError):
+            await client.execute("PING")
+        return time.monotonic() - started
+
+    elapsed = run(redis_url, body, timeout_s=0.5)
+    admin.execute_command("CLIENT", "UNPAUSE")  # answered once the pause is over: Redis is left as found
+    assert elapsed < 1.9  # the watchdog looks once a second
+
+
+def test_a_cancelled_blocking_read_does_not_leave_its_connection_blocked(redis_url: str) -> None:
+    async def body(client: PipelinedRedis) -> Any:
+        waiting = asyncio.ensure_future(client.blocking(5000, "BLPOP", "pipelined:list", 5))
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        await client.execute("RPUSH", "pipelined:list", "x")
+        # Had the cancelled read's connection gone back to the pool, it would take this element.
+        return await client.blocking(1000, "BLPOP", "pipelined:list", 1)
+
+    assert run(redis_url, body) == [b"pipelined:list", b"x"]
+
+
+def test_an_unreachable_redis_is_a_connection_error(redis_url: str) -> None:
+    with pytest.raises(exceptions.ConnectionError, match="cannot connect"):
+        run("redis://127.0.0.1:1/0", lambda client: client.execute("PING"))
