@@ -18,7 +18,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -58,6 +58,18 @@ DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 
 
 @dataclass(slots=True)
+class Batch:
+    """Entries read together, sorted into what to apply, what only gets a reply, and what is poison."""
+
+    entry_ids: list[bytes]
+    ready: list[tuple[Event, Action]] = field(default_factory=list)
+    replies: list[tuple[str, Reply]] = field(default_factory=list)
+    dead: list[tuple[Entry, str]] = field(default_factory=list)
+    # What _pack made of the above: the settle script's keys and arguments.
+    script: tuple[list[str | bytes], list[bytes | str | int]] = field(default_factory=lambda: ([], []))
+
+
+@dataclass(slots=True)
 class Stats:
     applied: int = 0
     expired: int = 0
@@ -94,6 +106,7 @@ class Worker:
         )  # fmt: skip
         sweep_every = self.settings.claim_idle_ms / 2000
         next_sweep = 0.0
+        in_hand: Batch | None = None  # read and prepared, not yet settled
         while not self._stopping.is_set():
             try:
                 if loop.time() >= next_sweep:
@@ -101,17 +114,27 @@ class Worker:
                     next_sweep = loop.time() + sweep_every
                 # Never block past the next sweep, so claims keep their schedule on an idle stream.
                 block_ms = min(self.settings.block_ms, max(1, int((next_sweep - loop.time()) * 1000)))
-                await self._process(await self._read(block_ms))
+                if self._read_backlog:
+                    await self._process(await self._read(block_ms))
+                else:
+                    in_hand = await self._step(in_hand, block_ms)
             except REDIS_DOWN as error:
                 log.warning("Redis unavailable (%s); retrying in 1 s", error)
+                in_hand = None  # its entries stay pending here: the backlog read delivers them again
                 self._read_backlog = True
                 await self._sleep_unless_stopping(1)
             except ResponseError as error:
                 if "NOGROUP" not in str(error):
                     raise
                 log.warning("consumer group vanished (Redis emptied?); recreating it")
+                in_hand = None
                 await self._ensure_group()
                 await ensure_indexes(self.redis)
+        if in_hand is not None:
+            try:
+                await self._settle(in_hand)
+            except REDIS_DOWN as error:
+                log.warning("could not settle the last batch (%s); it stays pending for another consumer", error)
         await self._leave_group()
         await self.redis.aclose()
         stats = self.stats
@@ -143,36 +166,53 @@ class Worker:
             self._read_backlog = False
         return entries
 
+    async def _step(self, in_hand: Batch | None, block_ms: int) -> Batch:
+        """Settle the batch in hand while reading and preparing the next one.
+
+        The read goes out first, so Redis answers it before it runs the settle script, and this
+        process prepares the next batch while Redis applies the one before. Batches still settle
+        one after another, in order; reading ahead is safe because `>` only hands out new entries.
+        """
+        reading = asyncio.ensure_future(self._read(block_ms))
+        settling = asyncio.ensure_future(self._settle(in_hand)) if in_hand is not None else None
+        try:
+            return self._prepare(await reading)
+        finally:
+            if settling is not None:
+                await settling
+
     async def _process(self, entries: list[Entry], deliveries: Mapping[bytes, int] | None = None) -> None:
-        if not entries:
-            return
+        await self._settle(self._prepare(entries, deliveries))
+
+    def _prepare(self, entries: list[Entry], deliveries: Mapping[bytes, int] | None = None) -> Batch:
+        """Decode each entry and ask its handler what to do; sort out the expired and the poison."""
+        batch = Batch(entry_ids=[entry_id for entry_id, _ in entries])
         at = now_ms()
-        replies: list[tuple[str, Reply]] = []
-        dead: list[tuple[Entry, str]] = []
-        ready: list[tuple[Event, Action]] = []
         for entry in entries:
             entry_id, fields = entry
             try:
                 event = Event.decode(fields)
             except PoisonEvent as error:
-                dead.append((entry, str(error)))
+                batch.dead.append((entry, str(error)))
                 continue
             delivered = (deliveries or {}).get(entry_id, 1)
             if delivered > self.settings.max_deliveries:
-                dead.append((entry, f"delivered {delivered} times"))
-                replies.append((event.reply_to, DEAD_LETTERED))
+                batch.dead.append((entry, f"delivered {delivered} times"))
+                batch.replies.append((event.reply_to, DEAD_LETTERED))
             elif event.expired(at):
                 if delivered > 1:  # abandoned by a consumer that died holding it
-                    dead.append((entry, f"abandoned past its deadline after {delivered} deliveries"))
+                    batch.dead.append((entry, f"abandoned past its deadline after {delivered} deliveries"))
                 else:
                     self.stats.expired += 1
             else:
                 try:
-                    ready.append((event, self._action(event)))
+                    batch.ready.append((event, self._action(event)))
                 except PoisonEvent as error:
-                    dead.append((entry, str(error)))
-                    replies.append((event.reply_to, DEAD_LETTERED))
-        await self._settle(ready, replies, dead, [entry_id for entry_id, _ in entries])
+                    batch.dead.append((entry, str(error)))
+                    batch.replies.append((event.reply_to, DEAD_LETTERED))
+        if entries:
+            self._pack(batch)
+        return batch
 
     def _action(self, event: Event) -> Action:
         handler = self.handlers.get(event.type)
@@ -180,24 +220,19 @@ class Worker:
             raise PoisonEvent(f"event type {event.type} does not belong on {self.route.stream}")
         return handler(event)
 
-    async def _settle(
-        self,
-        ready: list[tuple[Event, Action]],
-        replies: list[tuple[str, Reply]],
-        dead: list[tuple[Entry, str]],
-        entry_ids: list[bytes],
-    ) -> None:
-        """Apply, reply, dead-letter and acknowledge in one atomic round trip (shared/settle.lua)."""
+    def _pack(self, batch: Batch) -> None:
+        """The settle script's keys and arguments, made while Redis is still busy with the batch before."""
+        ready, replies, dead = batch.ready, batch.replies, batch.dead
         script_keys: list[str | bytes] = [self.route.stream, keys.DEAD_LETTER_STREAM]
         script_keys += [event.reply_to for event, _ in ready] + [reply_to for reply_to, _ in replies]
         script_keys += [action.key for _, action in ready]
-        batch = {
+        packed = {
             "failed": STORAGE_ERROR.wire(),
             "commands": [[a.command, a.args, *a.if_true.wire(), *a.if_false.wire()] for _, a in ready],
             "replies": [reply.wire() for _, reply in replies],
-            "ids": [entry_id.decode() for entry_id in entry_ids],
+            "ids": [entry_id.decode() for entry_id in batch.entry_ids],
         }
-        args: list[bytes | str | int] = [self.route.group, self.settings.reply_ttl_s, orjson.dumps(batch)]
+        args: list[bytes | str | int] = [self.route.group, self.settings.reply_ttl_s, orjson.dumps(packed)]
         for (entry_id, fields), reason in dead:
             log.warning("dead-lettering %s from %s: %s", entry_id.decode(), self.route.stream, reason)
             letter = {
@@ -207,15 +242,22 @@ class Worker:
                 b"dead_stream": self.route.stream.encode(),
             }
             args.append(len(letter) * 2)
-            for field, value in letter.items():
-                args += (field, value)
+            for name, value in letter.items():
+                args += (name, value)
+        batch.script = (script_keys, args)
+
+    async def _settle(self, batch: Batch) -> None:
+        """Apply, reply, dead-letter and acknowledge in one atomic round trip (shared/settle.lua)."""
+        if not batch.entry_ids:
+            return
+        script_keys, args = batch.script
         outcomes = await self._settle_script(keys=script_keys, args=args)
-        for (event, _action), outcome in zip(ready, outcomes, strict=True):
+        for (event, _action), outcome in zip(batch.ready, outcomes, strict=True):
             if isinstance(outcome, bytes):
                 log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome.decode())
             else:
                 self.stats.applied += 1
-        self.stats.dead_lettered += len(dead)
+        self.stats.dead_lettered += len(batch.dead)
 
     async def _sweep(self) -> None:
         """Claim entries that other consumers left idle too long, then forget consumers long gone."""
