@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.errors import error_response
@@ -19,8 +18,10 @@ class ClientGone(Exception):
 
 
 def declared_too_large(scope: Scope, max_bytes: int) -> bool:
-    declared = Headers(scope=scope).get("content-length", "")
-    return declared.isdigit() and int(declared) > max_bytes
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.isdigit() and int(value) > max_bytes
+    return False
 
 
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
