@@ -162,8 +162,10 @@ class Game:
         return session_id
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """Package-scoped: Playwright's sync API runs an event loop on this thread while it is open, so it
+    must close before the tests that start their own (tests/test_pipelined.py)."""
     if not CHROMIUM.exists():
         pytest.skip(SKIP_REASON)
     with sync_playwright() as playwright:
