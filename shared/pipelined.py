@@ -127,7 +127,7 @@ class PipelinedRedis:
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._shared: Connection | None = None
-        self._connecting = asyncio.Lock()
+        self._connecting: asyncio.Future[Connection] | None = None
         self._idle: list[Connection] = []
         self._blocking_slots = asyncio.Semaphore(max_blocking)
 
@@ -165,10 +165,20 @@ class PipelinedRedis:
         self._shared = None
 
     async def _shared_connection(self) -> Connection:
-        async with self._connecting:  # one reconnect, however many requests are waiting for it
-            if self._shared is None or self._shared.lost:
-                self._shared = await self._connect()
-            return self._shared
+        """One connection attempt at a time, and every request waiting shares its outcome.
+
+        Were they to queue and retry one after another, an unreachable Redis would keep the last
+        of N waiting requests for N connect timeouts.
+        """
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            self._connecting.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)  # a caller that gives up leaves the attempt alone
+
+    def _connected(self, attempt: asyncio.Future[Connection]) -> None:
+        self._connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._shared = attempt.result()
 
     async def _connect(self) -> Connection:
         options = self._options

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -105,3 +108,30 @@ def test_a_cancelled_blocking_read_does_not_leave_its_connection_blocked(redis_u
 def test_an_unreachable_redis_is_a_connection_error(redis_url: str) -> None:
     with pytest.raises(exceptions.ConnectionError, match="cannot connect"):
         run("redis://127.0.0.1:1/0", lambda client: client.execute("PING"))
+
+
+def test_requests_waiting_for_a_connection_share_one_attempt() -> None:
+    """A Redis that accepts but never answers (here: never answers AUTH): every waiting request fails
+    together, after one attempt, instead of queueing for one connect timeout each."""
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    accepted.append(server.accept()[0])
+
+        threading.Thread(target=accept, daemon=True).start()
+
+        async def body(client: PipelinedRedis) -> list[BaseException | Any]:
+            return await asyncio.gather(*(client.execute("PING") for _ in range(20)), return_exceptions=True)
+
+        started = time.monotonic()
+        outcomes = run(f"redis://:secret@127.0.0.1:{port}/0", body, timeout_s=0.5)
+        elapsed = time.monotonic() - started
+    assert all(isinstance(outcome, exceptions.TimeoutError) for outcome in outcomes), outcomes
+    assert len(accepted) == 1
+    assert elapsed < 2.5  # one AUTH left unanswered for 0.5 s, found by the once-a-second watchdog
+    for connection in accepted:
+        connection.close()
