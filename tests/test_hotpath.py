@@ -85,6 +85,7 @@ def test_reads_and_saves_answer_alike(stack: Stack, fastapi_only: str, player: P
         (b'{"playerData": {"id": NaN}}', {"content-type": "application/json"}, 400),
         ("same", {"content-type": "text/plain"}, 400),
         ("deep", {}, 400),
+        ("my id and a newline", {}, 400),
     ],
 )
 def test_broken_saves_answer_alike(
@@ -92,6 +93,8 @@ def test_broken_saves_answer_alike(
 ) -> None:
     if body == "same":
         body = json.dumps(save_body(player)).encode()
+    elif body == "my id and a newline":
+        body = {"playerData": {"id": f"{player.id}\n"}}
     elif body == "deep":
         nested: dict[str, Any] = {}
         for _ in range(40):
@@ -110,6 +113,7 @@ def test_broken_saves_answer_alike(
         ({"key": "leaderboards:survivor-Moon", "score": 1, "member": "Hero-{me}"}, 400),
         ({"key": BOARD, "score": 1, "member": "Hero-someoneelse"}, 403),
         ({"key": BOARD, "score": 1, "member": "Bad Name-{me}"}, 400),
+        ({"key": BOARD, "score": 1, "member": "Hero\n-{me}"}, 400),
         ({"key": BOARD, "score": -1, "member": "Hero-{me}"}, 400),
         ({"key": BOARD, "score": "12", "member": "Hero-{me}"}, None),
         ({"key": BOARD, "score": True, "member": "Hero-{me}"}, None),

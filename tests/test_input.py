@@ -108,6 +108,7 @@ def test_search_cannot_be_widened(player: Player, query: dict[str, str]) -> None
         (BOARD, "10", "Hero-0123456789abcdef0123456789abcdef", 403),
         (BOARD, "10", "Hero", 403),
         (BOARD, "10", "Bad name!-{id}", 400),
+        (BOARD, "10", "Hero\n-{id}", 400),
     ],
 )
 def test_bad_scores_write_nothing(

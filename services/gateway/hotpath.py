@@ -133,7 +133,7 @@ class HotPath:
 
 
 def is_id(value: object) -> bool:
-    return isinstance(value, str) and VALID_ID.match(value) is not None
+    return isinstance(value, str) and VALID_ID.fullmatch(value) is not None  # as pydantic: no trailing newline
 
 
 def json_body(scope: Scope, body: bytes) -> Any:

@@ -38,7 +38,7 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
     name, _, owner = member.partition("-")
     if owner != caller:
         raise HTTPException(403, "member must be `{name}-{your session id}`")
-    if not MEMBER_NAME.match(name):
+    if not MEMBER_NAME.fullmatch(name):  # not .match: `$` also matches before a trailing newline
         raise HTTPException(400, "The name in member must be 1 to 32 letters, digits or underscores")
     if not settings.score_min <= score <= settings.score_max:
         raise HTTPException(400, f"score must be between {settings.score_min:g} and {settings.score_max:g}")
