@@ -61,6 +61,10 @@ PICTURE_STATS_JS = """async (pngBase64) => {
 }"""
 
 
+def is_paused(snap: Snapshot) -> bool:
+    return (snap["menu"] or {}).get("title") == "Paused"
+
+
 def selection_is_not(index: int) -> Callable[[Snapshot], bool]:
     return lambda snap: snap["menu"] is not None and snap["menu"]["selected"] != index
 
@@ -108,6 +112,18 @@ class Game:
         self.page.keyboard.down(key)
         time.sleep(seconds)
         self.page.keyboard.up(key)
+
+    def pause(self) -> Snapshot:
+        """Esc until the pause menu is open: a key pressed as the scene (re)starts can be lost (seen on CI)."""
+        for _ in range(3):
+            self.let_frames_pass()
+            self.press("Escape")
+            try:
+                return self.wait_for("the pause menu", is_paused, timeout_s=3)
+            except AssertionError:
+                if (self.snapshot() or {}).get("menu") is not None:
+                    raise  # some other menu is open: pressing again would not pause
+        return self.wait_for("the pause menu", is_paused)
 
     def choose(self, label_prefix: str) -> None:
         """Selects the menu option starting with `label_prefix` with the arrow keys, then presses Enter."""

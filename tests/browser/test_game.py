@@ -104,8 +104,7 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
     game.wait_for("the Mountains", lambda snap: snap["scene"] == "quest" and snap["map"] == "Mountains")
     wait_for_field(store, f"players:{session_id}", "currentMap", "Mountains")
     game.hold("s", 0.3)
-    game.press("Escape")
-    paused = game.wait_for("the pause menu", lambda snap: (snap["menu"] or {}).get("title") == "Paused")
+    paused = game.pause()
     game.screenshot("paused")
     where = {"x": js_round(paused["hero"]["x"]), "y": js_round(paused["hero"]["y"])}
     assert where["y"] > CLEARING[1] + 10, "the hero should have walked down before pausing"
@@ -126,7 +125,7 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
 
 def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: redis.Redis) -> None:
     session_id = game.start_new_game("Runner")
-    game.press("Escape")
+    game.pause()
     game.choose("Main menu")
     game.wait_for_scene("menu")
     game.choose("Survivor")
@@ -183,7 +182,7 @@ def test_a_save_survives_transient_errors(game: Game, store: redis.Redis) -> Non
 
     game.page.route("**/api/playerstate", flaky_saves)
     game.page.evaluate(f"window.__cacheQuest.teleport({CLEARING[0]}, {CLEARING[1]})")
-    game.press("Escape")
+    game.pause()
     game.wait_for("the retry indicator", lambda snap: snap["save"]["phase"] == "retrying")
     game.screenshot("retrying")
     game.wait_for("the save to land", lambda snap: snap["save"]["phase"] == "saved", timeout_s=30)
