@@ -130,7 +130,7 @@ class Bench:
         with ExitStack() as exits:
             stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
             watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
-            target = Target("ours", stack.url, watch, workers=1)
+            target = Target("ours", stack.url, watch, workers=1, redis_url=redis_url)
             sessions = fixtures.sessions(stack.url, self.args.sessions)
             self.result["http"] = self.drive(target, self.args.operations, self.args.connections, sessions)
             self.profile(
@@ -161,7 +161,7 @@ class Bench:
             with ExitStack() as exits:
                 stack = servers.start_ours(exits, redis_url, count, self.log, self.args.log_level, gateways)
                 watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
-                target = Target("ours", stack.url, watch, workers=count, gateways=gateways)
+                target = Target("ours", stack.url, watch, workers=count, gateways=gateways, redis_url=redis_url)
                 sessions = fixtures.sessions(stack.url, self.args.sessions)
                 self.result["scaling"] += self.drive(target, operations, [64], sessions)
                 self.remember_memory(f"ours, {gateways} gateway(s), {count} worker(s) of each", watch)
@@ -215,7 +215,7 @@ class Bench:
                     say(f"baseline {name} skipped: {error}")
                     continue
                 watch = {name: pid, **({"redis": redis_pid} if redis_pid else {})}
-                target = Target(name, url, watch)
+                target = Target(name, url, watch, redis_url=redis_url)
                 if name == "node-express":
                     self.ceiling(target)
                 sessions = fixtures.sessions(url, self.args.sessions)

@@ -12,10 +12,10 @@ import shutil
 import statistics
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from bench import procs
+from bench import persistence, procs
 from bench.workload import Request
 
 LUA = Path(__file__).resolve().parent / "lua/replay.lua"
@@ -40,6 +40,7 @@ class Run:
     errors: int
     non_2xx: int
     cpu: dict[str, float] = field(default_factory=dict)
+    redis_forks: int = 0  # AOF rewrites and other forks of Redis during the run (bench/persistence.py)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Cell:
             **{metric: round(self.median(metric), 2) for metric in metrics},
             "errors": sum(run.errors for run in self.runs),
             "non_2xx": sum(run.non_2xx for run in self.runs),
+            "redis_forks": sum(run.redis_forks for run in self.runs),
             "cpu_percent": median_shares([run.cpu for run in self.runs]),
             "cpu_ms_per_request": self.cpu_ms_per_request(),
             "runs": [asdict(run) for run in self.runs],
@@ -101,7 +103,14 @@ def write_requests(path: Path, requests: list[Request]) -> Path:
     return path
 
 
-def run_wrk(url: str, requests_file: Path, connections: int, duration_s: float, watch: dict[str, int]) -> Run:
+def run_wrk(
+    url: str,
+    requests_file: Path,
+    connections: int,
+    duration_s: float,
+    watch: dict[str, int],
+    redis_url: str | None = None,
+) -> Run:
     """One bounded wrk run; CPU shares of the watched processes and of wrk itself over the run."""
     threads = min(WRK_THREADS, connections)
     seconds = max(1, round(duration_s))  # wrk counts whole seconds
@@ -109,6 +118,7 @@ def run_wrk(url: str, requests_file: Path, connections: int, duration_s: float, 
         wrk_path(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={WRK_TIMEOUT_S}s",
         "-s", str(LUA), url, "--", str(requests_file), str(threads),
     ]  # fmt: skip
+    forks_before = persistence.forks(redis_url)
     before, started = procs.snapshot(watch), time.monotonic()
     wrk_cpu_before, busy_before = procs.children_cpu_s(), procs.machine_busy_s()
     try:
@@ -121,7 +131,7 @@ def run_wrk(url: str, requests_file: Path, connections: int, duration_s: float, 
     # Whatever else ran on the box meanwhile (other jobs, this script): the noise in the figure.
     busy = 100 * (procs.machine_busy_s() - busy_before) / wall_s
     cpu["everything else"] = round(max(0.0, busy - sum(cpu.values())), 1)
-    return parse(done.stdout, done.stderr, cpu)
+    return replace(parse(done.stdout, done.stderr, cpu), redis_forks=persistence.forks(redis_url) - forks_before)
 
 
 def parse(stdout: str, stderr: str, cpu: dict[str, float]) -> Run:
@@ -162,15 +172,24 @@ class Target:
     watch: dict[str, int]
     workers: int = 0
     gateways: int = 1
+    redis_url: str | None = None  # to wait out Redis's forks between figures and count them
 
 
 def measure(target: Target, operation: str, requests_file: Path, connections: list[int], plan: Plan) -> list[Cell]:
-    """One operation at each connection count, after one warm-up run whose figures are dropped."""
+    """One operation at each connection count, after one warm-up run whose figures are dropped.
+
+    Each connection count starts once Redis has no fork running from the load before.
+    """
     if plan.warmup_s > 0:
+        persistence.wait_until_quiet(target.redis_url)
         run_wrk(target.url, requests_file, connections[0], plan.warmup_s, target.watch)
     cells = []
     for count in connections:
-        runs = [run_wrk(target.url, requests_file, count, plan.duration_s, target.watch) for _ in range(plan.runs)]
+        persistence.wait_until_quiet(target.redis_url)
+        runs = [
+            run_wrk(target.url, requests_file, count, plan.duration_s, target.watch, target.redis_url)
+            for _ in range(plan.runs)
+        ]
         cell = Cell(target.name, operation, count, target.workers, runs, target.gateways)
         print(one_line(cell), flush=True)
         cells.append(cell)
@@ -180,6 +199,8 @@ def measure(target: Target, operation: str, requests_file: Path, connections: li
 def one_line(cell: Cell) -> str:
     failures = sum(run.errors + run.non_2xx for run in cell.runs)
     note = f"  ({failures} failed)" if failures else ""
+    forks = sum(run.redis_forks for run in cell.runs)
+    note += f"  ({forks} Redis forks)" if forks else ""
     return (
         f"  {cell.server:<15} {cell.operation:<6} c={cell.connections:<4} w={cell.workers} g={cell.gateways}  "
         f"{cell.median('rps'):>8.0f} req/s  p50 {cell.median('p50_ms'):6.1f}  p95 {cell.median('p95_ms'):6.1f}  "

@@ -30,13 +30,14 @@ def one(result: Result, section: str, **match: object) -> dict[str, Any] | None:
 
 def http_table(result: Result) -> str:
     rows = [
-        "| operation | connections | req/s | p50 ms | p95 ms | p99 ms | max ms | failed |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| operation | connections | req/s | p50 ms | p95 ms | p99 ms | max ms | failed | Redis forks in the runs |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for cell in result.get("http", []):
         rows.append(
             f"| {cell['operation']} | {cell['connections']} | {cell['rps']:,.0f} | {cell['p50_ms']:.1f} | "
-            f"{cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['max_ms']:.0f} | {cell['errors'] + cell['non_2xx']} |"
+            f"{cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['max_ms']:.0f} | "
+            f"{cell['errors'] + cell['non_2xx']} | {cell.get('redis_forks', '-')} |"
         )
     return "\n".join(rows)
 
@@ -94,8 +95,9 @@ def scaling_table(result: Result) -> str:
 def workers_table(result: Result) -> str:
     rows = [
         f"| service | processes | events/s | per process (target ≥ {TARGET_WORKER_EVENTS_S:,}) "
-        "| worker CPU µs per event | events/s per busy core | peak RSS MB per process | CPU % while draining |",
-        "|---|--:|--:|--:|--:|--:|---|---|",
+        "| worker CPU µs per event | events/s per busy core | peak RSS MB per process | CPU % while draining "
+        "| Redis forks in the drains |",
+        "|---|--:|--:|--:|--:|--:|---|---|--:|",
     ]
     for cell in result.get("workers_alone", []):
         rss = ", ".join(f"{mb:.0f}" for mb in cell["peak_rss_mb"].values())
@@ -104,7 +106,7 @@ def workers_table(result: Result) -> str:
             f"{cell['events_per_s_per_process']:,} | {cell.get('worker_cpu_us_per_event', 0):.0f} | "
             f"{cell.get('events_per_busy_core_s', 0):,} | {rss} | "
             + ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell.get("cpu_percent", {})))
-            + " |"
+            + f" | {cell.get('redis_forks', '-')} |"
         )
     return "\n".join(rows)
 

@@ -22,7 +22,7 @@ from typing import IO, Any
 import orjson
 import redis
 
-from bench import procs
+from bench import persistence, procs
 from bench.load import median_shares
 from bench.servers import free_port, service_env
 from bench.workload import BOARD, player_document
@@ -44,6 +44,7 @@ class DrainRun:
     events_per_s: float
     replies_ok: int
     cpu_percent: dict[str, float]  # per process while draining, as in the HTTP runs
+    redis_forks: int = 0  # AOF rewrites and other forks of Redis during the drain
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class DrainCell:
             "worker_cpu_us_per_event": cost,
             "events_per_busy_core_s": round(1e6 / cost) if cost else 0,
             "peak_rss_mb": self.peak_rss_mb,
+            "redis_forks": sum(run.redis_forks for run in self.runs),
             "runs": [asdict(run) for run in self.runs],
         }
 
@@ -153,27 +155,31 @@ def signal_all(pids: list[int], sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def drain_once(
-    client: redis.Redis, route: Route, watch: dict[str, int], events: list[Event], timeout_s: float
-) -> DrainRun:
-    pids = [pid for name, pid in watch.items() if name != "redis"]
-    signal_all(pids, signal.SIGSTOP)
-    try:
-        last_id = push(client, route, events)
-    finally:
-        before, busy_before = procs.snapshot(watch), procs.machine_busy_s()
-        signal_all(pids, signal.SIGCONT)
-    started = time.monotonic()
-    while not drained(client, route, last_id):
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"{route.group}: the backlog of {len(events)} was not drained in {timeout_s:.0f} s")
-        time.sleep(POLL_S)
-    seconds = time.monotonic() - started
-    cpu = procs.cpu_shares(before, procs.snapshot(watch), seconds)
-    cpu["everything else"] = round(
-        max(0.0, 100 * (procs.machine_busy_s() - busy_before) / seconds - sum(cpu.values())), 1
-    )
-    return DrainRun(len(events), round(seconds, 3), round(len(events) / seconds), replies_ok(client, events), cpu)
+def drain_once(redis_url: str, route: Route, watch: dict[str, int], events: list[Event], timeout_s: float) -> DrainRun:
+    """Push the backlog with the workers stopped, wait out any AOF rewrite it set off, then time the drain."""
+    with redis.Redis.from_url(redis_url) as client:
+        pids = [pid for name, pid in watch.items() if name != "redis"]
+        signal_all(pids, signal.SIGSTOP)
+        try:
+            last_id = push(client, route, events)
+            persistence.wait_until_quiet(redis_url)
+        finally:
+            forks_before = persistence.forks(redis_url)
+            before, busy_before = procs.snapshot(watch), procs.machine_busy_s()
+            signal_all(pids, signal.SIGCONT)
+        started = time.monotonic()
+        while not drained(client, route, last_id):
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"{route.group}: the backlog of {len(events)} was not drained in {timeout_s:.0f} s")
+            time.sleep(POLL_S)
+        seconds = time.monotonic() - started
+        cpu = procs.cpu_shares(before, procs.snapshot(watch), seconds)
+        cpu["everything else"] = round(
+            max(0.0, 100 * (procs.machine_busy_s() - busy_before) / seconds - sum(cpu.values())), 1
+        )
+        forks = persistence.forks(redis_url) - forks_before
+        rate = round(len(events) / seconds)
+        return DrainRun(len(events), round(seconds, 3), rate, replies_ok(client, events), cpu, forks)
 
 
 def wait_consumers(client: redis.Redis, route: Route, pids: list[int], timeout_s: float = 60) -> None:
@@ -216,7 +222,7 @@ def measure(
                 watch["redis"] = redis_pid
             timeout_s = 30 + plan.events / 500
             runs = [
-                drain_once(client, route, watch, backlog(service, ids, plan.events), timeout_s)
+                drain_once(redis_url, route, watch, backlog(service, ids, plan.events), timeout_s)
                 for _ in range(plan.runs)
             ]
             peaks = peak_rss_mb({name: pid for name, pid in watch.items() if name != "redis"})

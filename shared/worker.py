@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -105,6 +106,7 @@ class Worker:
             "consumer %s of group %r on %s at %s",
             self.consumer, self.route.group, self.route.stream, redact(self.settings.redis_url),
         )  # fmt: skip
+        gc.freeze()  # start-up's objects live as long as the process: keep them out of every collection
         sweep_every = self.settings.claim_idle_ms / 2000
         next_sweep = 0.0
         in_hand: Batch | None = None  # read and prepared, not yet settled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +38,9 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.bus = CommandBus(app.state.hot, app.state.limits, settings)
         await ensure_indexes(app.state.redis)
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
+        # What start-up built (FastAPI, pydantic, the modules) lives as long as the process: out of the
+        # collector's sight, a full collection under load pauses for a few ms instead of some 40.
+        gc.freeze()
         yield
         await app.state.redis.aclose()
         await app.state.hot.aclose()
