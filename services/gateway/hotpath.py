@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.gateway import leaderboard, saves
 from services.gateway.errors import response_for
-from services.gateway.limits import ClientGone, declared_too_large, read_body, replaying, too_large
+from services.gateway.limits import bounded_body, replaying
 from services.gateway.models import ID_PATTERN, MEMBER_MAX_LENGTH
 from services.gateway.saves import GAMES, PLAYERS, Kind
 from services.gateway.sessions import SessionCookies, client_address
@@ -63,19 +63,10 @@ class HotPath:
             await self.app(scope, receive, send)
             return
         session_id, _confirmed_at, token = claim
-        body = b""
-        if scope["method"] != "GET":
-            if declared_too_large(scope, self.settings.max_body_bytes):
-                await self.app(scope, receive, send)  # refused there, unread
-                return
-            try:
-                read = await read_body(receive, self.settings.max_body_bytes)
-            except ClientGone:
-                return
-            if read is None:
-                await too_large(self.settings.max_body_bytes)(scope, receive, send)
-                return
-            body = read
+        max_bytes = self.settings.max_body_bytes
+        body = b"" if scope["method"] == "GET" else await bounded_body(scope, receive, send, max_bytes)
+        if body is None:  # answered 413, or the client left
+            return
         try:
             response = await route(scope, session_id, body)
         except Exception as error:

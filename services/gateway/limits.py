@@ -40,6 +40,18 @@ async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
             return b"".join(chunks)
 
 
+async def bounded_body(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> bytes | None:
+    """The request's body; None once the request is over: refused with a 413 (before any parsing,
+    with or without Content-Length), or left by its client."""
+    try:
+        body = None if declared_too_large(scope, max_bytes) else await read_body(receive, max_bytes)
+    except ClientGone:
+        return None
+    if body is None:
+        await error_response(413, f"Request body is over the {max_bytes}-byte limit")(scope, receive, send)
+    return body
+
+
 def replaying(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands an app a body already read, then the client's own messages (its disconnect)."""
     sent = False
@@ -54,10 +66,6 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def too_large(max_bytes: int) -> Response:
-    return error_response(413, f"Request body is over the {max_bytes}-byte limit")
-
-
 class BodyLimitMiddleware:
     """Buffers up to `max_bytes` of body, then hands the app a body that is known to be small."""
 
@@ -69,17 +77,9 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        if declared_too_large(scope, self.max_bytes):
-            await too_large(self.max_bytes)(scope, receive, send)
-            return
-        try:
-            body = await read_body(receive, self.max_bytes)
-        except ClientGone:
-            return
-        if body is None:
-            await too_large(self.max_bytes)(scope, receive, send)
-            return
-        await self.app(scope, replaying(body, receive), send)
+        body = await bounded_body(scope, receive, send, self.max_bytes)
+        if body is not None:
+            await self.app(scope, replaying(body, receive), send)
 
 
 class StrictJSONRequest(Request):
