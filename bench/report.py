@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +29,39 @@ def one(result: Result, section: str, **match: object) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
+TEXT, FIGURE = "---", "--:"  # a column's alignment row: figures are right-aligned
+
+
+def table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[object]]) -> str:
+    """A markdown table; each column is (title, TEXT or FIGURE)."""
+    lines = [[title for title, _ in columns], *rows]
+    text = ["| " + " | ".join(str(value) for value in line) + " |" for line in lines]
+    text.insert(1, "|" + "|".join(align for _, align in columns) + "|")
+    return "\n".join(text)
+
+
+def figures(*titles: str) -> list[tuple[str, str]]:
+    return [(title, FIGURE) for title in titles]
+
+
 def http_table(result: Result) -> str:
+    columns = [("operation", TEXT), *figures("connections", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms")]
+    columns += figures("failed", "Redis forks in the runs")
     rows = [
-        "| operation | connections | req/s | p50 ms | p95 ms | p99 ms | max ms | failed | Redis forks in the runs |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        [
+            cell["operation"],
+            cell["connections"],
+            f"{cell['rps']:,.0f}",
+            f"{cell['p50_ms']:.1f}",
+            f"{cell['p95_ms']:.1f}",
+            f"{cell['p99_ms']:.1f}",
+            f"{cell['max_ms']:.0f}",
+            cell["errors"] + cell["non_2xx"],
+            cell.get("redis_forks", "-"),
+        ]
+        for cell in result.get("http", [])
     ]
-    for cell in result.get("http", []):
-        rows.append(
-            f"| {cell['operation']} | {cell['connections']} | {cell['rps']:,.0f} | {cell['p50_ms']:.1f} | "
-            f"{cell['p95_ms']:.1f} | {cell['p99_ms']:.1f} | {cell['max_ms']:.0f} | "
-            f"{cell['errors'] + cell['non_2xx']} | {cell.get('redis_forks', '-')} |"
-        )
-    return "\n".join(rows)
+    return table(columns, rows)
 
 
 def figure(cell: dict[str, Any] | None) -> str:
@@ -60,11 +82,17 @@ def verdict(cell: dict[str, Any] | None, target: tuple[int, int]) -> str:
 
 
 def targets_table(result: Result) -> str:
-    rows = [
-        f"| operation (c={TARGET_CONNECTIONS}) | target | ours, 1 gateway process | ours, GATEWAY_PROCESSES=2 "
-        "| Node/Express here | FastAPI direct here | Node in the issue | verdict (1 / 2 gateway processes) |",
-        "|---|---|---|---|---|---|---|---|",
+    titles = [
+        f"operation (c={TARGET_CONNECTIONS})",
+        "target",
+        "ours, 1 gateway process",
+        "ours, GATEWAY_PROCESSES=2",
+        "Node/Express here",
+        "FastAPI direct here",
+        "Node in the issue",
+        "verdict (1 / 2 gateway processes)",
     ]
+    rows = []
     for operation, target in TARGETS.items():
         ours = one(result, "http", operation=operation, connections=TARGET_CONNECTIONS)
         two = one(result, "scaling", operation=operation, gateways=2, workers=1)
@@ -73,42 +101,50 @@ def targets_table(result: Result) -> str:
         quoted = ISSUE_NODE.get(operation)
         quoted_text = f"{quoted[0]:,}/s, p99 {quoted[1]} ms" if quoted else "-"
         rows.append(
-            f"| {operation} | ≥ {target[0]:,}/s, p99 ≤ {target[1]} ms | {figure(ours)} | {figure(two)} | "
-            f"{figure(node)} | {figure(direct)} | {quoted_text} | {verdict(ours, target)} / {verdict(two, target)} |"
+            [
+                operation,
+                f"≥ {target[0]:,}/s, p99 ≤ {target[1]} ms",
+                figure(ours),
+                figure(two),
+                figure(node),
+                figure(direct),
+                quoted_text,
+                f"{verdict(ours, target)} / {verdict(two, target)}",
+            ]
         )
-    return "\n".join(rows)
+    return table([(title, TEXT) for title in titles], rows)
 
 
 def scaling_table(result: Result) -> str:
+    columns = [("operation (c=64)", TEXT), *figures("gateway processes", "worker processes of each", "req/s", "p99 ms")]
     rows = [
-        "| operation (c=64) | gateway processes | worker processes of each | req/s | p99 ms |",
-        "|---|--:|--:|--:|--:|",
+        [cell["operation"], cell.get("gateways", 1), cell["workers"], f"{cell['rps']:,.0f}", f"{cell['p99_ms']:.1f}"]
+        for cell in result.get("scaling", [])
     ]
-    for cell in result.get("scaling", []):
-        rows.append(
-            f"| {cell['operation']} | {cell.get('gateways', 1)} | {cell['workers']} | {cell['rps']:,.0f} | "
-            f"{cell['p99_ms']:.1f} |"
-        )
-    return "\n".join(rows)
+    return table(columns, rows)
 
 
 def workers_table(result: Result) -> str:
+    per_process = f"per process (target ≥ {TARGET_WORKER_EVENTS_S:,})"
+    columns = [("service", TEXT), *figures("processes", "events/s", per_process)]
+    columns += figures("worker CPU µs per event", "events/s per busy core")
+    columns += [("peak RSS MB per process", TEXT), ("CPU % while draining", TEXT)]
+    columns += figures("Redis forks in the drains")
     rows = [
-        f"| service | processes | events/s | per process (target ≥ {TARGET_WORKER_EVENTS_S:,}) "
-        "| worker CPU µs per event | events/s per busy core | peak RSS MB per process | CPU % while draining "
-        "| Redis forks in the drains |",
-        "|---|--:|--:|--:|--:|--:|---|---|--:|",
+        [
+            cell["service"],
+            cell["processes"],
+            f"{cell['events_per_s']:,}",
+            f"{cell['events_per_s_per_process']:,}",
+            f"{cell.get('worker_cpu_us_per_event', 0):.0f}",
+            f"{cell.get('events_per_busy_core_s', 0):,}",
+            ", ".join(f"{mb:.0f}" for mb in cell["peak_rss_mb"].values()),
+            ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell.get("cpu_percent", {}))),
+            cell.get("redis_forks", "-"),
+        ]
+        for cell in result.get("workers_alone", [])
     ]
-    for cell in result.get("workers_alone", []):
-        rss = ", ".join(f"{mb:.0f}" for mb in cell["peak_rss_mb"].values())
-        rows.append(
-            f"| {cell['service']} | {cell['processes']} | {cell['events_per_s']:,} | "
-            f"{cell['events_per_s_per_process']:,} | {cell.get('worker_cpu_us_per_event', 0):.0f} | "
-            f"{cell.get('events_per_busy_core_s', 0):,} | {rss} | "
-            + ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell.get("cpu_percent", {})))
-            + f" | {cell.get('redis_forks', '-')} |"
-        )
-    return "\n".join(rows)
+    return table(columns, rows)
 
 
 def cpu_table(result: Result) -> str:
@@ -117,16 +153,18 @@ def cpu_table(result: Result) -> str:
     CPU % is of one core (200 = the whole box); "everything else" is what other programs took
     meanwhile. CPU ms per request barely moves with that noise, unlike req/s.
     """
-    rows = [
-        "| server | operation (c=64) | CPU % of one core, by process | server CPU ms per request, by process |",
-        "|---|---|---|---|",
-    ]
+    titles = ["server", "operation (c=64)", "CPU % of one core, by process", "server CPU ms per request, by process"]
     found = cells(result, "http", connections=TARGET_CONNECTIONS) + result.get("baselines", [])
-    for cell in found + ([result["ceiling"]] if result.get("ceiling") else []):
-        shares = ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell["cpu_percent"]))
-        costs = ", ".join(f"{name} {ms:.2f}" for name, ms in by_size(cpu_ms_per_request(cell)))
-        rows.append(f"| {cell['server']} | {cell['operation']} | {shares} | {costs} |")
-    return "\n".join(rows)
+    rows = [
+        [
+            cell["server"],
+            cell["operation"],
+            ", ".join(f"{name} {share:.0f}" for name, share in by_size(cell["cpu_percent"])),
+            ", ".join(f"{name} {ms:.2f}" for name, ms in by_size(cpu_ms_per_request(cell))),
+        ]
+        for cell in found + ([result["ceiling"]] if result.get("ceiling") else [])
+    ]
+    return table([(title, TEXT) for title in titles], rows)
 
 
 def cpu_ms_per_request(cell: dict[str, Any]) -> dict[str, float]:
@@ -143,10 +181,11 @@ def by_size(values: dict[str, float]) -> list[tuple[str, float]]:
 
 
 def memory_table(result: Result) -> str:
-    rows = ["| phase | peak RSS MB by process |", "|---|---|"]
-    for phase, peaks in result.get("memory", {}).items():
-        rows.append(f"| {phase} | {', '.join(f'{name} {mb:.0f}' for name, mb in peaks.items())} |")
-    return "\n".join(rows)
+    rows = [
+        [phase, ", ".join(f"{name} {mb:.0f}" for name, mb in peaks.items())]
+        for phase, peaks in result.get("memory", {}).items()
+    ]
+    return table([("phase", TEXT), ("peak RSS MB by process", TEXT)], rows)
 
 
 def soak_table(result: Result) -> str:
@@ -154,15 +193,15 @@ def soak_table(result: Result) -> str:
     if not soak:
         return "Not run (`--soak SECONDS` runs mixed load at 64 connections and samples memory)."
     rows = [
-        f"Mixed load at 64 connections for {soak['seconds']:.0f} s, resident memory sampled every {soak['every_s']} s.",
-        "",
-        "| process | RSS MB at start | at end | max | samples |",
-        "|---|--:|--:|--:|--:|",
+        [name, f"{series[0]:.1f}", f"{series[-1]:.1f}", f"{max(series):.1f}", len(series)]
+        for name, series in soak["rss_mb"].items()
+        if series
     ]
-    for name, series in soak["rss_mb"].items():
-        if series:
-            rows.append(f"| {name} | {series[0]:.1f} | {series[-1]:.1f} | {max(series):.1f} | {len(series)} |")
-    return "\n".join(rows)
+    columns = [("process", TEXT), *figures("RSS MB at start", "at end", "max", "samples")]
+    intro = (
+        f"Mixed load at 64 connections for {soak['seconds']:.0f} s, resident memory sampled every {soak['every_s']} s."
+    )
+    return f"{intro}\n\n{table(columns, rows)}"
 
 
 def ceiling_line(result: Result) -> str:
