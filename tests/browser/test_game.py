@@ -90,8 +90,12 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
 
     # Chapter progress: talking to the guide starts sub-chapter 2, and that is saved.
     game.page.evaluate(f"window.__cacheQuest.teleport({GUIDE[0] - 36}, {GUIDE[1]})")
-    game.press("Enter")
-    game.wait_for("the guide's dialogue", lambda snap: snap["dialogue"] is not None)
+    game.press_until(
+        "Enter",
+        "the guide's dialogue",
+        lambda snap: snap["dialogue"] is not None,
+        lambda snap: snap["dialogue"] is None,
+    )
     game.screenshot("dialogue")
     while shown := game.wait_for("the dialogue", lambda snap: True)["dialogue"]:
         game.press("Enter")

@@ -5,7 +5,8 @@
 //         menu: { title, options, selected } | null, dialogue: { speaker, line } | null,
 //         nameEntry: { name } | null, map, hero: { x, y, hp } | null,
 //         survivor: { map, score, wave, alive, result } | null,
-//         leaderboard: { map, entries: [{ rank, name, score, own }], ownRank } | null }
+//         leaderboard: { map, entries: [{ rank, name, score, own }], ownRank } | null,
+//         keys: the last key presses the page received: [{ key, toCanvas, frame }] }
 //   window.__cacheQuest.teleport(x, y, map?)  quest scene only: moves the hero; with another map
 //       name it travels there through the normal map change (which saves).
 //   window.__cacheQuest.endSurvivorRun()  survivor scene only: the hero falls now, and the usual
@@ -20,7 +21,19 @@ function requireLive(name) {
   return action;
 }
 
+/** Key presses as the page received them, for a test's failure message: did the key reach the game? */
+const keysSeen = [];
+
+function recordKeys() {
+  const record = (event) => {
+    keysSeen.push({ key: event.key, toCanvas: event.target === k.canvas, frame: k.debug.numFrames() });
+    if (keysSeen.length > 8) keysSeen.shift();
+  };
+  window.addEventListener("keydown", record, { capture: true });
+}
+
 export function installTestHook() {
+  recordKeys();
   window.__cacheQuest = {
     snapshot() {
       const { live } = state;
@@ -39,6 +52,7 @@ export function installTestHook() {
         hero,
         survivor: live.survivor ?? null,
         leaderboard: live.leaderboard ?? null,
+        keys: keysSeen,
       });
     },
     teleport: (x, y, map) => requireLive("teleport")(x, y, map),
