@@ -54,8 +54,7 @@ def test_new_player_sees_the_title_and_new_game_creates_both_saves(game: Game, s
     game.screenshot("title")
     assert stats["colours"] > 50 and stats["stddev"] > 10, f"the title screen looks blank: {stats}"
 
-    game.press("Enter")
-    menu = game.wait_for("the main menu", lambda snap: snap["menu"] is not None)["menu"]
+    menu = game.leave_title()["menu"]
     game.screenshot("menu")
     assert "Continue" not in menu["options"], "a brand-new session has no save to continue"
 
@@ -64,8 +63,7 @@ def test_new_player_sees_the_title_and_new_game_creates_both_saves(game: Game, s
     game.page.keyboard.type("Te-st 7!")  # only letters and digits are taken
     game.wait_for("the filtered name", lambda snap: snap["nameEntry"]["name"] == "Test7")
     game.screenshot("newgame")
-    game.press("Enter")
-    snap = game.wait_for("the quest, saved", lambda snap: snap["scene"] == "quest" and snap["allSaved"])
+    snap = game.start_game_named()
     game.screenshot("quest")
 
     session_id = game.session_id_from_server()
@@ -98,8 +96,7 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
     )
     game.screenshot("dialogue")
     while shown := game.wait_for("the dialogue", lambda snap: True)["dialogue"]:
-        game.press("Enter")
-        game.wait_for("the next line", dialogue_is_not(shown))
+        game.press_until("Enter", "the next line", dialogue_is_not(shown), lambda snap: snap["dialogue"] == shown)
     game.wait_for("sub-chapter 2", lambda snap: snap["game"]["subChapter"] == 2)
     wait_for_field(store, f"games:{session_id}", "subChapter", 2)
 
@@ -116,8 +113,7 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
 
     game.page.reload()
     game.wait_for_scene("title")
-    game.press("Enter")
-    game.wait_for("the main menu", lambda snap: snap["menu"] is not None)
+    game.leave_title()
     game.screenshot("menu-after-reload")
     game.choose("Continue")
     back = game.wait_for("the quest after Continue", lambda snap: snap["scene"] == "quest" and snap["hero"] is not None)
@@ -159,13 +155,14 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
     game.wait_for_scene("menu")
     game.choose("Leaderboards")
     game.wait_for("the Grassland board", lambda snap: (snap["leaderboard"] or {}).get("map") == "Grassland")
-    game.press("ArrowRight")
 
     def shows_mountains(snap: Snapshot) -> bool:
         board = snap["leaderboard"]
         return board is not None and board["map"] == "Mountains"
 
-    board = game.wait_for("the Mountains board", shows_mountains)["leaderboard"]
+    board = game.press_until(
+        "ArrowRight", "the Mountains board", shows_mountains, lambda snap: snap["leaderboard"]["map"] == "Grassland"
+    )["leaderboard"]
     game.screenshot("leaderboards")
     assert {"rank": rank + 1, "name": "Runner", "score": score, "own": True} in board["entries"]
 
