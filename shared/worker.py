@@ -3,9 +3,9 @@
 Lifecycle: connect and check Redis, create the group and indexes, then loop:
 read a batch, and settle it (apply, reply, dead-letter, acknowledge) in one
 atomic script, shared/settle.lua, while reading and preparing the next one.
-Now and then, claim what dead consumers left
-pending and forget consumers long gone. SIGTERM (or Ctrl-C) stops the reading;
-the batch in hand is settled before the process exits.
+Now and then, claim what dead consumers left pending and forget consumers long
+gone. SIGTERM (or Ctrl-C) stops the reading; the batch in hand is settled
+before the process exits.
 """
 
 from __future__ import annotations
