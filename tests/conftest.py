@@ -8,6 +8,7 @@ else the embedded Redis Stack server (devtools/redis_stack.py) on a free port.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,16 @@ UNLIMITED_ADDRESS = {"RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute", "RATE_LIMIT
 FAST = {"REQUEST_TIMEOUT_MS": "1000", "CLAIM_IDLE_MS": "2000", "BLOCK_MS": "200"}
 # A generous deadline, so a busy CI machine is not mistaken for a lost reply (fault tests set their own).
 PATIENT = {"REQUEST_TIMEOUT_MS": "10000", "CLAIM_IDLE_MS": "20000"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C, so the fixtures still stop the Redis
+    and the services they started: those run in sessions of their own and would outlive pytest."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def free_port() -> int:
