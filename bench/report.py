@@ -147,6 +147,22 @@ def workers_table(result: Result) -> str:
     return table(columns, rows)
 
 
+def redis_time_table(result: Result) -> str:
+    columns = [("service", TEXT), *figures("processes", "Redis main thread CPU µs per event")]
+    columns += [("in commands, µs per event (a script's time includes the commands it runs)", TEXT)]
+    rows = [
+        [
+            cell["service"],
+            cell["processes"],
+            f"{cell.get('redis_cpu_us_per_event', 0):.1f}",
+            ", ".join(f"{name} {us:.1f}" for name, us in by_command.items()),
+        ]
+        for cell in result.get("workers_alone", [])
+        if (by_command := cell.get("redis_us_per_event"))
+    ]
+    return table(columns, rows) if rows else "Not measured in this run."
+
+
 def cpu_table(result: Result) -> str:
     """Where both cores went at 64 connections, and the CPU each request cost the server side.
 
@@ -259,6 +275,7 @@ def markdown(result: Result) -> str:
         ("Our stack over HTTP (1 process of each worker)", http_table(result)),
         ("Throughput with more processes", scaling_table(result)),
         ("The workers alone (backlog drained, replies written)", workers_table(result)),
+        ("Where Redis's time went in the drains (INFO commandstats)", redis_time_table(result)),
         ('Where the CPU went (noise: see "everything else")', cpu_table(result)),
         ("Memory: peak RSS at the end of each phase", memory_table(result)),
         ("Memory under a soak", soak_table(result)),

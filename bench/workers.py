@@ -1,11 +1,12 @@
 """The workers alone: N events pushed straight onto a stream, timed until every reply is written.
 
-The workers are paused (SIGSTOP) while the backlog is written, then resumed: the
-clock runs from SIGCONT until the group has delivered the last entry and holds
-none pending. A worker acknowledges a batch in the same pipeline as its replies,
-after them, so that moment is when the last reply exists; the replies are
-counted afterwards to prove it. Writing the backlog first keeps the producer's
-CPU out of a two-core measurement.
+The workers are paused (SIGSTOP) while the backlog is written, then resumed. The
+clock runs from SIGCONT to the newest reply, both read on Redis's clock (TIME,
+and the reply's stream id), so the wait for the group to hold nothing pending
+can poll slowly: a 5 ms poll took 10-19% of a core from the two it measures.
+The replies are counted afterwards, to prove every event was answered. Writing
+the backlog first keeps the producer's CPU out of a two-core measurement.
+Redis's own counters, read before and after, say where its time per event went.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 import orjson
@@ -32,7 +33,7 @@ from shared.protocol import SAVES, SCORES, Event, EventType, Route
 
 DEADLINE_MS = 600_000  # far past the run: nothing may expire while the backlog waits
 PUSH_CHUNK = 2_000
-POLL_S = 0.005
+POLL_S = 0.1
 DOCUMENTS = 1_000
 SERVICES = {"saves": SAVES, "leaderboard": SCORES}
 
@@ -45,6 +46,8 @@ class DrainRun:
     replies_ok: int
     cpu_percent: dict[str, float]  # per process while draining, as in the HTTP runs
     redis_forks: int = 0  # AOF rewrites and other forks of Redis during the drain
+    redis_cpu_us_per_event: float = 0.0  # Redis's main thread: commands, I/O, AOF writes (INFO cpu)
+    redis_us_per_event: dict[str, float] = field(default_factory=dict)  # by command (INFO commandstats)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,14 @@ class DrainCell:
     def cpu_percent(self) -> dict[str, float]:
         return median_shares([run.cpu_percent for run in self.runs])
 
+    def redis_us_per_event(self) -> dict[str, float]:
+        """The median over the runs of Redis's time per event, by command."""
+        commands = {name for run in self.runs for name in run.redis_us_per_event}
+        medians = {
+            name: statistics.median(run.redis_us_per_event.get(name, 0.0) for run in self.runs) for name in commands
+        }
+        return {name: round(us, 1) for name, us in sorted(medians.items(), key=lambda item: -item[1])}
+
     def worker_cpu_us_per_event(self) -> float:
         """CPU microseconds the workers spent per event: 1e6 / this is what one busy core could drain."""
         worker_share = sum(share for name, share in self.cpu_percent().items() if name.startswith(self.service))
@@ -85,6 +96,8 @@ class DrainCell:
             "events_per_busy_core_s": round(1e6 / cost) if cost else 0,
             "peak_rss_mb": self.peak_rss_mb,
             "redis_forks": sum(run.redis_forks for run in self.runs),
+            "redis_cpu_us_per_event": round(statistics.median(run.redis_cpu_us_per_event for run in self.runs), 1),
+            "redis_us_per_event": self.redis_us_per_event(),
             "runs": [asdict(run) for run in self.runs],
         }
 
@@ -138,16 +151,44 @@ def as_text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def replies_ok(client: redis.Redis, events: list[Event]) -> int:
-    """How many events have a 200 reply on their reply stream."""
-    ok = 0
+def replies(client: redis.Redis, events: list[Event]) -> tuple[int, int]:
+    """How many events have a 200 reply on their reply stream, and when (Redis ms) the newest was written."""
+    ok, newest_ms = 0, 0
     for start in range(0, len(events), PUSH_CHUNK):
         with client.pipeline(transaction=False) as pipe:
             for event in events[start : start + PUSH_CHUNK]:
                 pipe.xrange(event.reply_to, count=1)
             for entries in pipe.execute():
-                ok += bool(entries) and entries[0][1][b"status"] == b"200"
-    return ok
+                if entries:
+                    reply_id, fields = entries[0]
+                    ok += fields[b"status"] == b"200"
+                    newest_ms = max(newest_ms, int(reply_id.split(b"-")[0]))
+    return ok, newest_ms
+
+
+def redis_time_ms(client: redis.Redis) -> int:
+    seconds, microseconds = client.time()
+    return int(seconds) * 1000 + int(microseconds) // 1000
+
+
+def command_usec(client: redis.Redis) -> dict[str, int]:
+    """Microseconds Redis has spent in each command since it started ("JSON.SET", "XINFO GROUPS", ...).
+
+    A script's figure includes the commands it runs, which also count under their own names.
+    """
+    stats: dict[str, dict[str, Any]] = client.info("commandstats")
+    return {name.removeprefix("cmdstat_").replace("|", " ").upper(): int(row["usec"]) for name, row in stats.items()}
+
+
+def main_thread_cpu_us(client: redis.Redis) -> float:
+    cpu = client.info("cpu")
+    return (float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])) * 1e6
+
+
+def usec_per_event(before: dict[str, int], after: dict[str, int], events: int) -> dict[str, float]:
+    """What each command cost per event in between; the bench's own polling (under 0.1 µs) is left out."""
+    spent = {name: (usec - before.get(name, 0)) / events for name, usec in after.items()}
+    return {name: round(us, 2) for name, us in spent.items() if us >= 0.1}
 
 
 def signal_all(pids: list[int], sig: signal.Signals) -> None:
@@ -165,21 +206,27 @@ def drain_once(redis_url: str, route: Route, watch: dict[str, int], events: list
             persistence.wait_until_quiet(redis_url)
         finally:
             forks_before = persistence.forks(redis_url)
+            usec_before, cpu_before = command_usec(client), main_thread_cpu_us(client)
             before, busy_before = procs.snapshot(watch), procs.machine_busy_s()
+            started_ms = redis_time_ms(client)
             signal_all(pids, signal.SIGCONT)
         started = time.monotonic()
         while not drained(client, route, last_id):
             if time.monotonic() - started > timeout_s:
                 raise TimeoutError(f"{route.group}: the backlog of {len(events)} was not drained in {timeout_s:.0f} s")
             time.sleep(POLL_S)
-        seconds = time.monotonic() - started
-        cpu = procs.cpu_shares(before, procs.snapshot(watch), seconds)
-        cpu["everything else"] = round(
-            max(0.0, 100 * (procs.machine_busy_s() - busy_before) / seconds - sum(cpu.values())), 1
-        )
+        # Redis's and the processes' counters first: counting the replies is work of its own.
+        redis_us = usec_per_event(usec_before, command_usec(client), len(events))
+        redis_cpu_us = round((main_thread_cpu_us(client) - cpu_before) / len(events), 1)
+        after, busy_after = procs.snapshot(watch), procs.machine_busy_s()
         forks = persistence.forks(redis_url) - forks_before
+        answered, newest_ms = replies(client, events)
+        seconds = max(newest_ms - started_ms, 1) / 1000
+        # Shares of the drain itself: the processes idle in the slow poll's last moments.
+        cpu = procs.cpu_shares(before, after, seconds)
+        cpu["everything else"] = round(max(0.0, 100 * (busy_after - busy_before) / seconds - sum(cpu.values())), 1)
         rate = round(len(events) / seconds)
-        return DrainRun(len(events), round(seconds, 3), rate, replies_ok(client, events), cpu, forks)
+        return DrainRun(len(events), round(seconds, 3), rate, answered, cpu, forks, redis_cpu_us, redis_us)
 
 
 def wait_consumers(client: redis.Redis, route: Route, pids: list[int], timeout_s: float = 60) -> None:
@@ -198,7 +245,9 @@ def wait_consumers(client: redis.Redis, route: Route, pids: list[int], timeout_s
 
 @contextmanager
 def workers(redis_url: str, service: str, processes: int, log: IO[str], log_level: str) -> Iterator[Stack]:
-    stack = Stack(redis_url, free_port(), env=service_env(log_level), sink=log)
+    # Replies outlive the drain, so that all of them can be counted after it.
+    env = {**service_env(log_level), "REPLY_TTL_S": "600"}
+    stack = Stack(redis_url, free_port(), env=env, sink=log)
     try:
         for _ in range(processes):
             stack.spawn(service)
