@@ -82,7 +82,7 @@ class Cell:
         return {**per_process, "total": round(sum(per_process.values()), 3)} if rps else {}
 
 
-NOT_SERVER = {"wrk", "everything else"}
+NOT_SERVER = {"wrk", "everything else", procs.STOLEN}
 
 
 def median_shares(shares: list[dict[str, float]]) -> dict[str, float]:
@@ -120,7 +120,7 @@ def run_wrk(
     ]  # fmt: skip
     forks_before = persistence.forks(redis_url)
     before, started = procs.snapshot(watch), time.monotonic()
-    wrk_cpu_before, busy_before = procs.children_cpu_s(), procs.machine_busy_s()
+    wrk_cpu_before, machine_before = procs.children_cpu_s(), procs.machine_time()
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + WRK_TIMEOUT_S + 30)
     except subprocess.TimeoutExpired as error:
@@ -128,9 +128,8 @@ def run_wrk(
     wall_s = time.monotonic() - started
     cpu = procs.cpu_shares(before, procs.snapshot(watch), wall_s)
     cpu["wrk"] = round(100 * (procs.children_cpu_s() - wrk_cpu_before) / wall_s, 1)
-    # Whatever else ran on the box meanwhile (other jobs, this script): the noise in the figure.
-    busy = 100 * (procs.machine_busy_s() - busy_before) / wall_s
-    cpu["everything else"] = round(max(0.0, busy - sum(cpu.values())), 1)
+    # Whatever else ran on the box meanwhile (other jobs, this script, the host): the noise in the figure.
+    cpu |= procs.noise(machine_before, procs.machine_time(), wall_s, cpu)
     return replace(parse(done.stdout, done.stderr, cpu), redis_forks=persistence.forks(redis_url) - forks_before)
 
 

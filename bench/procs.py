@@ -11,6 +11,7 @@ import resource
 from dataclasses import dataclass
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+STOLEN = "stolen by the host"
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,28 @@ def cpu_shares(before: dict[str, Usage], after: dict[str, Usage], wall_s: float)
     }
 
 
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine spent busy since boot, all cores together (from /proc/stat)."""
+@dataclass(frozen=True)
+class MachineTime:
+    """CPU seconds since boot, all cores together (from /proc/stat)."""
+
+    busy_s: float  # this machine's programs and kernel
+    stolen_s: float  # taken by the hypervisor for other guests while we wanted to run ("steal")
+
+
+def machine_time() -> MachineTime:
     with open("/proc/stat") as stat_file:
-        fields = [int(value) for value in stat_file.readline().split()[1:]]
-    idle, iowait = fields[3], fields[4] if len(fields) > 4 else 0
-    return (sum(fields[:8]) - idle - iowait) / TICKS_PER_S
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (
+            int(value) for value in stat_file.readline().split()[1:9]
+        )
+    return MachineTime((user + nice + system + irq + softirq) / TICKS_PER_S, steal / TICKS_PER_S)
+
+
+def noise(before: MachineTime, after: MachineTime, wall_s: float, measured: dict[str, float]) -> dict[str, float]:
+    """The CPU (% of one core) that the `measured` processes did not use: other programs and the kernel
+    ("everything else"), and what the host of this virtual machine took ("stolen by the host")."""
+    busy = 100 * (after.busy_s - before.busy_s) / wall_s
+    stolen = 100 * (after.stolen_s - before.stolen_s) / wall_s
+    return {"everything else": round(max(0.0, busy - sum(measured.values())), 1), STOLEN: round(stolen, 1)}
 
 
 def children_cpu_s() -> float:

@@ -207,7 +207,7 @@ def drain_once(redis_url: str, route: Route, watch: dict[str, int], events: list
         finally:
             forks_before = persistence.forks(redis_url)
             usec_before, cpu_before = command_usec(client), main_thread_cpu_us(client)
-            before, busy_before = procs.snapshot(watch), procs.machine_busy_s()
+            before, machine_before = procs.snapshot(watch), procs.machine_time()
             started_ms = redis_time_ms(client)
             signal_all(pids, signal.SIGCONT)
         started = time.monotonic()
@@ -218,13 +218,13 @@ def drain_once(redis_url: str, route: Route, watch: dict[str, int], events: list
         # Redis's and the processes' counters first: counting the replies is work of its own.
         redis_us = usec_per_event(usec_before, command_usec(client), len(events))
         redis_cpu_us = round((main_thread_cpu_us(client) - cpu_before) / len(events), 1)
-        after, busy_after = procs.snapshot(watch), procs.machine_busy_s()
+        after, machine_after = procs.snapshot(watch), procs.machine_time()
         forks = persistence.forks(redis_url) - forks_before
         answered, newest_ms = replies(client, events)
         seconds = max(newest_ms - started_ms, 1) / 1000
         # Shares of the drain itself: the processes idle in the slow poll's last moments.
         cpu = procs.cpu_shares(before, after, seconds)
-        cpu["everything else"] = round(max(0.0, 100 * (busy_after - busy_before) / seconds - sum(cpu.values())), 1)
+        cpu |= procs.noise(machine_before, machine_after, seconds, cpu)
         rate = round(len(events) / seconds)
         return DrainRun(len(events), round(seconds, 3), rate, answered, cpu, forks, redis_cpu_us, redis_us)
 
