@@ -136,10 +136,10 @@ class Game:
             try:
                 return self.wait_for(description, predicate, timeout_s=3)
             except AssertionError:
-                snap = self.snapshot() or {}
-            if not may_press_again(snap):
+                snap = self.snapshot()
+            if snap is None or not may_press_again(snap):
                 return self.wait_for(description, predicate)  # the key acted; what follows may be slow
-            keys = snap.get("keys")
+            keys = snap["keys"]
             warnings.warn(f"{key} pressed again for {description}; the keys the page received: {keys}", stacklevel=2)
         self.let_frames_pass()
         self.press(key)
