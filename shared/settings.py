@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_SESSION_SECRET = "dev-only-insecure-secret-change-me"
 RATE = re.compile(r"\s*([1-9][0-9]*)\s*/\s*(second|minute|hour|day)\s*")
+MAX_EXACT_INTEGER = 2**53
 PERIOD_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 
 
@@ -111,6 +112,9 @@ class Settings(BaseSettings):
             raise ValueError("SESSION_SECRET must be set in production (ENVIRONMENT=production)")
         if self.score_min >= self.score_max:
             raise ValueError("SCORE_MIN must be below SCORE_MAX")
+        # Past 2^53 a JSON integer can't be stored exactly as Redis's (and JavaScript's) double.
+        if max(abs(self.score_min), abs(self.score_max)) > MAX_EXACT_INTEGER:
+            raise ValueError(f"SCORE_MIN and SCORE_MAX must lie within +-{MAX_EXACT_INTEGER} (2^53)")
         return self
 
 

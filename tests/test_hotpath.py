@@ -17,6 +17,7 @@ import pytest
 from devtools.stack import Stack
 from services.gateway.app import create_app
 from services.gateway.hotpath import HotPath
+from services.gateway.paths import ExpressPaths
 from shared.settings import Settings
 from tests.conftest import Player, eventually, free_port
 
@@ -59,18 +60,21 @@ def save_body(player: Player, **document: Any) -> dict[str, Any]:
     return {"playerData": {"name": "Hero", **document, "id": document.get("id", player.id)}}
 
 
-def test_reads_and_saves_answer_alike(stack: Stack, fastapi_only: str, player: Player) -> None:
-    me = f"/api/playerstate/{player.id}"
+@pytest.mark.parametrize("slash", ["", "/"], ids=["bare", "slashed"])
+def test_reads_and_saves_answer_alike(stack: Stack, fastapi_only: str, player: Player, slash: str) -> None:
+    me = f"/api/playerstate/{player.id}{slash}"
+    saves = f"/api/playerstate{slash}"
     assert both(stack, fastapi_only, player, "GET", me).status_code == 404
-    assert both(stack, fastapi_only, player, "PATCH", "/api/playerstate", json=save_body(player)).status_code == 404
-    assert both(stack, fastapi_only, player, "POST", "/api/playerstate", json=save_body(player)).status_code == 200
+    assert both(stack, fastapi_only, player, "PATCH", saves, json=save_body(player)).status_code == 404
+    assert both(stack, fastapi_only, player, "POST", saves, json=save_body(player)).status_code == 200
     document = save_body(player, pos={"x": 1.5, "y": -2}, skills=["dash"])
-    assert both(stack, fastapi_only, player, "PATCH", "/api/playerstate", json=document).status_code == 200
+    assert both(stack, fastapi_only, player, "PATCH", saves, json=document).status_code == 200
     # The stored text, not just its value: `id` comes first whichever gateway wrote it.
     stored = both(stack, fastapi_only, player, "GET", me)
     assert stored.text.startswith(f'{{"id":"{player.id}"')
-    assert both(stack, fastapi_only, player, "GET", f"/api/gamestate/{player.id}").status_code == 404
-    assert both(stack, fastapi_only, player, "GET", "/api/playerstate/someoneelse").status_code == 403
+    assert both(stack, fastapi_only, player, "HEAD", me).content == b""
+    assert both(stack, fastapi_only, player, "GET", f"/api/gamestate/{player.id}{slash}").status_code == 404
+    assert both(stack, fastapi_only, player, "GET", f"/api/playerstate/someoneelse{slash}").status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -83,7 +87,9 @@ def test_reads_and_saves_answer_alike(stack: Stack, fastapi_only: str, player: P
         ([], {}, 400),
         (b'{"playerData": {"id": "x"', {"content-type": "application/json"}, 400),
         (b'{"playerData": {"id": NaN}}', {"content-type": "application/json"}, 400),
-        ("same", {"content-type": "text/plain"}, 400),
+        ("same", {"content-type": "text/plain"}, 415),
+        ("same", {"content-type": ""}, 415),
+        ("same", {}, 415),
         ("deep", {}, 400),
         ("my id and a newline", {}, 400),
     ],
@@ -101,8 +107,9 @@ def test_broken_saves_answer_alike(
             nested = {"down": nested}
         body = save_body(player, nested=nested)
     request = {"content": body} if isinstance(body, bytes) else {"json": body}
-    answer = both(stack, fastapi_only, player, "PATCH", "/api/playerstate", headers=headers, **request)
-    assert answer.status_code == status
+    for path in ("/api/playerstate", "/api/playerstate/"):
+        answer = both(stack, fastapi_only, player, "PATCH", path, headers=headers, **request)
+        assert answer.status_code == status
 
 
 @pytest.mark.parametrize(
@@ -115,8 +122,9 @@ def test_broken_saves_answer_alike(
         ({"key": BOARD, "score": 1, "member": "Bad Name-{me}"}, 400),
         ({"key": BOARD, "score": 1, "member": "Hero\n-{me}"}, 400),
         ({"key": BOARD, "score": -1, "member": "Hero-{me}"}, 400),
-        ({"key": BOARD, "score": "12", "member": "Hero-{me}"}, None),
-        ({"key": BOARD, "score": True, "member": "Hero-{me}"}, None),
+        ({"key": BOARD, "score": "12", "member": "Hero-{me}"}, 400),
+        ({"key": BOARD, "score": True, "member": "Hero-{me}"}, 400),
+        ({"key": BOARD, "score": 2**53 + 1, "member": "Hero-{me}"}, 400),
         ({"key": BOARD, "score": 1, "member": "x" * 201}, 400),
         ({"key": BOARD, "member": "Hero-{me}"}, 400),
     ],
@@ -126,8 +134,9 @@ def test_scores_answer_alike(
 ) -> None:
     body = {k: v.replace("{me}", player.id) if isinstance(v, str) else v for k, v in body.items()}
     player.http.post("/api/leaderboard", json=body)  # so both gateways find it recorded already
-    answer = both(stack, fastapi_only, player, "POST", "/api/leaderboard", json=body)
-    assert status is None or answer.status_code == status
+    for path in ("/api/leaderboard", "/api/leaderboard/"):
+        answer = both(stack, fastapi_only, player, "POST", path, json=body)
+        assert answer.status_code == status
 
 
 @pytest.mark.parametrize(
@@ -135,6 +144,8 @@ def test_scores_answer_alike(
     [
         f"/api/leaderboard/{BOARD}",
         f"/api/leaderboard/{BOARD}?count=3",
+        f"/api/leaderboard/{BOARD}/?count=3",
+        f"/api/leaderboard/{BOARD}/",
         f"/api/leaderboard/{BOARD}?count=0",
         f"/api/leaderboard/{BOARD}?count=abc",
         f"/api/leaderboard/{BOARD}?count=3&count=4",
@@ -148,7 +159,9 @@ def test_top_scores_answer_alike(stack: Stack, fastapi_only: str, player: Player
 
 
 def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
-    hot = create_app(Settings(redis_url=redis_url))
+    outer = create_app(Settings(redis_url=redis_url))
+    assert isinstance(outer, ExpressPaths)
+    hot = outer.app
     assert isinstance(hot, HotPath)
 
     def served(method: str, path: str) -> bool:
@@ -173,4 +186,6 @@ def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
         ("GET", "/"),
     ]:
         assert not served(method, path), (method, path)
-    assert not isinstance(create_app(Settings(redis_url=redis_url, hot_path=False)), HotPath)
+    plain = create_app(Settings(redis_url=redis_url, hot_path=False))
+    assert isinstance(plain, ExpressPaths)
+    assert not isinstance(plain.app, HotPath)

@@ -17,6 +17,7 @@ from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
 from services.gateway.limits import BodyLimitMiddleware
 from services.gateway.models import Session
+from services.gateway.paths import ExpressPaths, GameFiles
 from services.gateway.ratelimit import RateLimits
 from services.gateway.sessions import SessionMiddleware, session_id
 from shared.connection import connect, ensure_indexes, redact
@@ -64,8 +65,8 @@ def create_app(settings: Settings) -> ASGIApp:
     app.include_router(saves.router)
     app.include_router(leaderboard.router)
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
-    app.mount("/", StaticFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
-    return HotPath(app, settings) if settings.hot_path else app
+    app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
+    return ExpressPaths(HotPath(app, settings) if settings.hot_path else app)
 
 
 def from_environment() -> ASGIApp:

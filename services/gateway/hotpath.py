@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.gateway import leaderboard, saves
 from services.gateway.errors import response_for
-from services.gateway.limits import bounded_body, replaying
+from services.gateway.limits import bounded_body, declares_json, replaying
 from services.gateway.models import ID_PATTERN, MEMBER_MAX_LENGTH
 from services.gateway.saves import GAMES, PLAYERS, Kind
 from services.gateway.sessions import SessionCookies, client_address
@@ -129,9 +129,8 @@ def is_id(value: object) -> bool:
 
 def json_body(scope: Scope, body: bytes) -> Any:
     """The parsed body if it is plainly JSON; None leaves anything unusual to FastAPI."""
-    for name, value in scope["headers"]:
-        if name == b"content-type" and value.partition(b";")[0].strip().lower() != b"application/json":
-            return None
+    if not declares_json(scope):
+        return None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:

@@ -1,4 +1,5 @@
-"""Request bodies: over the limit they are refused before anything parses them, and parsing is strict."""
+"""Request bodies: over the limit they are refused before anything parses them; they must say they are
+JSON, and parsing is strict."""
 
 from __future__ import annotations
 
@@ -82,6 +83,19 @@ class BodyLimitMiddleware:
             await self.app(scope, replaying(body, receive), send)
 
 
+JSON_MEDIA_TYPES = frozenset({b"application/json"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def declares_json(scope: Scope) -> bool:
+    """Whether the request says its body is JSON. A body without a Content-Type is not taken as JSON:
+    a cross-site `fetch` of an ArrayBuffer sends none, and needs no CORS preflight."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.partition(b";")[0].strip().lower() in JSON_MEDIA_TYPES
+    return False
+
+
 class StrictJSONRequest(Request):
     """Parses bodies with orjson: strict JSON (no NaN or Infinity to be stored as null) and fast."""
 
@@ -96,6 +110,8 @@ class StrictJSONRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def strict_handler(request: Request) -> Response:
+            if request.method in BODY_METHODS and not declares_json(request.scope):
+                return error_response(415, "Send the body as JSON, with Content-Type: application/json")
             return await handler(StrictJSONRequest(request.scope, request.receive))
 
         return strict_handler

@@ -32,7 +32,8 @@ class GameStateBody(BaseModel):
 class ScoreBody(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
     key: str = Field(examples=["leaderboards:survivor-Grassland"])
-    score: float = Field(examples=[1200])
+    # Strict: a JSON number only, never `"12"` or `true` (the hot path refuses those too).
+    score: float = Field(strict=True, examples=[1200])
     member: str = Field(
         max_length=MEMBER_MAX_LENGTH, examples=["Hero-<session id>"], description="`{name}-{session id}`"
     )

@@ -127,7 +127,7 @@ class SessionMiddleware:
                 confirmed_at = now
                 if not await self._refresh(redis, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
-            if session_id is None and scope["path"] == "/session":
+            if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
                 wait = await scope["app"].state.limits.admit([("address-sessions", client_address(scope))])
                 if wait:
                     too_many = error_response(429, "Too many new sessions; slow down", {"Retry-After": str(wait)})
