@@ -23,7 +23,7 @@ from typing import IO
 
 from bench import fixtures, machine, plot, procs, profile, report, servers, workers
 from bench.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
-from bench.workload import OPERATIONS, Session, requests_for
+from bench.workload import OPERATIONS, SLASHED, Session, requests_for
 
 ROOT = servers.ROOT
 BASELINE_OPERATIONS = ("save", "score", "top", "read")
@@ -83,9 +83,11 @@ def phase_list(text: str) -> list[str]:
 
 def op_list(text: str) -> list[str]:
     chosen = str_list(text)
-    unknown = set(chosen) - set(OPERATIONS)
+    unknown = set(chosen) - {*OPERATIONS, *SLASHED}
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown operations {sorted(unknown)}; choose from {', '.join(OPERATIONS)}")
+        raise argparse.ArgumentTypeError(
+            f"unknown operations {sorted(unknown)}; choose from {', '.join(OPERATIONS + SLASHED)}"
+        )
     return chosen
 
 

@@ -15,6 +15,8 @@ import orjson
 BOARD = "leaderboards:survivor-Grassland"
 TOP_PATH = f"/api/leaderboard/{BOARD}?count=10"
 OPERATIONS = ("save", "score", "top", "read", "mixed")
+# The seed client's spelling (`PATCH /api/playerstate/`), which must cost what the bare one does.
+SLASHED = ("save-slashed", "read-slashed")
 # A game session: saves at checkpoints, looks at the boards between runs, posts a score after one.
 MIX = {"save": 4, "read": 2, "top": 3, "score": 1}
 SCORES_PER_SESSION = 4  # distinct scores per session, so ZADD GT both moves and keeps members
@@ -59,9 +61,9 @@ def player_document(session_id: str, seed: int = 0) -> dict[str, object]:
     }
 
 
-def save_request(session: Session) -> Request:
+def save_request(session: Session, slash: str = "") -> Request:
     body = orjson.dumps({"playerData": player_document(session.id)})
-    return Request("PATCH", "/api/playerstate", session.cookie, body)
+    return Request("PATCH", f"/api/playerstate{slash}", session.cookie, body)
 
 
 def create_request(session: Session) -> Request:
@@ -74,8 +76,8 @@ def score_request(session: Session, score: int) -> Request:
     return Request("POST", "/api/leaderboard", session.cookie, body)
 
 
-def read_request(session: Session) -> Request:
-    return Request("GET", f"/api/playerstate/{session.id}", session.cookie)
+def read_request(session: Session, slash: str = "") -> Request:
+    return Request("GET", f"/api/playerstate/{session.id}{slash}", session.cookie)
 
 
 def top_request(session: Session) -> Request:
@@ -103,6 +105,10 @@ def one_kind(operation: str, sessions: list[Session], rng: random.Random) -> lis
         return [save_request(session) for session in sessions]
     if operation == "read":
         return [read_request(session) for session in sessions]
+    if operation == "save-slashed":
+        return [save_request(session, "/") for session in sessions]
+    if operation == "read-slashed":
+        return [read_request(session, "/") for session in sessions]
     if operation == "top":
         return [top_request(session) for session in sessions]
     if operation == "score":
