@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from bench import fixtures, machine, plot, procs, profile, report, servers, workers
-from bench.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
-from bench.workload import OPERATIONS, SLASHED, Session, requests_for
+from bench.measure import fixtures, machine, plot, procs, profile, report, servers, workers
+from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
+from bench.measure.workload import OPERATIONS, SLASHED, Session, requests_for
 
 ROOT = servers.ROOT
 BASELINE_OPERATIONS = ("save", "score", "top", "read")
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load while sampling memory; 0 skips")
     parser.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of the services (INFO logs every request)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output folder")
-    parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md and bench/results/ alone")
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md and its plot alone")
     parser.add_argument("--from-json", type=Path, help="measure nothing: report again from a saved JSON file")
     return parser.parse_args()
 
@@ -253,7 +253,6 @@ class Bench:
         if not self.args.no_docs and image.exists():
             COMMITTED.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(image, COMMITTED / "benchmarks.png")
-            shutil.copyfile(saved, COMMITTED / "latest.json")
             if report.update_docs(DOCS, self.result, COMMITTED / "benchmarks.png"):
                 say(f"updated {DOCS.relative_to(ROOT)} and {COMMITTED.relative_to(ROOT)}/")
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.procs import STOLEN
+from bench.measure.procs import STOLEN
 
 # The targets at 64 connections, and the Node/Express figures it quotes: (req/s, p99 ms).
 TARGETS = {"save": (2800, 50), "score": (2800, 50), "top": (5500, 30), "read": (5500, 30)}

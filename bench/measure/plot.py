@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.report import TARGET_CONNECTIONS, TARGET_WORKER_EVENTS_S, TARGETS, Result, cells, one
+from bench.measure.report import TARGET_CONNECTIONS, TARGET_WORKER_EVENTS_S, TARGETS, Result, cells, one
 
 OPERATIONS = ("save", "score", "top", "read", "mixed")
 SERVERS = ("ours", "node-express", "fastapi-direct")

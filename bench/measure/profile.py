@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.load import Run, Target, run_wrk
+from bench.measure.load import Run, Target, run_wrk
 
 # A sample whose stack passes through here is FastAPI running a plain `def` dependency in a thread
 # (in the event loop's thread) or through a pool thread (the dependency's own body).

@@ -18,11 +18,11 @@ from typing import IO
 
 import httpx
 
-from bench import procs
+from bench.measure import procs
 from devtools import redis_stack
 from devtools.stack import Stack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NODE_BASELINE = ROOT / "bench/baseline-node"
 START_TIMEOUT_S = 60
 # All load comes from 127.0.0.1 and each session writes several times a second: limits high enough
@@ -84,7 +84,7 @@ def stack_pids(stack: Stack) -> dict[str, int]:
 
 def start_fastapi_baseline(exits: ExitStack, redis_url: str, log: IO[str]) -> tuple[str, int]:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+    argv = [sys.executable, "-m", "bench.measure.baseline", "--port", str(port)]
     return start_http(exits, argv, {"REDIS_URL": redis_url}, port, log, ROOT)
 
 

@@ -15,10 +15,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from bench import persistence, procs
-from bench.workload import Request
+from bench.measure import persistence, procs
+from bench.measure.workload import Request
 
-LUA = Path(__file__).resolve().parent / "lua/replay.lua"
+LUA = Path(__file__).resolve().parents[1] / "lua/replay.lua"
 WRK_TIMEOUT_S = 10
 WRK_THREADS = 2  # one per core: the box has two
 
@@ -40,7 +40,7 @@ class Run:
     errors: int
     non_2xx: int
     cpu: dict[str, float] = field(default_factory=dict)
-    redis_forks: int = 0  # AOF rewrites and other forks of Redis during the run (bench/persistence.py)
+    redis_forks: int = 0  # AOF rewrites and other forks of Redis during the run (bench/measure/persistence.py)
 
 
 @dataclass(frozen=True)

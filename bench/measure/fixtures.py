@@ -8,7 +8,7 @@ import secrets
 import httpx
 import redis
 
-from bench.workload import BOARD, Session, create_request
+from bench.measure.workload import BOARD, Session, create_request
 
 SETUP_TIMEOUT_S = 120
 CONCURRENCY = 16

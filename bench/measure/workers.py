@@ -23,10 +23,10 @@ from typing import IO, Any
 import orjson
 import redis
 
-from bench import persistence, procs
-from bench.load import median_shares
-from bench.servers import free_port, service_env
-from bench.workload import BOARD, player_document
+from bench.measure import persistence, procs
+from bench.measure.load import median_shares
+from bench.measure.servers import free_port, service_env
+from bench.measure.workload import BOARD, player_document
 from devtools.stack import Stack
 from shared import keys
 from shared.protocol import SAVES, SCORES, Event, EventType, Route

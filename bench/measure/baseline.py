@@ -3,7 +3,7 @@
 No streams, no workers, no session store read: the cookie holds the session id
 (unsigned: this server exists only to be measured). Same framework, server,
 Redis client and models style as the gateway, so the difference is the design.
-`python -m bench.baseline --port 3200` with REDIS_URL set.
+`python -m bench.measure.baseline --port 3200` with REDIS_URL set.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def create_app(redis_url: str) -> FastAPI:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.measure.baseline", description=__doc__)
     parser.add_argument("--port", type=int, default=3200)
     args = parser.parse_args()
     app = create_app(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
