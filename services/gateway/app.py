@@ -8,18 +8,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.gateway import errors, health, leaderboard, saves
+from services.gateway import health, identity, leaderboard, responses, saves
+from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
-from services.gateway.limits import BodyLimitMiddleware
-from services.gateway.models import Session
 from services.gateway.paths import ExpressPaths, GameFiles
 from services.gateway.ratelimit import RateLimits
-from services.gateway.sessions import SessionMiddleware, session_id
+from services.gateway.sessions import SessionMiddleware
 from shared.connection import connect, ensure_indexes, redact
 from shared.pipelined import PipelinedRedis
 from shared.settings import Settings, get_settings
@@ -27,6 +26,8 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parents[2] / "web"
+# Every API route, in the order FastAPI matches them; the fast path is derived from the same list.
+ROUTERS = (identity.router, health.router, saves.router, leaderboard.router)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -52,21 +53,17 @@ def create_app(settings: Settings) -> ASGIApp:
         version="1.0.0",
         lifespan=lifespan,
     )
-    errors.install(app)
+    responses.install(app)
     app.add_middleware(SessionMiddleware, settings=settings)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
-    @app.get("/session", response_model=Session, tags=["session"])
-    async def session(request: Request) -> Session:
-        """Your session id (created on first visit): it is your player id and your game id."""
-        return Session(id=await session_id(request))
-
-    app.include_router(health.router)
-    app.include_router(saves.router)
-    app.include_router(leaderboard.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
-    return ExpressPaths(HotPath(app, settings) if settings.hot_path else app)
+    if not settings.hot_path:
+        return ExpressPaths(app)
+    return ExpressPaths(HotPath(app, [route for router in ROUTERS for route in router.routes], settings))
 
 
 def from_environment() -> ASGIApp:

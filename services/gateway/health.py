@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
-from services.gateway.saves import json_response
+from services.gateway.responses import json_response
 from shared.connection import missing_modules
 from shared.protocol import ROUTES
 from shared.settings import Settings

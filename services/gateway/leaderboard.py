@@ -8,11 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.responses import Response
 
+from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
-from services.gateway.limits import StrictJSONRoute
+from services.gateway.dependencies import ERRORS, Address, Bus, Hot, SessionId
+from services.gateway.hotpath import Call, fast, parse_body
 from services.gateway.models import LeaderboardEntry, Message, ScoreBody
-from services.gateway.saves import ERRORS, Bus, Hot, json_response
-from services.gateway.sessions import Address, SessionId
+from services.gateway.responses import json_response
+from services.gateway.sessions import client_address
 from shared import keys
 from shared.pipelined import PipelinedRedis
 from shared.protocol import EventType
@@ -22,6 +24,7 @@ router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=
 
 MEMBER_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 DEFAULT_COUNT = 10
+COUNT_ONLY = re.compile(rb"count=([1-9][0-9]{0,8})")  # the fast path's query; anything else goes to FastAPI
 Count = Annotated[int, Query(ge=1)]
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}
 
@@ -57,13 +60,31 @@ async def top(client: PipelinedRedis, settings: Settings, key: str, count: int) 
     return json_response(200, entries)
 
 
+async def submit_fast(call: Call) -> Response | None:
+    body = parse_body(ScoreBody, call)
+    if body is None:
+        return None
+    return await submit(call.state.bus, call.caller, client_address(call.scope), body.key, body.score, body.member)
+
+
 @router.post("", response_model=Message, responses=ERRORS)
+@fast(submit_fast)
 async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId, address: Address) -> Response:
     """Record a score with `ZADD GT`: only a personal best changes the board, and a lower one is not an error."""
     return await submit(commands, caller, address, body.key, body.score, body.member)
 
 
+async def top_fast(call: Call) -> Response | None:
+    query: bytes = call.scope["query_string"]
+    count = COUNT_ONLY.fullmatch(query) if query else None
+    if query and count is None:
+        return None
+    settings = call.state.settings
+    return await top(call.state.hot, settings, call.params["key"], int(count[1]) if count else DEFAULT_COUNT)
+
+
 @router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
+@fast(top_fast)
 async def top_scores(key: str, client: Hot, request: Request, count: Count = DEFAULT_COUNT) -> Any:
     """The top `count` entries, highest first; public, as a leaderboard is."""
     return await top(client, request.app.state.settings, key, count)

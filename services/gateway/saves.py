@@ -1,29 +1,37 @@
-"""Player and game saves: writes go to the saves worker through its stream, reads straight to Redis."""
+"""Player and game saves: writes go to the saves worker through its stream, reads straight to Redis.
 
-from __future__ import annotations
+The two kinds differ only in their names, keys and indexes (`Kind`), so their routes are registered
+from that one description. No `from __future__ import annotations` here: the routes' body models are
+set per kind at run time, and FastAPI reads them from the endpoints' annotations.
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from starlette.responses import Response
 
+from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
-from services.gateway.limits import StrictJSONRoute
+from services.gateway.dependencies import ERRORS, Address, Bus, Client, Hot, SessionId
+from services.gateway.hotpath import Call, FastHandler, fast, parse_body
 from services.gateway.models import (
     ID_PATTERN,
     NAME_PATTERN,
     GameStateBody,
     Message,
     PlayerStateBody,
+    SaveDocument,
     SearchResult,
     deeper_than,
 )
-from services.gateway.sessions import Address, SessionId
+from services.gateway.responses import json_response
+from services.gateway.sessions import client_address
 from shared import keys
 from shared.connection import ensure_indexes
 from shared.pipelined import PipelinedRedis
@@ -32,51 +40,33 @@ from shared.protocol import EventType
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
 
 NOT_FOUND = {"status": 404, "message": "Not Found"}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Message} for code in (400, 401, 403, 404, 413, 429, 503, 504)
-}
 
 
 @dataclass(frozen=True)
 class Kind:
     noun: str
-    field: str
+    resource: str  # the path segment: /api/{resource}
+    field: str  # the body's one field, holding the document
+    body: type[BaseModel]
     key: Callable[[str], str]
     index: str
     create: EventType
     update: EventType
-    public_fields: tuple[str, ...]
+    public_fields: tuple[str, ...]  # what a search shows of another player's save
+
+    def document(self, body: BaseModel) -> SaveDocument:
+        document: SaveDocument = getattr(body, self.field)
+        return document
 
 
 PLAYERS = Kind(
-    "Player",
-    "playerData",
-    keys.player,
-    keys.PLAYER_INDEX,
-    EventType.PLAYER_CREATE,
-    EventType.PLAYER_UPDATE,
-    ("id", "name"),
-)
-GAMES = Kind("Game", "gameData", keys.game, keys.GAME_INDEX, EventType.GAME_CREATE, EventType.GAME_UPDATE, ("id",))
-
-
-async def bus(request: Request) -> CommandBus:
-    commands: CommandBus = request.app.state.bus
-    return commands
-
-
-async def redis(request: Request) -> Redis:
-    client: Redis = request.app.state.redis
-    return client
-
-
-async def hot(request: Request) -> PipelinedRedis:
-    client: PipelinedRedis = request.app.state.hot
-    return client
-
-
-def json_response(status: int, body: Any) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    "Player", "playerstate", "playerData", PlayerStateBody, keys.player, keys.PLAYER_INDEX,
+    EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, ("id", "name"),
+)  # fmt: skip
+GAMES = Kind(
+    "Game", "gamestate", "gameData", GameStateBody, keys.game, keys.GAME_INDEX,
+    EventType.GAME_CREATE, EventType.GAME_UPDATE, ("id",),
+)  # fmt: skip
 
 
 async def save(
@@ -126,9 +116,6 @@ async def search(client: Redis, kind: Kind, caller: str, limit: int, **terms: st
     return {"total": raw[b"total_results"], "documents": documents}
 
 
-Bus = Annotated[CommandBus, Depends(bus)]
-Client = Annotated[Redis, Depends(redis)]
-Hot = Annotated[PipelinedRedis, Depends(hot)]
 IdTerm = Annotated[str | None, Query(pattern=ID_PATTERN)]
 NameTerm = Annotated[str | None, Query(pattern=NAME_PATTERN)]
 
@@ -141,43 +128,52 @@ async def search_players(
     return await search(client, PLAYERS, caller, request.app.state.settings.search_limit, id=id, name=name)
 
 
-@router.get("/playerstate/{player_id}", responses=ERRORS)
-async def read_player(client: Hot, caller: SessionId, player_id: str) -> Response:
-    """Your own player save, as you stored it."""
-    return await read(client, PLAYERS, caller, player_id)
-
-
-@router.post("/playerstate", response_model=Message, responses=ERRORS)
-async def create_player(body: PlayerStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
-    """Create or replace your player save."""
-    return await save(commands, PLAYERS, caller, address, body.playerData.as_json(), update=False)
-
-
-@router.patch("/playerstate", response_model=Message, responses=ERRORS)
-async def update_player(body: PlayerStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
-    """Replace your player save if it exists; 404 tells the client to POST instead."""
-    return await save(commands, PLAYERS, caller, address, body.playerData.as_json(), update=True)
-
-
 @router.get("/gamestate/search", response_model=SearchResult, responses=ERRORS)
 async def search_games(client: Client, caller: SessionId, request: Request, id: IdTerm = None) -> Any:
     """Search on `game-idx`, which indexes `id` only."""
     return await search(client, GAMES, caller, request.app.state.settings.search_limit, id=id)
 
 
-@router.get("/gamestate/{game_id}", responses=ERRORS)
-async def read_game(client: Hot, caller: SessionId, game_id: str) -> Response:
-    """Your own game state, as you stored it."""
-    return await read(client, GAMES, caller, game_id)
+def add_document_routes(kind: Kind) -> None:
+    """Read, create (POST) and replace (PATCH) one kind of save, on FastAPI and on the fast path alike."""
+    noun, path = kind.noun.lower(), f"/{kind.resource}"
+
+    async def read_document(client: Hot, caller: SessionId, document_id: str) -> Response:
+        return await read(client, kind, caller, document_id)
+
+    async def read_fast(call: Call) -> Response:
+        return await read(call.state.hot, kind, call.caller, call.params["document_id"])
+
+    async def create(body: Any, commands: Bus, caller: SessionId, address: Address) -> Response:
+        return await save(commands, kind, caller, address, kind.document(body).as_json(), update=False)
+
+    async def replace(body: Any, commands: Bus, caller: SessionId, address: Address) -> Response:
+        return await save(commands, kind, caller, address, kind.document(body).as_json(), update=True)
+
+    def save_fast(*, update: bool) -> FastHandler:
+        async def handle(call: Call) -> Response | None:
+            body = parse_body(kind.body, call)
+            if body is None:
+                return None
+            data = kind.document(body).as_json()
+            return await save(call.state.bus, kind, call.caller, client_address(call.scope), data, update=update)
+
+        return handle
+
+    create.__annotations__["body"] = replace.__annotations__["body"] = kind.body
+    router.get(
+        f"{path}/{{document_id}}", name=f"read_{noun}", responses=ERRORS,
+        description=f"Your own {noun} save, as you stored it.",
+    )(fast(read_fast)(read_document))  # fmt: skip
+    router.post(
+        path, name=f"create_{noun}", response_model=Message, responses=ERRORS,
+        description=f"Create or replace your {noun} save.",
+    )(fast(save_fast(update=False))(create))  # fmt: skip
+    router.patch(
+        path, name=f"update_{noun}", response_model=Message, responses=ERRORS,
+        description=f"Replace your {noun} save if it exists; 404 tells the client to POST instead.",
+    )(fast(save_fast(update=True))(replace))  # fmt: skip
 
 
-@router.post("/gamestate", response_model=Message, responses=ERRORS)
-async def create_game(body: GameStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
-    """Create or replace your game state."""
-    return await save(commands, GAMES, caller, address, body.gameData.as_json(), update=False)
-
-
-@router.patch("/gamestate", response_model=Message, responses=ERRORS)
-async def update_game(body: GameStateBody, commands: Bus, caller: SessionId, address: Address) -> Response:
-    """Replace your game state if it exists; 404 tells the client to POST instead."""
-    return await save(commands, GAMES, caller, address, body.gameData.as_json(), update=True)
+for _kind in (PLAYERS, GAMES):
+    add_document_routes(_kind)

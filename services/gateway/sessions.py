@@ -18,15 +18,13 @@ import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
 import orjson
-from fastapi import Depends, HTTPException, Request
 from redis.asyncio import Redis
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.errors import STORAGE_UNAVAILABLE, error_response
+from services.gateway.responses import STORAGE_UNAVAILABLE, error_response
 from shared import keys
 from shared.connection import REDIS_DOWN
 from shared.settings import Settings
@@ -158,23 +156,3 @@ class SessionMiddleware:
         expires = datetime.now(UTC) + timedelta(seconds=max_age)
         record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
         return bool(await redis.set(keys.session(session_id), record, ex=ttl, nx=create, xx=not create))
-
-
-async def session_id(request: Request) -> str:
-    """The caller's session id; a dependency of every route that reads or writes a save.
-
-    `async` so FastAPI runs it inline rather than handing it to its thread pool.
-    """
-    found: str | None = request.state.session_id
-    if found is None:
-        raise HTTPException(401, "No session: call GET /session first, and send its cookie back")
-    return found
-
-
-async def address(request: Request) -> str:
-    """The caller's address, which the write limits count by."""
-    return client_address(request.scope)
-
-
-SessionId = Annotated[str, Depends(session_id)]
-Address = Annotated[str, Depends(address)]

@@ -1,9 +1,10 @@
-"""Every error leaves as JSON `{"status", "message"}` with the matching code: no HTML, no trace."""
+"""JSON answers. Every error leaves as `{"status", "message"}` with the matching code: no HTML, no trace."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -16,6 +17,10 @@ from shared.connection import REDIS_DOWN
 log = logging.getLogger(__name__)
 
 STORAGE_UNAVAILABLE = "Storage is unavailable; try again shortly"
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
