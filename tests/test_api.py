@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from devtools.stack import Stack
-from tests.conftest import Player, StackFactory
+from services.gateway.models import NAME_PATTERN
+from tests.conftest import TEST_MAPS, Player, StackFactory
 
 GRASSLAND = "leaderboards:survivor-Grassland"
 
@@ -128,3 +129,15 @@ def test_several_gateway_processes_share_sessions(make_stack: StackFactory) -> N
     for player in players:
         assert player.save_with_fallback("playerstate", {"name": "Hero"}).status_code == 200
         assert player.http.get(f"/api/playerstate/{player.id}").json()["name"] == "Hero"
+
+
+def test_the_game_config_is_the_servers_rules(stack: Stack) -> None:
+    config = httpx.get(f"{stack.url}/api/config").json()
+    assert config["maps"] == TEST_MAPS.split(",")
+    assert config["leaderboards"]["Grassland"] == "leaderboards:survivor-Grassland"
+    assert config["name"]["pattern"] == NAME_PATTERN and config["name"]["maxLength"] == 32
+    player = Player(stack.url)
+    longest = "N" * config["name"]["maxLength"]
+    for name, status in [(longest, 200), (longest + "N", 400), ("Sir_Cache", 200)]:
+        body = {"key": config["leaderboards"]["Grassland"], "score": 1, "member": f"{name}-{player.id}"}
+        assert player.http.post("/api/leaderboard", json=body).status_code == status, name

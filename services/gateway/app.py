@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.gateway import health, identity, leaderboard, responses, saves
+from services.gateway import game_config, health, identity, leaderboard, responses, saves
 from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 # Every API route, in the order FastAPI matches them; the fast path is derived from the same list.
-ROUTERS = (identity.router, health.router, saves.router, leaderboard.router)
+ROUTERS = (identity.router, health.router, game_config.router, saves.router, leaderboard.router)
 
 
 def create_app(settings: Settings) -> ASGIApp:

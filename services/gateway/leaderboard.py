@@ -12,7 +12,7 @@ from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
 from services.gateway.dependencies import ERRORS, Address, Bus, Hot, SessionId
 from services.gateway.hotpath import Call, fast, parse_body
-from services.gateway.models import LeaderboardEntry, Message, ScoreBody
+from services.gateway.models import NAME_PATTERN, NAME_RULE, LeaderboardEntry, Message, ScoreBody
 from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
 from shared import keys
@@ -22,7 +22,7 @@ from shared.settings import Settings
 
 router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
 
-MEMBER_NAME = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+MEMBER_NAME = re.compile(NAME_PATTERN)
 DEFAULT_COUNT = 10
 COUNT_ONLY = re.compile(rb"count=([1-9][0-9]{0,8})")  # the fast path's query; anything else goes to FastAPI
 Count = Annotated[int, Query(ge=1)]
@@ -42,7 +42,7 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
     if owner != caller:
         raise HTTPException(403, "member must be `{name}-{your session id}`")
     if not MEMBER_NAME.fullmatch(name):  # not .match: `$` also matches before a trailing newline
-        raise HTTPException(400, "The name in member must be 1 to 32 letters, digits or underscores")
+        raise HTTPException(400, f"The name in member must be {NAME_RULE}")
     if not settings.score_min <= score <= settings.score_max:
         raise HTTPException(400, f"score must be between {settings.score_min:g} and {settings.score_max:g}")
     payload = {"key": key, "score": as_number(score), "member": member}

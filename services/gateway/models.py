@@ -8,7 +8,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
 MEMBER_MAX_LENGTH = 200
-NAME_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
+# A player's name, wherever one appears (a board member's `{name}-`, a search term): the game
+# reads this rule from GET /api/config rather than keeping a copy.
+NAME_MAX_LENGTH = 32
+NAME_PATTERN = rf"^[A-Za-z0-9_]{{1,{NAME_MAX_LENGTH}}}$"
+NAME_RULE = f"1 to {NAME_MAX_LENGTH} letters, digits or underscores"
 
 
 class SaveDocument(BaseModel):
@@ -61,6 +65,20 @@ class LeaderboardEntry(BaseModel):
 
 class Session(BaseModel):
     id: str
+
+
+class NameRule(BaseModel):
+    pattern: str
+    maxLength: int
+    description: str
+
+
+class GameConfig(BaseModel):
+    maps: list[str]
+    leaderboards: dict[str, str]  # map to its board's key
+    name: NameRule
+    scoreMin: float
+    scoreMax: float
 
 
 def deeper_than(value: Any, limit: int) -> bool:

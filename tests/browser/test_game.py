@@ -124,12 +124,15 @@ def test_progress_and_position_come_back_after_reload(game: Game, store: redis.R
 
 
 def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: redis.Redis) -> None:
-    session_id = game.start_new_game("Runner")
+    # An underscore: the game takes its name rule from GET /api/config, not from a copy of its own.
+    session_id = game.start_new_game("Sir_Run")
     game.pause()
     game.choose("Main menu")
     game.wait_for_scene("menu")
     game.choose("Survivor")
-    game.wait_for("the map choice", lambda snap: (snap["menu"] or {}).get("title") == "Survivor: pick a map")
+    choice = game.wait_for("the map choice", lambda snap: (snap["menu"] or {}).get("title") == "Survivor: pick a map")
+    # The server's boards (the tests add Scores and Empty) that this game can draw.
+    assert [label.split()[0] for label in choice["menu"]["options"]] == ["Grassland", "Mountains", "Badlands"]
     game.screenshot("survivor-maps")
     game.choose("Mountains")
     game.wait_for("points on the clock", lambda snap: snap["scene"] == "survivor" and snap["survivor"]["score"] >= 3)
@@ -139,14 +142,14 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
     over = game.wait_for("the leaderboard overlay", lambda snap: snap["leaderboard"] is not None)
     game.screenshot("game-over")
     score = over["survivor"]["score"]
-    member = f"Runner-{session_id}"
+    member = f"Sir_Run-{session_id}"
     key = "leaderboards:survivor-Mountains"
     assert over["survivor"]["result"] == {"isPersonalBest": True, "posted": True}
     assert store.zscore(key, member) == score
     rank = store.zrevrank(key, member)
     assert isinstance(rank, int), f"{member} is not on {key}"
     mine = [entry for entry in over["leaderboard"]["entries"] if entry["own"]]
-    assert mine == [{"rank": rank + 1, "name": "Runner", "score": score, "own": True}]
+    assert mine == [{"rank": rank + 1, "name": "Sir_Run", "score": score, "own": True}]
     assert over["leaderboard"]["ownRank"] == rank + 1
     wait_for_field(store, f"players:{session_id}", "bestScore.Mountains", score)
 
@@ -164,7 +167,7 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
         "ArrowRight", "the Mountains board", shows_mountains, lambda snap: snap["leaderboard"]["map"] == "Grassland"
     )["leaderboard"]
     game.screenshot("leaderboards")
-    assert {"rank": rank + 1, "name": "Runner", "score": score, "own": True} in board["entries"]
+    assert {"rank": rank + 1, "name": "Sir_Run", "score": score, "own": True} in board["entries"]
 
 
 def test_a_save_survives_transient_errors(game: Game, store: redis.Redis) -> None:

@@ -70,6 +70,12 @@ async function jsonOrThrow(response) {
 
 const READ_ATTEMPTS = 5;
 
+/** GET /api/config: the server's maps, board keys and name rule, which the game follows. */
+export async function fetchConfig() {
+  const response = await request("GET", "/api/config", { maxAttempts: READ_ATTEMPTS });
+  return jsonOrThrow(response);
+}
+
 /** GET /session: creates the session cookie on the first visit; the id keys every save. */
 export async function fetchSessionId() {
   const response = await request("GET", "/session", { maxAttempts: READ_ATTEMPTS });

@@ -1,12 +1,14 @@
-// Loads the session id and any existing save once per page; the menu waits on it.
-import { fetchSessionId, loadPlayerData, loadGameData } from "./api.js";
-import { state, newPlayerDoc, newGameDoc, withDefaults } from "./state.js";
+// Loads the server's rules, the session id and any existing save once per page; the menu waits on it.
+import { fetchConfig, fetchSessionId, loadPlayerData, loadGameData } from "./api.js";
+import { state, config, newPlayerDoc, newGameDoc, withDefaults } from "./state.js";
 import { MAP_NAMES, SPAWN } from "./world.js";
 
 let loading = null;
 
 async function loadSession() {
-  state.sessionId = await fetchSessionId();
+  const [rules, sessionId] = await Promise.all([fetchConfig(), fetchSessionId()]);
+  Object.assign(config, rules);
+  state.sessionId = sessionId;
   const [player, game] = await Promise.all([loadPlayerData(state.sessionId), loadGameData(state.sessionId)]);
   if (!player) return;
   state.player = withDefaults(player, newPlayerDoc(state.sessionId, player.name));

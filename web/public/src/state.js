@@ -1,7 +1,12 @@
 // What the game remembers: the session, the two save documents, and what the current scene shows.
 import { MAP_NAMES, SPAWN } from "./world.js";
 
-export const NAME_PATTERN = /^[A-Za-z0-9]{1,12}$/;
+/** The server's rules (GET /api/config), loaded with the session: maps, board keys, the name rule. */
+export const config = { maps: [], leaderboards: {}, name: { pattern: "^$", maxLength: 0, description: "" } };
+
+export const nameIsValid = (name) => new RegExp(config.name.pattern).test(name);
+/** The survivor maps: those the server has a board for and this game can draw. */
+export const survivorMaps = () => config.maps.filter((map) => MAP_NAMES.includes(map));
 
 /** Shared mutable state. `player` and `game` mirror players:{id} and games:{id} in Redis. */
 export const state = {
@@ -52,7 +57,7 @@ export function withDefaults(loaded, defaults) {
 
 const isPlainObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
 
-export const leaderboardKey = (map) => `leaderboards:survivor-${map}`;
+export const leaderboardKey = (map) => config.leaderboards[map];
 export const leaderboardMember = () => `${state.player.name}-${state.sessionId}`;
 /** A member is "{name}-{session id}"; the display name is what comes before the first "-". */
 export const displayName = (member) => member.split("-")[0];

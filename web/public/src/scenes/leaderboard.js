@@ -1,12 +1,11 @@
 // Leaderboards: the top 10 of each survivor map; Left/Right switch maps, Esc or Enter goes back.
 import { k, WIDTH, HEIGHT } from "../engine.js";
-import { state, resetLive, leaderboardMember } from "../state.js";
-import { MAP_NAMES } from "../world.js";
+import { state, resetLive, leaderboardMember, survivorMaps } from "../state.js";
 import { loadRanking, addRankingPanel } from "../ranking.js";
 import { COLORS, LEFT_KEYS, RIGHT_KEYS, addLabel, onKeys } from "../ui.js";
 
 export function registerLeaderboardScene() {
-  k.scene("leaderboard", ({ map = MAP_NAMES[0] } = {}) => {
+  k.scene("leaderboard", ({ map = survivorMaps()[0] } = {}) => {
     resetLive("leaderboard");
     const root = k.add([k.pos(0, 0), k.fixed()]);
     addLabel(root, `<  ${map}  >`, k.vec2(WIDTH / 2, 22), { size: 20, color: COLORS.gold });
@@ -29,8 +28,9 @@ export function registerLeaderboardScene() {
     );
 
     const switchMap = (step) => {
-      const index = (MAP_NAMES.indexOf(map) + step + MAP_NAMES.length) % MAP_NAMES.length;
-      k.go("leaderboard", { map: MAP_NAMES[index] });
+      const maps = survivorMaps();
+      const index = (maps.indexOf(map) + step + maps.length) % maps.length;
+      k.go("leaderboard", { map: maps[index] });
     };
     onKeys(root, LEFT_KEYS, () => switchMap(-1));
     onKeys(root, RIGHT_KEYS, () => switchMap(1));

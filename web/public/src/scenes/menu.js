@@ -1,9 +1,8 @@
 // Main menu: Continue (when a save exists), New game, Survivor (needs a hero), Leaderboards.
 import { k, WIDTH, HEIGHT } from "../engine.js";
-import { state, resetLive } from "../state.js";
+import { state, resetLive, survivorMaps } from "../state.js";
 import { COLORS, addMenu, addLabel, plainText } from "../ui.js";
 import { ensureSession } from "../session.js";
-import { MAP_NAMES } from "../world.js";
 
 const CONTROLS = "Arrows/WASD move   Space sword   Enter talk/choose   Esc pause";
 
@@ -33,7 +32,7 @@ export function registerMenuScene() {
     };
     const showSurvivorMaps = () => {
       menu.destroy();
-      const options = MAP_NAMES.map((map) => ({
+      const options = survivorMaps().map((map) => ({
         label: `${map}  (best ${state.player.bestScore[map] ?? 0})`,
         action: () => k.go("survivor", { map }),
       }));

@@ -1,17 +1,16 @@
-// New game: ask for a hero name (letters and digits), create both save documents, start chapter 1.
+// New game: ask for a hero name (the server's rule, from /api/config), create both saves, start chapter 1.
 import { k, WIDTH, HEIGHT } from "../engine.js";
-import { state, resetLive, newPlayerDoc, newGameDoc, NAME_PATTERN } from "../state.js";
+import { state, config, resetLive, newPlayerDoc, newGameDoc, nameIsValid } from "../state.js";
 import { saveProgress } from "../saves.js";
 import { COLORS, addPanel, addLabel, onKeys } from "../ui.js";
-
-const MAX_NAME_LENGTH = 12;
 
 export function registerNewGameScene() {
   k.scene("newgame", () => {
     resetLive("newgame");
     const panel = addPanel(420, 190, k.vec2(WIDTH / 2, HEIGHT / 2));
     addLabel(panel, "Name your hero", k.vec2(0, -66), { size: 22, color: COLORS.gold });
-    addLabel(panel, "letters and digits, up to 12", k.vec2(0, -38), { size: 12, color: COLORS.muted });
+    const maxLength = config.name.maxLength;
+    addLabel(panel, config.name.description, k.vec2(0, -38), { size: 12, color: COLORS.muted });
     panel.add([
       k.rect(300, 36),
       k.pos(0, 0),
@@ -20,19 +19,22 @@ export function registerNewGameScene() {
       k.opacity(0.1),
       k.outline(2, COLORS.paper),
     ]);
-    const field = addLabel(panel, "", k.vec2(0, 0), { size: 22 });
+    const field = addLabel(panel, "", k.vec2(0, 0), { size: 22, width: 290 });
     const hint = addLabel(panel, "Enter to start, Esc to go back", k.vec2(0, 48), { size: 12, color: COLORS.muted });
     const probe = { name: "" };
     state.live.nameEntry = probe;
 
     const render = () => {
       const caret = Math.floor(k.time() * 2) % 2 ? "_" : " ";
-      field.text = probe.name + (probe.name.length < MAX_NAME_LENGTH ? caret : "");
+      field.textSize = probe.name.length > 16 ? 13 : 22; // a long name still fits the box
+      field.text = probe.name + (probe.name.length < maxLength ? caret : "");
     };
     panel.onUpdate(render);
     // KAPLAY's onCharInput lowercases letters, so typed characters come from the DOM event instead.
     const typeCharacter = (event) => {
-      if (/^[A-Za-z0-9]$/.test(event.key) && probe.name.length < MAX_NAME_LENGTH) probe.name += event.key;
+      if (event.key.length === 1 && probe.name.length < maxLength && nameIsValid(probe.name + event.key)) {
+        probe.name += event.key;
+      }
     };
     window.addEventListener("keydown", typeCharacter);
     panel.onDestroy(() => window.removeEventListener("keydown", typeCharacter));
@@ -40,8 +42,8 @@ export function registerNewGameScene() {
       probe.name = probe.name.slice(0, -1);
     });
     onKeys(panel, "enter", () => {
-      if (!NAME_PATTERN.test(probe.name)) {
-        hint.text = "Type a name first: letters and digits only";
+      if (!nameIsValid(probe.name)) {
+        hint.text = `Type a name first: ${config.name.description}`;
         hint.color = COLORS.danger;
         return;
       }

@@ -1,0 +1,28 @@
+"""`GET /api/config`: the server's rules the game must follow (maps, board keys, the name rule), so the
+game reads them instead of keeping copies that could drift apart."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from services.gateway.models import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE, GameConfig, NameRule
+from shared import keys
+from shared.settings import Settings
+
+router = APIRouter(prefix="/api", tags=["game"])
+
+
+def game_config(settings: Settings) -> GameConfig:
+    return GameConfig(
+        maps=list(settings.leaderboard_maps),
+        leaderboards={name: keys.leaderboard(name) for name in settings.leaderboard_maps},
+        name=NameRule(pattern=NAME_PATTERN, maxLength=NAME_MAX_LENGTH, description=NAME_RULE),
+        scoreMin=settings.score_min,
+        scoreMax=settings.score_max,
+    )
+
+
+@router.get("/config", response_model=GameConfig)
+async def config(request: Request) -> GameConfig:
+    """The maps, their leaderboard keys, and the rule a player's name must follow. Public."""
+    return game_config(request.app.state.settings)
