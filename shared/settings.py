@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     block_ms: int = Field(1000, gt=0)
     claim_idle_ms: int = Field(15000, gt=0)
     max_deliveries: int = Field(5, gt=0)
-    # Only long enough for a claim (CLAIM_IDLE_MS, then the next sweep): at 4,000 saves/s, every
-    # minute kept is about 240,000 entries in Redis memory and in each AOF rewrite.
+    # Only long enough for a claim (CLAIM_IDLE_MS, then the next sweep): every entry kept costs
+    # Redis memory and each AOF rewrite, at the rate the saves arrive.
     stream_retention_ms: int = Field(60 * 1000, gt=0)
     consumer_reap_ms: int = Field(5 * 60 * 1000, gt=0)
 

@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> ASGIApp:
         await ensure_indexes(app.state.redis)
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
         # What start-up built (FastAPI, pydantic, the modules) lives as long as the process: out of the
-        # collector's sight, a full collection under load pauses for a few ms instead of some 40.
+        # collector's sight, full collections under load pause far less (docs/benchmarks.md).
         gc.freeze()
         yield
         await app.state.redis.aclose()
