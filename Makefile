@@ -13,11 +13,12 @@ COMPOSE := docker compose -f deploy/compose.yml
 
 BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
+ARGS ?= list
 
-.PHONY: help install run test test-fast bench lint typecheck format up down logs ps clean
+.PHONY: help install run test test-fast bench deadletters lint typecheck format up down logs ps clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml web/package-lock.json
 	@echo "==> creating $(VENV) and installing the project (first run takes a minute)"
@@ -50,6 +51,9 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml bench/baseline-node/package-lock
 bench: install $(BENCH_INSTALLED) ## benchmark beside the baselines: a table, bench-results/ (JSON, PNG), docs/benchmarks.md
 	@bash bench/ensure_wrk.sh
 	@$(PY) -m bench $(BENCH_ARGS)
+
+deadletters: $(INSTALLED) ## inspect, replay or drop dead letters: ARGS="list" (default), "show ID", "replay ID", "drop ID"
+	@$(PY) -m devtools.deadletters $(ARGS)
 
 lint: install ## ruff: lint and format check
 	@$(VENV)/bin/ruff check .

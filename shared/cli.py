@@ -16,16 +16,21 @@ EPILOG = "Configured by environment variables (and a .env file); the README list
 def start(prog: str, description: str) -> Settings:
     """Parse `--help`, load the settings or exit with what is wrong, and set up logging."""
     argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG).parse_args()
-    try:
-        settings = get_settings()
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}" for e in error.errors()
-        )
-        sys.exit(f"{prog}: invalid configuration: {problems}")
+    settings = load_settings(prog)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     return settings
+
+
+def load_settings(prog: str) -> Settings:
+    """The settings, or exit with one line naming each variable that is wrong."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])).upper() or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+        sys.exit(f"{prog}: invalid configuration: {problems}")
