@@ -10,7 +10,7 @@ back in order. A blocking read (XREAD BLOCK) would hold that connection up, so e
 its own from an idle pool.
 
 It raises redis-py's exception classes, so callers handle both clients alike (shared.connection's
-REDIS_DOWN). It speaks RESP2, and takes host, port, password, database, TLS and Unix sockets from
+REDIS_DOWN and unavailable()). It speaks RESP2, and takes host, port, password, database, TLS and Unix sockets from
 the same REDIS_URL as redis-py. A dropped connection fails the commands in flight (the gateway
 answers 503) and the next command reconnects; a command unanswered after `timeout_s` drops it.
 """
@@ -48,6 +48,8 @@ def reply_error(message: str) -> Exception:
         return exceptions.NoScriptError(message)
     if message.startswith("LOADING"):  # redis-py's BusyLoadingError is a ConnectionError: Redis is down for now
         return exceptions.BusyLoadingError(message)
+    if message.startswith("OOM"):  # as redis-py: shared.connection.unavailable() tells it apart
+        return exceptions.OutOfMemoryError(message)
     return exceptions.ResponseError(message)
 
 
