@@ -21,6 +21,22 @@ REQUIRED_MODULES = {"ReJSON": "JSON", "search": "Search"}
 REDIS_DOWN = (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
 
 
+def unavailable(error: BaseException) -> str | None:
+    """Why Redis refused a command for now ("unreachable", "busy", "out of memory"); None if a retry won't help.
+
+    A busy Redis (a script past busy-reply-threshold) answers every command `BUSY ...`, and one at
+    maxmemory refuses writes with `OOM ...`: both pass, as a lost connection does, so a request is
+    answered 503 and a worker waits and carries on.
+    """
+    if isinstance(error, REDIS_DOWN):
+        return "unreachable"
+    if isinstance(error, exceptions.OutOfMemoryError):
+        return "out of memory"
+    if isinstance(error, exceptions.ResponseError) and str(error).startswith("BUSY "):  # not BUSYGROUP
+        return "busy"
+    return None
+
+
 class RedisNotReady(RuntimeError):
     """Redis is unreachable or lacks a module; the message says how to fix it."""
 
@@ -63,7 +79,9 @@ async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> N
         try:
             await redis.ping()
             break
-        except REDIS_DOWN as error:
+        except (*REDIS_DOWN, exceptions.ResponseError) as error:
+            if unavailable(error) is None:
+                raise
             if loop.time() > give_up:
                 raise RedisNotReady(
                     f"cannot reach Redis at {redact(url)} ({error}). Set REDIS_URL to a Redis 8 "

@@ -7,10 +7,11 @@ connection (docs/benchmarks.md). So the hot commands (document and top-N reads, 
 script, the wait for a reply) come here. Every command of every concurrent request goes down one
 connection, all those of one event-loop turn in one write; hiredis parses the replies, which come
 back in order. A blocking read (XREAD BLOCK) would hold that connection up, so each takes one of
-its own from an idle pool.
+its own from a pool: at most `max_blocking` of them, so a burst of writes cannot take all of
+Redis's clients (maxclients), and each closes after `idle_s` unused, so a burst leaves none behind.
 
 It raises redis-py's exception classes, so callers handle both clients alike (shared.connection's
-REDIS_DOWN). It speaks RESP2, and takes host, port, password, database, TLS and Unix sockets from
+REDIS_DOWN and unavailable()). It speaks RESP2, and takes host, port, password, database, TLS and Unix sockets from
 the same REDIS_URL as redis-py. A dropped connection fails the commands in flight (the gateway
 answers 503) and the next command reconnects; a command unanswered after `timeout_s` drops it.
 """
@@ -21,7 +22,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -48,6 +49,8 @@ def reply_error(message: str) -> Exception:
         return exceptions.NoScriptError(message)
     if message.startswith("LOADING"):  # redis-py's BusyLoadingError is a ConnectionError: Redis is down for now
         return exceptions.BusyLoadingError(message)
+    if message.startswith("OOM"):  # as redis-py: shared.connection.unavailable() tells it apart
+        return exceptions.OutOfMemoryError(message)
     return exceptions.ResponseError(message)
 
 
@@ -122,13 +125,23 @@ class Connection(asyncio.Protocol):
 
 
 class PipelinedRedis:
-    def __init__(self, url: str, *, timeout_s: float = 5, connect_timeout_s: float = 2, max_blocking: int = 4096):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5,
+        connect_timeout_s: float = 2,
+        max_blocking: int = 256,
+        idle_s: float = 5,
+    ) -> None:
         self._options = parse_url(url)
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._shared: Connection | None = None
         self._connecting: asyncio.Future[Connection] | None = None
-        self._idle: list[Connection] = []
+        self._idle: deque[tuple[Connection, float]] = deque()  # (connection, idle since), oldest first
+        self._idle_s = idle_s
+        self._reaper: asyncio.TimerHandle | None = None
         self._blocking_slots = asyncio.Semaphore(max_blocking)
 
     async def execute(self, *args: Arg) -> Any:
@@ -143,26 +156,64 @@ class PipelinedRedis:
         except exceptions.NoScriptError:
             return await self.execute("EVAL", script.source, len(keys), *keys, *args)
 
-    async def blocking(self, block_ms: int, *args: Arg) -> Any:
-        """A command that may wait in Redis for `block_ms`, on a connection of its own."""
-        async with self._blocking_slots:
-            connection = self._idle.pop() if self._idle else await self._connect()
-            if connection.lost:
-                connection = await self._connect()
+    async def blocking(self, wait_ms: int, command: Callable[[int], tuple[Arg, ...]]) -> Any:
+        """`command(ms)` on a connection of its own, for a command that may wait in Redis that many ms.
+
+        With all `max_blocking` connections taken, it first waits for one to come free, and `command`
+        is given what is left of `wait_ms`; if nothing is, the answer is None, as a blocking command's
+        is when its time is up.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + wait_ms / 1000
+        if self._blocking_slots.locked():
             try:
-                reply = await connection.send(args, self._timeout_s + block_ms / 1000)
+                async with asyncio.timeout_at(give_up_at):
+                    await self._blocking_slots.acquire()
+            except TimeoutError:
+                return None
+        else:
+            await self._blocking_slots.acquire()  # at once: no timer to set up
+        try:
+            connection = self._idle_connection() or await self._connect()
+            left_ms = max(1, round((give_up_at - loop.time()) * 1000))
+            try:
+                reply = await connection.send(command(left_ms), self._timeout_s + left_ms / 1000)
             except asyncio.CancelledError:
                 connection.close(exceptions.ConnectionError("cancelled"))  # still blocked in Redis: drop it
                 raise
             if not connection.lost:
-                self._idle.append(connection)
+                self._idle.append((connection, loop.time()))
+                if self._reaper is None:
+                    self._reaper = loop.call_later(self._idle_s, self._reap)
             return reply
+        finally:
+            self._blocking_slots.release()
 
     async def aclose(self) -> None:
-        for connection in [*self._idle, *([self._shared] if self._shared else [])]:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for connection in [*(idle for idle, _ in self._idle), *([self._shared] if self._shared else [])]:
             connection.close(exceptions.ConnectionError("client closed"))
         self._idle.clear()
         self._shared = None
+
+    def _idle_connection(self) -> Connection | None:
+        """The one used last: the others age, and close once idle for `idle_s`."""
+        while self._idle:
+            connection, _ = self._idle.pop()
+            if not connection.lost:
+                return connection
+        return None
+
+    def _reap(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._reaper = None
+        while self._idle and self._idle[0][1] <= loop.time() - self._idle_s:
+            connection, _ = self._idle.popleft()
+            connection.close(exceptions.ConnectionError("idle"))
+        if self._idle:
+            self._reaper = loop.call_at(self._idle[0][1] + self._idle_s, self._reap)
 
     async def _shared_connection(self) -> Connection:
         """One connection attempt at a time, and every request waiting shares its outcome.

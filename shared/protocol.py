@@ -146,9 +146,14 @@ def trim_id(retention_ms: int) -> str:
 async def wait_for_reply(redis: PipelinedRedis, event: Event, wait_ms: int) -> Reply | None:
     """Block on the command's reply stream; None if no reply came in time.
 
-    Read from the start of the stream, so a reply written before the read blocks is not missed.
+    Read from the start of the stream, so a reply written before the read blocks is not missed. A
+    wait that ends empty looks once more, without blocking, down the shared connection: the reply may
+    have come while every blocking connection was taken (PipelinedRedis's `max_blocking`).
     """
-    answer = await redis.blocking(wait_ms, "XREAD", "COUNT", 1, "BLOCK", wait_ms, "STREAMS", event.reply_to, "0-0")
+    key = event.reply_to
+    answer = await redis.blocking(wait_ms, lambda ms: ("XREAD", "COUNT", 1, "BLOCK", ms, "STREAMS", key, "0-0"))
+    if not answer:
+        answer = await redis.execute("XREAD", "COUNT", 1, "STREAMS", key, "0-0")
     if not answer:
         return None
     [[_stream, [[_entry_id, fields]]]] = answer  # RESP2: one stream, one entry, fields flat

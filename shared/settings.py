@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     request_timeout_ms: int = Field(5000, gt=0)
     # A reply is read the moment it is written (the caller is already blocked on it), or a few ms later.
     reply_ttl_s: int = Field(10, gt=0)
+    # Each write in flight blocks a Redis connection of its own on its reply: at most this many per
+    # gateway process (more writes wait for one to free up), so bursts cannot exhaust Redis's clients
+    # (maxclients, 10,000 by default); and each closes once idle this long, so none outlive a burst.
+    reply_wait_connections: int = Field(256, ge=1, le=4096)
+    reply_wait_idle_s: int = Field(5, ge=1, le=3600)
 
     # Workers.
     batch_size: int = Field(200, gt=0)

@@ -10,7 +10,8 @@
 --       status if true, body if true, status if false, body if false], ...],
 --       "replies": [[status, body], ...], "ids": [entry ids to acknowledge]};
 --       then per dead letter, binary-safe: a count f and f values (field, value, ...).
--- Returns, per command: 1 (true: OK or a non-zero count), 0 (false: nil or zero), or the error.
+-- Returns, per command: 1 (true: OK or a non-zero count), 0 (false: nil or zero), or the error;
+-- or Redis's OOM error, the batch left untouched, when Redis refuses its first write for memory.
 local group, ttl = ARGV[1], ARGV[2]
 local batch = cjson.decode(ARGV[3])
 local next_reply = 3
@@ -28,6 +29,11 @@ for i, command in ipairs(batch.commands) do
   local result = redis.pcall(command[1], KEYS[next_target], unpack(command[2]))
   next_target = next_target + 1
   if type(result) == 'table' and result.err then
+    if string.sub(result.err, 1, 4) == 'OOM ' then
+      -- Redis refuses only a script's first write for memory, so nothing is written yet: give the
+      -- batch up, unacknowledged (its replies could not be written either). See Worker._refuse.
+      return result
+    end
     outcomes[i] = result.err
     reply(batch.failed[1], batch.failed[2])
   elseif result and result ~= 0 then

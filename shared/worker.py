@@ -4,7 +4,9 @@ Lifecycle: connect and check Redis, create the group and indexes, then loop:
 read a batch, and settle it (apply, reply, dead-letter, acknowledge) in one
 atomic script, shared/settle.lua, while reading and preparing the next one.
 Now and then, claim what dead consumers left pending and forget consumers long
-gone. SIGTERM (or Ctrl-C) stops the reading; the batch in hand is settled
+gone. A Redis that is unreachable, busy (a script past busy-reply-threshold) or
+out of memory is waited out: what this consumer holds stays pending and is read
+again. SIGTERM (or Ctrl-C) stops the reading; the batch in hand is settled
 before the process exits.
 """
 
@@ -26,10 +28,10 @@ from typing import cast
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from shared import keys
-from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, wait_until_ready
+from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, unavailable, wait_until_ready
 from shared.protocol import Entry, Event, EventType, PoisonEvent, Reply, Route, now_ms, stream_entries
 from shared.settings import Settings
 
@@ -55,7 +57,10 @@ Handler = Callable[[Event], Action]
 """Pure: validates the event and says what to do; raises PoisonEvent when it can't be applied."""
 
 SETTLE_SCRIPT = (Path(__file__).parent / "settle.lua").read_text()
+# The same script let past maxmemory, for a batch with no command left to apply (Worker._refuse).
+SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom\n" + SETTLE_SCRIPT
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
+STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 
 
@@ -76,6 +81,7 @@ class Stats:
     applied: int = 0
     expired: int = 0
     dead_lettered: int = 0
+    refused: int = 0  # answered 503, unapplied: Redis was out of memory
 
 
 class Worker:
@@ -86,9 +92,11 @@ class Worker:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.redis: Redis = connect(settings.redis_url, max_connections=4)
         self._settle_script = self.redis.register_script(SETTLE_SCRIPT)
+        self._settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
         self.stats = Stats()
         self._stopping = asyncio.Event()
         self._read_backlog = True  # our own pending entries first: after a start or a lost connection
+        self._group_ready = False  # the group and the indexes exist: checked at start and after a NOGROUP
 
     def stop(self) -> None:
         if not self._stopping.is_set():
@@ -100,8 +108,6 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         await wait_until_ready(self.redis, self.settings.redis_url)
-        await self._ensure_group()
-        await ensure_indexes(self.redis)
         log.info(
             "consumer %s of group %r on %s at %s",
             self.consumer, self.route.group, self.route.stream, redact(self.settings.redis_url),
@@ -112,6 +118,10 @@ class Worker:
         in_hand: Batch | None = None  # read and prepared, not yet settled
         while not self._stopping.is_set():
             try:
+                if not self._group_ready:
+                    await self._ensure_group()
+                    await ensure_indexes(self.redis)
+                    self._group_ready = True
                 if loop.time() >= next_sweep:
                     await self._sweep()
                     next_sweep = loop.time() + sweep_every
@@ -121,27 +131,32 @@ class Worker:
                     await self._process(await self._read(block_ms))
                 else:
                     in_hand = await self._step(in_hand, block_ms)
-            except REDIS_DOWN as error:
-                log.warning("Redis unavailable (%s); retrying in 1 s", error)
-                in_hand = None  # its entries stay pending here: the backlog read delivers them again
-                self._read_backlog = True
-                await self._sleep_unless_stopping(1)
-            except ResponseError as error:
-                if "NOGROUP" not in str(error):
+            except (*REDIS_DOWN, ResponseError) as error:
+                reason = unavailable(error)
+                if reason is None and "NOGROUP" in str(error):
+                    log.warning("consumer group vanished (Redis emptied?); recreating it")
+                    self._group_ready = False
+                elif reason is None:
                     raise
-                log.warning("consumer group vanished (Redis emptied?); recreating it")
+                else:
+                    log.warning("Redis %s (%s); retrying in 1 s", reason, error)
+                    self._read_backlog = True  # what we hold stays pending: the backlog read delivers it again
+                    await self._sleep_unless_stopping(1)
                 in_hand = None
-                await self._ensure_group()
-                await ensure_indexes(self.redis)
         if in_hand is not None:
             try:
                 await self._settle(in_hand)
-            except REDIS_DOWN as error:
+            except (*REDIS_DOWN, ResponseError) as error:
+                if unavailable(error) is None:
+                    raise
                 log.warning("could not settle the last batch (%s); it stays pending for another consumer", error)
         await self._leave_group()
         await self.redis.aclose()
         stats = self.stats
-        log.info("stopped: applied %d, expired %d, dead-lettered %d", stats.applied, stats.expired, stats.dead_lettered)
+        log.info(
+            "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
+            stats.applied, stats.expired, stats.dead_lettered, stats.refused,
+        )  # fmt: skip
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -237,7 +252,6 @@ class Worker:
         }
         args: list[bytes | str | int] = [self.route.group, self.settings.reply_ttl_s, orjson.dumps(packed)]
         for (entry_id, fields), reason in dead:
-            log.warning("dead-lettering %s from %s: %s", entry_id.decode(), self.route.stream, reason)
             letter = {
                 **fields,
                 b"dead_reason": reason.encode(),
@@ -254,12 +268,38 @@ class Worker:
         if not batch.entry_ids:
             return
         script_keys, args = batch.script
-        outcomes = await self._settle_script(keys=script_keys, args=args)
+        try:
+            outcomes = await self._settle_script(keys=script_keys, args=args)
+        except OutOfMemoryError:
+            await self._refuse(batch)
+            return
         for (event, _action), outcome in zip(batch.ready, outcomes, strict=True):
             if isinstance(outcome, bytes):
                 log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome.decode())
             else:
                 self.stats.applied += 1
+        self._count_dead(batch)
+
+    async def _refuse(self, batch: Batch) -> None:
+        """Settle a batch Redis refused for want of memory: every command answered 503, none applied.
+
+        Redis refuses for memory only a script's first write (past it, a script runs to its end), and
+        settle.lua gives up at that refusal: nothing of the batch was written. What is left (replies,
+        dead letters, acknowledgements) is small and goes through the script let past maxmemory.
+        Acknowledged, a refused command is never applied later, over a newer save of its caller's retry.
+        """
+        replies = [(event.reply_to, STORAGE_FULL) for event, _ in batch.ready] + batch.replies
+        refused = Batch(batch.entry_ids, replies=replies, dead=batch.dead)
+        self._pack(refused)
+        script_keys, args = refused.script
+        await self._settle_past_maxmemory(keys=script_keys, args=args)
+        log.warning("Redis is out of memory: %d commands answered 503, none applied", len(batch.ready))
+        self.stats.refused += len(batch.ready)
+        self._count_dead(batch)
+
+    def _count_dead(self, batch: Batch) -> None:
+        for (entry_id, _fields), reason in batch.dead:
+            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.route.stream, reason)
         self.stats.dead_lettered += len(batch.dead)
 
     async def _sweep(self) -> None:

@@ -35,7 +35,9 @@ def create_app(settings: Settings) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
         app.state.redis = connect(settings.redis_url)
-        app.state.hot = PipelinedRedis(settings.redis_url)  # the hot path's commands
+        app.state.hot = PipelinedRedis(  # the hot path's commands
+            settings.redis_url, max_blocking=settings.reply_wait_connections, idle_s=settings.reply_wait_idle_s
+        )
         app.state.limits = RateLimits(app.state.hot, settings)
         app.state.bus = CommandBus(app.state.hot, app.state.limits, settings)
         await ensure_indexes(app.state.redis)

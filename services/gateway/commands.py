@@ -43,4 +43,6 @@ class CommandBus:
                 f"The {route.group} service did not answer in time; it will not apply it late: retrying is safe",
                 headers={"Retry-After": "1"},
             )
+        if reply.status == 503:  # Redis was full: the worker applied nothing (shared/worker.py)
+            raise HTTPException(503, str(reply.body["message"]), headers={"Retry-After": "1"})
         return reply

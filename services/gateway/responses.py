@@ -9,10 +9,11 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from shared.connection import REDIS_DOWN
+from shared.connection import REDIS_DOWN, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,9 @@ def response_for(error: Exception) -> Response:
     """The JSON answer to an error raised while serving a request, on the hot path or through FastAPI."""
     if isinstance(error, HTTPException):
         return error_response(error.status_code, str(error.detail), error.headers)
-    if isinstance(error, REDIS_DOWN):
-        log.warning("Redis unavailable: %s", error)
+    reason = unavailable(error)
+    if reason is not None:  # unreachable, busy or full: nothing a retry in a moment won't fix
+        log.warning("Redis %s: %s", reason, error)
         return error_response(503, STORAGE_UNAVAILABLE, {"Retry-After": "1"})
     log.exception("unhandled error", exc_info=error)
     return error_response(500, "Internal error")
@@ -59,5 +61,6 @@ async def on_validation_error(_request: Request, error: Exception) -> Response:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
-    for error in (HTTPException, *REDIS_DOWN, Exception):
+    # Redis's own errors by name: Starlette logs a traceback for whatever only the `Exception` handler catches.
+    for error in (HTTPException, *REDIS_DOWN, RedisError, Exception):
         app.add_exception_handler(error, on_error)

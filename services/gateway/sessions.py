@@ -21,10 +21,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.responses import STORAGE_UNAVAILABLE, error_response
+from services.gateway.responses import error_response, response_for
 from shared import keys
 from shared.connection import REDIS_DOWN
 from shared.settings import Settings
@@ -133,8 +134,8 @@ class SessionMiddleware:
                     return
                 session_id, confirmed_at = new_session_id(), now
                 await self._refresh(redis, session_id, create=True)
-        except REDIS_DOWN:
-            await error_response(503, STORAGE_UNAVAILABLE, {"Retry-After": "1"})(scope, receive, send)
+        except (*REDIS_DOWN, RedisError) as error:  # outside FastAPI's error handlers, so answered here
+            await response_for(error)(scope, receive, send)
             return
         scope.setdefault("state", {})["session_id"] = session_id
         if session_id is None:
