@@ -58,8 +58,9 @@ class HotPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self._route(scope) if scope["type"] == "http" else None
-        claim = self.cookies.read(scope) if route else None
-        if route is None or claim is None or not self.cookies.is_current(claim[1], int(time.time())):
+        now = int(time.time())
+        claim = self.cookies.read(scope, now) if route else None
+        if route is None or claim is None or not self.cookies.is_current(claim[1], now):
             await self.app(scope, receive, send)
             return
         session_id, _confirmed_at, token = claim

@@ -17,11 +17,12 @@ from services.gateway.limits import StrictJSONRoute
 from services.gateway.models import (
     ID_PATTERN,
     NAME_PATTERN,
+    PLAYER_NAME,
     GameStateBody,
     Message,
     PlayerStateBody,
     SearchResult,
-    deeper_than,
+    count_values,
 )
 from services.gateway.sessions import Address, SessionId
 from shared import keys
@@ -45,7 +46,7 @@ class Kind:
     index: str
     create: EventType
     update: EventType
-    public_fields: tuple[str, ...]
+    public_fields: tuple[str, ...]  # also what the search index holds, bounded by save()
 
 
 PLAYERS = Kind(
@@ -82,13 +83,26 @@ def json_response(status: int, body: Any) -> Response:
 async def save(
     commands: CommandBus, kind: Kind, caller: str, address: str, data: dict[str, Any], *, update: bool
 ) -> Response:
-    """`data` is a validated document: a JSON object with an `id` of the right shape, first."""
+    """`data` is a validated document: a JSON object with an `id` of the right shape, first.
+
+    The hot path and the FastAPI routes both check the rest here, so they answer alike.
+    """
     if data["id"] != caller:
         raise HTTPException(403, f"{kind.field}.id must be your own session id")
-    if deeper_than(data, commands.settings.max_json_depth):
-        raise HTTPException(400, f"{kind.field} nests deeper than {commands.settings.max_json_depth} levels")
+    if "name" in kind.public_fields and "name" in data and not is_player_name(data["name"]):
+        raise HTTPException(400, f"{kind.field}.name must be 1 to 32 letters, digits or underscores")
+    settings = commands.settings
+    values = count_values(data, settings.max_json_depth)
+    if values is None:
+        raise HTTPException(400, f"{kind.field} nests deeper than {settings.max_json_depth} levels")
+    if values > settings.max_json_values:
+        raise HTTPException(413, f"{kind.field} holds more than {settings.max_json_values} JSON values")
     reply = await commands.call(kind.update if update else kind.create, caller, address, data)
     return json_response(reply.status, reply.body)
+
+
+def is_player_name(name: object) -> bool:
+    return isinstance(name, str) and PLAYER_NAME.fullmatch(name) is not None  # fullmatch: no trailing newline
 
 
 async def read(client: PipelinedRedis, kind: Kind, caller: str, document_id: str) -> Response:
