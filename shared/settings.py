@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_SESSION_SECRET = "dev-only-insecure-secret-change-me"
+# Once the default, and published with the code: a cookie signed with it is anyone's to forge.
+PUBLISHED_SESSION_SECRET = "dev-only-insecure-secret-change-me"
+MIN_SECRET_LENGTH = 32  # at least 128 bits in hex, more in any richer alphabet
+DATA_DIR = Path(__file__).resolve().parents[1] / ".data"  # git-ignored; `make run` keeps Redis here too
 RATE = re.compile(r"\s*([1-9][0-9]*)\s*/\s*(second|minute|hour|day)\s*")
 MAX_EXACT_INTEGER = 2**53
 PERIOD_MS = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
@@ -41,11 +45,18 @@ class Settings(BaseSettings):
     access_log: bool = False  # one line per HTTP request: useful when debugging, costly under load
     gateway_processes: int = Field(1, ge=1, le=64)
     hot_path: bool = True  # the hot routes answered before FastAPI (services/gateway/hotpath.py)
+    # /docs, /redoc (Swagger UI and ReDoc load from a CDN, on the game's origin) and /openapi.json;
+    # unset: on in development, off in production.
+    api_docs: bool | None = None
 
     # Sessions: the cookie and the Redis key share one clock (see services/gateway/sessions.py).
-    session_secret: str = DEFAULT_SESSION_SECRET
+    # Empty: production refuses to start; development generates one into SESSION_SECRET_FILE.
+    session_secret: str = ""
+    session_secret_file: Path = DATA_DIR / "session-secret"
     session_max_age_s: int = Field(7 * 24 * 3600, gt=0)
     session_refresh_s: int = Field(60, ge=0)
+    # How far in the future a cookie's stamp may be (gateways' clocks differ a little); beyond: no session.
+    session_clock_skew_s: int = Field(5, ge=0, le=300)
     cookie_secure: bool = False
 
     # Command round trip: the gateway waits this long for a reply; the event's deadline is the same.
@@ -63,6 +74,9 @@ class Settings(BaseSettings):
     block_ms: int = Field(1000, gt=0)
     claim_idle_ms: int = Field(15000, gt=0)
     max_deliveries: int = Field(5, gt=0)
+    # Payload bytes one settle script applies: Redis runs a script alone, so this bounds how long one
+    # batch of the largest saves makes everyone else wait (a batch larger than this settles in parts).
+    batch_max_bytes: int = Field(512 * 1024, ge=1024)
     # Only long enough for a claim (CLAIM_IDLE_MS, then the next sweep): every entry kept costs
     # Redis memory and each AOF rewrite, at the rate the saves arrive.
     stream_retention_ms: int = Field(60 * 1000, gt=0)
@@ -71,6 +85,12 @@ class Settings(BaseSettings):
     # Input limits.
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_json_depth: int = Field(32, gt=0)
+    # Values (objects, arrays, strings, numbers, ...) in one save: RedisJSON spends 16-80 bytes on each,
+    # so a body of tiny values took 8x its size in Redis. The game's saves hold about 40.
+    max_json_values: int = Field(1024, ge=16, le=100_000)
+    # A save expires this long after its last write or its session's last refresh in Redis, so the saves
+    # of a session that never comes back go too. Must outlive the session (SESSION_MAX_AGE_S).
+    save_ttl_s: int = Field(30 * 24 * 3600, gt=0)
     search_limit: int = Field(20, gt=0, le=1000)
     leaderboard_maps: Annotated[tuple[str, ...], NoDecode] = ("Grassland", "Mountains", "Badlands")
     score_min: float = 0
@@ -113,8 +133,18 @@ class Settings(BaseSettings):
         # idled CLAIM_IDLE_MS: trimming must wait for that.
         if self.stream_retention_ms <= self.claim_idle_ms * 3 // 2:
             raise ValueError("STREAM_RETENTION_MS must be greater than 1.5 x CLAIM_IDLE_MS")
-        if self.environment == "production" and self.session_secret == DEFAULT_SESSION_SECRET:
+        if self.session_secret == PUBLISHED_SESSION_SECRET:
+            raise ValueError("SESSION_SECRET is the published example value: anyone could forge a session")
+        if self.environment == "production" and not self.session_secret:
             raise ValueError("SESSION_SECRET must be set in production (ENVIRONMENT=production)")
+        if self.session_secret and len(self.session_secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"SESSION_SECRET must be at least {MIN_SECRET_LENGTH} random characters "
+                "(for example the output of `openssl rand -hex 32`)"
+            )
+        # A save must outlive every session that may still come back to it.
+        if self.save_ttl_s <= self.session_max_age_s + self.session_refresh_s:
+            raise ValueError("SAVE_TTL_S must be greater than SESSION_MAX_AGE_S + SESSION_REFRESH_S")
         if self.score_min >= self.score_max:
             raise ValueError("SCORE_MIN must be below SCORE_MAX")
         # Past 2^53 a JSON integer can't be stored exactly as Redis's (and JavaScript's) double.

@@ -7,7 +7,7 @@
 --       then the reply-only ones), then each command's target key.
 -- ARGV[1] group, ARGV[2] reply TTL, ARGV[3] the batch as JSON (one argument packs faster than
 --       thousands): {"failed": [status, body], "commands": [[name, [args after the key],
---       status if true, body if true, status if false, body if false], ...],
+--       status if true, body if true, status if false, body if false, TTL if true (0: none)], ...],
 --       "replies": [[status, body], ...], "ids": [entry ids to acknowledge]};
 --       then per dead letter, binary-safe: a count f and f values (field, value, ...).
 -- Returns, per command: 1 (true: OK or a non-zero count), 0 (false: nil or zero), or the error;
@@ -26,7 +26,8 @@ end
 
 local outcomes = {}
 for i, command in ipairs(batch.commands) do
-  local result = redis.pcall(command[1], KEYS[next_target], unpack(command[2]))
+  local key = KEYS[next_target]
+  local result = redis.pcall(command[1], key, unpack(command[2]))
   next_target = next_target + 1
   if type(result) == 'table' and result.err then
     if string.sub(result.err, 1, 4) == 'OOM ' then
@@ -37,6 +38,9 @@ for i, command in ipairs(batch.commands) do
     outcomes[i] = result.err
     reply(batch.failed[1], batch.failed[2])
   elseif result and result ~= 0 then
+    if command[7] > 0 then
+      redis.call('EXPIRE', key, command[7])
+    end
     outcomes[i] = 1
     reply(command[3], command[4])
   else

@@ -8,6 +8,7 @@ else the embedded Redis Stack server (devtools/redis_stack.py) on a free port.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -45,6 +46,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
+    # Every service the tests start signs cookies with it (so a test can sign one), and none writes
+    # a generated secret into the checkout's .data/.
+    os.environ.setdefault("SESSION_SECRET", secrets.token_urlsafe(32))
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import Settings
+from shared.settings import PUBLISHED_SESSION_SECRET, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +41,17 @@ def test_environment_names_are_settings(compose: dict[str, Any]) -> None:
     known = {name.upper() for name in Settings.model_fields}
     for name in ("gateway", "saves", "leaderboard"):
         assert set(compose["services"][name]["environment"]) <= known
+
+
+def test_compose_runs_in_production_and_needs_a_secret_of_its_own(compose: dict[str, Any]) -> None:
+    """The port is published on every interface: no default secret, and production's checks on it."""
+    assert PUBLISHED_SESSION_SECRET not in (ROOT / "deploy/compose.yml").read_text()
+    for name in ("gateway", "saves", "leaderboard"):
+        environment = compose["services"][name]["environment"]
+        assert environment["ENVIRONMENT"] == "${ENVIRONMENT:-production}"
+        required = environment["SESSION_SECRET"]
+        assert required.startswith("${SESSION_SECRET:?") and "32" in required  # compose stops, saying why
+        assert "$(" not in required and required.count("}") == 1  # nothing compose would try to interpolate
 
 
 def test_redis_persists_and_proves_its_modules(compose: dict[str, Any]) -> None:

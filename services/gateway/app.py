@@ -49,11 +49,14 @@ def create_app(settings: Settings) -> ASGIApp:
         await app.state.redis.aclose()
         await app.state.hot.aclose()
 
+    # Swagger UI and ReDoc load their code from a CDN, unpinned, onto the game's own origin.
+    docs = settings.environment == "development" if settings.api_docs is None else settings.api_docs
     app = FastAPI(
         title="Cache Quest backend",
         summary="Saves, sessions and leaderboards for the Cache Quest browser game.",
         version="1.0.0",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
     )
     responses.install(app)
     app.add_middleware(SessionMiddleware, settings=settings)

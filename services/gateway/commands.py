@@ -6,13 +6,14 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from services.gateway.ratelimit import RateLimits
+from services.gateway.ratelimit import RateLimits, SessionGone
 from shared.pipelined import PipelinedRedis
 from shared.protocol import ROUTE_OF, Event, EventType, Reply, trim_id, wait_for_reply
 from shared.settings import Settings
 
 # A reply written right at the deadline should still reach the caller.
 REPLY_GRACE_MS = 250
+SESSION_GONE = "Your session has expired: call GET /session for a new one"
 
 
 class CommandBus:
@@ -25,15 +26,19 @@ class CommandBus:
         """Admit the command under the caller's write limits, publish it, and wait for its reply.
 
         Admission and publication are one script (services/gateway/ratelimit.lua): a refused
-        command is never published. A 504 means no worker answered in time; the command is never
-        applied after its deadline, and every command is idempotent, so the client can simply retry.
+        command is never published, nor one whose session is gone from Redis (401). A 504 means no
+        worker answered in time; the command is never applied after its deadline, and every command
+        is idempotent, so the client can simply retry.
         """
         event = Event.new(type, session_id, payload, self.settings.request_timeout_ms)
         route = ROUTE_OF[type]
-        wait = await self.limits.admit(
-            [("session-writes", session_id), ("address-writes", address)],
-            publish=(route.stream, trim_id(self.settings.stream_retention_ms), event.encode()),
-        )
+        try:
+            wait = await self.limits.admit(
+                [("session-writes", session_id), ("address-writes", address)],
+                publish=(session_id, route.stream, trim_id(self.settings.stream_retention_ms), event.encode()),
+            )
+        except SessionGone:
+            raise HTTPException(401, SESSION_GONE) from None
         if wait:
             raise HTTPException(429, "Too many writes; slow down", headers={"Retry-After": str(wait)})
         reply = await wait_for_reply(self.redis, event, self.settings.request_timeout_ms + REPLY_GRACE_MS)

@@ -105,8 +105,9 @@ class HotPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.find(scope) if scope["type"] == "http" else None
-        claim = self.cookies.read(scope) if found else None
-        if found is None or claim is None or not self.cookies.is_current(claim[1], int(time.time())):
+        now = int(time.time())
+        claim = self.cookies.read(scope, now) if found else None
+        if found is None or claim is None or not self.cookies.is_current(claim[1], now):
             await self.app(scope, receive, send)
             return
         handler, params = found

@@ -17,6 +17,11 @@ from shared.pipelined import PipelinedRedis, Script
 from shared.settings import Settings, parse_rate
 
 SCRIPT = Script((Path(__file__).parent / "ratelimit.lua").read_text())
+NO_SESSION = -1  # the script's answer when the command's session key is gone
+
+
+class SessionGone(Exception):
+    """The caller's `sessions:` key no longer exists: its cookie is signed but names no live session."""
 
 
 class RateLimits:
@@ -29,11 +34,12 @@ class RateLimits:
         }
 
     async def admit(
-        self, hits: Sequence[tuple[str, str]], publish: tuple[str, str, Mapping[bytes, bytes]] | None = None
+        self, hits: Sequence[tuple[str, str]], publish: tuple[str, str, str, Mapping[bytes, bytes]] | None = None
     ) -> int | None:
         """Count a hit on each `(rule, who)`: None if every limit allows it, else the seconds to wait.
 
-        `publish` is `(stream, trim MINID, fields)`: the entry to append only when admitted.
+        `publish` is `(session id, stream, trim MINID, fields)`: the entry to append only when
+        admitted; SessionGone when that session's key does not exist.
         """
         counted = [(rule, who, rate) for rule, who in hits if (rate := self.rules[rule])]
         script_keys = [keys.rate_limit(rule, who) for rule, who, _ in counted]
@@ -41,10 +47,12 @@ class RateLimits:
         for _, _, (count, period_ms) in counted:
             args += (count, period_ms)
         if publish is not None:
-            stream, min_id, fields = publish
-            script_keys.append(stream)
+            session_id, stream, min_id, fields = publish
+            script_keys += (keys.session(session_id), stream)
             args.append(min_id)
             for field, value in fields.items():
                 args += (field, value)
         wait_ms = int(await self.redis.script(SCRIPT, script_keys, args))
+        if wait_ms == NO_SESSION:
+            raise SessionGone
         return math.ceil(wait_ms / 1000) if wait_ms else None

@@ -23,12 +23,14 @@ from services.gateway.hotpath import Call, FastHandler, fast, parse_body
 from services.gateway.models import (
     ID_PATTERN,
     NAME_PATTERN,
+    NAME_RULE,
+    PLAYER_NAME,
     GameStateBody,
     Message,
     PlayerStateBody,
     SaveDocument,
     SearchResult,
-    deeper_than,
+    count_values,
 )
 from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
@@ -52,7 +54,7 @@ class Kind:
     index: str
     create: EventType
     update: EventType
-    public_fields: tuple[str, ...]  # what a search shows of another player's save
+    public_fields: tuple[str, ...]  # what a search shows of another player's save, and what the index holds
 
     def document(self, body: BaseModel) -> SaveDocument:
         document: SaveDocument = getattr(body, self.field)
@@ -72,13 +74,26 @@ GAMES = Kind(
 async def save(
     commands: CommandBus, kind: Kind, caller: str, address: str, data: dict[str, Any], *, update: bool
 ) -> Response:
-    """`data` is a validated document: a JSON object with an `id` of the right shape, first."""
+    """`data` is a validated document: a JSON object with an `id` of the right shape, first.
+
+    The hot path and the FastAPI routes both check the rest here, so they answer alike.
+    """
     if data["id"] != caller:
         raise HTTPException(403, f"{kind.field}.id must be your own session id")
-    if deeper_than(data, commands.settings.max_json_depth):
-        raise HTTPException(400, f"{kind.field} nests deeper than {commands.settings.max_json_depth} levels")
+    if "name" in kind.public_fields and "name" in data and not is_player_name(data["name"]):
+        raise HTTPException(400, f"{kind.field}.name must be {NAME_RULE}")
+    settings = commands.settings
+    values = count_values(data, settings.max_json_depth)
+    if values is None:
+        raise HTTPException(400, f"{kind.field} nests deeper than {settings.max_json_depth} levels")
+    if values > settings.max_json_values:
+        raise HTTPException(413, f"{kind.field} holds more than {settings.max_json_values} JSON values")
     reply = await commands.call(kind.update if update else kind.create, caller, address, data)
     return json_response(reply.status, reply.body)
+
+
+def is_player_name(name: object) -> bool:
+    return isinstance(name, str) and PLAYER_NAME.fullmatch(name) is not None  # fullmatch: no trailing newline
 
 
 async def read(client: PipelinedRedis, kind: Kind, caller: str, document_id: str) -> Response:

@@ -6,7 +6,13 @@ SESSION_REFRESH_S whenever the cookie says it was last confirmed in Redis longer
 ago than SESSION_REFRESH_S. So the key outlives the cookie by less than that
 interval and an abandoned session leaves Redis with its cookie (the seed's store
 kept keys forever), while a busy player costs one Redis write a minute rather
-than one per request.
+than one per request. That write also keeps the player's saves for SAVE_TTL_S.
+
+The cookie is only as good as its secret: no published one is ever accepted
+(shared/settings.py), and development generates its own into SESSION_SECRET_FILE.
+A cookie stamped in the future (past SESSION_CLOCK_SKEW_S) is no session, so
+none can skip the re-confirmation; and a write still needs the Redis key
+(ratelimit.lua checks it while admitting it).
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import os
 import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,15 +36,54 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.gateway.responses import error_response, response_for
 from shared import keys
 from shared.connection import REDIS_DOWN
-from shared.settings import Settings
+from shared.pipelined import PipelinedRedis, Script
+from shared.settings import MIN_SECRET_LENGTH, Settings
+
+log = logging.getLogger(__name__)
 
 COOKIE_NAME = "cq_session"
 SESSION_PATHS = ("/api/", "/session")
+# KEYS: the session, the player's save, the game's save. ARGV: the record, its TTL, NX (create) or XX
+# (re-confirm), the saves' TTL. Re-confirming an existing session extends its saves too.
+WRITE_SESSION = Script(
+    """if not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], ARGV[3]) then
+  return 0
+end
+if ARGV[3] == 'XX' then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+return 1"""
+)
 
 
 def new_session_id() -> str:
     """128 random bits as hex: URL-safe, and one token for Redis Search (no `-` or `_` to split on)."""
     return secrets.token_hex(16)
+
+
+def stored_secret(path: Path) -> str:
+    """The secret kept in `path`, made on first use: every gateway process and restart signs alike.
+
+    Created under a temporary name and linked into place, so processes starting together agree on
+    the one that lands first and none reads a half-written file.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(32))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+            log.info("generated a session secret into %s", path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ValueError(f"{path} holds no session secret of {MIN_SECRET_LENGTH}+ characters; delete it")
+    return secret
 
 
 def client_address(scope: Scope) -> str:
@@ -85,13 +132,16 @@ class SessionCookies:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.signer = CookieSigner(settings.session_secret)
+        self.signer = CookieSigner(settings.session_secret or stored_secret(settings.session_secret_file))
 
-    def read(self, scope: Scope) -> tuple[str, int, str] | None:
-        """The session id, when Redis last confirmed it, and the signed token; None if absent or forged."""
+    def read(self, scope: Scope, now: int) -> tuple[str, int, str] | None:
+        """The session id, when Redis last confirmed it, and the signed token; None if absent, forged
+        or stamped in the future (no gateway could have confirmed it then)."""
         token = cookie_token(scope["headers"])
         claim = self.signer.unsign(token)
-        return None if claim is None or token is None else (*claim, token)
+        if claim is None or token is None or claim[1] > now + self.settings.session_clock_skew_s:
+            return None
+        return (*claim, token)
 
     def is_current(self, confirmed_at: int, now: int) -> bool:
         """Confirmed recently enough to trust without asking Redis again."""
@@ -118,9 +168,9 @@ class SessionMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(SESSION_PATHS):
             await self.app(scope, receive, send)
             return
-        redis: Redis = scope["app"].state.redis
+        redis: PipelinedRedis = scope["app"].state.hot
         now = int(time.time())
-        session_id, confirmed_at, _token = self.cookies.read(scope) or (None, 0, "")
+        session_id, confirmed_at, _token = self.cookies.read(scope, now) or (None, 0, "")
         try:
             if session_id is not None and not self.cookies.is_current(confirmed_at, now):
                 confirmed_at = now
@@ -150,10 +200,13 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
 
-    async def _refresh(self, redis: Redis, session_id: str, *, create: bool) -> bool:
-        """Write the session with a fresh expiry; only an existing one unless `create`."""
-        max_age = self.settings.session_max_age_s
-        ttl = max_age + self.settings.session_refresh_s
+    async def _refresh(self, redis: PipelinedRedis, session_id: str, *, create: bool) -> bool:
+        """Write the session with a fresh expiry; only an existing one (and then its saves too) unless `create`."""
+        settings = self.settings
+        max_age = settings.session_max_age_s
         expires = datetime.now(UTC) + timedelta(seconds=max_age)
         record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
-        return bool(await redis.set(keys.session(session_id), record, ex=ttl, nx=create, xx=not create))
+        ttl, mode = max_age + settings.session_refresh_s, "NX" if create else "XX"
+        script_keys = [keys.session(session_id), keys.player(session_id), keys.game(session_id)]
+        args: list[bytes | int | str] = [record, ttl, mode, settings.save_ttl_s]
+        return bool(await redis.script(WRITE_SESSION, script_keys, args))

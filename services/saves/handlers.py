@@ -2,7 +2,8 @@
 
 `JSON.SET ... XX` makes "replace only if it exists" one atomic command, so the
 PATCH-then-POST save flow has no check-then-write race and a redelivered
-update is as harmless as the first.
+update is as harmless as the first. Each write restarts the save's SAVE_TTL_S
+(the gateway restarts it too whenever it re-confirms the session).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from shared.worker import Action, Handler
 NOT_FOUND = Reply.message(404, "Not Found")
 
 
-def save_handler(key_of: Callable[[str], str], noun: str, *, update: bool) -> Handler:
+def save_handler(key_of: Callable[[str], str], noun: str, ttl_s: int, *, update: bool) -> Handler:
     done = Reply.message(200, f"{noun} {'updated' if update else 'created'}")
 
     def handle(event: Event) -> Action:
@@ -28,15 +29,16 @@ def save_handler(key_of: Callable[[str], str], noun: str, *, update: bool) -> Ha
             raise PoisonEvent(f"{noun.lower()} document must be an object whose id is the caller's session id")
         body = orjson.dumps(document).decode()
         args = ("$", body, "XX") if update else ("$", body)
-        return Action("JSON.SET", key_of(event.session), args, if_true=done, if_false=NOT_FOUND)
+        return Action("JSON.SET", key_of(event.session), args, if_true=done, if_false=NOT_FOUND, expire_s=ttl_s)
 
     return handle
 
 
-def handlers(_settings: Settings) -> Mapping[EventType, Handler]:
+def handlers(settings: Settings) -> Mapping[EventType, Handler]:
+    ttl = settings.save_ttl_s
     return {
-        EventType.PLAYER_CREATE: save_handler(keys.player, "Player", update=False),
-        EventType.PLAYER_UPDATE: save_handler(keys.player, "Player", update=True),
-        EventType.GAME_CREATE: save_handler(keys.game, "Game", update=False),
-        EventType.GAME_UPDATE: save_handler(keys.game, "Game", update=True),
+        EventType.PLAYER_CREATE: save_handler(keys.player, "Player", ttl, update=False),
+        EventType.PLAYER_UPDATE: save_handler(keys.player, "Player", ttl, update=True),
+        EventType.GAME_CREATE: save_handler(keys.game, "Game", ttl, update=False),
+        EventType.GAME_UPDATE: save_handler(keys.game, "Game", ttl, update=True),
     }
