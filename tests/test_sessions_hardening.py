@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from devtools.stack import Stack
 from services.gateway.app import create_app
 from services.gateway.hotpath import HotPath
+from services.gateway.paths import ExpressPaths
 from services.gateway.sessions import COOKIE_NAME, CookieSigner
 from shared import keys
 from shared.protocol import Event, EventType, Reply
@@ -317,6 +318,7 @@ def test_the_api_docs_are_off_in_production_unless_asked_for(make_stack: StackFa
         assert (answer.status_code, answer.headers["content-type"]) == (404, "application/json"), path
     asked = create_app(Settings(redis_url=redis_url, environment="production", api_docs=True))
     refused = create_app(Settings(redis_url=redis_url, environment="development", api_docs=False))
-    assert isinstance(asked, HotPath) and isinstance(refused, HotPath)
-    assert (asked.app.docs_url, asked.app.openapi_url) == ("/docs", "/openapi.json")
-    assert refused.app.openapi_url is None
+    assert isinstance(asked, ExpressPaths) and isinstance(refused, ExpressPaths)
+    assert isinstance(asked.app, HotPath) and isinstance(refused.app, HotPath)
+    assert (asked.app.app.docs_url, asked.app.app.openapi_url) == ("/docs", "/openapi.json")
+    assert refused.app.app.openapi_url is None
