@@ -30,26 +30,24 @@ from shared.connection import REDIS_DOWN, connect, redact
 from shared.protocol import (
     SAVES,
     SCORES,
-    Entry,
+    CommandStream,
     Event,
     EventType,
     PoisonEvent,
     Reply,
-    Route,
     now_ms,
-    stream_entries,
     trim_id,
 )
 from shared.settings import Settings
-from shared.worker import Handler
+from shared.worker import Entry, Handler, stream_entries
 
 PROG = "python -m devtools.deadletters"
 NAME = "deadletters"  # the prefix of every error line
 DEAD_FIELDS = (b"dead_reason", b"dead_entry", b"dead_stream")
 # Each command stream with the handlers its worker runs: a replay is checked as the worker checks it.
-WORKERS: dict[str, tuple[Route, Callable[[Settings], Mapping[EventType, Handler]]]] = {
-    SAVES.stream: (SAVES, saves.handlers),
-    SCORES.stream: (SCORES, leaderboard.handlers),
+WORKERS: dict[str, tuple[CommandStream, Callable[[Settings], Mapping[EventType, Handler]]]] = {
+    SAVES.key: (SAVES, saves.handlers),
+    SCORES.key: (SCORES, leaderboard.handlers),
 }
 REPLY_GRACE_MS = 1000  # past the deadline: a reply written right at it is still read
 READ_SLICE_MS = 1000  # each blocking read stays well under the client's socket timeout
@@ -80,7 +78,7 @@ class Letter:
 class Replay:
     """The fresh event a replay publishes, the stream it goes to, and the key its command writes."""
 
-    route: Route
+    stream: CommandStream
     event: Event
     target: str
 
@@ -128,19 +126,19 @@ def plan(letter: Letter, settings: Settings) -> Replay:
         original = Event.decode(letter.fields)
     except PoisonEvent as error:
         raise unreplayable(letter, f"it is not a decodable envelope ({error})") from None
-    stream = letter.text(b"dead_stream")
-    if stream not in WORKERS:
-        raise unreplayable(letter, f"it came from {stream}, not a command stream")
-    route, handlers = WORKERS[stream]
+    stream_key = letter.text(b"dead_stream")
+    if stream_key not in WORKERS:
+        raise unreplayable(letter, f"it came from {stream_key}, not a command stream")
+    stream, handlers = WORKERS[stream_key]
     handler = handlers(settings).get(original.type)
     if handler is None:
-        raise unreplayable(letter, f"{original.type} does not belong on {stream}")
+        raise unreplayable(letter, f"{original.type} does not belong on {stream_key}")
     event = Event.new(original.type, original.session, original.payload, settings.request_timeout_ms)
     try:
         action = handler(event)
     except PoisonEvent as error:
-        raise unreplayable(letter, f"the {route.group} worker refuses it ({error})") from None
-    return Replay(route, event, action.key)
+        raise unreplayable(letter, f"the {stream.group} worker refuses it ({error})") from None
+    return Replay(stream, event, action.key)
 
 
 def unreplayable(letter: Letter, why: str) -> Refused:
@@ -205,18 +203,18 @@ async def replay(redis: Redis, settings: Settings, entry_id: str, *, force: bool
     if needs_force and not force:
         raise Refused(f"refused: {why}; compare with `show {letter.id}`, then `replay {letter.id} --force` to do it")
     print(f"{why}: replacing it (--force)" if needs_force else why)
-    stream = again.route.stream
+    stream = again.stream.key
     await redis.xadd(stream, again.event.encode(), minid=trim_id(settings.stream_retention_ms))  # type: ignore[arg-type]
-    print(f"published as event {again.event.id} on {stream}; waiting for the {again.route.group} worker")
+    print(f"published as event {again.event.id} on {stream}; waiting for the {again.stream.group} worker")
     reply = await await_reply(redis, again.event)
     if reply is None:
         raise Refused(
-            f"no {again.route.group} worker answered by the deadline; the event will not be applied late: "
+            f"no {again.stream.group} worker answered by the deadline; the event will not be applied late: "
             f"dead letter {letter.id} stays"
         )
     if not 200 <= reply.status < 300:
-        raise Refused(f"the {again.route.group} worker answered {describe(reply)}: dead letter {letter.id} stays")
-    print(f"the {again.route.group} worker answered {describe(reply)}")
+        raise Refused(f"the {again.stream.group} worker answered {describe(reply)}: dead letter {letter.id} stays")
+    print(f"the {again.stream.group} worker answered {describe(reply)}")
     await redis.xdel(keys.DEAD_LETTER_STREAM, letter.id)
     print(f"removed dead letter {letter.id}")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import exceptions
@@ -12,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from shared import keys
+from shared.pipelined import as_map
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,16 @@ def connect(url: str, *, max_connections: int = 256) -> Redis:
     return Redis(connection_pool=pool)
 
 
-async def missing_modules(redis: Redis) -> list[str]:
-    loaded = {entry[b"name"].decode() for entry in await redis.module_list()}
-    return [label for name, label in REQUIRED_MODULES.items() if name not in loaded]
+def missing_modules(loaded: Iterable[str]) -> list[str]:
+    """The required modules absent from `loaded` (MODULE LIST's names), as people call them."""
+    names = set(loaded)
+    return [label for name, label in REQUIRED_MODULES.items() if name not in names]
+
+
+def module_names(module_list: Any) -> set[str]:
+    """The names in a MODULE LIST answer, over RESP3 (maps) or RESP2 (flat lists)."""
+    entries = [entry if isinstance(entry, dict) else as_map(entry) for entry in module_list]
+    return {entry[b"name"].decode() for entry in entries}
 
 
 async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> None:
@@ -89,7 +99,7 @@ async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> N
                 ) from error
             log.warning("waiting for Redis at %s: %s", redact(url), error)
             await asyncio.sleep(1)
-    missing = await missing_modules(redis)
+    missing = missing_modules(module_names(await redis.module_list()))
     if missing:
         raise RedisNotReady(
             f"Redis at {redact(url)} lacks the {' and '.join(missing)} module(s). Use Redis 8 or "
@@ -97,11 +107,14 @@ async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> N
         )
 
 
-async def ensure_indexes(redis: Redis) -> None:
-    """FT.CREATE is atomic, so racing services each try and treat "already exists" as success."""
+async def ensure_indexes(execute: Callable[..., Awaitable[Any]]) -> None:
+    """FT.CREATE is atomic, so racing services each try and treat "already exists" as success.
+
+    `execute` sends one command: redis-py's `execute_command` in a worker, the gateway's own client there.
+    """
     for name, definition in keys.INDEX_DEFINITIONS.items():
         try:
-            await redis.execute_command("FT.CREATE", name, *definition)
+            await execute("FT.CREATE", name, *definition)
             log.info("created search index %s", name)
         except exceptions.ResponseError as error:
             if "already exists" not in str(error).lower():

@@ -44,6 +44,11 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
+def as_map(flat: Sequence[Any]) -> dict[Any, Any]:
+    """A RESP2 map (field, value, field, value, ...) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 def reply_error(message: str) -> Exception:
     if message.startswith("NOSCRIPT"):
         return exceptions.NoScriptError(message)
@@ -234,16 +239,17 @@ class PipelinedRedis:
     async def _connect(self) -> Connection:
         options = self._options
         loop = asyncio.get_running_loop()
+        host, port = options.get("host", "localhost"), options.get("port", 6379)
+        where = options.get("path") or f"{host}:{port}"
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 if "path" in options:
                     _, connection = await loop.create_unix_connection(Connection, options["path"])
                 else:
-                    host, port = options.get("host", "localhost"), options.get("port", 6379)
                     tls = tls_context(options) if options.get("connection_class") is SSLConnection else None
                     _, connection = await loop.create_connection(Connection, host, port, ssl=tls)
         except (OSError, TimeoutError) as error:
-            raise exceptions.ConnectionError(f"cannot connect to Redis: {error or 'timed out'}") from error
+            raise exceptions.ConnectionError(f"cannot connect to Redis at {where}: {error or 'timed out'}") from error
         try:
             if options.get("password"):
                 user = [options["username"]] if options.get("username") else []

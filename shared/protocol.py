@@ -19,7 +19,6 @@ from typing import Any, TypeGuard
 import orjson
 
 from shared import keys
-from shared.pipelined import PipelinedRedis
 
 VERSION = b"1"
 
@@ -33,22 +32,22 @@ class EventType(StrEnum):
 
 
 @dataclass(frozen=True)
-class Route:
+class CommandStream:
     """A command stream, the consumer group that works it, and the events it carries."""
 
-    stream: str
+    key: str
     group: str
     events: frozenset[EventType]
 
 
-SAVES = Route(
+SAVES = CommandStream(
     keys.SAVES_STREAM,
     keys.SAVES_GROUP,
     frozenset({EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, EventType.GAME_CREATE, EventType.GAME_UPDATE}),
 )
-SCORES = Route(keys.SCORES_STREAM, keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
-ROUTES = (SAVES, SCORES)
-ROUTE_OF = {event: route for route in ROUTES for event in route.events}
+SCORES = CommandStream(keys.SCORES_STREAM, keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
+COMMAND_STREAMS = (SAVES, SCORES)
+STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
 
 
 class PoisonEvent(ValueError):
@@ -141,32 +140,3 @@ def is_finite_number(value: object) -> TypeGuard[int | float]:
 def trim_id(retention_ms: int) -> str:
     """The `XADD ... MINID` that trims a command stream of entries past every deadline."""
     return f"{max(now_ms() - retention_ms, 0)}-0"
-
-
-async def wait_for_reply(redis: PipelinedRedis, event: Event, wait_ms: int) -> Reply | None:
-    """Block on the command's reply stream; None if no reply came in time.
-
-    Read from the start of the stream, so a reply written before the read blocks is not missed. A
-    wait that ends empty looks once more, without blocking, down the shared connection: the reply may
-    have come while every blocking connection was taken (PipelinedRedis's `max_blocking`).
-    """
-    key = event.reply_to
-    answer = await redis.blocking(wait_ms, lambda ms: ("XREAD", "COUNT", 1, "BLOCK", ms, "STREAMS", key, "0-0"))
-    if not answer:
-        answer = await redis.execute("XREAD", "COUNT", 1, "STREAMS", key, "0-0")
-    if not answer:
-        return None
-    [[_stream, [[_entry_id, fields]]]] = answer  # RESP2: one stream, one entry, fields flat
-    return Reply.decode(dict(zip(fields[::2], fields[1::2], strict=True)))
-
-
-Entry = tuple[bytes, dict[bytes, bytes]]
-
-
-def stream_entries(answer: Any) -> list[Entry]:
-    """The entries of a one-stream XREAD / XREADGROUP answer, as redis-py gives it over RESP3."""
-    if not answer:
-        return []
-    (batch,) = answer.values()
-    entries: list[Entry] = batch[0] if batch else []
-    return entries

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -32,10 +32,22 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 
 from shared import keys
 from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, unavailable, wait_until_ready
-from shared.protocol import Entry, Event, EventType, PoisonEvent, Reply, Route, now_ms, stream_entries
+from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def stream_entries(answer: Any) -> list[Entry]:
+    """The entries of a one-stream XREAD / XREADGROUP answer, as redis-py gives it over RESP3."""
+    if not answer:
+        return []
+    (batch,) = answer.values()
+    entries: list[Entry] = batch[0] if batch else []
+    return entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +99,8 @@ class Stats:
 
 
 class Worker:
-    def __init__(self, route: Route, handlers: Mapping[EventType, Handler], settings: Settings) -> None:
-        self.route = route
+    def __init__(self, stream: CommandStream, handlers: Mapping[EventType, Handler], settings: Settings) -> None:
+        self.stream = stream
         self.handlers = handlers
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -112,7 +124,7 @@ class Worker:
         await wait_until_ready(self.redis, self.settings.redis_url)
         log.info(
             "consumer %s of group %r on %s at %s",
-            self.consumer, self.route.group, self.route.stream, redact(self.settings.redis_url),
+            self.consumer, self.stream.group, self.stream.key, redact(self.settings.redis_url),
         )  # fmt: skip
         gc.freeze()  # start-up's objects live as long as the process: keep them out of every collection
         sweep_every = self.settings.claim_idle_ms / 2000
@@ -122,7 +134,7 @@ class Worker:
             try:
                 if not self._group_ready:
                     await self._ensure_group()
-                    await ensure_indexes(self.redis)
+                    await ensure_indexes(self.redis.execute_command)
                     self._group_ready = True
                 if loop.time() >= next_sweep:
                     await self._sweep()
@@ -166,7 +178,7 @@ class Worker:
 
     async def _ensure_group(self) -> None:
         try:
-            await self.redis.xgroup_create(self.route.stream, self.route.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.stream.key, self.stream.group, id="0", mkstream=True)
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
@@ -175,9 +187,9 @@ class Worker:
         """New entries, or our own pending ones while a backlog remains."""
         start = "0" if self._read_backlog else ">"
         answer = await self.redis.xreadgroup(
-            self.route.group,
+            self.stream.group,
             self.consumer,
-            {self.route.stream: start},
+            {self.stream.key: start},
             count=self.settings.batch_size,
             block=None if self._read_backlog else block_ms,
         )
@@ -253,13 +265,13 @@ class Worker:
     def _action(self, event: Event) -> Action:
         handler = self.handlers.get(event.type)
         if handler is None:
-            raise PoisonEvent(f"event type {event.type} does not belong on {self.route.stream}")
+            raise PoisonEvent(f"event type {event.type} does not belong on {self.stream.key}")
         return handler(event)
 
     def _pack(self, batch: Batch) -> None:
         """The settle script's keys and arguments, made while Redis is still busy with the batch before."""
         ready, replies, dead = batch.ready, batch.replies, batch.dead
-        script_keys: list[str | bytes] = [self.route.stream, keys.DEAD_LETTER_STREAM]
+        script_keys: list[str | bytes] = [self.stream.key, keys.DEAD_LETTER_STREAM]
         script_keys += [event.reply_to for event, _ in ready] + [reply_to for reply_to, _ in replies]
         script_keys += [action.key for _, action in ready]
         packed = {
@@ -268,13 +280,13 @@ class Worker:
             "replies": [reply.wire() for _, reply in replies],
             "ids": [entry_id.decode() for entry_id in batch.entry_ids],
         }
-        args: list[bytes | str | int] = [self.route.group, self.settings.reply_ttl_s, orjson.dumps(packed)]
+        args: list[bytes | str | int] = [self.stream.group, self.settings.reply_ttl_s, orjson.dumps(packed)]
         for (entry_id, fields), reason in dead:
             letter = {
                 **fields,
                 b"dead_reason": reason.encode(),
                 b"dead_entry": entry_id,
-                b"dead_stream": self.route.stream.encode(),
+                b"dead_stream": self.stream.key.encode(),
             }
             args.append(len(letter) * 2)
             for name, value in letter.items():
@@ -321,7 +333,7 @@ class Worker:
 
     def _count_dead(self, batch: Batch) -> None:
         for (entry_id, _fields), reason in batch.dead:
-            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.route.stream, reason)
+            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.stream.key, reason)
         self.stats.dead_lettered += len(batch.dead)
 
     async def _sweep(self) -> None:
@@ -329,7 +341,7 @@ class Worker:
         cursor = "0-0"
         while True:
             cursor_raw, claimed, _deleted = await self.redis.xautoclaim(
-                self.route.stream, self.route.group, self.consumer,
+                self.stream.key, self.stream.group, self.consumer,
                 min_idle_time=self.settings.claim_idle_ms, start_id=cursor, count=self.settings.batch_size,
             )  # fmt: skip
             if claimed:
@@ -338,14 +350,14 @@ class Worker:
             cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else cursor_raw
             if cursor == "0-0":
                 break
-        for consumer in await self.redis.xinfo_consumers(self.route.stream, self.route.group):
+        for consumer in await self.redis.xinfo_consumers(self.stream.key, self.stream.group):
             name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
             if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > self.settings.consumer_reap_ms:
-                await self.redis.xgroup_delconsumer(self.route.stream, self.route.group, name)
+                await self.redis.xgroup_delconsumer(self.stream.key, self.stream.group, name)
 
     async def _deliveries(self, claimed: list[Entry]) -> dict[bytes, int]:
         pending = await self.redis.xpending_range(
-            self.route.stream, self.route.group, min=claimed[0][0], max=claimed[-1][0],
+            self.stream.key, self.stream.group, min=claimed[0][0], max=claimed[-1][0],
             count=len(claimed), consumername=self.consumer,
         )  # fmt: skip
         return {cast(bytes, row["message_id"]): int(row["times_delivered"]) for row in pending}
@@ -354,18 +366,20 @@ class Worker:
         """Leave the group tidy; a consumer still holding entries stays so they can be claimed."""
         try:
             info = await self.redis.xpending_range(
-                self.route.stream, self.route.group, min="-", max="+", count=1, consumername=self.consumer
+                self.stream.key, self.stream.group, min="-", max="+", count=1, consumername=self.consumer
             )
             if not info:
-                await self.redis.xgroup_delconsumer(self.route.stream, self.route.group, self.consumer)
+                await self.redis.xgroup_delconsumer(self.stream.key, self.stream.group, self.consumer)
         except (*REDIS_DOWN, ResponseError) as error:
             log.warning("could not leave the group cleanly: %s", error)
 
 
-def run_worker(route: Route, handlers: Callable[[Settings], Mapping[EventType, Handler]], settings: Settings) -> None:
+def run_worker(
+    stream: CommandStream, handlers: Callable[[Settings], Mapping[EventType, Handler]], settings: Settings
+) -> None:
     """Entry point shared by `python -m services.saves` and `python -m services.leaderboard`."""
-    worker = Worker(route, handlers(settings), settings)
+    worker = Worker(stream, handlers(settings), settings)
     try:
         asyncio.run(worker.run())
     except RedisNotReady as error:
-        sys.exit(f"{route.group}: {error}")
+        sys.exit(f"{stream.group}: {error}")

@@ -19,7 +19,8 @@ import redis
 from devtools.deadletters import clock, parser
 from devtools.stack import Stack
 from shared import keys
-from shared.protocol import ROUTE_OF, Entry, Event, EventType, stream_entries
+from shared.protocol import STREAM_OF, Event, EventType
+from shared.worker import Entry, stream_entries
 from tests.conftest import ARTIFACTS, FAST, ROOT, Player, eventually, free_port, fresh_redis, started
 from tests.test_workers import new_save
 
@@ -59,10 +60,10 @@ def strand(db: redis.Redis, event: Event) -> None:
     One transaction, so the running worker never sees it as new; it claims it once it has idled
     CLAIM_IDLE_MS, finds it past its deadline, and dead-letters it as abandoned.
     """
-    route = ROUTE_OF[event.type]
+    stream = STREAM_OF[event.type]
     with db.pipeline(transaction=True) as pipe:
-        pipe.xadd(route.stream, event.encode())  # type: ignore[arg-type]
-        pipe.xreadgroup(route.group, "died-holding-it", {route.stream: ">"})
+        pipe.xadd(stream.key, event.encode())  # type: ignore[arg-type]
+        pipe.xreadgroup(stream.group, "died-holding-it", {stream.key: ">"})
         added, read = pipe.execute()
     assert [entry_id for entry_id, _ in stream_entries(read)] == [added]
 

@@ -25,7 +25,8 @@ import redis
 from devtools import redis_stack
 from devtools.stack import Stack
 from shared import keys
-from shared.protocol import Entry, Event, EventType, Reply
+from shared.protocol import Event, EventType, Reply
+from shared.worker import Entry
 from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, started
 from tests.test_faults import BOARD, Load, wait_for
 from tests.test_workers import reply_of

@@ -186,7 +186,7 @@ def test_indexes_created_by_racing_processes(tmp_path: Path) -> None:
     code = (
         "import asyncio, os\n"
         "from shared.connection import connect, ensure_indexes\n"
-        "asyncio.run(ensure_indexes(connect(os.environ['REDIS_URL'])))\n"
+        "asyncio.run(ensure_indexes(connect(os.environ['REDIS_URL']).execute_command))\n"
     )
     with fresh_redis(tmp_path) as url:
         results: list[int] = []

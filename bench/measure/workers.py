@@ -29,7 +29,7 @@ from bench.measure.servers import free_port, service_env
 from bench.measure.workload import BOARD, player_document
 from devtools.stack import Stack
 from shared import keys
-from shared.protocol import SAVES, SCORES, Event, EventType, Route
+from shared.protocol import SAVES, SCORES, CommandStream, Event, EventType
 
 DEADLINE_MS = 600_000  # far past the run: nothing may expire while the backlog waits
 PUSH_CHUNK = 2_000
@@ -129,19 +129,19 @@ def cycle_of(items: list[str]) -> Iterator[str]:
         yield from items
 
 
-def push(client: redis.Redis, route: Route, events: list[Event]) -> bytes:
+def push(client: redis.Redis, route: CommandStream, events: list[Event]) -> bytes:
     """Append the events in pipelined chunks; the id of the last entry."""
     last = b""
     for start in range(0, len(events), PUSH_CHUNK):
         with client.pipeline(transaction=False) as pipe:
             for event in events[start : start + PUSH_CHUNK]:
-                pipe.xadd(route.stream, event.encode())  # type: ignore[arg-type]
+                pipe.xadd(route.key, event.encode())  # type: ignore[arg-type]
             last = pipe.execute()[-1]
     return last
 
 
-def drained(client: redis.Redis, route: Route, last_id: bytes) -> bool:
-    for group in client.xinfo_groups(route.stream):
+def drained(client: redis.Redis, route: CommandStream, last_id: bytes) -> bool:
+    for group in client.xinfo_groups(route.key):
         if as_text(group["name"]) == route.group:
             return as_text(group["last-delivered-id"]) == as_text(last_id) and int(group["pending"]) == 0
     return False
@@ -196,7 +196,9 @@ def signal_all(pids: list[int], sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def drain_once(redis_url: str, route: Route, watch: dict[str, int], events: list[Event], timeout_s: float) -> DrainRun:
+def drain_once(
+    redis_url: str, route: CommandStream, watch: dict[str, int], events: list[Event], timeout_s: float
+) -> DrainRun:
     """Push the backlog with the workers stopped, wait out any AOF rewrite it set off, then time the drain."""
     with redis.Redis.from_url(redis_url) as client:
         pids = [pid for name, pid in watch.items() if name != "redis"]
@@ -229,12 +231,12 @@ def drain_once(redis_url: str, route: Route, watch: dict[str, int], events: list
         return DrainRun(len(events), round(seconds, 3), rate, answered, cpu, forks, redis_cpu_us, redis_us)
 
 
-def wait_consumers(client: redis.Redis, route: Route, pids: list[int], timeout_s: float = 60) -> None:
+def wait_consumers(client: redis.Redis, route: CommandStream, pids: list[int], timeout_s: float = 60) -> None:
     """Until each process has joined the group (a consumer is named `{host}-{pid}-{random}`)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            names = [as_text(c["name"]) for c in client.xinfo_consumers(route.stream, route.group)]
+            names = [as_text(c["name"]) for c in client.xinfo_consumers(route.key, route.group)]
         except redis.ResponseError:
             names = []
         if all(any(f"-{pid}-" in name for name in names) for pid in pids):

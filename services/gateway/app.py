@@ -17,9 +17,9 @@ from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
 from services.gateway.paths import ExpressPaths, GameFiles
-from services.gateway.ratelimit import RateLimits
 from services.gateway.sessions import SessionMiddleware
-from shared.connection import connect, ensure_indexes, redact
+from services.gateway.store import Store
+from shared.connection import redact
 from shared.pipelined import PipelinedRedis
 from shared.settings import Settings, get_settings
 
@@ -34,20 +34,19 @@ def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.settings = settings
-        app.state.redis = connect(settings.redis_url)
-        app.state.hot = PipelinedRedis(  # the hot path's commands
-            settings.redis_url, max_blocking=settings.reply_wait_connections, idle_s=settings.reply_wait_idle_s
+        app.state.store = store = Store(
+            PipelinedRedis(
+                settings.redis_url, max_blocking=settings.reply_wait_connections, idle_s=settings.reply_wait_idle_s
+            )
         )
-        app.state.limits = RateLimits(app.state.hot, settings)
-        app.state.bus = CommandBus(app.state.hot, app.state.limits, settings)
-        await ensure_indexes(app.state.redis)
+        app.state.bus = CommandBus(store, settings)
+        await store.ensure_indexes()
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
         # What start-up built (FastAPI, pydantic, the modules) lives as long as the process: out of the
         # collector's sight, full collections under load pause far less (docs/benchmarks.md).
         gc.freeze()
         yield
-        await app.state.redis.aclose()
-        await app.state.hot.aclose()
+        await store.aclose()
 
     # Swagger UI and ReDoc load their code from a CDN, unpinned, onto the game's own origin.
     docs = settings.environment == "development" if settings.api_docs is None else settings.api_docs

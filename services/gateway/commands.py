@@ -1,15 +1,21 @@
-"""Sending a command to a worker and waiting for its answer: the gateway's side of the protocol."""
+"""Sending a command to a worker and waiting for its answer: the gateway's side of the protocol.
+
+A command is first admitted: its caller's session must still exist in Redis, and its rate limits
+(per session and per client address) must allow it. Admission and publication are one script
+(store.py, admit.lua), so a refused command is never published.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import HTTPException
 
-from services.gateway.ratelimit import RateLimits, SessionGone
-from shared.pipelined import PipelinedRedis
-from shared.protocol import ROUTE_OF, Event, EventType, Reply, trim_id, wait_for_reply
-from shared.settings import Settings
+from services.gateway.store import Command, Limit, SessionGone, Store
+from shared import keys
+from shared.protocol import STREAM_OF, Event, EventType, Reply, trim_id
+from shared.settings import Settings, parse_rate
 
 # A reply written right at the deadline should still reach the caller.
 REPLY_GRACE_MS = 250
@@ -17,37 +23,44 @@ SESSION_GONE = "Your session has expired: call GET /session for a new one"
 
 
 class CommandBus:
-    def __init__(self, redis: PipelinedRedis, limits: RateLimits, settings: Settings) -> None:
-        self.redis = redis
-        self.limits = limits
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
         self.settings = settings
+        self.session_writes = parse_rate(settings.rate_limit_session_writes)
+        self.address_writes = parse_rate(settings.rate_limit_address_writes)
 
     async def call(self, type: EventType, session_id: str, address: str, payload: Any) -> Reply:
-        """Admit the command under the caller's write limits, publish it, and wait for its reply.
+        """Admit the command and publish it, then wait for its reply.
 
-        Admission and publication are one script (services/gateway/ratelimit.lua): a refused
-        command is never published, nor one whose session is gone from Redis (401). A 504 means no
-        worker answered in time; the command is never applied after its deadline, and every command
-        is idempotent, so the client can simply retry.
+        A 504 means no worker answered in time; the command is never applied after its deadline,
+        and every command is idempotent, so the client can simply retry.
         """
         event = Event.new(type, session_id, payload, self.settings.request_timeout_ms)
-        route = ROUTE_OF[type]
-        try:
-            wait = await self.limits.admit(
-                [("session-writes", session_id), ("address-writes", address)],
-                publish=(session_id, route.stream, trim_id(self.settings.stream_retention_ms), event.encode()),
-            )
-        except SessionGone:
-            raise HTTPException(401, SESSION_GONE) from None
-        if wait:
-            raise HTTPException(429, "Too many writes; slow down", headers={"Retry-After": str(wait)})
-        reply = await wait_for_reply(self.redis, event, self.settings.request_timeout_ms + REPLY_GRACE_MS)
+        stream = STREAM_OF[type]
+        await self.admit_and_publish(event, stream.key, session_id, address)
+        reply = await self.store.wait_for_reply(event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
         if reply is None:
             raise HTTPException(
                 504,
-                f"The {route.group} service did not answer in time; it will not apply it late: retrying is safe",
+                f"The {stream.group} service did not answer in time; it will not apply it late: retrying is safe",
                 headers={"Retry-After": "1"},
             )
         if reply.status == 503:  # Redis was full: the worker applied nothing (shared/worker.py)
             raise HTTPException(503, str(reply.body["message"]), headers={"Retry-After": "1"})
         return reply
+
+    async def admit_and_publish(self, event: Event, stream: str, session_id: str, address: str) -> None:
+        """Publish the command if its session is live (else 401) and its write limits allow it (else 429)."""
+        limits = [
+            *Limit.on(self.session_writes, "session-writes", session_id),
+            *Limit.on(self.address_writes, "address-writes", address),
+        ]
+        command = Command(keys.session(session_id), stream, trim_id(self.settings.stream_retention_ms), event.encode())
+        try:
+            wait_ms = await self.store.admit_and_publish(limits, command)
+        except SessionGone:
+            raise HTTPException(401, SESSION_GONE) from None
+        if wait_ms:
+            raise HTTPException(
+                429, "Too many writes; slow down", headers={"Retry-After": str(math.ceil(wait_ms / 1000))}
+            )

@@ -1,16 +1,15 @@
-"""What the routes ask FastAPI for: the caller, their address, the app's Redis clients and command bus."""
+"""What the routes ask FastAPI for: the caller, their address, the app's Redis store and command bus."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
-from redis.asyncio import Redis
 
 from services.gateway.commands import CommandBus
 from services.gateway.models import Message
 from services.gateway.sessions import client_address
-from shared.pipelined import PipelinedRedis
+from services.gateway.store import Store
 
 # The error answers every API route may give, for the OpenAPI schema.
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -38,18 +37,12 @@ async def bus(request: Request) -> CommandBus:
     return commands
 
 
-async def redis(request: Request) -> Redis:
-    client: Redis = request.app.state.redis
-    return client
-
-
-async def hot(request: Request) -> PipelinedRedis:
-    client: PipelinedRedis = request.app.state.hot
-    return client
+async def store(request: Request) -> Store:
+    redis: Store = request.app.state.store
+    return redis
 
 
 SessionId = Annotated[str, Depends(session_id)]
 Address = Annotated[str, Depends(address)]
 Bus = Annotated[CommandBus, Depends(bus)]
-Client = Annotated[Redis, Depends(redis)]
-Hot = Annotated[PipelinedRedis, Depends(hot)]
+Redis = Annotated[Store, Depends(store)]

@@ -6,21 +6,18 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from services.gateway.responses import json_response
+from services.gateway.store import Store
 from shared.connection import missing_modules, unavailable
-from shared.protocol import ROUTES
+from shared.protocol import COMMAND_STREAMS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
-# A script that may write but writes nothing: Redis refuses it exactly when it refuses writes for want
-# of memory (maxmemory), which PING does not show; a busy or unreachable Redis fails it as it would PING.
-WRITE_PROBE = "#!lua\nreturn 1"
 # What a caller of /healthz may know; the error itself, which names Redis's address, goes to the log.
 REDIS_PROBLEMS = {
     "unreachable": "Redis does not answer",
@@ -30,34 +27,28 @@ REDIS_PROBLEMS = {
 }
 
 
-async def live_consumers(redis: Redis, stream: str, group: str, within_ms: int) -> int:
-    try:
-        consumers = await redis.xinfo_consumers(stream, group)
-    except RedisError:  # no stream or no group yet: no worker has started
-        return 0
-    return sum(1 for consumer in consumers if consumer["idle"] <= within_ms)
-
-
 @router.get("/healthz")
 async def healthz(request: Request) -> Response:
     """200 when every part answers; otherwise 503 and what is missing."""
-    redis: Redis = request.app.state.redis
+    store: Store = request.app.state.store
     settings: Settings = request.app.state.settings
     checks: dict[str, Any] = {}
     problems: list[str] = []
     try:
-        await redis.eval(WRITE_PROBE, 0)
+        await store.probe_writes()
         checks["redis"] = "ok"
-        missing = await missing_modules(redis)
+        missing = missing_modules(await store.modules())
         checks["modules"] = "ok" if not missing else f"missing {', '.join(missing)}"
         problems += [f"Redis lacks the {name} module" for name in missing]
         # A consumer blocked in XREADGROUP looks idle for up to block_ms; allow a few rounds.
         within = settings.block_ms * 3 + 2000
-        for route in ROUTES:
-            live = await live_consumers(redis, route.stream, route.group, within)
-            checks[f"{route.group}_consumers"] = live
+        for stream in COMMAND_STREAMS:
+            live = await store.live_consumers(stream.key, stream.group, within)
+            checks[f"{stream.group}_consumers"] = live
             if not live:
-                problems.append(f"no live consumer in group {route.group!r} (start `python -m services.{route.group}`)")
+                problems.append(
+                    f"no live consumer in group {stream.group!r} (start `python -m services.{stream.group}`)"
+                )
     except RedisError as error:
         reason = unavailable(error) or "error"
         log.warning("health check: Redis %s: %s", reason, error)

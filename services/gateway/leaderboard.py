@@ -10,13 +10,13 @@ from starlette.responses import Response
 
 from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
-from services.gateway.dependencies import ERRORS, Address, Bus, Hot, SessionId
+from services.gateway.dependencies import ERRORS, Address, Bus, Redis, SessionId
 from services.gateway.hotpath import Call, fast, parse_body
 from services.gateway.models import NAME_PATTERN, NAME_RULE, LeaderboardEntry, Message, ScoreBody
 from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
+from services.gateway.store import Store
 from shared import keys
-from shared.pipelined import PipelinedRedis
 from shared.protocol import EventType
 from shared.settings import Settings
 
@@ -50,14 +50,12 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
     return json_response(reply.status, reply.body)
 
 
-async def top(client: PipelinedRedis, settings: Settings, key: str, count: int) -> Response:
+async def top(store: Store, settings: Settings, key: str, count: int) -> Response:
     check_board(settings, key)
-    last = min(count, settings.leaderboard_max_count) - 1
-    rows: list[bytes] = await client.execute("ZRANGE", key, 0, last, "REV", "WITHSCORES")  # member, score, ...
+    rows = await store.top(key, min(count, settings.leaderboard_max_count))
     if not rows:
         return json_response(404, EMPTY)
-    entries = [{"value": member.decode(), "score": as_number(float(score))} for member, score in pairs(rows)]
-    return json_response(200, entries)
+    return json_response(200, [{"value": member, "score": as_number(score)} for member, score in rows])
 
 
 async def submit_fast(call: Call) -> Response | None:
@@ -80,18 +78,14 @@ async def top_fast(call: Call) -> Response | None:
     if query and count is None:
         return None
     settings = call.state.settings
-    return await top(call.state.hot, settings, call.params["key"], int(count[1]) if count else DEFAULT_COUNT)
+    return await top(call.state.store, settings, call.params["key"], int(count[1]) if count else DEFAULT_COUNT)
 
 
 @router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
 @fast(top_fast)
-async def top_scores(key: str, client: Hot, request: Request, count: Count = DEFAULT_COUNT) -> Any:
+async def top_scores(key: str, store: Redis, request: Request, count: Count = DEFAULT_COUNT) -> Any:
     """The top `count` entries, highest first; public, as a leaderboard is."""
-    return await top(client, request.app.state.settings, key, count)
-
-
-def pairs(flat: list[bytes]) -> zip[tuple[bytes, bytes]]:
-    return zip(flat[::2], flat[1::2], strict=True)
+    return await top(store, request.app.state.settings, key, count)
 
 
 def as_number(score: float) -> int | float:

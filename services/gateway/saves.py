@@ -12,13 +12,11 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 from starlette.responses import Response
 
 from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
-from services.gateway.dependencies import ERRORS, Address, Bus, Client, Hot, SessionId
+from services.gateway.dependencies import ERRORS, Address, Bus, Redis, SessionId
 from services.gateway.hotpath import Call, FastHandler, fast, parse_body
 from services.gateway.models import (
     ID_PATTERN,
@@ -34,9 +32,8 @@ from services.gateway.models import (
 )
 from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
+from services.gateway.store import Store
 from shared import keys
-from shared.connection import ensure_indexes
-from shared.pipelined import PipelinedRedis
 from shared.protocol import EventType
 
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
@@ -96,10 +93,10 @@ def is_player_name(name: object) -> bool:
     return isinstance(name, str) and PLAYER_NAME.fullmatch(name) is not None  # fullmatch: no trailing newline
 
 
-async def read(client: PipelinedRedis, kind: Kind, caller: str, document_id: str) -> Response:
+async def read(store: Store, kind: Kind, caller: str, document_id: str) -> Response:
     if document_id != caller:
         raise HTTPException(403, f"You may read only your own {kind.noun.lower()} state")
-    raw = await client.execute("JSON.GET", kind.key(document_id))
+    raw = await store.document(kind.key(document_id))
     if raw is None:
         return json_response(404, NOT_FOUND)
     return Response(raw, media_type="application/json")
@@ -110,25 +107,18 @@ def escape(term: str) -> str:
     return "".join(ch if ch.isalnum() else f"\\{ch}" for ch in term)
 
 
-async def search(client: Redis, kind: Kind, caller: str, limit: int, **terms: str | None) -> dict[str, Any]:
+async def search(store: Store, kind: Kind, caller: str, limit: int, **terms: str | None) -> dict[str, Any]:
     clauses = [f"@{field}:({escape(value)})" for field, value in terms.items() if value]
     if not clauses:
         raise HTTPException(400, f"Give at least one of: {', '.join(terms)}")
-    query = ("FT.SEARCH", kind.index, " ".join(clauses), "VERBATIM", "LIMIT", 0, limit, "DIALECT", 2)
-    try:
-        raw = await client.execute_command(*query)
-    except ResponseError as error:
-        if "no such index" not in str(error):
-            raise
-        await ensure_indexes(client)  # Redis came back empty: the index goes with the data
-        raw = await client.execute_command(*query)
+    total, hits = await store.search(kind.index, " ".join(clauses), limit)
     documents = []
-    for hit in raw[b"results"]:
-        value = orjson.loads(hit[b"extra_attributes"][b"$"])
+    for key, raw in hits:
+        value = orjson.loads(raw)
         if value.get("id") != caller:  # another player's save: only what the leaderboard shows
             value = {field: value[field] for field in kind.public_fields if field in value}
-        documents.append({"id": hit[b"id"].decode(), "value": value})
-    return {"total": raw[b"total_results"], "documents": documents}
+        documents.append({"id": key, "value": value})
+    return {"total": total, "documents": documents}
 
 
 IdTerm = Annotated[str | None, Query(pattern=ID_PATTERN)]
@@ -137,27 +127,27 @@ NameTerm = Annotated[str | None, Query(pattern=NAME_PATTERN)]
 
 @router.get("/playerstate/search", response_model=SearchResult, responses=ERRORS)
 async def search_players(
-    client: Client, caller: SessionId, request: Request, name: NameTerm = None, id: IdTerm = None
+    store: Redis, caller: SessionId, request: Request, name: NameTerm = None, id: IdTerm = None
 ) -> Any:
     """Full-text search on `player-idx`; other players' saves show only their id and name."""
-    return await search(client, PLAYERS, caller, request.app.state.settings.search_limit, id=id, name=name)
+    return await search(store, PLAYERS, caller, request.app.state.settings.search_limit, id=id, name=name)
 
 
 @router.get("/gamestate/search", response_model=SearchResult, responses=ERRORS)
-async def search_games(client: Client, caller: SessionId, request: Request, id: IdTerm = None) -> Any:
+async def search_games(store: Redis, caller: SessionId, request: Request, id: IdTerm = None) -> Any:
     """Search on `game-idx`, which indexes `id` only."""
-    return await search(client, GAMES, caller, request.app.state.settings.search_limit, id=id)
+    return await search(store, GAMES, caller, request.app.state.settings.search_limit, id=id)
 
 
 def add_document_routes(kind: Kind) -> None:
     """Read, create (POST) and replace (PATCH) one kind of save, on FastAPI and on the fast path alike."""
     noun, path = kind.noun.lower(), f"/{kind.resource}"
 
-    async def read_document(client: Hot, caller: SessionId, document_id: str) -> Response:
-        return await read(client, kind, caller, document_id)
+    async def read_document(store: Redis, caller: SessionId, document_id: str) -> Response:
+        return await read(store, kind, caller, document_id)
 
     async def read_fast(call: Call) -> Response:
-        return await read(call.state.hot, kind, call.caller, call.params["document_id"])
+        return await read(call.state.store, kind, call.caller, call.params["document_id"])
 
     async def create(body: Any, commands: Bus, caller: SessionId, address: Address) -> Response:
         return await save(commands, kind, caller, address, kind.document(body).as_json(), update=False)

@@ -12,7 +12,7 @@ The cookie is only as good as its secret: no published one is ever accepted
 (shared/settings.py), and development generates its own into SESSION_SECRET_FILE.
 A cookie stamped in the future (past SESSION_CLOCK_SKEW_S) is no session, so
 none can skip the re-confirmation; and a write still needs the Redis key
-(ratelimit.lua checks it while admitting it).
+(admit.lua checks it while admitting it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import time
@@ -34,27 +35,15 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.responses import error_response, response_for
+from services.gateway.store import Limit, Store
 from shared import keys
 from shared.connection import REDIS_DOWN
-from shared.pipelined import PipelinedRedis, Script
-from shared.settings import MIN_SECRET_LENGTH, Settings
+from shared.settings import MIN_SECRET_LENGTH, Settings, parse_rate
 
 log = logging.getLogger(__name__)
 
 COOKIE_NAME = "cq_session"
 SESSION_PATHS = ("/api/", "/session")
-# KEYS: the session, the player's save, the game's save. ARGV: the record, its TTL, NX (create) or XX
-# (re-confirm), the saves' TTL. Re-confirming an existing session extends its saves too.
-WRITE_SESSION = Script(
-    """if not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], ARGV[3]) then
-  return 0
-end
-if ARGV[3] == 'XX' then
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-end
-return 1"""
-)
 
 
 def new_session_id() -> str:
@@ -163,27 +152,29 @@ class SessionMiddleware:
         self.app = app
         self.settings = settings
         self.cookies = SessionCookies(settings)
+        self.new_sessions = parse_rate(settings.rate_limit_address_sessions)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(SESSION_PATHS):
             await self.app(scope, receive, send)
             return
-        redis: PipelinedRedis = scope["app"].state.hot
+        store: Store = scope["app"].state.store
         now = int(time.time())
         session_id, confirmed_at, _token = self.cookies.read(scope, now) or (None, 0, "")
         try:
             if session_id is not None and not self.cookies.is_current(confirmed_at, now):
                 confirmed_at = now
-                if not await self._refresh(redis, session_id, create=False):
+                if not await self._write(store, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
-                wait = await scope["app"].state.limits.admit([("address-sessions", client_address(scope))])
-                if wait:
-                    too_many = error_response(429, "Too many new sessions; slow down", {"Retry-After": str(wait)})
+                wait_ms = await store.admit(Limit.on(self.new_sessions, "address-sessions", client_address(scope)))
+                if wait_ms:
+                    retry = {"Retry-After": str(math.ceil(wait_ms / 1000))}
+                    too_many = error_response(429, "Too many new sessions; slow down", retry)
                     await too_many(scope, receive, send)
                     return
                 session_id, confirmed_at = new_session_id(), now
-                await self._refresh(redis, session_id, create=True)
+                await self._write(store, session_id, create=True)
         except (*REDIS_DOWN, RedisError) as error:  # outside FastAPI's error handlers, so answered here
             await response_for(error)(scope, receive, send)
             return
@@ -200,13 +191,14 @@ class SessionMiddleware:
 
         await self.app(scope, receive, send_with_cookie)
 
-    async def _refresh(self, redis: PipelinedRedis, session_id: str, *, create: bool) -> bool:
+    async def _write(self, store: Store, session_id: str, *, create: bool) -> bool:
         """Write the session with a fresh expiry; only an existing one (and then its saves too) unless `create`."""
         settings = self.settings
         max_age = settings.session_max_age_s
         expires = datetime.now(UTC) + timedelta(seconds=max_age)
         record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
-        ttl, mode = max_age + settings.session_refresh_s, "NX" if create else "XX"
-        script_keys = [keys.session(session_id), keys.player(session_id), keys.game(session_id)]
-        args: list[bytes | int | str] = [record, ttl, mode, settings.save_ttl_s]
-        return bool(await redis.script(WRITE_SESSION, script_keys, args))
+        saves = [keys.player(session_id), keys.game(session_id)]
+        ttl_s = max_age + settings.session_refresh_s
+        return await store.write_session(
+            keys.session(session_id), saves, record, ttl_s, create=create, saves_ttl_s=settings.save_ttl_s
+        )
