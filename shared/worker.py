@@ -269,26 +269,55 @@ class Worker:
         return handler(event)
 
     def _pack(self, batch: Batch) -> None:
-        """The settle script's keys and arguments, made while Redis is still busy with the batch before."""
-        ready, replies, dead = batch.ready, batch.replies, batch.dead
+        """The settle script's keys and arguments, made while Redis is still busy with the batch before.
+
+        Every key goes in KEYS (Redis must know what a script touches); the batch, one JSON argument
+        (it packs faster than thousands), names each key by its index there. Dead letters follow as
+        binary-safe arguments: a poison entry's fields need not be text.
+        """
         script_keys: list[str | bytes] = [self.stream.key, keys.DEAD_LETTER_STREAM]
-        script_keys += [event.reply_to for event, _ in ready] + [reply_to for reply_to, _ in replies]
-        script_keys += [action.key for _, action in ready]
-        packed = {
-            "failed": STORAGE_ERROR.wire(),
-            "commands": [[a.command, a.args, *a.if_true.wire(), *a.if_false.wire(), a.expire_s] for _, a in ready],
-            "replies": [reply.wire() for _, reply in replies],
-            "ids": [entry_id.decode() for entry_id in batch.entry_ids],
-        }
-        args: list[bytes | str | int] = [self.stream.group, self.settings.reply_ttl_s, orjson.dumps(packed)]
-        for (entry_id, fields), reason in dead:
-            letter = {
+        letters = [
+            {
                 **fields,
                 b"dead_reason": reason.encode(),
                 b"dead_entry": entry_id,
                 b"dead_stream": self.stream.key.encode(),
             }
-            args.append(len(letter) * 2)
+            for (entry_id, fields), reason in batch.dead
+        ]
+
+        def key_index(key: str) -> int:
+            script_keys.append(key)
+            return len(script_keys)  # Lua counts from 1
+
+        def answer(reply: Reply) -> dict[str, str]:
+            status, body = reply.wire()
+            return {"status": status, "body": body}
+
+        packed = {
+            "stream": 1,
+            "dead_letters": 2,
+            "group": self.stream.group,
+            "reply_ttl_s": self.settings.reply_ttl_s,
+            "failed": answer(STORAGE_ERROR),
+            "commands": [
+                {
+                    "command": action.command,
+                    "key": key_index(action.key),
+                    "args": action.args,
+                    "expire_s": action.expire_s,
+                    "reply_to": key_index(event.reply_to),
+                    "if_true": answer(action.if_true),
+                    "if_false": answer(action.if_false),
+                }
+                for event, action in batch.ready
+            ],
+            "replies": [{"reply_to": key_index(reply_to), **answer(reply)} for reply_to, reply in batch.replies],
+            "ack": [entry_id.decode() for entry_id in batch.entry_ids],
+            "letters": [2 * len(letter) for letter in letters],
+        }
+        args: list[bytes | str | int] = [orjson.dumps(packed)]
+        for letter in letters:
             for name, value in letter.items():
                 args += (name, value)
         batch.script = (script_keys, args)
