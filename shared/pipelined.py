@@ -1,10 +1,9 @@
-"""A lean Redis client for the gateway's hot path: one pipelined connection, plus one per blocking read.
+"""The gateway's Redis client: one pipelined connection, plus one per blocking read.
 
-redis-py spends about 0.1 ms of CPU on each command here (a pool checkout that probes the socket,
-retry and timeout wrappers, packing in Python): on this project's 2-core machines a bare ASGI app
-answering from one Redis read served 6,900 requests/s through it and 25,000 through one pipelined
-connection (docs/benchmarks.md). So the hot commands (document and top-N reads, the admission
-script, the wait for a reply) come here. Every command of every concurrent request goes down one
+redis-py spends far more CPU on each command (a pool checkout that probes the socket, retry and
+timeout wrappers, packing in Python) than one shared, pipelined connection does: several times
+the throughput on the same 2 cores (docs/benchmarks.md has the figures). So the gateway's commands
+(services/gateway/store.py) come here. Every command of every concurrent request goes down one
 connection, all those of one event-loop turn in one write; hiredis parses the replies, which come
 back in order. A blocking read (XREAD BLOCK) would hold that connection up, so each takes one of
 its own from a pool: at most `max_blocking` of them, so a burst of writes cannot take all of
