@@ -15,7 +15,7 @@ BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
 ARGS ?= list
 
-.PHONY: help install run test test-fast bench deadletters lint typecheck format up down logs ps clean
+.PHONY: help install run run-cluster test test-fast bench deadletters lint typecheck format up down logs ps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ install: $(INSTALLED) ## create the virtual environment and install everything
 
 run: install ## run Redis (unless REDIS_URL is set), the gateway on PORT (3000) and the workers
 	@$(PY) -m devtools.stack --saves $(SAVES) --leaderboard $(LEADERBOARD)
+
+run-cluster: install ## the same on a local 3-master Redis Cluster (ports 7000-7002, data in .data/redis-cluster/)
+	@$(PY) -m devtools.stack --cluster --saves $(SAVES) --leaderboard $(LEADERBOARD)
 
 test: install lint typecheck ## lint, type-check and run every test against real Redis, processes and browser
 	@bash devtools/ensure_chromium.sh
