@@ -10,12 +10,13 @@ SAVES ?= 1
 LEADERBOARD ?= 1
 PYTEST_ARGS ?=
 COMPOSE := docker compose -f deploy/compose.yml
+COMPOSE_CLUSTER := docker compose -f deploy/compose.cluster.yml
 
 BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
 ARGS ?= list
 
-.PHONY: help install run run-cluster test test-fast bench deadletters lint typecheck format up down logs ps clean
+.PHONY: help install run run-cluster test test-fast bench deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +75,12 @@ up: ## docker compose: Redis 8, the gateway and SAVES/LEADERBOARD workers
 
 down: ## docker compose: stop and remove the stack (the Redis volume stays)
 	$(COMPOSE) down
+
+up-cluster: ## docker compose: a 3-master Redis 8 cluster, the gateway and SAVES/LEADERBOARD workers
+	$(COMPOSE_CLUSTER) up --build -d --scale saves=$(SAVES) --scale leaderboard=$(LEADERBOARD)
+
+down-cluster: ## docker compose: stop and remove the cluster stack (the nodes' volumes stay)
+	$(COMPOSE_CLUSTER) down
 
 logs: ## docker compose: follow the logs
 	$(COMPOSE) logs -f
