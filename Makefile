@@ -10,12 +10,13 @@ SAVES ?= 1
 LEADERBOARD ?= 1
 PYTEST_ARGS ?=
 COMPOSE := docker compose -f deploy/compose.yml
+COMPOSE_CLUSTER := docker compose -f deploy/compose.cluster.yml
 
 BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
 ARGS ?= list
 
-.PHONY: help install run test test-fast bench deadletters lint typecheck format up down logs ps clean
+.PHONY: help install run run-cluster test test-fast bench deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +35,9 @@ install: $(INSTALLED) ## create the virtual environment and install everything
 
 run: install ## run Redis (unless REDIS_URL is set), the gateway on PORT (3000) and the workers
 	@$(PY) -m devtools.stack --saves $(SAVES) --leaderboard $(LEADERBOARD)
+
+run-cluster: install ## the same on a local 3-master Redis Cluster (ports 7000-7002, data in .data/redis-cluster/)
+	@$(PY) -m devtools.stack --cluster --saves $(SAVES) --leaderboard $(LEADERBOARD)
 
 test: install lint typecheck ## lint, type-check and run every test against real Redis, processes and browser
 	@bash devtools/ensure_chromium.sh
@@ -71,6 +75,12 @@ up: ## docker compose: Redis 8, the gateway and SAVES/LEADERBOARD workers
 
 down: ## docker compose: stop and remove the stack (the Redis volume stays)
 	$(COMPOSE) down
+
+up-cluster: ## docker compose: a 3-master Redis 8 cluster, the gateway and SAVES/LEADERBOARD workers
+	$(COMPOSE_CLUSTER) up --build -d --scale saves=$(SAVES) --scale leaderboard=$(LEADERBOARD)
+
+down-cluster: ## docker compose: stop and remove the cluster stack (the nodes' volumes stay)
+	$(COMPOSE_CLUSTER) down
 
 logs: ## docker compose: follow the logs
 	$(COMPOSE) logs -f

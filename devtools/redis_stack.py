@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,15 +109,16 @@ def provision() -> Server:
 
 
 def start(
-    port: int, data_dir: Path, *, appendonly: bool = True, log_file: Path | None = None
+    port: int, data_dir: Path, *, appendonly: bool = True, log_file: Path | None = None, extra_args: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
-    """Start a server and wait until it answers PING; the caller stops it."""
+    """Start a server (with `extra_args` after the usual flags) and wait until it answers PING; the caller stops it."""
     server = provision()
     data_dir.mkdir(parents=True, exist_ok=True)
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - outlives this call
+    argv = [*server.command(port, data_dir, appendonly=appendonly), *extra_args]
     # Its own session: a terminal's Ctrl-C must not stop Redis before the services have drained.
     process = subprocess.Popen(
-        server.command(port, data_dir, appendonly=appendonly), env=server.env, stdout=output, stderr=output,
+        argv, env=server.env, stdout=output, stderr=output,
         start_new_session=True,
     )  # fmt: skip
     client = redis.Redis(port=port, socket_connect_timeout=0.5)

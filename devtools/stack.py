@@ -1,7 +1,8 @@
 """`make run`: the whole stack in one terminal, and the same processes for the tests.
 
-Starts the embedded Redis when REDIS_URL is unset, then the gateway and the
-workers as real processes, each line of their output prefixed with its name.
+Starts the embedded Redis when REDIS_URL is unset (with `--cluster`, a local
+three-master Redis Cluster), then the gateway and the workers as real
+processes, each line of their output prefixed with its name.
 Ctrl-C stops the services first (they drain), then Redis (it fsyncs).
 """
 
@@ -22,7 +23,7 @@ from typing import IO
 import httpx
 from dotenv import dotenv_values
 
-from devtools import redis_stack
+from devtools import redis_cluster, redis_stack
 
 ROOT = redis_stack.ROOT
 
@@ -119,29 +120,48 @@ def embedded_redis(port: int, data_dir: Path) -> Iterator[str]:
         log("Redis stopped")
 
 
+@contextmanager
+def embedded_cluster(first_port: int, data_dir: Path) -> Iterator[str]:
+    try:
+        cluster = redis_cluster.start(redis_cluster.consecutive_ports(first_port), data_dir)
+    except redis_stack.ProvisionError as error:
+        sys.exit(f"[stack] the embedded Redis Cluster could not start: {error}")
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+        log("Redis Cluster stopped")
+
+
 def configured(name: str, default: str) -> str:
     """The environment first, then .env, as the services themselves read it."""
     return os.environ.get(name) or str(dotenv_values(ROOT / ".env").get(name) or default)
+
+
+def embedded(*, cluster: bool) -> AbstractContextManager[str]:
+    if cluster:
+        return embedded_cluster(int(configured("EMBEDDED_CLUSTER_PORT", "7000")), ROOT / ".data/redis-cluster")
+    return embedded_redis(int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / ".data/redis")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.stack",
         description="Run Redis (unless REDIS_URL is set), the gateway and the workers until Ctrl-C.",
-        epilog="PORT, REDIS_URL, EMBEDDED_REDIS_PORT and every service setting come from the environment or .env.",
+        epilog="PORT, REDIS_URL, EMBEDDED_REDIS_PORT, EMBEDDED_CLUSTER_PORT and every service setting come from "
+        "the environment or .env.",
     )
     parser.add_argument("--saves", type=int, default=1, help="saves worker processes (default 1)")
     parser.add_argument("--leaderboard", type=int, default=1, help="leaderboard worker processes (default 1)")
+    parser.add_argument(
+        "--cluster", action="store_true", help="start a local Redis Cluster of three masters rather than one Redis"
+    )
     args = parser.parse_args()
     port = int(configured("PORT", "3000"))
     url = configured("REDIS_URL", "")
     if url:
         log("REDIS_URL is set: using it, starting no Redis")
-    redis: AbstractContextManager[str] = (
-        nullcontext(url)
-        if url
-        else embedded_redis(int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / ".data/redis")
-    )
+    redis: AbstractContextManager[str] = nullcontext(url) if url else embedded(cluster=args.cluster)
     with redis as redis_url:
         sys.exit(run(Stack(redis_url, port), args.saves, args.leaderboard))
 

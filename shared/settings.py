@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     # Redis memory and each AOF rewrite, at the rate the saves arrive.
     stream_retention_ms: int = Field(60 * 1000, gt=0)
     consumer_reap_ms: int = Field(5 * 60 * 1000, gt=0)
+    # Each command stream is split into this many partitions (`stream:{N}:saves`, ...), whose keys
+    # share the hash tag {N}: on a Redis Cluster a partition lives in one slot, the partitions spread
+    # over the masters. Lowering it strands what the dropped partitions hold: drain them first.
+    stream_partitions: int = Field(1, ge=1, le=1024)
 
     # Input limits.
     max_body_bytes: int = Field(64 * 1024, gt=0)

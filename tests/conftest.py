@@ -3,6 +3,8 @@
 Where the Redis comes from, in order: REDIS_URL if set (a disposable server:
 the tests flush it), else a `redis:8` container when a Docker engine answers,
 else the embedded Redis Stack server (devtools/redis_stack.py) on a free port.
+The cluster tests' Redis Cluster: REDIS_CLUSTER_URL if set (flushed too), else
+three embedded masters (devtools/redis_cluster.py).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
-from devtools import redis_stack
+from devtools import redis_cluster, redis_stack
 from devtools.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +97,19 @@ def fresh_redis(data_dir: Path) -> Iterator[str]:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with fresh_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An empty Redis Cluster with JSON and Search on every master, started when a test first asks."""
+    url = os.environ.get("REDIS_CLUSTER_URL")
+    if url:
+        with RedisCluster.from_url(url) as client:
+            client.flushall()  # on every master
+        yield url
+    else:
+        with redis_cluster.running(redis_cluster.spare_ports(), tmp_path_factory.mktemp("redis-cluster")) as embedded:
+            yield embedded.url
 
 
 @pytest.fixture(scope="session")
