@@ -1,4 +1,4 @@
-"""`python -m devtools.deadletters`: what landed in stream:dead-letter and why; replay it or drop it.
+"""`python -m devtools.deadletters`: what landed in the dead-letter streams and why; replay it or drop it.
 
 A worker dead-letters an entry it cannot apply as the entry's own fields plus `dead_reason`,
 `dead_entry` and `dead_stream` (shared/worker.py). A replay publishes the command again as a fresh
@@ -45,9 +45,9 @@ PROG = "python -m devtools.deadletters"
 NAME = "deadletters"  # the prefix of every error line
 DEAD_FIELDS = (b"dead_reason", b"dead_entry", b"dead_stream")
 # Each command stream with the handlers its worker runs: a replay is checked as the worker checks it.
-WORKERS: dict[str, tuple[CommandStream, Callable[[Settings], Mapping[EventType, Handler]]]] = {
-    SAVES.key: (SAVES, saves.handlers),
-    SCORES.key: (SCORES, leaderboard.handlers),
+HANDLERS: dict[CommandStream, Callable[[Settings], Mapping[EventType, Handler]]] = {
+    SAVES: saves.handlers,
+    SCORES: leaderboard.handlers,
 }
 REPLY_GRACE_MS = 1000  # past the deadline: a reply written right at it is still read
 READ_SLICE_MS = 1000  # each blocking read stays well under the client's socket timeout
@@ -59,10 +59,11 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Letter:
-    """One entry of stream:dead-letter."""
+    """One entry of a partition's dead-letter stream (`stream` is that stream's key)."""
 
     id: str
     fields: dict[bytes, bytes]
+    stream: str
 
     def text(self, name: bytes) -> str:
         value = self.fields.get(name)
@@ -76,9 +77,10 @@ class Letter:
 
 @dataclass(frozen=True)
 class Replay:
-    """The fresh event a replay publishes, the stream it goes to, and the key its command writes."""
+    """The fresh event a replay publishes, the stream and partition it goes to, and the key its command writes."""
 
     stream: CommandStream
+    partition: int
     event: Event
     target: str
 
@@ -107,38 +109,55 @@ def describe(reply: Reply) -> str:
     return f"{reply.status} {message if isinstance(message, str) else orjson.dumps(body).decode()}"
 
 
-async def read_letter(redis: Redis, entry_id: str) -> Letter:
-    try:
-        found = cast(list[Entry], await redis.xrange(keys.DEAD_LETTER_STREAM, entry_id, entry_id, count=1))
-    except ResponseError as error:
-        if "Invalid stream ID" not in str(error):
-            raise
-        found = []
-    # An incomplete id ("1733130000000") is a range to Redis: only the exact id is this letter.
-    if not found or found[0][0].decode() != entry_id:
-        raise Refused(f"no dead letter {entry_id}")
-    return Letter(entry_id, found[0][1])
+def dead_letter_streams(settings: Settings) -> list[str]:
+    return [keys.dead_letters(n) for n in range(settings.stream_partitions)]
+
+
+async def read_letter(redis: Redis, settings: Settings, entry_id: str) -> Letter:
+    """The letter of that id, in whichever partition's dead-letter stream holds it."""
+    for stream in dead_letter_streams(settings):
+        try:
+            found = cast(list[Entry], await redis.xrange(stream, entry_id, entry_id, count=1))
+        except ResponseError as error:
+            if "Invalid stream ID" not in str(error):
+                raise
+            raise Refused(f"no dead letter {entry_id}") from None
+        # An incomplete id ("1733130000000") is a range to Redis: only the exact id is this letter.
+        if found and found[0][0].decode() == entry_id:
+            return Letter(entry_id, found[0][1], stream)
+    raise Refused(f"no dead letter {entry_id}")
+
+
+def origin(stream_key: str, settings: Settings) -> tuple[CommandStream, int] | None:
+    """The command stream and partition a dead letter came from, if it came from one."""
+    for stream in HANDLERS:
+        for partition in range(settings.stream_partitions):
+            if stream.key(partition) == stream_key:
+                return stream, partition
+    return None
 
 
 def plan(letter: Letter, settings: Settings) -> Replay:
     """The replay of a letter, checked as its worker would check it, or why it cannot be replayed."""
+    stream_key = letter.text(b"dead_stream")
+    found = origin(stream_key, settings)
+    if found is None:
+        raise unreplayable(letter, f"it came from {stream_key}, not a command stream")
+    stream, partition = found
     try:
-        original = Event.decode(letter.fields)
+        original = Event.decode(letter.fields, partition)
     except PoisonEvent as error:
         raise unreplayable(letter, f"it is not a decodable envelope ({error})") from None
-    stream_key = letter.text(b"dead_stream")
-    if stream_key not in WORKERS:
-        raise unreplayable(letter, f"it came from {stream_key}, not a command stream")
-    stream, handlers = WORKERS[stream_key]
-    handler = handlers(settings).get(original.type)
+    handler = HANDLERS[stream](settings).get(original.type)
     if handler is None:
         raise unreplayable(letter, f"{original.type} does not belong on {stream_key}")
-    event = Event.new(original.type, original.session, original.payload, settings.request_timeout_ms)
+    timeout = settings.request_timeout_ms
+    event = Event.new(original.type, original.session, original.payload, timeout, partition)
     try:
         action = handler(event)
     except PoisonEvent as error:
         raise unreplayable(letter, f"the {stream.group} worker refuses it ({error})") from None
-    return Replay(stream, event, action.key)
+    return Replay(stream, partition, event, action.key)
 
 
 def unreplayable(letter: Letter, why: str) -> Refused:
@@ -157,19 +176,26 @@ async def safety(redis: Redis, replay: Replay, letter: Letter) -> tuple[bool, st
     return False, f"{replay.target} does not exist: there is nothing newer to overwrite"
 
 
-async def list_letters(redis: Redis, count: int) -> None:
-    newest = cast(list[Entry], await redis.xrevrange(keys.DEAD_LETTER_STREAM, count=count))
-    if not newest:
+async def list_letters(redis: Redis, settings: Settings, count: int) -> None:
+    """The newest `count` letters of every partition, newest first."""
+    letters: list[Letter] = []
+    total = 0
+    for stream in dead_letter_streams(settings):
+        newest = cast(list[Entry], await redis.xrevrange(stream, count=count))
+        letters += [Letter(entry_id.decode(), fields, stream) for entry_id, fields in newest]
+        total += await redis.xlen(stream)
+    letters.sort(key=lambda letter: tuple(int(part) for part in letter.id.split("-")), reverse=True)
+    if not letters:
         print("no dead letters", file=sys.stderr)
-    for entry_id, fields in newest:
-        print(Letter(entry_id.decode(), fields).summary())
-    older = await redis.xlen(keys.DEAD_LETTER_STREAM) - len(newest)
+    for letter in letters[:count]:
+        print(letter.summary())
+    older = total - min(count, len(letters))
     if older > 0:
         print(f"({older} older: --count to see more)", file=sys.stderr)
 
 
 async def show(redis: Redis, settings: Settings, entry_id: str) -> None:
-    letter = await read_letter(redis, entry_id)
+    letter = await read_letter(redis, settings, entry_id)
     source = letter.text(b"dead_entry")
     try:
         needs_force, why = await safety(redis, plan(letter, settings), letter)
@@ -197,13 +223,13 @@ def pretty_json(value: bytes) -> str | None:
 
 
 async def replay(redis: Redis, settings: Settings, entry_id: str, *, force: bool) -> None:
-    letter = await read_letter(redis, entry_id)
+    letter = await read_letter(redis, settings, entry_id)
     again = plan(letter, settings)
     needs_force, why = await safety(redis, again, letter)
     if needs_force and not force:
         raise Refused(f"refused: {why}; compare with `show {letter.id}`, then `replay {letter.id} --force` to do it")
     print(f"{why}: replacing it (--force)" if needs_force else why)
-    stream = again.stream.key
+    stream = again.stream.key(again.partition)
     await redis.xadd(stream, again.event.encode(), minid=trim_id(settings.stream_retention_ms))  # type: ignore[arg-type]
     print(f"published as event {again.event.id} on {stream}; waiting for the {again.stream.group} worker")
     reply = await await_reply(redis, again.event)
@@ -215,7 +241,7 @@ async def replay(redis: Redis, settings: Settings, entry_id: str, *, force: bool
     if not 200 <= reply.status < 300:
         raise Refused(f"the {again.stream.group} worker answered {describe(reply)}: dead letter {letter.id} stays")
     print(f"the {again.stream.group} worker answered {describe(reply)}")
-    await redis.xdel(keys.DEAD_LETTER_STREAM, letter.id)
+    await redis.xdel(letter.stream, letter.id)
     print(f"removed dead letter {letter.id}")
 
 
@@ -229,9 +255,9 @@ async def await_reply(redis: Redis, event: Event) -> Reply | None:
     return None
 
 
-async def drop(redis: Redis, entry_id: str) -> None:
-    letter = await read_letter(redis, entry_id)
-    if not await redis.xdel(keys.DEAD_LETTER_STREAM, letter.id):
+async def drop(redis: Redis, settings: Settings, entry_id: str) -> None:
+    letter = await read_letter(redis, settings, entry_id)
+    if not await redis.xdel(letter.stream, letter.id):
         raise Refused(f"no dead letter {entry_id}")  # dropped by someone else meanwhile
     print(f"dropped dead letter {letter.id} ({letter.text(b'dead_reason')})")
 
@@ -240,13 +266,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> None:
     redis = connect(settings.redis_url, max_connections=2)
     try:
         if args.command == "list":
-            await list_letters(redis, args.count)
+            await list_letters(redis, settings, args.count)
         elif args.command == "show":
             await show(redis, settings, args.id)
         elif args.command == "replay":
             await replay(redis, settings, args.id, force=args.force)
         else:
-            await drop(redis, args.id)
+            await drop(redis, settings, args.id)
     finally:
         await redis.aclose()
 
@@ -260,7 +286,7 @@ def positive(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog=PROG,
-        description="Inspect, replay and drop the entries workers could not apply (stream:dead-letter).",
+        description="Inspect, replay and drop the entries workers could not apply (stream:{N}:dead-letter).",
         epilog=f"Exit codes: 0 done, 1 refused or failed (the reason on stderr), 2 a usage mistake. {EPILOG}",
     )
     commands = main.add_subparsers(dest="command", required=True, metavar="{list,show,replay,drop}")

@@ -2,12 +2,20 @@
 
 The data keys and indexes are fixed by the HTTP contract (API.md); the stream
 keys are the services' own and all live under `stream:`.
+
+On a Redis Cluster a script may touch the keys of one hash slot only. So the
+command streams are partitioned (STREAM_PARTITIONS), and everything one
+partition's scripts touch shares its hash tag `{N}`: the command stream, its
+reply streams, its dead letters and the write limits counted as a command is
+admitted. A document's version key is tagged with the document's own key name,
+which puts it in the document's slot.
 """
 
 from __future__ import annotations
 
 SESSION_PREFIX = "sessions:"
 RATE_LIMIT_PREFIX = "ratelimit:"
+VERSION_PREFIX = "version:"
 PLAYER_PREFIX = "players:"
 GAME_PREFIX = "games:"
 LEADERBOARD_PREFIX = "leaderboards:survivor-"
@@ -27,13 +35,9 @@ INDEX_DEFINITIONS: dict[str, tuple[str, ...]] = {
     ),
 }  # fmt: skip
 
-SAVES_STREAM = "stream:saves"
-SCORES_STREAM = "stream:scores"
-DEAD_LETTER_STREAM = "stream:dead-letter"
-REPLY_PREFIX = "stream:reply:"
-
 SAVES_GROUP = "saves"
 LEADERBOARD_GROUP = "leaderboard"
+STREAM_PREFIX = "stream:"
 
 
 def session(session_id: str) -> str:
@@ -41,7 +45,13 @@ def session(session_id: str) -> str:
 
 
 def rate_limit(rule: str, who: str) -> str:
+    """A limit counted outside any partition (new sessions per address)."""
     return f"{RATE_LIMIT_PREFIX}{rule}:{who}"
+
+
+def write_limit(partition: int, rule: str, who: str) -> str:
+    """A write limit, counted in the partition its command is published to."""
+    return f"{RATE_LIMIT_PREFIX}{{{partition}}}:{rule}:{who}"
 
 
 def player(player_id: str) -> str:
@@ -56,5 +66,19 @@ def leaderboard(map_name: str) -> str:
     return LEADERBOARD_PREFIX + map_name
 
 
-def reply(event_id: str) -> str:
-    return REPLY_PREFIX + event_id
+def version(key: str) -> str:
+    """The stream id of the command that last wrote `key`; its hash tag is `key` itself, so it lives
+    in the same slot and one script can check it and write both."""
+    return f"{VERSION_PREFIX}{{{key}}}"
+
+
+def command_stream(name: str, partition: int) -> str:
+    return f"{STREAM_PREFIX}{{{partition}}}:{name}"
+
+
+def reply(partition: int, event_id: str) -> str:
+    return f"{STREAM_PREFIX}{{{partition}}}:reply:{event_id}"
+
+
+def dead_letters(partition: int) -> str:
+    return f"{STREAM_PREFIX}{{{partition}}}:dead-letter"

@@ -10,8 +10,10 @@ caller has given up by then (see docs/protocol.md).
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeGuard
@@ -21,6 +23,7 @@ import orjson
 from shared import keys
 
 VERSION = b"1"
+EVENT_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class EventType(StrEnum):
@@ -33,21 +36,29 @@ class EventType(StrEnum):
 
 @dataclass(frozen=True)
 class CommandStream:
-    """A command stream, the consumer group that works it, and the events it carries."""
+    """A command stream (one per partition), the consumer group that works it, and the events it carries."""
 
-    key: str
+    name: str
     group: str
     events: frozenset[EventType]
 
+    def key(self, partition: int) -> str:
+        return keys.command_stream(self.name, partition)
+
 
 SAVES = CommandStream(
-    keys.SAVES_STREAM,
+    "saves",
     keys.SAVES_GROUP,
     frozenset({EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, EventType.GAME_CREATE, EventType.GAME_UPDATE}),
 )
-SCORES = CommandStream(keys.SCORES_STREAM, keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
+SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
 COMMAND_STREAMS = (SAVES, SCORES)
 STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
+
+
+def partition_of(session_id: str, partitions: int) -> int:
+    """The partition of every command of one session: one player's commands stay in order."""
+    return zlib.crc32(session_id.encode()) % partitions
 
 
 class PoisonEvent(ValueError):
@@ -64,9 +75,9 @@ class Event:
     deadline_ms: int
 
     @classmethod
-    def new(cls, type: EventType, session: str, payload: Any, timeout_ms: int) -> Event:
+    def new(cls, type: EventType, session: str, payload: Any, timeout_ms: int, partition: int) -> Event:
         event_id = uuid.uuid4().hex
-        return cls(event_id, type, session, payload, keys.reply(event_id), now_ms() + timeout_ms)
+        return cls(event_id, type, session, payload, keys.reply(partition, event_id), now_ms() + timeout_ms)
 
     def expired(self, at_ms: int | None = None) -> bool:
         return (now_ms() if at_ms is None else at_ms) > self.deadline_ms
@@ -83,15 +94,18 @@ class Event:
         }
 
     @classmethod
-    def decode(cls, fields: dict[bytes, bytes]) -> Event:
+    def decode(cls, fields: dict[bytes, bytes], partition: int) -> Event:
+        """The event of an entry read from `partition`'s stream; its reply stream must be that partition's."""
         try:
             if fields[b"v"] != VERSION:
                 raise PoisonEvent(f"unsupported envelope version {fields[b'v']!r}")
-            reply_to = fields[b"reply_to"].decode()
-            if not reply_to.startswith(keys.REPLY_PREFIX):
-                raise PoisonEvent(f"reply_to {reply_to!r} is not a reply stream")
+            event_id, reply_to = fields[b"id"].decode(), fields[b"reply_to"].decode()
+            if not EVENT_ID.fullmatch(event_id):
+                raise PoisonEvent(f"event id {event_id[:40]!r} is not 32 hex digits")
+            if reply_to != keys.reply(partition, event_id):
+                raise PoisonEvent(f"reply_to {reply_to[:80]!r} is not its reply stream in partition {partition}")
             return cls(
-                id=fields[b"id"].decode(),
+                id=event_id,
                 type=EventType(fields[b"type"].decode()),
                 session=fields[b"session"].decode(),
                 payload=orjson.loads(fields[b"payload"]),

@@ -1,13 +1,22 @@
 """The one consumer loop both workers run.
 
-Lifecycle: connect and check Redis, create the group and indexes, then loop:
-read a batch, and settle it (apply, reply, dead-letter, acknowledge) in one
-atomic script, shared/settle.lua, while reading and preparing the next one.
-Now and then, claim what dead consumers left pending and forget consumers long
-gone. A Redis that is unreachable, busy (a script past busy-reply-threshold) or
-out of memory is waited out: what this consumer holds stays pending and is read
-again. SIGTERM (or Ctrl-C) stops the reading; the batch in hand is settled
-before the process exits.
+Lifecycle: connect and check Redis, then, for each partition of the command
+stream (STREAM_PARTITIONS), create the group and loop: read a batch, apply it,
+and settle it (reply, dead-letter, acknowledge), while reading and preparing the
+next one. Now and then, claim what dead consumers left pending and forget
+consumers long gone. A Redis that is unreachable, busy (a script past
+busy-reply-threshold) or out of memory is waited out: what this consumer holds
+stays pending and is read again. SIGTERM (or Ctrl-C) stops the reading; the
+batch in hand is settled before the process exits.
+
+Applying and settling are two scripts, because on a Redis Cluster a command's
+target key and its stream live in different hash slots: shared/apply.lua writes
+the targets, checking each command's deadline (on Redis's clock) and, for a
+document, its version (the stream id of the last command that wrote it), so a
+late or repeated command never overwrites a newer one; then shared/settle.lua
+writes the replies and the dead letters and acknowledges, atomically, in the
+partition's slot. A worker that dies between the two leaves its entries pending:
+applied again, they find their own version and are only answered and acknowledged.
 """
 
 from __future__ import annotations
@@ -56,7 +65,8 @@ class Action:
 
     A true result is OK or a non-zero count; a false one is nil or zero (JSON.SET ... XX on a
     missing key, ZADD GT CH that changed nothing). A non-zero `expire_s` sets the key's TTL after a
-    true result.
+    true result. `versioned`: the key is only ever written by one session's commands (so by one
+    partition, in stream order), and a version key guards it against older commands.
     """
 
     command: str
@@ -65,17 +75,23 @@ class Action:
     if_true: Reply
     if_false: Reply
     expire_s: int = 0
+    versioned: bool = False
 
 
 Handler = Callable[[Event], Action]
 """Pure: validates the event and says what to do; raises PoisonEvent when it can't be applied."""
 
-SETTLE_SCRIPT = (Path(__file__).parent / "settle.lua").read_text()
-# The same script let past maxmemory, for a batch with no command left to apply (Worker._refuse).
+HERE = Path(__file__).parent
+APPLY_SCRIPT = (HERE / "apply.lua").read_text()
+SETTLE_SCRIPT = (HERE / "settle.lua").read_text()
+# The settle script let past maxmemory: replies, dead letters and acknowledgements are small, and a
+# batch Redis refused to apply must still be answered (Partition._refuse).
 SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom\n" + SETTLE_SCRIPT
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
 STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
+# apply.lua's outcomes besides an error's text.
+APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
 
 
 @dataclass(slots=True)
@@ -83,11 +99,9 @@ class Batch:
     """Entries read together, sorted into what to apply, what only gets a reply, and what is poison."""
 
     entry_ids: list[bytes]
-    ready: list[tuple[Event, Action]] = field(default_factory=list)
+    ready: list[tuple[bytes, Event, Action]] = field(default_factory=list)  # (entry id, event, action)
     replies: list[tuple[str, Reply]] = field(default_factory=list)
     dead: list[tuple[Entry, str]] = field(default_factory=list)
-    # What _pack made of the above: the settle script's keys and arguments.
-    script: tuple[list[str | bytes], list[bytes | str | int]] = field(default_factory=lambda: ([], []))
 
 
 @dataclass(slots=True)
@@ -99,38 +113,74 @@ class Stats:
 
 
 class Worker:
+    """One process: a consumer of every partition of its command stream, sharing one Redis client."""
+
     def __init__(self, stream: CommandStream, handlers: Mapping[EventType, Handler], settings: Settings) -> None:
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.redis: Redis = connect(settings.redis_url, max_connections=4)
-        self._settle_script = self.redis.register_script(SETTLE_SCRIPT)
-        self._settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
+        # Each partition holds a connection blocked in XREADGROUP and uses another to settle.
+        self.redis: Redis = connect(settings.redis_url, max_connections=2 * settings.stream_partitions + 2)
+        self.apply_script = self.redis.register_script(APPLY_SCRIPT)
+        self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
+        self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
         self.stats = Stats()
-        self._stopping = asyncio.Event()
-        self._read_backlog = True  # our own pending entries first: after a start or a lost connection
-        self._group_ready = False  # the group and the indexes exist: checked at start and after a NOGROUP
+        self.stopping = asyncio.Event()
 
     def stop(self) -> None:
-        if not self._stopping.is_set():
-            log.info("stopping: finishing the batch in hand")
-            self._stopping.set()
+        if not self.stopping.is_set():
+            log.info("stopping: finishing the batches in hand")
+            self.stopping.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         await wait_until_ready(self.redis, self.settings.redis_url)
+        partitions = range(self.settings.stream_partitions)
         log.info(
-            "consumer %s of group %r on %s at %s",
-            self.consumer, self.stream.group, self.stream.key, redact(self.settings.redis_url),
+            "consumer %s of group %r on %s (partitions 0-%d) at %s",
+            self.consumer, self.stream.group, self.stream.key(0), partitions[-1], redact(self.settings.redis_url),
         )  # fmt: skip
         gc.freeze()  # start-up's objects live as long as the process: keep them out of every collection
+        await asyncio.gather(*(Partition(self, number).run() for number in partitions))
+        await self.redis.aclose()
+        stats = self.stats
+        log.info(
+            "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
+            stats.applied, stats.expired, stats.dead_lettered, stats.refused,
+        )  # fmt: skip
+
+    def action(self, event: Event, stream_key: str) -> Action:
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            raise PoisonEvent(f"event type {event.type} does not belong on {stream_key}")
+        return handler(event)
+
+
+class Partition:
+    """This process's consumer of one partition's stream: the loop of read, apply and settle."""
+
+    def __init__(self, worker: Worker, number: int) -> None:
+        self.worker = worker
+        self.number = number
+        self.key = worker.stream.key(number)
+        self.group = worker.stream.group
+        self.dead_letters = keys.dead_letters(number)
+        self.settings = worker.settings
+        self.redis = worker.redis
+        self.consumer = worker.consumer
+        self.stats = worker.stats
+        self._read_backlog = True  # our own pending entries first: after a start or a lost connection
+        self._group_ready = False  # the group and the indexes exist: checked at start and after a NOGROUP
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         sweep_every = self.settings.claim_idle_ms / 2000
         next_sweep = 0.0
         in_hand: list[Batch] | None = None  # read and prepared, not yet settled
-        while not self._stopping.is_set():
+        while not self.worker.stopping.is_set():
             try:
                 if not self._group_ready:
                     await self._ensure_group()
@@ -148,7 +198,7 @@ class Worker:
             except (*REDIS_DOWN, ResponseError) as error:
                 reason = unavailable(error)
                 if reason is None and "NOGROUP" in str(error):
-                    log.warning("consumer group vanished (Redis emptied?); recreating it")
+                    log.warning("consumer group of %s vanished (Redis emptied?); recreating it", self.key)
                     self._group_ready = False
                 elif reason is None:
                     raise
@@ -165,20 +215,14 @@ class Worker:
                     raise
                 log.warning("could not settle the last batch (%s); it stays pending for another consumer", error)
         await self._leave_group()
-        await self.redis.aclose()
-        stats = self.stats
-        log.info(
-            "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
-            stats.applied, stats.expired, stats.dead_lettered, stats.refused,
-        )  # fmt: skip
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            await asyncio.wait_for(self.worker.stopping.wait(), seconds)
 
     async def _ensure_group(self) -> None:
         try:
-            await self.redis.xgroup_create(self.stream.key, self.stream.group, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
         except ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
@@ -187,9 +231,9 @@ class Worker:
         """New entries, or our own pending ones while a backlog remains."""
         start = "0" if self._read_backlog else ">"
         answer = await self.redis.xreadgroup(
-            self.stream.group,
+            self.group,
             self.consumer,
-            {self.stream.key: start},
+            {self.key: start},
             count=self.settings.batch_size,
             block=None if self._read_backlog else block_ms,
         )
@@ -201,9 +245,9 @@ class Worker:
     async def _step(self, in_hand: list[Batch] | None, block_ms: int) -> list[Batch]:
         """Settle the batch in hand while reading and preparing the next one.
 
-        The read goes out first, so Redis answers it before it runs the settle script, and this
-        process prepares the next batch while Redis applies the one before. Batches still settle
-        one after another, in order; reading ahead is safe because `>` only hands out new entries.
+        The read goes out first, so Redis answers it before it runs the scripts, and this process
+        prepares the next batch while Redis applies the one before. Batches still settle one after
+        another, in order; reading ahead is safe because `>` only hands out new entries.
         """
         reading = asyncio.ensure_future(self._read(block_ms))
         settling = asyncio.ensure_future(self._settle_all(in_hand)) if in_hand is not None else None
@@ -218,7 +262,7 @@ class Worker:
 
     def _prepare(self, entries: list[Entry], deliveries: Mapping[bytes, int] | None = None) -> list[Batch]:
         """The entries as batches of at most BATCH_MAX_BYTES of payload (one entry at least), each
-        settled by a script of its own: Redis runs a script alone, and one of 200 of the largest saves
+        applied by a script of its own: Redis runs a script alone, and one of 200 of the largest saves
         kept every other client waiting 140 ms (over a second while names were unbounded)."""
         batches: list[Batch] = []
         part: list[Entry] = []
@@ -239,7 +283,7 @@ class Worker:
         for entry in entries:
             entry_id, fields = entry
             try:
-                event = Event.decode(fields)
+                event = Event.decode(fields, self.number)
             except PoisonEvent as error:
                 batch.dead.append((entry, str(error)))
                 continue
@@ -248,121 +292,125 @@ class Worker:
                 batch.dead.append((entry, f"delivered {delivered} times"))
                 batch.replies.append((event.reply_to, DEAD_LETTERED))
             elif event.expired(at):
-                if delivered > 1:  # abandoned by a consumer that died holding it
-                    batch.dead.append((entry, f"abandoned past its deadline after {delivered} deliveries"))
-                else:
-                    self.stats.expired += 1
+                self._expired(batch, entry, delivered)
             else:
                 try:
-                    batch.ready.append((event, self._action(event)))
+                    batch.ready.append((entry_id, event, self.worker.action(event, self.key)))
                 except PoisonEvent as error:
                     batch.dead.append((entry, str(error)))
                     batch.replies.append((event.reply_to, DEAD_LETTERED))
-        if entries:
-            self._pack(batch)
         return batch
 
-    def _action(self, event: Event) -> Action:
-        handler = self.handlers.get(event.type)
-        if handler is None:
-            raise PoisonEvent(f"event type {event.type} does not belong on {self.stream.key}")
-        return handler(event)
-
-    def _pack(self, batch: Batch) -> None:
-        """The settle script's keys and arguments, made while Redis is still busy with the batch before.
-
-        Every key goes in KEYS (Redis must know what a script touches); the batch, one JSON argument
-        (it packs faster than thousands), names each key by its index there. Dead letters follow as
-        binary-safe arguments: a poison entry's fields need not be text.
-        """
-        script_keys: list[str | bytes] = [self.stream.key, keys.DEAD_LETTER_STREAM]
-        letters = [
-            {
-                **fields,
-                b"dead_reason": reason.encode(),
-                b"dead_entry": entry_id,
-                b"dead_stream": self.stream.key.encode(),
-            }
-            for (entry_id, fields), reason in batch.dead
-        ]
-
-        def key_index(key: str) -> int:
-            script_keys.append(key)
-            return len(script_keys)  # Lua counts from 1
-
-        def answer(reply: Reply) -> dict[str, str]:
-            status, body = reply.wire()
-            return {"status": status, "body": body}
-
-        packed = {
-            "stream": 1,
-            "dead_letters": 2,
-            "group": self.stream.group,
-            "reply_ttl_s": self.settings.reply_ttl_s,
-            "failed": answer(STORAGE_ERROR),
-            "commands": [
-                {
-                    "command": action.command,
-                    "key": key_index(action.key),
-                    "args": action.args,
-                    "expire_s": action.expire_s,
-                    "reply_to": key_index(event.reply_to),
-                    "if_true": answer(action.if_true),
-                    "if_false": answer(action.if_false),
-                }
-                for event, action in batch.ready
-            ],
-            "replies": [{"reply_to": key_index(reply_to), **answer(reply)} for reply_to, reply in batch.replies],
-            "ack": [entry_id.decode() for entry_id in batch.entry_ids],
-            "letters": [2 * len(letter) for letter in letters],
-        }
-        args: list[bytes | str | int] = [orjson.dumps(packed)]
-        for letter in letters:
-            for name, value in letter.items():
-                args += (name, value)
-        batch.script = (script_keys, args)
+    def _expired(self, batch: Batch, entry: Entry, delivered: int) -> None:
+        """Past its deadline: its caller has had a 504. Dead-lettered if a consumer died holding it."""
+        if delivered > 1:
+            batch.dead.append((entry, f"abandoned past its deadline after {delivered} deliveries"))
+        else:
+            self.stats.expired += 1
 
     async def _settle_all(self, batches: list[Batch]) -> None:
         for batch in batches:
             await self._settle(batch)
 
     async def _settle(self, batch: Batch) -> None:
-        """Apply, reply, dead-letter and acknowledge in one atomic round trip (shared/settle.lua)."""
+        """Apply the commands (apply.lua), then answer, dead-letter and acknowledge (settle.lua)."""
         if not batch.entry_ids:
             return
-        script_keys, args = batch.script
         try:
-            outcomes = await self._settle_script(keys=script_keys, args=args)
+            outcomes = await self._apply(batch)
         except OutOfMemoryError:
             await self._refuse(batch)
             return
-        for (event, _action), outcome in zip(batch.ready, outcomes, strict=True):
-            if isinstance(outcome, bytes):
-                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome.decode())
+        replies = list(batch.replies)
+        for (entry_id, event, action), outcome in zip(batch.ready, outcomes, strict=True):
+            if outcome in (APPLIED, SUPERSEDED):  # superseded: this command or a newer one is applied
+                self.stats.applied += outcome == APPLIED
+                replies.append((event.reply_to, action.if_true))
+            elif outcome == NOT_APPLIED:
+                replies.append((event.reply_to, action.if_false))
+            elif outcome == EXPIRED:  # past its deadline on Redis's clock
+                self._expired(batch, (entry_id, event.encode()), 1)
             else:
-                self.stats.applied += 1
+                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome)
+                replies.append((event.reply_to, STORAGE_ERROR))
+        script_keys, args = self._settlement(batch, replies)
+        await self.worker.settle_script(keys=script_keys, args=args)
         self._count_dead(batch)
+
+    async def _apply(self, batch: Batch) -> list[int | str]:
+        """Each ready command's outcome: APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED, or Redis's error."""
+        if not batch.ready:
+            return []
+        script_keys: list[str] = []
+
+        def key_index(key: str) -> int:
+            script_keys.append(key)
+            return len(script_keys)  # Lua counts from 1
+
+        commands = [
+            {
+                "command": action.command,
+                "key": key_index(action.key),
+                "version": key_index(keys.version(action.key)) if action.versioned else 0,
+                "args": action.args,
+                "expire_s": action.expire_s,
+                "deadline_ms": event.deadline_ms,
+                "seq": entry_id.decode(),
+            }
+            for entry_id, event, action in batch.ready
+        ]
+        outcomes = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
+        return [outcome.decode() if isinstance(outcome, bytes) else int(outcome) for outcome in outcomes]
+
+    def _settlement(self, batch: Batch, replies: list[tuple[str, Reply]]) -> tuple[list[str], list[bytes | str]]:
+        """settle.lua's keys and arguments: every key an index into KEYS, named in one JSON argument;
+        the dead letters after it, binary-safe (a poison entry's fields need not be text)."""
+        script_keys = [self.key, self.dead_letters]
+        letters = [
+            {**fields, b"dead_reason": reason.encode(), b"dead_entry": entry_id, b"dead_stream": self.key.encode()}
+            for (entry_id, fields), reason in batch.dead
+        ]
+
+        def key_index(key: str) -> int:
+            script_keys.append(key)
+            return len(script_keys)
+
+        packed = {
+            "stream": 1,
+            "dead_letters": 2,
+            "group": self.group,
+            "reply_ttl_s": self.settings.reply_ttl_s,
+            "replies": [
+                {"reply_to": key_index(reply_to), "status": status, "body": body}
+                for reply_to, reply in replies
+                for status, body in [reply.wire()]
+            ],
+            "ack": [entry_id.decode() for entry_id in batch.entry_ids],
+            "letters": [2 * len(letter) for letter in letters],
+        }
+        args: list[bytes | str] = [orjson.dumps(packed)]
+        for letter in letters:
+            for name, value in letter.items():
+                args += (name, value)
+        return script_keys, args
 
     async def _refuse(self, batch: Batch) -> None:
         """Settle a batch Redis refused for want of memory: every command answered 503, none applied.
 
         Redis refuses for memory only a script's first write (past it, a script runs to its end), and
-        settle.lua gives up at that refusal: nothing of the batch was written. What is left (replies,
-        dead letters, acknowledgements) is small and goes through the script let past maxmemory.
-        Acknowledged, a refused command is never applied later, over a newer save of its caller's retry.
+        apply.lua gives up at that refusal: nothing of the batch was written. Acknowledged, a refused
+        command is never applied later, over a newer save of its caller's retry.
         """
-        replies = [(event.reply_to, STORAGE_FULL) for event, _ in batch.ready] + batch.replies
-        refused = Batch(batch.entry_ids, replies=replies, dead=batch.dead)
-        self._pack(refused)
-        script_keys, args = refused.script
-        await self._settle_past_maxmemory(keys=script_keys, args=args)
+        replies = [(event.reply_to, STORAGE_FULL) for _, event, _ in batch.ready] + batch.replies
+        script_keys, args = self._settlement(batch, replies)
+        await self.worker.settle_past_maxmemory(keys=script_keys, args=args)
         log.warning("Redis is out of memory: %d commands answered 503, none applied", len(batch.ready))
         self.stats.refused += len(batch.ready)
         self._count_dead(batch)
 
     def _count_dead(self, batch: Batch) -> None:
         for (entry_id, _fields), reason in batch.dead:
-            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.stream.key, reason)
+            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.key, reason)
         self.stats.dead_lettered += len(batch.dead)
 
     async def _sweep(self) -> None:
@@ -370,23 +418,23 @@ class Worker:
         cursor = "0-0"
         while True:
             cursor_raw, claimed, _deleted = await self.redis.xautoclaim(
-                self.stream.key, self.stream.group, self.consumer,
+                self.key, self.group, self.consumer,
                 min_idle_time=self.settings.claim_idle_ms, start_id=cursor, count=self.settings.batch_size,
             )  # fmt: skip
             if claimed:
-                log.warning("claimed %d entries left pending by other consumers", len(claimed))
+                log.warning("claimed %d entries of %s left pending by other consumers", len(claimed), self.key)
                 await self._process(claimed, await self._deliveries(claimed))
             cursor = cursor_raw.decode() if isinstance(cursor_raw, bytes) else cursor_raw
             if cursor == "0-0":
                 break
-        for consumer in await self.redis.xinfo_consumers(self.stream.key, self.stream.group):
+        for consumer in await self.redis.xinfo_consumers(self.key, self.group):
             name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
             if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > self.settings.consumer_reap_ms:
-                await self.redis.xgroup_delconsumer(self.stream.key, self.stream.group, name)
+                await self.redis.xgroup_delconsumer(self.key, self.group, name)
 
     async def _deliveries(self, claimed: list[Entry]) -> dict[bytes, int]:
         pending = await self.redis.xpending_range(
-            self.stream.key, self.stream.group, min=claimed[0][0], max=claimed[-1][0],
+            self.key, self.group, min=claimed[0][0], max=claimed[-1][0],
             count=len(claimed), consumername=self.consumer,
         )  # fmt: skip
         return {cast(bytes, row["message_id"]): int(row["times_delivered"]) for row in pending}
@@ -395,12 +443,12 @@ class Worker:
         """Leave the group tidy; a consumer still holding entries stays so they can be claimed."""
         try:
             info = await self.redis.xpending_range(
-                self.stream.key, self.stream.group, min="-", max="+", count=1, consumername=self.consumer
+                self.key, self.group, min="-", max="+", count=1, consumername=self.consumer
             )
             if not info:
-                await self.redis.xgroup_delconsumer(self.stream.key, self.stream.group, self.consumer)
+                await self.redis.xgroup_delconsumer(self.key, self.group, self.consumer)
         except (*REDIS_DOWN, ResponseError) as error:
-            log.warning("could not leave the group cleanly: %s", error)
+            log.warning("could not leave the group of %s cleanly: %s", self.key, error)
 
 
 def run_worker(

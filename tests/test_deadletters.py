@@ -19,7 +19,7 @@ import redis
 from devtools.deadletters import clock, parser
 from devtools.stack import Stack
 from shared import keys
-from shared.protocol import STREAM_OF, Event, EventType
+from shared.protocol import SAVES, SCORES, STREAM_OF, Event, EventType
 from shared.worker import Entry, stream_entries
 from tests.conftest import ARTIFACTS, FAST, ROOT, Player, eventually, free_port, fresh_redis, started
 from tests.test_workers import new_save
@@ -38,7 +38,7 @@ def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture
 def db(workers: Stack) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(workers.redis_url, protocol=3)
-    client.delete(keys.DEAD_LETTER_STREAM)  # each test sees only the letters it makes
+    client.delete(keys.dead_letters(0))  # each test sees only the letters it makes
     yield client
     client.close()
 
@@ -62,14 +62,14 @@ def strand(db: redis.Redis, event: Event) -> None:
     """
     stream = STREAM_OF[event.type]
     with db.pipeline(transaction=True) as pipe:
-        pipe.xadd(stream.key, event.encode())  # type: ignore[arg-type]
-        pipe.xreadgroup(stream.group, "died-holding-it", {stream.key: ">"})
+        pipe.xadd(stream.key(0), event.encode())  # type: ignore[arg-type]
+        pipe.xreadgroup(stream.group, "died-holding-it", {stream.key(0): ">"})
         added, read = pipe.execute()
     assert [entry_id for entry_id, _ in stream_entries(read)] == [added]
 
 
 def letters(db: redis.Redis) -> list[Entry]:
-    return cast(list[Entry], db.xrange(keys.DEAD_LETTER_STREAM))
+    return cast(list[Entry], db.xrange(keys.dead_letters(0)))
 
 
 def letter_of(db: redis.Redis, event: Event) -> str:
@@ -87,18 +87,18 @@ def letter_of(db: redis.Redis, event: Event) -> str:
 def poison(db: redis.Redis, fields: dict[bytes, bytes]) -> str:
     """Put an entry the saves worker refuses on its stream; the id of the dead letter it becomes."""
     before = len(letters(db))
-    db.xadd(keys.SAVES_STREAM, fields)  # type: ignore[arg-type]
+    db.xadd(SAVES.key(0), fields)  # type: ignore[arg-type]
     eventually(lambda: len(letters(db)) > before, 5, "the poison is dead-lettered")
     return letters(db)[-1][0].decode()
 
 
 def score(session: str, points: int) -> Event:
     payload = {"key": BOARD, "score": points, "member": f"Hero-{session}"}
-    return Event.new(EventType.SCORE_SUBMIT, session, payload, 100)  # past its deadline when it is claimed
+    return Event.new(EventType.SCORE_SUBMIT, session, payload, 100, 0)  # past its deadline when it is claimed
 
 
 def exists(db: redis.Redis, letter_id: str) -> bool:
-    return bool(db.xrange(keys.DEAD_LETTER_STREAM, letter_id, letter_id))
+    return bool(db.xrange(keys.dead_letters(0), letter_id, letter_id))
 
 
 def test_list_shows_the_newest_first_and_show_prints_everything(workers: Stack, db: redis.Redis) -> None:
@@ -111,8 +111,8 @@ def test_list_shows_the_newest_first_and_show_prints_everything(workers: Stack, 
     assert listed.returncode == 0, listed.stderr
     newest, oldest = listed.stdout.splitlines()
     reason = "abandoned past its deadline after 2 deliveries"
-    assert newest == f"{abandoned}  {clock(abandoned)}  stream:saves  player.create  {save.session}  {reason}"
-    assert oldest == f"{junk}  {clock(junk)}  stream:saves  -  -  missing field 'v'"
+    assert newest == f"{abandoned}  {clock(abandoned)}  {SAVES.key(0)}  player.create  {save.session}  {reason}"
+    assert oldest == f"{junk}  {clock(junk)}  {SAVES.key(0)}  -  -  missing field 'v'"
     one = deadletters(workers.env, "list", "--count", "1")
     assert one.stdout.splitlines() == [newest] and "1 older" in one.stderr
 
@@ -199,10 +199,10 @@ def test_drop_deletes_the_letter(workers: Stack, db: redis.Redis) -> None:
 
 def test_what_cannot_be_replayed_is_shown_raw_and_refused(workers: Stack, db: redis.Redis) -> None:
     undecodable = poison(db, {b"garbage": b"\xff\x00", b"payload": b"{not json"})
-    wrong_stream = poison(db, Event.new(EventType.SCORE_SUBMIT, "a" * 32, {}, 30_000).encode())
+    wrong_stream = poison(db, Event.new(EventType.SCORE_SUBMIT, "a" * 32, {}, 30_000, 0).encode())
     not_owner = new_save()
     not_theirs = poison(db, {**not_owner.encode(), b"session": b"b" * 32})
-    published = db.xlen(keys.SAVES_STREAM)
+    published = db.xlen(SAVES.key(0))
 
     shown = deadletters(workers.env, "show", undecodable)
     assert shown.returncode == 0, shown.stderr
@@ -213,7 +213,7 @@ def test_what_cannot_be_replayed_is_shown_raw_and_refused(workers: Stack, db: re
 
     reasons = {
         undecodable: "it is not a decodable envelope (missing field 'v')",
-        wrong_stream: "score.submit does not belong on stream:saves",
+        wrong_stream: f"score.submit does not belong on {SAVES.key(0)}",
         not_theirs: "the saves worker refuses it (player document must be an object whose id is the caller's "
         "session id)",
     }
@@ -222,7 +222,7 @@ def test_what_cannot_be_replayed_is_shown_raw_and_refused(workers: Stack, db: re
         assert refused.returncode == 1
         assert refused.stderr == f"deadletters: dead letter {letter} cannot be replayed: {reason}\n"
         assert exists(db, letter)
-    assert db.xlen(keys.SAVES_STREAM) == published  # nothing was published
+    assert db.xlen(SAVES.key(0)) == published  # nothing was published
 
 
 def test_help_on_the_command_and_each_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
@@ -260,7 +260,7 @@ def test_a_replay_no_worker_answers_keeps_the_letter_and_is_never_applied_late(w
         workers.spawn("leaderboard")
 
     def settled() -> bool:
-        group = next(g for g in db.xinfo_groups(keys.SCORES_STREAM) if g["name"] == keys.LEADERBOARD_GROUP.encode())
+        group = next(g for g in db.xinfo_groups(SCORES.key(0)) if g["name"] == keys.LEADERBOARD_GROUP.encode())
         return bool(group["lag"] == 0 and group["pending"] == 0)
 
     eventually(settled, 20, "the late replay is read and acknowledged")

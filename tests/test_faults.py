@@ -21,6 +21,7 @@ import redis
 from devtools import redis_stack
 from devtools.stack import Stack
 from shared import keys
+from shared.protocol import SAVES, SCORES
 from tests.conftest import ARTIFACTS, FAST, Player, StackFactory, eventually, free_port, started
 
 pytestmark = pytest.mark.slow
@@ -99,9 +100,7 @@ def wait_for(load: Load, acked: int) -> None:
 
 
 def pending_total(db: redis.Redis) -> int:
-    return sum(
-        group["pending"] for stream in (keys.SAVES_STREAM, keys.SCORES_STREAM) for group in db.xinfo_groups(stream)
-    )
+    return sum(group["pending"] for stream in (SAVES.key(0), SCORES.key(0)) for group in db.xinfo_groups(stream))
 
 
 @pytest.mark.parametrize(("service", "kind"), [("saves", "save"), ("leaderboard", "score")])

@@ -25,7 +25,7 @@ import redis
 from devtools import redis_stack
 from devtools.stack import Stack
 from shared import keys
-from shared.protocol import Event, EventType, Reply
+from shared.protocol import SAVES, SCORES, Event, EventType, Reply
 from shared.worker import Entry
 from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, started
 from tests.test_faults import BOARD, Load, wait_for
@@ -100,7 +100,7 @@ def busy(url: str, *first: Event) -> Iterator[None]:
     def spin() -> None:
         with redis.Redis.from_url(url) as spinner, spinner.pipeline(transaction=False) as pipe:
             for event in first:
-                stream = keys.SCORES_STREAM if event.type is EventType.SCORE_SUBMIT else keys.SAVES_STREAM
+                stream = SCORES.key(0) if event.type is EventType.SCORE_SUBMIT else SAVES.key(0)
                 pipe.xadd(stream, event.encode())
             pipe.eval("while true do end", 0)
             with contextlib.suppress(redis.ResponseError):  # "Script killed by user"
@@ -157,8 +157,8 @@ def test_a_busy_redis_is_503_everywhere_and_the_workers_carry_on(
     wait_for(scores, 40)
     session = players[stack.url].id
     pending = [
-        Event.new(EventType.PLAYER_UPDATE, session, {"id": session, "name": "Hero", "level": 99}, 30_000),
-        Event.new(EventType.SCORE_SUBMIT, session, {"key": BOARD, "score": 99, "member": f"Busy-{session}"}, 30_000),
+        Event.new(EventType.PLAYER_UPDATE, session, {"id": session, "name": "Hero", "level": 99}, 30_000, 0),
+        Event.new(EventType.SCORE_SUBMIT, session, {"key": BOARD, "score": 99, "member": f"Busy-{session}"}, 30_000, 0),
     ]
     with busy(stack.redis_url, *pending):
         for url, player in players.items():
@@ -205,7 +205,7 @@ def test_a_full_redis_refuses_writes_with_503_and_loses_nothing(
     in_flight.start()
 
     def published() -> bool:
-        entries: list[Entry] = db.xrevrange(keys.SAVES_STREAM, count=100)  # type: ignore[assignment]
+        entries: list[Entry] = db.xrevrange(SAVES.key(0), count=100)  # type: ignore[assignment]
         return any(fields[b"session"] == caught.id.encode() for _, fields in entries)
 
     eventually(published, 10, "the save is on its stream")
@@ -247,7 +247,7 @@ def test_a_burst_of_writes_holds_few_redis_connections_and_leaves_none(make_stac
         return len(clients), sum(1 for client in clients if client["cmd"] == "xread" and "b" in client["flags"])
 
     def all_published() -> bool:
-        return db.xlen(keys.SAVES_STREAM) + db.xlen(keys.SCORES_STREAM) == 1000
+        return db.xlen(SAVES.key(0)) + db.xlen(SCORES.key(0)) == 1000
 
     baseline, _ = connections()
     peak = [0, 0]

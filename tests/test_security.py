@@ -52,7 +52,7 @@ def test_rate_limits(make_stack: StackFactory) -> None:
     by_address = second.save("playerstate", {"level": 2})  # the address's seventh write
     assert by_address.status_code == 429 and by_address.json()["message"] == "Too many writes; slow down"
     assert db.json().get(f"players:{second.id}") == {"id": second.id, "level": 1}
-    prefixes = (b"sessions:", b"players:", b"ratelimit:", b"stream:")
+    prefixes = (b"sessions:", b"players:", b"version:{players:", b"ratelimit:", b"stream:")
     assert all(key.startswith(prefixes) for key in db.scan_iter())
 
 
@@ -80,8 +80,8 @@ json_values = st.recursive(
 
 @given(payload=json_values, session=st.text(min_size=1), timeout=st.integers(0, 10**9))
 def test_envelope_round_trips(payload: object, session: str, timeout: int) -> None:
-    event = Event.new(EventType.PLAYER_UPDATE, session, payload, timeout)
-    assert Event.decode(event.encode()) == event
+    event = Event.new(EventType.PLAYER_UPDATE, session, payload, timeout, 0)
+    assert Event.decode(event.encode(), 0) == event
 
 
 @given(
@@ -91,7 +91,7 @@ def test_envelope_round_trips(payload: object, session: str, timeout: int) -> No
 )
 def test_any_malformed_envelope_is_poison_never_a_crash(fields: dict[bytes, bytes]) -> None:
     with contextlib.suppress(PoisonEvent):
-        Event.decode(fields)
+        Event.decode(fields, 0)
 
 
 @given(status=st.integers(100, 599), body=json_values)

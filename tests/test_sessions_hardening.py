@@ -144,7 +144,7 @@ def test_a_cookie_stamped_in_the_future_is_no_session(stack: Stack, player: Play
 @pytest.mark.parametrize("path", ["hot", "fastapi"])
 def test_a_write_needs_a_live_session_key(gateways: list[str], player: Player, db: redis.Redis, path: str) -> None:
     url = gateways[path == "fastapi"]
-    ghost = Event.new(EventType.PLAYER_CREATE, "", None, 0).id  # 32 hex, like a session id, with no session
+    ghost = Event.new(EventType.PLAYER_CREATE, "", None, 0, 0).id  # 32 hex, like a session id, with no session
     with httpx.Client(base_url=url, cookies=signed(ghost, int(time.time()))) as forger:
         for method in ("POST", "PATCH"):
             answer = forger.request(method, "/api/playerstate", content=body(ghost, name="Ghost"), headers=JSON)

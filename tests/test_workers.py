@@ -13,7 +13,7 @@ import redis
 
 from devtools.stack import Stack
 from shared import keys
-from shared.protocol import Event, EventType, Reply
+from shared.protocol import SAVES, SCORES, Event, EventType, Reply
 from tests.conftest import ARTIFACTS, FAST, Player, StackFactory, eventually, fresh_redis, run_python
 
 
@@ -22,20 +22,20 @@ def client(stack: Stack) -> redis.Redis:
 
 
 def push(db: redis.Redis, event: Event) -> None:
-    stream = keys.SCORES_STREAM if event.type is EventType.SCORE_SUBMIT else keys.SAVES_STREAM
+    stream = SCORES.key(0) if event.type is EventType.SCORE_SUBMIT else SAVES.key(0)
     db.xadd(stream, event.encode())  # type: ignore[arg-type]
 
 
 def push_all(db: redis.Redis, saves: list[Event]) -> None:
     with db.pipeline(transaction=False) as pipe:
         for event in saves:
-            pipe.xadd(keys.SAVES_STREAM, event.encode())  # type: ignore[arg-type]
+            pipe.xadd(SAVES.key(0), event.encode())  # type: ignore[arg-type]
         pipe.execute()
 
 
 def new_save(session: str | None = None, timeout_ms: int = 30_000, **fields: Any) -> Event:
-    session = session or Event.new(EventType.PLAYER_CREATE, "", None, 0).id  # any fresh 32-hex id
-    return Event.new(EventType.PLAYER_CREATE, session, {"id": session, **fields}, timeout_ms)
+    session = session or Event.new(EventType.PLAYER_CREATE, "", None, 0, 0).id  # any fresh 32-hex id
+    return Event.new(EventType.PLAYER_CREATE, session, {"id": session, **fields}, timeout_ms, 0)
 
 
 def reply_of(db: redis.Redis, event: Event, timeout_s: float = 10) -> Reply | None:
@@ -49,12 +49,12 @@ def reply_of(db: redis.Redis, event: Event, timeout_s: float = 10) -> Reply | No
 
 
 def pending(db: redis.Redis, consumer_pid: int | None = None) -> int:
-    consumers = db.xinfo_consumers(keys.SAVES_STREAM, keys.SAVES_GROUP)
+    consumers = db.xinfo_consumers(SAVES.key(0), keys.SAVES_GROUP)
     return sum(c["pending"] for c in consumers if consumer_pid is None or f"-{consumer_pid}-" in c["name"].decode())
 
 
 def dead_letters(db: redis.Redis) -> list[dict[bytes, bytes]]:
-    return [fields for _id, fields in db.xrange(keys.DEAD_LETTER_STREAM)]  # type: ignore[union-attr, misc]
+    return [fields for _id, fields in db.xrange(keys.dead_letters(0))]  # type: ignore[union-attr, misc]
 
 
 def applied_counts(log_file: Path, service: str) -> list[int]:
@@ -110,14 +110,14 @@ def test_entries_of_a_killed_worker_are_claimed_and_retries_succeed(make_stack: 
 def test_poison_goes_to_the_dead_letter_stream_and_the_worker_keeps_going(make_stack: StackFactory) -> None:
     stack = make_stack(**FAST)
     db = client(stack)
-    wrong_stream = Event.new(EventType.SCORE_SUBMIT, "a" * 32, {}, 30_000)
+    wrong_stream = Event.new(EventType.SCORE_SUBMIT, "a" * 32, {}, 30_000, 0)
     not_owner = new_save()
     not_owner = Event(
         not_owner.id, not_owner.type, "b" * 32, not_owner.payload, not_owner.reply_to, not_owner.deadline_ms
     )
-    db.xadd(keys.SAVES_STREAM, {"garbage": "1"})
-    db.xadd(keys.SAVES_STREAM, {**wrong_stream.encode(), b"payload": b"{not json"})  # type: ignore[dict-item]
-    db.xadd(keys.SAVES_STREAM, wrong_stream.encode())  # type: ignore[arg-type]
+    db.xadd(SAVES.key(0), {"garbage": "1"})
+    db.xadd(SAVES.key(0), {**wrong_stream.encode(), b"payload": b"{not json"})  # type: ignore[dict-item]
+    db.xadd(SAVES.key(0), wrong_stream.encode())  # type: ignore[arg-type]
     push(db, not_owner)
     good = new_save(name="Hero")
     push(db, good)
@@ -127,7 +127,7 @@ def test_poison_goes_to_the_dead_letter_stream_and_the_worker_keeps_going(make_s
     reasons = [letter[b"dead_reason"].decode() for letter in dead_letters(db)]
     assert reasons[0] == "missing field 'v'"
     assert reasons[1].startswith("malformed envelope")
-    assert reasons[2] == "event type score.submit does not belong on stream:saves"
+    assert reasons[2] == f"event type score.submit does not belong on {SAVES.key(0)}"
     assert "session id" in reasons[3]
     assert pending(db) == 0
 
@@ -139,7 +139,7 @@ def test_an_entry_delivered_too_often_is_dead_lettered_with_an_error_reply(make_
     event = new_save(timeout_ms=60_000)
     push(db, event)
     for start in (">", "0", "0", "0", "0", "0"):  # a consumer that crashes on it, again and again
-        db.xreadgroup(keys.SAVES_GROUP, "crashing-ghost", {keys.SAVES_STREAM: start})
+        db.xreadgroup(keys.SAVES_GROUP, "crashing-ghost", {SAVES.key(0): start})
     stack.spawn("saves")
     assert reply_of(db, event) == Reply.message(500, "The request could not be processed")
     letters = dead_letters(db)
@@ -162,7 +162,7 @@ def test_with_no_worker_the_caller_gets_a_json_504_in_time_and_nothing_late_is_a
     db = client(stack)
 
     def settled() -> bool:
-        groups = db.xinfo_groups(keys.SAVES_STREAM)
+        groups = db.xinfo_groups(SAVES.key(0))
         return bool(groups) and groups[0]["lag"] == 0 and groups[0]["pending"] == 0
 
     eventually(settled, 10, "the stale event is read and acknowledged")
@@ -177,7 +177,7 @@ def test_sigterm_finishes_and_acknowledges_the_batch_in_hand(make_stack: StackFa
     eventually(lambda: db.exists(keys.player(events[0].session)) == 1, 10, "work has begun")
     assert stack.stop("saves-1", signal.SIGTERM) == 0
     assert pending(db) == 0  # everything it had read was applied and acknowledged
-    applied = sum(1 for e in events if db.exists(keys.reply(e.id)))
+    applied = sum(1 for e in events if db.exists(keys.reply(0, e.id)))
     assert 0 < applied < len(events)  # it stopped reading part-way...
     assert applied == sum(1 for e in events if db.exists(keys.player(e.session)))  # ...and replied to all it applied
 

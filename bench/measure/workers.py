@@ -32,6 +32,7 @@ from shared import keys
 from shared.protocol import SAVES, SCORES, CommandStream, Event, EventType
 
 DEADLINE_MS = 600_000  # far past the run: nothing may expire while the backlog waits
+PARTITION = 0  # the bench's services run with one partition (STREAM_PARTITIONS=1)
 PUSH_CHUNK = 2_000
 POLL_S = 0.1
 DOCUMENTS = 1_000
@@ -115,11 +116,13 @@ def player_ids(client: redis.Redis, count: int) -> list[str]:
 def backlog(service: str, ids: list[str], count: int) -> list[Event]:
     if service == "saves":
         return [
-            Event.new(EventType.PLAYER_UPDATE, player_id, player_document(player_id, n), DEADLINE_MS)
+            Event.new(EventType.PLAYER_UPDATE, player_id, player_document(player_id, n), DEADLINE_MS, PARTITION)
             for n, player_id in zip(range(count), cycle_of(ids), strict=False)
         ]
     return [
-        Event.new(EventType.SCORE_SUBMIT, pid, {"key": BOARD, "score": n, "member": f"Drain-{pid}"}, DEADLINE_MS)
+        Event.new(
+            EventType.SCORE_SUBMIT, pid, {"key": BOARD, "score": n, "member": f"Drain-{pid}"}, DEADLINE_MS, PARTITION
+        )
         for n, pid in zip(range(count), cycle_of(ids), strict=False)
     ]
 
@@ -135,13 +138,13 @@ def push(client: redis.Redis, route: CommandStream, events: list[Event]) -> byte
     for start in range(0, len(events), PUSH_CHUNK):
         with client.pipeline(transaction=False) as pipe:
             for event in events[start : start + PUSH_CHUNK]:
-                pipe.xadd(route.key, event.encode())  # type: ignore[arg-type]
+                pipe.xadd(route.key(PARTITION), event.encode())  # type: ignore[arg-type]
             last = pipe.execute()[-1]
     return last
 
 
 def drained(client: redis.Redis, route: CommandStream, last_id: bytes) -> bool:
-    for group in client.xinfo_groups(route.key):
+    for group in client.xinfo_groups(route.key(PARTITION)):
         if as_text(group["name"]) == route.group:
             return as_text(group["last-delivered-id"]) == as_text(last_id) and int(group["pending"]) == 0
     return False
@@ -236,7 +239,7 @@ def wait_consumers(client: redis.Redis, route: CommandStream, pids: list[int], t
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            names = [as_text(c["name"]) for c in client.xinfo_consumers(route.key, route.group)]
+            names = [as_text(c["name"]) for c in client.xinfo_consumers(route.key(PARTITION), route.group)]
         except redis.ResponseError:
             names = []
         if all(any(f"-{pid}-" in name for name in names) for pid in pids):

@@ -1,22 +1,17 @@
 -- Admit a request: count it against each of its rate limits and, when every limit allows it,
 -- append its command to the command stream. One script, so a write's admission and its XADD are
--- one round trip, and a refused write is never published. See services/gateway/ratelimit.py.
--- A command is admitted only while its caller's session key exists: a signed cookie alone (an
--- expired session, one Redis lost) never writes, and nothing is counted for it.
+-- one round trip, and a refused write is never published. See services/gateway/store.py. For a
+-- write, every key here carries the partition's hash tag: on a Redis Cluster they share a slot.
 --
 -- Each limit is GCRA (the generic cell rate algorithm): its key holds the theoretical arrival
 -- time (TAT, ms); a limit of `count` per `period` allows a burst of `count`, then one every
 -- period/count. A limit that allows the request counts it even when another refuses it.
 --
--- KEYS: one key per limit, then (to publish) the caller's session key and the command stream.
+-- KEYS: one key per limit, then (to publish) the command stream.
 -- ARGV: the number of limits n; each limit's count and period in ms; then, to publish, the
 --       stream's trim MINID and the entry's fields and values.
--- Returns 0 when admitted, -1 when the session key is gone, else the ms until the slowest
--- refusing limit would allow it.
+-- Returns 0 when admitted, else the ms until the slowest refusing limit would allow it.
 local n = tonumber(ARGV[1])
-if #KEYS > n and redis.call('EXISTS', KEYS[n + 1]) == 0 then
-  return -1
-end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local wait = 0
@@ -34,6 +29,6 @@ if wait > 0 then
   return math.ceil(wait)
 end
 if #KEYS > n then
-  redis.call('XADD', KEYS[n + 2], 'MINID', '~', ARGV[2 * n + 2], '*', unpack(ARGV, 2 * n + 3))
+  redis.call('XADD', KEYS[n + 1], 'MINID', '~', ARGV[2 * n + 2], '*', unpack(ARGV, 2 * n + 3))
 end
 return 0

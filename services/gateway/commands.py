@@ -1,8 +1,10 @@
 """Sending a command to a worker and waiting for its answer: the gateway's side of the protocol.
 
 A command is first admitted: its caller's session must still exist in Redis, and its rate limits
-(per session and per client address) must allow it. Admission and publication are one script
-(store.py, admit.lua), so a refused command is never published.
+(per session and per client address, counted in the partition it goes to) must allow it.
+Admission and publication are one script (store.py, admit.lua), so a refused command is never
+published. One session's commands all go to one partition (STREAM_PARTITIONS), so they stay in
+order; everything admit.lua touches carries that partition's hash tag.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from services.gateway.store import Command, Limit, SessionGone, Store
+from services.gateway.store import Command, Limit, Store
 from shared import keys
-from shared.protocol import STREAM_OF, Event, EventType, Reply, trim_id
+from shared.protocol import STREAM_OF, Event, EventType, Reply, partition_of, trim_id
 from shared.settings import Settings, parse_rate
 
 # A reply written right at the deadline should still reach the caller.
@@ -35,9 +37,10 @@ class CommandBus:
         A 504 means no worker answered in time; the command is never applied after its deadline,
         and every command is idempotent, so the client can simply retry.
         """
-        event = Event.new(type, session_id, payload, self.settings.request_timeout_ms)
+        partition = partition_of(session_id, self.settings.stream_partitions)
+        event = Event.new(type, session_id, payload, self.settings.request_timeout_ms, partition)
         stream = STREAM_OF[type]
-        await self.admit_and_publish(event, stream.key, session_id, address)
+        await self.admit_and_publish(event, stream.key(partition), partition, session_id, address)
         reply = await self.store.wait_for_reply(event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
         if reply is None:
             raise HTTPException(
@@ -49,17 +52,21 @@ class CommandBus:
             raise HTTPException(503, str(reply.body["message"]), headers={"Retry-After": "1"})
         return reply
 
-    async def admit_and_publish(self, event: Event, stream: str, session_id: str, address: str) -> None:
-        """Publish the command if its session is live (else 401) and its write limits allow it (else 429)."""
+    async def admit_and_publish(self, event: Event, stream: str, partition: int, session_id: str, address: str) -> None:
+        """Publish the command if its session is live (else 401) and its write limits allow it (else 429).
+
+        The session key lives in a hash slot of its own, so on a Redis Cluster it cannot be checked
+        in the script: it is checked just before, which leaves a session that expires in between
+        one last write.
+        """
+        if not await self.store.exists(keys.session(session_id)):
+            raise HTTPException(401, SESSION_GONE)
         limits = [
-            *Limit.on(self.session_writes, "session-writes", session_id),
-            *Limit.on(self.address_writes, "address-writes", address),
+            *Limit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
+            *Limit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
         ]
-        command = Command(keys.session(session_id), stream, trim_id(self.settings.stream_retention_ms), event.encode())
-        try:
-            wait_ms = await self.store.admit_and_publish(limits, command)
-        except SessionGone:
-            raise HTTPException(401, SESSION_GONE) from None
+        command = Command(stream, trim_id(self.settings.stream_retention_ms), event.encode())
+        wait_ms = await self.store.admit_and_publish(limits, command)
         if wait_ms:
             raise HTTPException(
                 429, "Too many writes; slow down", headers={"Retry-After": str(math.ceil(wait_ms / 1000))}

@@ -42,8 +42,9 @@ async def healthz(request: Request) -> Response:
         problems += [f"Redis lacks the {name} module" for name in missing]
         # A consumer blocked in XREADGROUP looks idle for up to block_ms; allow a few rounds.
         within = settings.block_ms * 3 + 2000
-        for stream in COMMAND_STREAMS:
-            live = await store.live_consumers(stream.key, stream.group, within)
+        partitions = range(settings.stream_partitions)
+        for stream in COMMAND_STREAMS:  # every worker consumes every partition: the fewest is what counts
+            live = min([await store.live_consumers(stream.key(n), stream.group, within) for n in partitions])
             checks[f"{stream.group}_consumers"] = live
             if not live:
                 problems.append(

@@ -167,7 +167,8 @@ class SessionMiddleware:
                 if not await self._write(store, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
-                wait_ms = await store.admit(Limit.on(self.new_sessions, "address-sessions", client_address(scope)))
+                limit = Limit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
+                wait_ms = await store.admit(limit)
                 if wait_ms:
                     retry = {"Retry-After": str(math.ceil(wait_ms / 1000))}
                     too_many = error_response(429, "Too many new sessions; slow down", retry)

@@ -7,6 +7,7 @@ the gateway live here and nowhere else in it; the key names come from shared/key
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,33 +15,15 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
-from shared import keys
 from shared.connection import ensure_indexes, module_names
 from shared.pipelined import PipelinedRedis, Script, as_map
 from shared.protocol import Reply
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
 ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
-NO_SESSION = -1  # admit.lua's answer when the command's session key is gone
-# KEYS: the session, the player's save, the game's save. ARGV: the record, its TTL, NX (create) or XX
-# (re-confirm), the saves' TTL. Re-confirming an existing session extends its saves too.
-WRITE_SESSION = Script(
-    """if not redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], ARGV[3]) then
-  return 0
-end
-if ARGV[3] == 'XX' then
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-  redis.call('EXPIRE', KEYS[3], ARGV[4])
-end
-return 1"""
-)
 # A script that may write but writes nothing: Redis refuses it exactly when it refuses writes for want
 # of memory (maxmemory), which PING does not show; a busy or unreachable Redis fails it as it would PING.
 WRITE_PROBE = Script("#!lua\nreturn 1")
-
-
-class SessionGone(Exception):
-    """The caller's `sessions:` key no longer exists: its cookie is signed but names no live session."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +35,15 @@ class Limit:
     period_ms: int
 
     @classmethod
-    def on(cls, rate: tuple[int, int] | None, rule: str, who: str) -> list[Limit]:
-        """The limit of `rule` (a parsed setting such as 240/minute) on `who`; none when it is off."""
-        return [] if rate is None else [cls(keys.rate_limit(rule, who), *rate)]
+    def on(cls, rate: tuple[int, int] | None, key: str) -> list[Limit]:
+        """A limit (a parsed setting such as 240/minute) counted in `key`; none when it is off."""
+        return [] if rate is None else [cls(key, *rate)]
 
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A command to publish: its caller's session key, the stream, the stream's trim MINID, the entry."""
+    """A command to publish: the stream, the stream's trim MINID, the entry."""
 
-    session_key: str
     stream: str
     min_id: str
     fields: Mapping[bytes, bytes]
@@ -101,11 +83,24 @@ class Store:
 
     # Sessions
 
-    async def write_session(self, session_key: str, saves: Sequence[str], record: bytes, ttl_s: int, *,
-                            create: bool, saves_ttl_s: int) -> bool:  # fmt: skip
-        """Create a session (only if new) or re-confirm one (only if it exists, extending its saves)."""
-        args: list[bytes | int | str] = [record, ttl_s, "NX" if create else "XX", saves_ttl_s]
-        return bool(await self.redis.script(WRITE_SESSION, [session_key, *saves], args))
+    async def exists(self, key: str) -> bool:
+        return bool(await self.redis.execute("EXISTS", key))
+
+    async def write_session(
+        self, session_key: str, saves: Sequence[str], record: bytes, ttl_s: int, *, create: bool, saves_ttl_s: int
+    ) -> bool:
+        """Create a session (only if new) or re-confirm one (only if it exists) and extend its saves.
+
+        Separate commands, sent together: on a Redis Cluster the session and the saves live in slots
+        of their own. Extending the saves of a session found gone costs nothing but their TTL.
+        """
+        if create:
+            return bool(await self.redis.execute("SET", session_key, record, "EX", ttl_s, "NX"))
+        confirmed, *_extended = await asyncio.gather(
+            self.redis.execute("SET", session_key, record, "EX", ttl_s, "XX"),
+            *(self.redis.execute("EXPIRE", key, saves_ttl_s) for key in saves),
+        )
+        return bool(confirmed)
 
     # Admission
 
@@ -115,7 +110,7 @@ class Store:
 
     async def admit_and_publish(self, limits: Sequence[Limit], command: Command) -> int:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
-        command is never published. SessionGone (nothing counted) when the session key is gone."""
+        command is never published. The limits' keys and the stream must share a hash slot."""
         return await self._admit(limits, command)
 
     async def _admit(self, limits: Sequence[Limit], command: Command | None) -> int:
@@ -124,14 +119,11 @@ class Store:
         for limit in limits:
             args += (limit.count, limit.period_ms)
         if command is not None:
-            script_keys += (command.session_key, command.stream)
+            script_keys.append(command.stream)
             args.append(command.min_id)
             for field, value in command.fields.items():
                 args += (field, value)
-        wait_ms = int(await self.redis.script(ADMIT, script_keys, args))
-        if wait_ms == NO_SESSION:
-            raise SessionGone
-        return wait_ms
+        return int(await self.redis.script(ADMIT, script_keys, args))
 
     async def wait_for_reply(self, reply_to: str, wait_ms: int) -> Reply | None:
         """Block on a command's reply stream; None if no reply came in time.

@@ -29,7 +29,8 @@ def save_handler(key_of: Callable[[str], str], noun: str, ttl_s: int, *, update:
             raise PoisonEvent(f"{noun.lower()} document must be an object whose id is the caller's session id")
         body = orjson.dumps(document).decode()
         args = ("$", body, "XX") if update else ("$", body)
-        return Action("JSON.SET", key_of(event.session), args, if_true=done, if_false=NOT_FOUND, expire_s=ttl_s)
+        key = key_of(event.session)
+        return Action("JSON.SET", key, args, if_true=done, if_false=NOT_FOUND, expire_s=ttl_s, versioned=True)
 
     return handle
 
