@@ -23,6 +23,7 @@ import httpx
 from dotenv import dotenv_values
 
 from devtools import redis_stack
+from devtools.lifeline import ending_with_us
 
 ROOT = redis_stack.ROOT
 
@@ -56,7 +57,7 @@ class Stack:
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"],
             cwd=ROOT, env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=ending_with_us(),
         )  # fmt: skip
         assert process.stdout is not None
         threading.Thread(target=pump, args=(process.stdout, f"[{name}]", self.sink), daemon=True).start()
@@ -140,7 +141,9 @@ def main() -> None:
     redis: AbstractContextManager[str] = (
         nullcontext(url)
         if url
-        else embedded_redis(int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / ".data/redis")
+        else embedded_redis(
+            int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / configured("EMBEDDED_REDIS_DIR", ".data/redis")
+        )
     )
     with redis as redis_url:
         sys.exit(run(Stack(redis_url, port), args.saves, args.leaderboard))

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Per gateway process. Each costs a descriptor and 5 KiB (20 with an unfinished 15 KiB head):
     # 4096 is at most about 85 MB. Lowered, with a warning, if the open-file limit leaves less room.
     max_connections: int = Field(4096, ge=16, le=1_000_000)
+    # On SIGTERM the gateway stops accepting, closes idle connections and unfinished requests at once,
+    # and gives requests being answered this long (by default a command's own deadline, REQUEST_TIMEOUT_MS).
+    graceful_shutdown_s: int = Field(5, ge=1, le=300)
 
     # Input limits.
     max_body_bytes: int = Field(64 * 1024, gt=0)

@@ -44,6 +44,7 @@ def main() -> None:
         workers=settings.gateway_processes,
         http=GatewayProtocol,
         timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=settings.access_log,
         log_level=settings.log_level.lower(),
     )

@@ -253,6 +253,14 @@ class GatewayProtocol(HttpToolsProtocol):
             return (True, cycle) if self.timeout_keep_alive_task is None else None
         return (False, cycle) if cycle.more_body else None
 
+    def shutdown(self) -> None:
+        """On SIGTERM uvicorn closes idle connections and unfinished heads; an unfinished body is closed
+        too (its request has not begun), rather than waited for up to GRACEFUL_SHUTDOWN_S."""
+        if self.awaited() is not None:
+            self.transport.close()
+        else:
+            super().shutdown()
+
     def refuse(self, status: int, message: str) -> None:
         """Answer with a JSON error and close: the request cannot go on."""
         if not self.transport.is_closing():
