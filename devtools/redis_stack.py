@@ -21,6 +21,8 @@ from pathlib import Path
 
 import redis
 
+from devtools.lifeline import ending_with_us
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache"
 LIBSSL_DIR = CACHE / "libssl1.1"
@@ -116,10 +118,11 @@ def start(
     data_dir.mkdir(parents=True, exist_ok=True)
     output = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - outlives this call
     argv = [*server.command(port, data_dir, appendonly=appendonly), *extra_args]
-    # Its own session: a terminal's Ctrl-C must not stop Redis before the services have drained.
+    # Its own session: a terminal's Ctrl-C must not stop Redis before the services have drained;
+    # but it ends (SIGTERM: it fsyncs) if whoever started it dies.
     process = subprocess.Popen(
         argv, env=server.env, stdout=output, stderr=output,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=ending_with_us(),
     )  # fmt: skip
     client = redis.Redis(port=port, socket_connect_timeout=0.5)
     deadline = time.monotonic() + 30

@@ -24,6 +24,7 @@ import httpx
 from dotenv import dotenv_values
 
 from devtools import redis_cluster, redis_stack
+from devtools.lifeline import ending_with_us
 
 ROOT = redis_stack.ROOT
 
@@ -57,7 +58,7 @@ class Stack:
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"],
             cwd=ROOT, env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=ending_with_us(),
         )  # fmt: skip
         assert process.stdout is not None
         threading.Thread(target=pump, args=(process.stdout, f"[{name}]", self.sink), daemon=True).start()
@@ -141,7 +142,9 @@ def configured(name: str, default: str) -> str:
 def embedded(*, cluster: bool) -> AbstractContextManager[str]:
     if cluster:
         return embedded_cluster(int(configured("EMBEDDED_CLUSTER_PORT", "7000")), ROOT / ".data/redis-cluster")
-    return embedded_redis(int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / ".data/redis")
+    return embedded_redis(
+        int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / configured("EMBEDDED_REDIS_DIR", ".data/redis")
+    )
 
 
 def main() -> None:

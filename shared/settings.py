@@ -86,6 +86,25 @@ class Settings(BaseSettings):
     # over the masters. Lowering it strands what the dropped partitions hold: drain them first.
     stream_partitions: int = Field(1, ge=1, le=1024)
 
+    # Connections (services/gateway/server.py). A browser's head is under 2 KiB; 16 KiB, as in
+    # Node and h11, leaves room for cookies of other apps on the same host, and bounds what a
+    # held connection costs the process (431 above).
+    max_head_bytes: int = Field(16 * 1024, ge=8 * 1024, le=1024 * 1024)
+    # From a request's first byte (or the connection's opening) to the end of its head: a head
+    # comes in one packet, so this only ends slowloris clients and idle unused connections (408).
+    head_timeout_s: float = Field(10, ge=0.5, le=300)
+    # From the end of the head to the end of the body: MAX_BODY_BYTES at 20 kbit/s (408 after).
+    body_timeout_s: float = Field(30, ge=0.5, le=600)
+    # An idle keep-alive connection is closed after this (uvicorn's default); behind a proxy, set it
+    # above the proxy's own idle timeout so the proxy never reuses a connection being closed.
+    keep_alive_s: int = Field(5, ge=1, le=3600)
+    # Per gateway process. Each costs a descriptor and 5 KiB (20 with an unfinished 15 KiB head):
+    # 4096 is at most about 85 MB. Lowered, with a warning, if the open-file limit leaves less room.
+    max_connections: int = Field(4096, ge=16, le=1_000_000)
+    # On SIGTERM the gateway stops accepting, closes idle connections and unfinished requests at once,
+    # and gives requests being answered this long (by default a command's own deadline, REQUEST_TIMEOUT_MS).
+    graceful_shutdown_s: int = Field(5, ge=1, le=300)
+
     # Input limits.
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_json_depth: int = Field(32, gt=0)

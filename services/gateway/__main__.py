@@ -4,6 +4,7 @@ import sys
 
 import uvicorn
 
+from services.gateway.server import GatewayProtocol, NoRoom, make_room
 from shared.cli import start
 from shared.connection import RedisNotReady, connect, wait_until_ready
 from shared.settings import Settings
@@ -28,6 +29,10 @@ def main() -> None:
             f"gateway: cannot listen on {settings.host}:{settings.port} ({error.strerror}); set PORT to a free port"
         )
     try:
+        make_room(settings)
+    except NoRoom as error:
+        sys.exit(f"gateway: {error}")
+    try:
         asyncio.run(preflight(settings))
     except RedisNotReady as error:
         sys.exit(f"gateway: {error}")
@@ -37,6 +42,9 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.gateway_processes,
+        http=GatewayProtocol,
+        timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=settings.access_log,
         log_level=settings.log_level.lower(),
     )
