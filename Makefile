@@ -52,7 +52,7 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml bench/baseline-node/package-lock
 	@npm ci --prefix bench/baseline-node --no-audit --no-fund --loglevel=error
 	@touch $@
 
-bench: install $(BENCH_INSTALLED) ## benchmark beside the baselines: a table, bench-results/ (JSON, PNG), docs/benchmarks.md
+bench: install $(BENCH_INSTALLED) ## benchmark beside the baselines: a table, bench-results/ (JSON, PNG), docs/benchmarks.md; BENCH_ARGS="--compare main" also beside main
 	@bash bench/ensure_wrk.sh
 	@$(PY) -m bench $(BENCH_ARGS)
 

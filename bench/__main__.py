@@ -2,8 +2,10 @@
 
 Phases, each bounded in time: our stack with one worker of each kind over every
 operation and connection count (then a py-spy profile), the same stack with
-more worker processes, the two baselines, and the workers alone. Output lands in
-bench-results/ (JSON, PNG, service logs); docs/benchmarks.md gets the tables.
+more worker processes, the two baselines, and the workers alone; with
+`--compare REF`, first our stack beside another git revision of it, the two
+measured in turns. Output lands in bench-results/ (JSON, PNG, service logs);
+docs/benchmarks.md gets the tables.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from bench.measure import fixtures, machine, plot, procs, profile, report, servers, workers
+import httpx
+
+from bench.measure import beside, fixtures, machine, plot, procs, profile, report, revisions, servers, workers
 from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
 from bench.measure.workload import OPERATIONS, SLASHED, Session, requests_for
 
@@ -31,6 +35,10 @@ COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
 PHASES = ("ours", "scaling", "baselines", "workers")
+COMPARE = "compare"  # not a default phase: --compare REF adds it
+PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
+DEFAULT_CONNECTIONS = [16, 64, 256]
+COMPARE_CONNECTIONS = [64]
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,12 +51,28 @@ def parse_args() -> argparse.Namespace:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--phases", type=phase_list, default=list(PHASES), help="phases to run, in this order")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (the figure is their median)")
+    parser.add_argument(
+        "--phases", type=phase_list, default=list(PHASES), help=f"phases to run, in this order ({COMPARE!r} first)"
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help=f"a git revision (main, HEAD~3, a commit id) to measure beside ours, in turns: adds the {COMPARE} phase",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help=f"runs per figure (the figure is their median; {COMPARE}: per side, ≥ 2)"
+    )
     parser.add_argument("--duration", type=float, default=3, help="seconds per run")
     parser.add_argument("--warmup", type=float, default=1, help="seconds of warm-up before each operation")
-    parser.add_argument("--connections", type=int_list, default=[16, 64, 256], help="connection counts")
-    parser.add_argument("--operations", type=op_list, default=list(OPERATIONS), help="operations to drive")
+    parser.add_argument(
+        "--connections",
+        type=int_list,
+        default=DEFAULT_CONNECTIONS,
+        help=f"connection counts ({COMPARE}: {COMPARE_CONNECTIONS[0]} unless given)",
+    )
+    parser.add_argument(
+        "--operations", type=op_list, default=list(OPERATIONS), help=f"operations to drive (also: {', '.join(SLASHED)})"
+    )
     parser.add_argument("--workers", type=int_list, default=[1, 2, 4], help="worker process counts for scaling")
     parser.add_argument(
         "--gateway-processes", type=int_list, default=[2], help="GATEWAY_PROCESSES to try beyond 1, in scaling"
@@ -63,7 +87,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output folder")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md and its plot alone")
     parser.add_argument("--from-json", type=Path, help="measure nothing: report again from a saved JSON file")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.compare and COMPARE not in args.phases:
+        args.phases.append(COMPARE)
+    if COMPARE in args.phases and not args.compare:
+        parser.error(f"the {COMPARE} phase needs --compare REF")
+    if COMPARE in args.phases and args.runs < 2:
+        parser.error(f"the {COMPARE} phase needs --runs 2 or more: its noise is the spread of each side's runs")
+    # argparse hands a non-string default over as the very same object: `is` tells it from a given list.
+    args.compare_connections = COMPARE_CONNECTIONS if args.connections is DEFAULT_CONNECTIONS else args.connections
+    return args
 
 
 def int_list(text: str) -> list[int]:
@@ -76,8 +109,9 @@ def str_list(text: str) -> list[str]:
 
 def phase_list(text: str) -> list[str]:
     chosen = str_list(text)
-    if set(chosen) - set(PHASES):
-        raise argparse.ArgumentTypeError(f"unknown phases {sorted(set(chosen) - set(PHASES))}; choose from {PHASES}")
+    known = (*PHASES, COMPARE)
+    if set(chosen) - set(known):
+        raise argparse.ArgumentTypeError(f"unknown phases {sorted(set(chosen) - set(known))}; choose from {known}")
     return chosen
 
 
@@ -109,6 +143,7 @@ class Bench:
             "http": [], "scaling": [], "baselines": [], "workers_alone": [], "memory": {}, "profiles": [],
         }  # fmt: skip
         self.result["settings"].update(duration_s=args.duration, warmup_s=args.warmup)
+        self.revision = revisions.resolve(args.compare) if args.compare else None
 
     def requests_file(self, server: str, operation: str, sessions: list[Session]) -> Path:
         return write_requests(self.out / "requests" / f"{server}-{operation}.tsv", requests_for(operation, sessions))
@@ -147,10 +182,67 @@ class Bench:
         ]
 
     def attached(self, url: str, redis_pid: int | None) -> None:
-        say(f"attached to {url}: no scaling, profile or workers-alone phases (they need to own the processes)")
+        say(f"attached to {url}: no scaling, profile, workers-alone or compare phases (they need to own the processes)")
         target = Target("ours", url.rstrip("/"), {"redis": redis_pid} if redis_pid else {})
         sessions = fixtures.sessions(target.url, self.args.sessions)
         self.result["http"] = self.drive(target, self.args.operations, self.args.connections, sessions)
+
+    def compare(self, revision: revisions.Revision, redis_url: str, redis_pid: int | None) -> None:
+        """Ours beside another revision, each stack on a Redis of its own, the two measured in turns."""
+        log_path = self.out / "logs" / f"compare-{revision.short}.log"
+        with open(log_path, "w") as ref_log, ExitStack() as exits:
+            try:
+                ref, ref_sessions, ref_code = self.start_revision(exits, revision, ref_log)
+            except (RuntimeError, TimeoutError, httpx.HTTPError) as error:
+                exits.close()  # its processes stopped: the log holds everything they said
+                why = f"{error}{last_words(log_path)}"
+                say(f"{COMPARE} skipped: {revision.label} did not start: {why} (log: {log_path})")
+                return
+            say("our stack beside it, on the first Redis: gateway + 1 saves + 1 leaderboard worker")
+            stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
+            watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
+            ours = Target("ours", stack.url, watch, workers=1, redis_url=redis_url)
+            our_sessions = fixtures.sessions(stack.url, self.args.sessions)
+            pairs = self.in_turns(ours, our_sessions, ref, ref_sessions)
+        self.result["compare"] = {
+            "ref": revision.name, "label": revision.label, "commit": revision.commit, "code": ref_code,
+            "pairs": [pair.summary() for pair in pairs],
+        }  # fmt: skip
+
+    def in_turns(
+        self, ours: Target, our_sessions: list[Session], ref: Target, ref_sessions: list[Session]
+    ) -> list[beside.Pair]:
+        """Every operation on both stacks, each sent requests made from its own sessions."""
+        connections = self.args.compare_connections
+        say(
+            f"ours beside {ref.name}: {', '.join(self.args.operations)} at {', '.join(map(str, connections))} "
+            f"connections, {self.plan.runs} runs of {self.plan.duration_s:g} s each, taking turns"
+        )
+        pairs = []
+        for operation in self.args.operations:
+            ours_side = beside.Side(ours, self.requests_file("compare-ours", operation, our_sessions))
+            ref_side = beside.Side(ref, self.requests_file("compare-ref", operation, ref_sessions))
+            pairs += beside.measure(ours_side, ref_side, operation, connections, self.plan)
+        return pairs
+
+    def start_revision(
+        self, exits: ExitStack, revision: revisions.Revision, log: IO[str]
+    ) -> tuple[Target, list[Session], str]:
+        """Its checkout, a second embedded Redis and its stack, healthy; its target, sessions and code version.
+
+        The second Redis keeps the two stacks apart: they use the same keys, streams and groups.
+        """
+        folder = self.out / COMPARE
+        say(f"checking {revision.label} out into {folder / 'checkout'} (removed at the end)")
+        checkout = revisions.check_out(exits, revision, folder / "checkout")
+        say(f"a second embedded Redis, for {revision.short} alone, and its {self.args.board_size:,}-member board")
+        redis_url, redis_pid = servers.start_redis(exits, folder / "redis-data")
+        fixtures.fill_board(redis_url, self.args.board_size)
+        say(f"{revision.short}'s gateway + 1 saves + 1 leaderboard worker, run from its checkout")
+        stack = servers.start_ours(exits, redis_url, 1, log, self.args.log_level, root=checkout)
+        watch = {**servers.stack_pids(stack), "redis": redis_pid}
+        target = Target(revision.name, stack.url, watch, workers=1, redis_url=redis_url)
+        return target, fixtures.sessions(stack.url, self.args.sessions), machine.code_version(checkout)
 
     def scaling(self, redis_url: str, redis_pid: int | None) -> None:
         """Saves and scores with more worker processes; every operation with more gateway processes."""
@@ -250,11 +342,21 @@ class Bench:
             say("matplotlib is not installed: no plot (pip install -e '.[bench]')")
         print("\n" + report.markdown(self.result))
         say(f"figures: {saved}" + (f", plot: {image}" if image.exists() else ""))
-        if not self.args.no_docs and image.exists():
-            COMMITTED.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(image, COMMITTED / "benchmarks.png")
-            if report.update_docs(DOCS, self.result, COMMITTED / "benchmarks.png"):
-                say(f"updated {DOCS.relative_to(ROOT)} and {COMMITTED.relative_to(ROOT)}/")
+        if self.args.no_docs or not image.exists():
+            return
+        if not any(self.result.get(section) for section in PHASE_SECTIONS):
+            say(f"{DOCS.relative_to(ROOT)} left alone: its figures come from the other phases, and none of them ran")
+            return
+        COMMITTED.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(image, COMMITTED / "benchmarks.png")
+        if report.update_docs(DOCS, self.result, COMMITTED / "benchmarks.png"):
+            say(f"updated {DOCS.relative_to(ROOT)} and {COMMITTED.relative_to(ROOT)}/")
+
+
+def last_words(log_path: Path) -> str:
+    """`: ` and the log's last line (a service that refuses to start says why in one), if any."""
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+    return f": {lines[-1]}" if lines else ""
 
 
 def run(bench: Bench) -> None:
@@ -273,6 +375,8 @@ def run(bench: Bench) -> None:
         if bench_url:
             bench.attached(bench_url, redis_pid)
             phases = [phase for phase in phases if phase == "baselines"]
+        if bench.revision and COMPARE in phases:
+            bench.compare(bench.revision, redis_url, redis_pid)
         if "ours" in phases:
             bench.ours(redis_url, redis_pid)
         if "scaling" in phases:

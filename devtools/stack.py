@@ -40,12 +40,22 @@ def pump(stream: IO[bytes], prefix: str, sink: IO[str]) -> None:
 
 
 class Stack:
-    """The gateway and worker processes, started against one Redis."""
+    """The gateway and worker processes, started against one Redis.
+
+    They run the code under `root` (`python -m` puts the working directory first on sys.path),
+    so another checkout's services can run beside ours (`python -m bench --compare`).
+    """
 
     def __init__(
-        self, redis_url: str, port: int, env: dict[str, str] | None = None, sink: IO[str] | None = None
+        self,
+        redis_url: str,
+        port: int,
+        env: dict[str, str] | None = None,
+        sink: IO[str] | None = None,
+        root: Path = ROOT,
     ) -> None:
         self.redis_url = redis_url
+        self.root = root
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = {**os.environ, **(env or {}), "REDIS_URL": redis_url, "PORT": str(port)}
@@ -57,7 +67,7 @@ class Stack:
         name = name or f"{service}-{sum(n.startswith(service) for n in self.processes) + 1}"
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"],
-            cwd=ROOT, env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=self.root, env={**self.env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=ending_with_us(),
         )  # fmt: skip
         assert process.stdout is not None

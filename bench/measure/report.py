@@ -126,6 +126,43 @@ def scaling_table(result: Result) -> str:
     return table(columns, rows)
 
 
+def compare_title(result: Result) -> str:
+    return f"Beside {result['compare']['label']}"
+
+
+def compare_table(result: Result) -> str:
+    """Ours beside another revision, measured in turns; each side's noise is the spread of its own runs."""
+    compare = result["compare"]
+    ref = compare["ref"]
+    columns = [("operation", TEXT), *figures("connections", "ours req/s", "ours p99 ms", f"{ref} req/s")]
+    columns += figures(f"{ref} p99 ms", f"ours / {ref}", "noise ours", f"noise {ref}")
+    columns += [(f"server CPU ms per request, ours / {ref}", TEXT), ("verdict", TEXT)]
+    rows = [
+        [
+            pair["operation"],
+            pair["connections"],
+            f"{pair['ours']['rps']:,.0f}",
+            f"{pair['ours']['p99_ms']:.1f}",
+            f"{pair['ref']['rps']:,.0f}",
+            f"{pair['ref']['p99_ms']:.1f}",
+            "-" if pair["ratio"] is None else f"{pair['ratio']:.2f}",
+            f"{pair['noise_percent']['ours']:.0f}%",
+            f"{pair['noise_percent']['ref']:.0f}%",
+            " / ".join(f"{side['cpu_ms_per_request'].get('total', 0):.2f}" for side in (pair["ours"], pair["ref"])),
+            pair["verdict"],
+        ]
+        for pair in compare["pairs"]
+    ]
+    intro = (
+        f"`{ref}` is {compare['code']}, run from a checkout of its own against an embedded Redis of its own; "
+        f"ours is {result['meta'].get('code', 'unknown')}. The two stacks take turns, the order flipped each "
+        f"round, after a warm-up each; each figure is the median of a side's {result['settings']['runs']} runs. "
+        "Noise is (max - min) / median of a side's req/s over its runs: the verdict says slower or faster "
+        "only for a difference beyond the larger of the two."
+    )
+    return f"{intro}\n\n{table(columns, rows)}"
+
+
 def workers_table(result: Result) -> str:
     per_process = f"per process (target ≥ {TARGET_WORKER_EVENTS_S:,})"
     columns = [("service", TEXT), *figures("processes", "events/s", per_process)]
@@ -284,6 +321,8 @@ def markdown(result: Result) -> str:
         ("Memory under a soak", soak_table(result)),
         ("Profile of the hot path (py-spy, 64 connections)", profile_section(result)),
     ]
+    if result.get("compare"):
+        sections.insert(0, (compare_title(result), compare_table(result)))
     body = "\n\n".join(f"#### {title}\n\n{table}" for title, table in sections)
     return f"{meta_lines(result)}\n- {ceiling_line(result)}\n\n{body}\n"
 

@@ -62,11 +62,20 @@ def start_redis(exits: ExitStack, data_dir: Path) -> tuple[str, int]:
 
 
 def start_ours(
-    exits: ExitStack, redis_url: str, workers: int, log: IO[str], log_level: str, gateways: int = 1
+    exits: ExitStack,
+    redis_url: str,
+    workers: int,
+    log: IO[str],
+    log_level: str,
+    gateways: int = 1,
+    root: Path = ROOT,
 ) -> Stack:
-    """The gateway (with `gateways` processes) and `workers` processes of each worker service, healthy."""
+    """The gateway (with `gateways` processes) and `workers` processes of each worker service, healthy.
+
+    `root` is the checkout whose code they run: another revision gets the very same environment.
+    """
     env = {**service_env(log_level), **REPLAYED_COOKIE_REFRESH, "GATEWAY_PROCESSES": str(gateways)}
-    stack = Stack(redis_url, free_port(), env=env, sink=log)
+    stack = Stack(redis_url, free_port(), env=env, sink=log, root=root)
     exits.callback(stack.stop_all)
     stack.start(saves=workers, leaderboard=workers)
     stack.wait_healthy(START_TIMEOUT_S)
