@@ -25,7 +25,7 @@ from typing import IO
 
 import httpx
 
-from bench.measure import beside, fixtures, machine, plot, procs, profile, report, revisions, servers, workers
+from bench.measure import beside, costly, fixtures, machine, plot, procs, profile, report, revisions, servers, workers
 from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
 from bench.measure.workload import OPERATIONS, SLASHED, Session, requests_for
 
@@ -34,7 +34,7 @@ BASELINE_OPERATIONS = ("save", "score", "top", "read")
 COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
-PHASES = ("ours", "scaling", "baselines", "workers")
+PHASES = ("ours", "scaling", "baselines", "workers", "costly")
 COMPARE = "compare"  # not a default phase: --compare REF adds it
 PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
 DEFAULT_CONNECTIONS = [16, 64, 256]
@@ -82,6 +82,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=20_000, help="events per run of the workers-alone benchmark")
     parser.add_argument("--baselines", type=str_list, default=["fastapi-direct", "node-express"], help="'' for none")
     parser.add_argument("--profile-seconds", type=float, default=8, help="py-spy recording under load; 0 skips")
+    parser.add_argument(
+        "--costly-seconds", type=float, default=10, help="victim's saves alone, then under attack (costly phase)"
+    )
     parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load while sampling memory; 0 skips")
     parser.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of the services (INFO logs every request)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output folder")
@@ -330,6 +333,16 @@ class Bench:
                 cell = workers.measure(redis_url, redis_pid, service, count, plan, self.log)
                 self.result["workers_alone"].append(cell.summary())
 
+    def costly(self, redis_url: str) -> None:
+        """A player's saves alone, then while others send the costliest saves the limits allow."""
+        seconds = self.args.costly_seconds
+        say(f"costly saves: a victim's saves alone, then beside {costly.ATTACKERS} attackers ({seconds:.0f} s each)")
+        with ExitStack() as exits:
+            stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level, write_limits=True)
+            found = costly.measure(stack.url, seconds)
+        self.result["costly"] = found
+        print(f"  alone: {found['alone']}\n  attacked: {found['attacked']}\n  attackers: {found['attackers_answers']}")
+
     def report(self, *, measured: bool = True) -> None:
         if measured:
             self.result["meta"]["load_average_at_end"] = machine.load_average()
@@ -385,6 +398,8 @@ def run(bench: Bench) -> None:
             bench.baselines(redis_url, redis_pid)
         if "workers" in phases:
             bench.workers_alone(redis_url, redis_pid)
+        if "costly" in phases:
+            bench.costly(redis_url)
     bench.report()
 
 

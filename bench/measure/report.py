@@ -321,10 +321,29 @@ def markdown(result: Result) -> str:
         ("Memory under a soak", soak_table(result)),
         ("Profile of the hot path (py-spy, 64 connections)", profile_section(result)),
     ]
+    if result.get("costly"):
+        sections.append(("A player's saves beside the costliest saves the limits allow", costly_table(result)))
     if result.get("compare"):
         sections.insert(0, (compare_title(result), compare_table(result)))
     body = "\n\n".join(f"#### {title}\n\n{table}" for title, table in sections)
     return f"{meta_lines(result)}\n- {ceiling_line(result)}\n\n{body}\n"
+
+
+def costly_table(result: Result) -> str:
+    found = result["costly"]
+    rows = [
+        [label, f"{cell['saves']}", f"{cell['p50_ms']}", f"{cell['p99_ms']}", f"{cell['max_ms']}", f"{cell['failed']}"]
+        for label, cell in (("alone", found["alone"]), ("beside the attack", found["attacked"]))
+    ]
+    header = "| the victim's saves | count | p50 ms | p99 ms | max ms | not 200 |\n|---|--:|--:|--:|--:|--:|\n"
+    lines = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    answers = ", ".join(f"{status}: {count:,}" for status, count in found["attackers_answers"].items())
+    note = (
+        f"\n\n{found['attackers']} attacking sessions, {found['lanes']} saves in flight each, every save the most "
+        f"values, the longest name and the largest body the limits allow, the write limits at their defaults; "
+        f"{found['seconds']:.0f} s each. The attackers' answers: {answers}."
+    )
+    return header + lines + note
 
 
 def write_json(result: Result, out: Path) -> Path:

@@ -69,12 +69,16 @@ def start_ours(
     log_level: str,
     gateways: int = 1,
     root: Path = ROOT,
+    *,
+    write_limits: bool = False,
 ) -> Stack:
     """The gateway (with `gateways` processes) and `workers` processes of each worker service, healthy.
 
     `root` is the checkout whose code they run: another revision gets the very same environment.
     """
     env = {**service_env(log_level), **REPLAYED_COOKIE_REFRESH, "GATEWAY_PROCESSES": str(gateways)}
+    if write_limits:  # the defaults, as a real deployment has them
+        env = {k: v for k, v in env.items() if k not in ("RATE_LIMIT_SESSION_WRITES", "RATE_LIMIT_ADDRESS_WRITES")}
     stack = Stack(redis_url, free_port(), env=env, sink=log, root=root)
     exits.callback(stack.stop_all)
     stack.start(saves=workers, leaderboard=workers)
