@@ -1,19 +1,44 @@
--- Settle one batch of a partition's stream entries in one atomic step, after apply.lua: write each
--- caller's reply, dead-letter what could not be applied, acknowledge every entry. Every key here
--- carries the partition's hash tag, so on a Redis Cluster they share one slot. See shared/worker.py.
+-- Settle one batch of a partition's stream entries in one atomic step: apply the commands whose
+-- targets share the partition's slot (on a single Redis, all of them: one script per batch), write
+-- each caller's reply, dead-letter what could not be applied, acknowledge every entry. Every key
+-- here is in the partition's slot. Commands in other slots (on a Redis Cluster) were applied
+-- before, by apply.lua, and arrive as plain replies. See shared/worker.py.
 --
 -- ARGV[1], the batch as JSON; every key in it is an index into KEYS:
 --   {"stream", "dead_letters", "group", "reply_ttl_s",
+--    "commands": [as apply.lua's, plus "reply_to", "if_true", "if_false": {"status", "body"}],
+--    "failed": {"status", "body"}  (the reply to a command Redis refused),
 --    "replies": [{"reply_to", "status", "body"}, ...],
 --    "ack": [entry ids],
 --    "letters": [the number of ARGV values of each dead letter, in order]}
 -- ARGV[2...]: the dead letters, binary-safe, field and value after field and value.
+-- Returns the outcomes of its commands, as apply.lua does; or Redis's OOM error, nothing written,
+-- when Redis refuses its first write for memory.
+-- (apply_commands, from shared/apply_commands.lua, comes first.)
 local batch = cjson.decode(ARGV[1])
 
-for _, reply in ipairs(batch.replies) do
-  local key = KEYS[reply.reply_to]
-  redis.call('XADD', key, 'MAXLEN', '1', '*', 'status', reply.status, 'body', reply.body)
+local function reply(key_index, answer)
+  local key = KEYS[key_index]
+  redis.call('XADD', key, 'MAXLEN', '1', '*', 'status', answer.status, 'body', answer.body)
   redis.call('EXPIRE', key, batch.reply_ttl_s)
+end
+
+local outcomes, refused = apply_commands(batch.commands)
+if refused then
+  return refused
+end
+for i, command in ipairs(batch.commands) do
+  local outcome = outcomes[i]
+  if outcome == APPLIED or outcome == SUPERSEDED then
+    reply(command.reply_to, command.if_true)
+  elseif outcome == NOT_APPLIED then
+    reply(command.reply_to, command.if_false)
+  elseif outcome ~= EXPIRED then
+    reply(command.reply_to, batch.failed)
+  end
+end
+for _, answer in ipairs(batch.replies) do
+  reply(answer.reply_to, answer)
 end
 local first = 2
 for _, count in ipairs(batch.letters) do
@@ -23,4 +48,4 @@ end
 if #batch.ack > 0 then
   redis.call('XACK', KEYS[batch.stream], batch.group, unpack(batch.ack))
 end
-return #batch.ack
+return outcomes

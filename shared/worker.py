@@ -37,6 +37,7 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.crc import key_slot
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from shared import keys
@@ -82,8 +83,9 @@ Handler = Callable[[Event], Action]
 """Pure: validates the event and says what to do; raises PoisonEvent when it can't be applied."""
 
 HERE = Path(__file__).parent
-APPLY_SCRIPT = (HERE / "apply.lua").read_text()
-SETTLE_SCRIPT = (HERE / "settle.lua").read_text()
+APPLY_COMMANDS = (HERE / "apply_commands.lua").read_text()  # the Lua both scripts apply commands with
+APPLY_SCRIPT = APPLY_COMMANDS + (HERE / "apply.lua").read_text()
+SETTLE_SCRIPT = APPLY_COMMANDS + (HERE / "settle.lua").read_text()
 # The settle script let past maxmemory: replies, dead letters and acknowledgements are small, and a
 # batch Redis refused to apply must still be answered (Partition._refuse).
 SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom\n" + SETTLE_SCRIPT
@@ -94,12 +96,15 @@ DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
 
 
+Ready = tuple[bytes, Event, Action]  # a command to apply: its entry id, its event, what to do
+
+
 @dataclass(slots=True)
 class Batch:
     """Entries read together, sorted into what to apply, what only gets a reply, and what is poison."""
 
     entry_ids: list[bytes]
-    ready: list[tuple[bytes, Event, Action]] = field(default_factory=list)  # (entry id, event, action)
+    ready: list[Ready] = field(default_factory=list)
     replies: list[tuple[str, Reply]] = field(default_factory=list)
     dead: list[tuple[Entry, str]] = field(default_factory=list)
 
@@ -127,6 +132,11 @@ class Worker:
         self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
         self.stats = Stats()
         self.stopping = asyncio.Event()
+        self.cluster = False  # on a Redis Cluster, scripts may only touch keys of one hash slot
+
+    def slot(self, key: str) -> int:
+        """The hash slot of a key on a Redis Cluster; on a single Redis every key shares one."""
+        return key_slot(key.encode()) if self.cluster else 0
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -313,16 +323,38 @@ class Partition:
             await self._settle(batch)
 
     async def _settle(self, batch: Batch) -> None:
-        """Apply the commands (apply.lua), then answer, dead-letter and acknowledge (settle.lua)."""
+        """Apply the commands, answer, dead-letter and acknowledge.
+
+        Commands whose target shares the partition's hash slot (on a single Redis, every command) are
+        applied by the settle script itself: one atomic step, one round trip. The others (on a Redis
+        Cluster) are applied first by apply.lua, one call per slot, and then settled.
+        """
         if not batch.entry_ids:
             return
-        try:
-            outcomes = await self._apply(batch)
-        except OutOfMemoryError:
-            await self._refuse(batch)
-            return
+        own = self.worker.slot(self.key)
+        here = [ready for ready in batch.ready if self.worker.slot(ready[2].key) == own]
+        elsewhere = [ready for ready in batch.ready if self.worker.slot(ready[2].key) != own]
         replies = list(batch.replies)
-        for (entry_id, event, action), outcome in zip(batch.ready, outcomes, strict=True):
+        try:
+            replies += self._replies(batch, elsewhere, await self._apply(elsewhere))
+        except OutOfMemoryError:  # nothing of that slot written; what other slots applied stands
+            await self._refuse(batch, here, replies)
+            return
+        script_keys, args = self._settlement(batch, here, replies)
+        try:
+            outcomes = await self.worker.settle_script(keys=script_keys, args=args)
+        except OutOfMemoryError:
+            await self._refuse(batch, here, replies)
+            return
+        self._replies(
+            batch, here, [outcome.decode() if isinstance(outcome, bytes) else int(outcome) for outcome in outcomes]
+        )
+        self._count_dead(batch)
+
+    def _replies(self, batch: Batch, ready: list[Ready], outcomes: list[int | str]) -> list[tuple[str, Reply]]:
+        """Count the outcomes; the reply each caller gets (none past its deadline)."""
+        replies = []
+        for (entry_id, event, action), outcome in zip(ready, outcomes, strict=True):
             if outcome in (APPLIED, SUPERSEDED):  # superseded: this command or a newer one is applied
                 self.stats.applied += outcome == APPLIED
                 replies.append((event.reply_to, action.if_true))
@@ -333,41 +365,53 @@ class Partition:
             else:
                 log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome)
                 replies.append((event.reply_to, STORAGE_ERROR))
-        script_keys, args = self._settlement(batch, replies)
-        await self.worker.settle_script(keys=script_keys, args=args)
-        self._count_dead(batch)
+        return replies
 
-    async def _apply(self, batch: Batch) -> list[int | str]:
-        """Each ready command's outcome: APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED, or Redis's error."""
-        if not batch.ready:
-            return []
-        script_keys: list[str] = []
+    async def _apply(self, ready: list[Ready]) -> list[int | str]:
+        """Apply commands outside the partition's slot: apply.lua once per slot, all at once."""
+        by_slot: dict[int, list[int]] = {}
+        for index, (_, _, action) in enumerate(ready):
+            by_slot.setdefault(self.worker.slot(action.key), []).append(index)
+        outcomes: list[int | str] = [NOT_APPLIED] * len(ready)
+
+        async def apply_slot(indexes: list[int]) -> None:
+            script_keys: list[str] = []
+            commands = [self._command(ready[index], script_keys) for index in indexes]
+            found = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
+            for index, raw in zip(indexes, found, strict=True):
+                outcomes[index] = outcome_of(raw)
+
+        await asyncio.gather(*(apply_slot(indexes) for indexes in by_slot.values()))
+        return outcomes
+
+    @staticmethod
+    def _command(ready: Ready, script_keys: list[str]) -> dict[str, Any]:
+        """One command as apply_commands.lua takes it, its keys appended to `script_keys`."""
+        entry_id, event, action = ready
 
         def key_index(key: str) -> int:
             script_keys.append(key)
             return len(script_keys)  # Lua counts from 1
 
-        commands = [
-            {
-                "command": action.command,
-                "key": key_index(action.key),
-                "version": key_index(keys.version(action.key)) if action.versioned else 0,
-                "args": action.args,
-                "expire_s": action.expire_s,
-                "deadline_ms": event.deadline_ms,
-                "seq": entry_id.decode(),
-            }
-            for entry_id, event, action in batch.ready
-        ]
-        outcomes = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
-        return [outcome.decode() if isinstance(outcome, bytes) else int(outcome) for outcome in outcomes]
+        return {
+            "command": action.command,
+            "key": key_index(action.key),
+            "version": key_index(keys.version(action.key)) if action.versioned else 0,
+            "args": action.args,
+            "expire_s": action.expire_s,
+            "deadline_ms": event.deadline_ms,
+            "seq": entry_id.decode(),
+        }
 
-    def _settlement(self, batch: Batch, replies: list[tuple[str, Reply]]) -> tuple[list[str], list[bytes | str]]:
+    def _settlement(
+        self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]]
+    ) -> tuple[list[str], list[bytes | str]]:
         """settle.lua's keys and arguments: every key an index into KEYS, named in one JSON argument;
         the dead letters after it, binary-safe (a poison entry's fields need not be text)."""
         script_keys = [self.key, self.dead_letters]
+        stream = self.key.encode()
         letters = [
-            {**fields, b"dead_reason": reason.encode(), b"dead_entry": entry_id, b"dead_stream": self.key.encode()}
+            {**fields, b"dead_reason": reason.encode(), b"dead_entry": entry_id, b"dead_stream": stream}
             for (entry_id, fields), reason in batch.dead
         ]
 
@@ -375,16 +419,27 @@ class Partition:
             script_keys.append(key)
             return len(script_keys)
 
+        def answer(reply: Reply) -> dict[str, str]:
+            status, body = reply.wire()
+            return {"status": status, "body": body}
+
+        commands = [
+            {
+                **self._command(ready, script_keys),
+                "reply_to": key_index(ready[1].reply_to),
+                "if_true": answer(ready[2].if_true),
+                "if_false": answer(ready[2].if_false),
+            }
+            for ready in here
+        ]
         packed = {
             "stream": 1,
             "dead_letters": 2,
             "group": self.group,
             "reply_ttl_s": self.settings.reply_ttl_s,
-            "replies": [
-                {"reply_to": key_index(reply_to), "status": status, "body": body}
-                for reply_to, reply in replies
-                for status, body in [reply.wire()]
-            ],
+            "commands": commands,
+            "failed": answer(STORAGE_ERROR),
+            "replies": [{"reply_to": key_index(reply_to), **answer(reply)} for reply_to, reply in replies],
             "ack": [entry_id.decode() for entry_id in batch.entry_ids],
             "letters": [2 * len(letter) for letter in letters],
         }
@@ -394,18 +449,18 @@ class Partition:
                 args += (name, value)
         return script_keys, args
 
-    async def _refuse(self, batch: Batch) -> None:
-        """Settle a batch Redis refused for want of memory: every command answered 503, none applied.
+    async def _refuse(self, batch: Batch, refused: list[Ready], replies: list[tuple[str, Reply]]) -> None:
+        """Settle a batch whose commands Redis refused for want of memory: those answered 503, unapplied.
 
         Redis refuses for memory only a script's first write (past it, a script runs to its end), and
-        apply.lua gives up at that refusal: nothing of the batch was written. Acknowledged, a refused
+        the scripts give up at that refusal: nothing of theirs was written. Acknowledged, a refused
         command is never applied later, over a newer save of its caller's retry.
         """
-        replies = [(event.reply_to, STORAGE_FULL) for _, event, _ in batch.ready] + batch.replies
-        script_keys, args = self._settlement(batch, replies)
+        replies = [*replies, *((event.reply_to, STORAGE_FULL) for _, event, _ in refused)]
+        script_keys, args = self._settlement(batch, [], replies)
         await self.worker.settle_past_maxmemory(keys=script_keys, args=args)
-        log.warning("Redis is out of memory: %d commands answered 503, none applied", len(batch.ready))
-        self.stats.refused += len(batch.ready)
+        log.warning("Redis is out of memory: %d commands answered 503, none applied", len(refused))
+        self.stats.refused += len(refused)
         self._count_dead(batch)
 
     def _count_dead(self, batch: Batch) -> None:
@@ -449,6 +504,11 @@ class Partition:
                 await self.redis.xgroup_delconsumer(self.key, self.group, self.consumer)
         except (*REDIS_DOWN, ResponseError) as error:
             log.warning("could not leave the group of %s cleanly: %s", self.key, error)
+
+
+def outcome_of(raw: object) -> int | str:
+    """One of apply_commands.lua's outcomes as Python sees it: a number, or an error's text."""
+    return raw.decode() if isinstance(raw, bytes) else int(cast(int, raw))
 
 
 def run_worker(

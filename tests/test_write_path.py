@@ -1,8 +1,9 @@
-"""The write path's guarantees, where apply (apply.lua) and settle (settle.lua) are two steps.
+"""The write path's guarantees where apply (apply.lua) and settle (settle.lua) are two steps.
 
 On a Redis Cluster a command's target and its stream live in different slots, so a worker
-applies, then answers and acknowledges. These tests drive the worker's own code (in this
-process, against the real Redis) through what a crash between the two steps leaves behind.
+applies, then answers and acknowledges (on a single Redis, settle.lua applies them itself, in one
+step). These tests drive the worker's own code (in this process, against a real Redis) through
+the cluster's two steps, and what a crash between them leaves behind.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
         old = save(session, 1)
         await a.redis.xadd(SAVES.key(0), old.encode())  # type: ignore[arg-type]
         (batch,) = first._prepare(await first._read(100))
-        applied = await first._apply(batch)  # ...and the process dies here: no settle
+        applied = await first._apply(batch.ready)  # ...and the process dies here: no settle
         b = Worker(SAVES, handlers(settings(redis_url)), settings(redis_url))
         second = Partition(b, 0)
         await second._read(0)
@@ -85,7 +86,7 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
         assert document(db, session) == {"id": session, "level": 2}
         first._read_backlog = True  # A comes back (a lost connection): its own pending entries first
         (again,) = first._prepare(await first._read(0))
-        outcomes = await first._apply(again)
+        outcomes = await first._apply(again.ready)
         await first._settle(again)
         await a.redis.aclose()
         await b.redis.aclose()
@@ -112,7 +113,7 @@ def test_a_command_past_its_deadline_on_redis_clock_is_not_applied(redis_url: st
         await worker.redis.xadd(SAVES.key(0), late.encode())  # type: ignore[arg-type]
         (batch,) = partition._prepare(await partition._read(100))  # prepared in time...
         await asyncio.sleep(0.4)  # ...applied after the deadline (a slow worker, a paused process)
-        outcomes = await partition._apply(batch)
+        outcomes = await partition._apply(batch.ready)
         await partition._settle(batch)
         await worker.redis.aclose()
         return outcomes
