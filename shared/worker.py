@@ -17,6 +17,8 @@ late or repeated command never overwrites a newer one; then shared/settle.lua
 writes the replies and the dead letters and acknowledges, atomically, in the
 partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
+On a cluster a batch's targets span slots, so apply.lua runs once per slot, concurrently;
+on a single Redis every target is in one group, and it runs once.
 """
 
 from __future__ import annotations
@@ -36,11 +38,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from shared import keys
-from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, unavailable, wait_until_ready
+from shared.connection import (
+    REDIS_DOWN,
+    RedisNotReady,
+    connect,
+    connect_cluster,
+    ensure_cluster_indexes,
+    ensure_indexes,
+    redact,
+    unavailable,
+    wait_until_ready,
+)
 from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms
 from shared.settings import Settings
 
@@ -85,13 +98,26 @@ HERE = Path(__file__).parent
 APPLY_SCRIPT = (HERE / "apply.lua").read_text()
 SETTLE_SCRIPT = (HERE / "settle.lua").read_text()
 # The settle script let past maxmemory: replies, dead letters and acknowledgements are small, and a
-# batch Redis refused to apply must still be answered (Partition._refuse).
+# batch Redis refused to apply must still be answered (REFUSED).
 SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom\n" + SETTLE_SCRIPT
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
 STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
+# Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
+# anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
+# caller's retry.
+REFUSED = -3
+
+
+def same_slot(key: str) -> int:
+    """A single Redis: every key in one group, so apply.lua runs once per batch."""
+    return 0
+
+
+def cluster_slot(key: str) -> int:
+    return key_slot(key.encode())
 
 
 @dataclass(slots=True)
@@ -115,16 +141,14 @@ class Stats:
 class Worker:
     """One process: a consumer of every partition of its command stream, sharing one Redis client."""
 
+    redis: Redis | RedisCluster  # which one, run() learns from Redis itself
+    slot_of: Callable[[str], int]  # groups a batch's targets by the script call that may write them
+
     def __init__(self, stream: CommandStream, handlers: Mapping[EventType, Handler], settings: Settings) -> None:
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        # Each partition holds a connection blocked in XREADGROUP and uses another to settle.
-        self.redis: Redis = connect(settings.redis_url, max_connections=2 * settings.stream_partitions + 2)
-        self.apply_script = self.redis.register_script(APPLY_SCRIPT)
-        self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
-        self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
         self.stats = Stats()
         self.stopping = asyncio.Event()
 
@@ -137,7 +161,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        await wait_until_ready(self.redis, self.settings.redis_url)
+        await self.connect()
         partitions = range(self.settings.stream_partitions)
         log.info(
             "consumer %s of group %r on %s (partitions 0-%d) at %s",
@@ -151,6 +175,33 @@ class Worker:
             "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
             stats.applied, stats.expired, stats.dead_lettered, stats.refused,
         )  # fmt: skip
+
+    async def connect(self) -> None:
+        """Wait for Redis, and take the client for what it is: one server or a cluster."""
+        url = self.settings.redis_url
+        probe = connect(url, max_connections=1)
+        try:
+            cluster = await wait_until_ready(probe, url)
+        finally:
+            await probe.aclose()
+        # Each partition holds a connection blocked in XREADGROUP and uses others to apply and settle.
+        connections = 2 * self.settings.stream_partitions + 2
+        if cluster:
+            self.redis = connect_cluster(url, max_connections_per_node=connections)
+            await self.redis.initialize()
+            self.slot_of = cluster_slot
+        else:
+            self.redis = connect(url, max_connections=connections)
+            self.slot_of = same_slot
+        self.apply_script = self.redis.register_script(APPLY_SCRIPT)
+        self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
+        self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
+
+    async def ensure_indexes(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await ensure_cluster_indexes(self.redis)
+        else:
+            await ensure_indexes(self.redis.execute_command)
 
     def action(self, event: Event, stream_key: str) -> Action:
         handler = self.handlers.get(event.type)
@@ -170,6 +221,7 @@ class Partition:
         self.dead_letters = keys.dead_letters(number)
         self.settings = worker.settings
         self.redis = worker.redis
+        self.slot_of = worker.slot_of
         self.consumer = worker.consumer
         self.stats = worker.stats
         self._read_backlog = True  # our own pending entries first: after a start or a lost connection
@@ -184,7 +236,7 @@ class Partition:
             try:
                 if not self._group_ready:
                     await self._ensure_group()
-                    await ensure_indexes(self.redis.execute_command)
+                    await self.worker.ensure_indexes()
                     self._group_ready = True
                 if loop.time() >= next_sweep:
                     await self._sweep()
@@ -316,12 +368,9 @@ class Partition:
         """Apply the commands (apply.lua), then answer, dead-letter and acknowledge (settle.lua)."""
         if not batch.entry_ids:
             return
-        try:
-            outcomes = await self._apply(batch)
-        except OutOfMemoryError:
-            await self._refuse(batch)
-            return
+        outcomes = await self._apply(batch)
         replies = list(batch.replies)
+        refused = 0
         for (entry_id, event, action), outcome in zip(batch.ready, outcomes, strict=True):
             if outcome in (APPLIED, SUPERSEDED):  # superseded: this command or a newer one is applied
                 self.stats.applied += outcome == APPLIED
@@ -330,17 +379,37 @@ class Partition:
                 replies.append((event.reply_to, action.if_false))
             elif outcome == EXPIRED:  # past its deadline on Redis's clock
                 self._expired(batch, (entry_id, event.encode()), 1)
+            elif outcome == REFUSED:
+                refused += 1
+                replies.append((event.reply_to, STORAGE_FULL))
             else:
                 log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome)
                 replies.append((event.reply_to, STORAGE_ERROR))
         script_keys, args = self._settlement(batch, replies)
-        await self.worker.settle_script(keys=script_keys, args=args)
+        settle = self.worker.settle_past_maxmemory if refused else self.worker.settle_script
+        await settle(keys=script_keys, args=args)
+        if refused:
+            log.warning("Redis is out of memory: %d commands answered 503, none of them applied", refused)
+            self.stats.refused += refused
         self._count_dead(batch)
 
     async def _apply(self, batch: Batch) -> list[int | str]:
-        """Each ready command's outcome: APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED, or Redis's error."""
-        if not batch.ready:
-            return []
+        """Each ready command's outcome: APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED, REFUSED or Redis's
+        error; apply.lua runs once per hash slot of the targets (a script's keys share one), concurrently."""
+        by_slot: dict[int, list[int]] = {}
+        for position, (_, _, action) in enumerate(batch.ready):
+            by_slot.setdefault(self.slot_of(action.key), []).append(position)
+        groups = list(by_slot.values())
+        answers = await asyncio.gather(*(self._apply_group([batch.ready[n] for n in group]) for group in groups))
+        outcomes: list[int | str] = [REFUSED] * len(batch.ready)
+        for group, answer in zip(groups, answers, strict=True):
+            for position, outcome in zip(group, answer, strict=True):
+                outcomes[position] = outcome
+        return outcomes
+
+    async def _apply_group(self, ready: list[tuple[bytes, Event, Action]]) -> list[int | str]:
+        """One apply.lua call. Redis refuses for memory only a script's first write (past it, a script
+        runs to its end), and apply.lua gives up at that refusal: then none of these was written."""
         script_keys: list[str] = []
 
         def key_index(key: str) -> int:
@@ -357,9 +426,12 @@ class Partition:
                 "deadline_ms": event.deadline_ms,
                 "seq": entry_id.decode(),
             }
-            for entry_id, event, action in batch.ready
+            for entry_id, event, action in ready
         ]
-        outcomes = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
+        try:
+            outcomes = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
+        except OutOfMemoryError:
+            return [REFUSED] * len(ready)
         return [outcome.decode() if isinstance(outcome, bytes) else int(outcome) for outcome in outcomes]
 
     def _settlement(self, batch: Batch, replies: list[tuple[str, Reply]]) -> tuple[list[str], list[bytes | str]]:
@@ -393,20 +465,6 @@ class Partition:
             for name, value in letter.items():
                 args += (name, value)
         return script_keys, args
-
-    async def _refuse(self, batch: Batch) -> None:
-        """Settle a batch Redis refused for want of memory: every command answered 503, none applied.
-
-        Redis refuses for memory only a script's first write (past it, a script runs to its end), and
-        apply.lua gives up at that refusal: nothing of the batch was written. Acknowledged, a refused
-        command is never applied later, over a newer save of its caller's retry.
-        """
-        replies = [(event.reply_to, STORAGE_FULL) for _, event, _ in batch.ready] + batch.replies
-        script_keys, args = self._settlement(batch, replies)
-        await self.worker.settle_past_maxmemory(keys=script_keys, args=args)
-        log.warning("Redis is out of memory: %d commands answered 503, none applied", len(batch.ready))
-        self.stats.refused += len(batch.ready)
-        self._count_dead(batch)
 
     def _count_dead(self, batch: Batch) -> None:
         for (entry_id, _fields), reason in batch.dead:
