@@ -57,7 +57,7 @@ def index_names(index: str, shard_tags: Sequence[str] | None) -> list[str]:
     return [f"{index}:{{{tag}}}" for tag in shard_tags]
 
 
-def shard_tags(masters: Collection[Shard], owner_of_slot: Callable[[int], Shard]) -> dict[Shard, str]:
+def shard_tags(masters: Collection[Shard], owner_of_slot: Callable[[int], Shard | None]) -> dict[Shard, str]:
     """For each master, the first of "0", "1", "2", ... whose hash slot it owns.
 
     The first, so every process given the same slot map picks the same tags, and the same index names.
@@ -68,7 +68,7 @@ def shard_tags(masters: Collection[Shard], owner_of_slot: Callable[[int], Shard]
             break
         tag = str(candidate)
         owner = owner_of_slot(key_slot(tag.encode()))
-        if owner in masters:
+        if owner is not None and owner in masters:
             tags.setdefault(owner, tag)
     missing = [master for master in masters if master not in tags]
     if missing:
