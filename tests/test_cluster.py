@@ -117,6 +117,45 @@ def test_the_pipelined_client_follows_moved_to_the_new_owner(cluster_url: str, d
     assert not still_wrong and now == owner  # MOVED re-read the map
 
 
+def test_the_pipelined_client_follows_ask_while_a_slot_migrates(cluster_url: str, db: RedisCluster) -> None:
+    """Mid-migration the old owner answers ASK for a key that has gone ahead; once it is done, MOVED."""
+    key = "cluster-test:ask"
+    db.set(key, "moved ahead")
+    slot = db.keyslot(key)
+    source = db.get_node_from_key(key)
+    target = next(node for node in db.get_primaries() if node.name != source.name)
+    ids = {node.name: db.cluster_myid(node) for node in (source, target)}
+    db.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name], target_nodes=target)
+    db.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name], target_nodes=source)
+    db.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key, target_nodes=source)
+
+    def finish_migration() -> None:
+        for node in db.get_primaries():  # the slot is the target's now
+            db.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name], target_nodes=node)
+
+    async def body() -> list[tuple[Any, str]]:
+        client = PipelinedRedis(cluster_url)
+        seen: list[tuple[Any, str]] = []
+
+        async def get() -> None:
+            answer = await client.execute("GET", key, route=key)
+            owner = client._slots[slot] if client._slots is not None else None
+            seen.append((answer, owner.where if owner is not None else ""))
+
+        try:
+            await client.discover()
+            try:
+                await get()  # ASK: ASKING, then GET on the target; the map stays as it was
+            finally:
+                finish_migration()
+            await get()  # MOVED: the map is read again
+        finally:
+            await client.aclose()
+        return seen
+
+    assert asyncio.run(body()) == [(b"moved ahead", source.name), (b"moved ahead", target.name)]
+
+
 def test_a_cluster_that_is_not_ok_is_waited_for_then_named(tmp_path: Path) -> None:
     port = free_port()
     # A lone cluster node, never joined: it serves no slot, and says cluster_state:fail.
