@@ -17,7 +17,7 @@ from devtools.stack import Stack
 from shared import keys
 from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES
-from tests.conftest import ARTIFACTS, Player, eventually, free_port, run_python, started
+from tests.conftest import ARTIFACTS, Player, eventually, run_python, started
 from tests.test_faults import Load, wait_for
 
 PARTITIONS = 3
@@ -157,7 +157,7 @@ def test_the_pipelined_client_follows_ask_while_a_slot_migrates(cluster_url: str
 
 
 def test_a_cluster_that_is_not_ok_is_waited_for_then_named(tmp_path: Path) -> None:
-    port = free_port()
+    [port] = redis_cluster.spare_ports(1)  # its bus port, + 10000, must be free (and exist) too
     # A lone cluster node, never joined: it serves no slot, and says cluster_state:fail.
     node = redis_stack.start(port, tmp_path, log_file=tmp_path / "redis.log", extra_args=redis_cluster.CLUSTER_FLAGS)
     try:
