@@ -26,13 +26,16 @@ BOARD = "leaderboards:survivor-Scores"
 
 @pytest.fixture(scope="module")
 def db(cluster_url: str) -> Iterator[RedisCluster]:
+    """A client of the cluster, which it leaves empty for the other modules' tests, as it found it."""
     with RedisCluster.from_url(cluster_url, protocol=3) as client:
         yield client
+        client.flushall()  # on every master
 
 
 @pytest.fixture(scope="module")
-def cluster_stack(cluster_url: str) -> Iterator[Stack]:
-    """A gateway and a worker of each kind on the cluster, the streams in a partition per master."""
+def cluster_stack(cluster_url: str, db: RedisCluster) -> Iterator[Stack]:
+    """A gateway and a worker of each kind on the cluster, the streams in a partition per master
+    (stopped before `db` empties the cluster)."""
     log_file = ARTIFACTS / "logs/cluster_stack.log"
     clocks = {"REQUEST_TIMEOUT_MS": "2000", "CLAIM_IDLE_MS": "3000", "BLOCK_MS": "200"}
     with started(cluster_url, log_file, 1, 1, STREAM_PARTITIONS=str(PARTITIONS), **clocks) as running:
