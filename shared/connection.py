@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import exceptions
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -69,6 +69,20 @@ def connect(url: str, *, max_connections: int = 256) -> Redis:
     return Redis(connection_pool=pool)
 
 
+def connect_cluster(url: str, *, max_connections_per_node: int = 256) -> RedisCluster:
+    """A Redis Cluster client, seeded by the node at `url`; it learns the others and follows MOVED."""
+    return RedisCluster.from_url(
+        url,
+        protocol=3,
+        max_connections=max_connections_per_node,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), retries=3),
+        retry_on_error=[exceptions.ConnectionError, exceptions.TimeoutError],
+    )
+
+
 def missing_modules(loaded: Iterable[str]) -> list[str]:
     """The required modules absent from `loaded` (MODULE LIST's names), as people call them."""
     names = set(loaded)
@@ -81,22 +95,26 @@ def module_names(module_list: Any) -> set[str]:
     return {entry[b"name"].decode() for entry in entries}
 
 
-async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> None:
-    """Wait for Redis (it may still be starting beside us), then insist on JSON and Search."""
+async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> bool:
+    """Wait for Redis (it may still be starting beside us), then insist on JSON and Search.
+
+    `redis` is a client of the one node at `url`. True when that node is part of a Redis Cluster,
+    which is then waited for, too, until it says cluster_state:ok (every slot served).
+    """
     loop = asyncio.get_running_loop()
     give_up = loop.time() + timeout_s
     while True:
         try:
             await redis.ping()
+            cluster = await is_cluster(redis)
+            if cluster:
+                await cluster_ok(redis, url)
             break
         except (*REDIS_DOWN, exceptions.ResponseError) as error:
-            if unavailable(error) is None:
+            if unavailable(error) is None and not isinstance(error, ClusterNotOk):
                 raise
             if loop.time() > give_up:
-                raise RedisNotReady(
-                    f"cannot reach Redis at {redact(url)} ({error}). Set REDIS_URL to a Redis 8 "
-                    "(or Redis Stack) server, or leave it unset and use `make run`, which starts one."
-                ) from error
+                raise RedisNotReady(not_ready(error, url, timeout_s)) from error
             log.warning("waiting for Redis at %s: %s", redact(url), error)
             await asyncio.sleep(1)
     missing = missing_modules(module_names(await redis.module_list()))
@@ -105,17 +123,67 @@ async def wait_until_ready(redis: Redis, url: str, timeout_s: float = 30.0) -> N
             f"Redis at {redact(url)} lacks the {' and '.join(missing)} module(s). Use Redis 8 or "
             "Redis Stack (both ship JSON and Search), or leave REDIS_URL unset and use `make run`."
         )
+    return cluster
 
 
-async def ensure_indexes(execute: Callable[..., Awaitable[Any]]) -> None:
+def not_ready(error: BaseException, url: str, waited_s: float) -> str:
+    if isinstance(error, ClusterNotOk):
+        return f"{error} after {waited_s:.0f} s: {CLUSTER_HELP}"
+    return (
+        f"cannot reach Redis at {redact(url)} ({error}). Set REDIS_URL to a Redis 8 "
+        "(or Redis Stack) server, or leave it unset and use `make run`, which starts one."
+    )
+
+
+CLUSTER_HELP = (
+    "it must serve all 16384 slots with its masters in agreement (see `CLUSTER INFO` and "
+    "`redis-cli --cluster check` on any node), or use `make run-cluster`, which starts one that is"
+)
+
+
+class ClusterNotOk(exceptions.ResponseError):
+    """The node belongs to a Redis Cluster that does not serve every slot yet (or any more)."""
+
+
+async def is_cluster(redis: Redis) -> bool:
+    """Whether the node runs in cluster mode: INFO's cluster_enabled, so no setting has to say so."""
+    info = await redis.info("cluster")
+    return bool(int(info.get("cluster_enabled", 0)))
+
+
+async def cluster_ok(redis: Redis, url: str) -> None:
+    info = await redis.cluster("info")
+    state = info.get("cluster_state")
+    if state != "ok":
+        raise ClusterNotOk(f"the Redis Cluster of {redact(url)} says cluster_state:{state}")
+
+
+async def ensure_indexes(execute: Callable[..., Awaitable[Any]], shard_tags: Sequence[str] | None = None) -> None:
     """FT.CREATE is atomic, so racing services each try and treat "already exists" as success.
 
-    `execute` sends one command: redis-py's `execute_command` in a worker, the gateway's own client there.
+    `execute` sends one command: redis-py's `execute_command` in a worker, the gateway's own client there;
+    on a Redis Cluster (`shard_tags`, see keys.index_names) it must send it to the owner of the name's slot.
     """
-    for name, definition in keys.INDEX_DEFINITIONS.items():
-        try:
-            await execute("FT.CREATE", name, *definition)
-            log.info("created search index %s", name)
-        except exceptions.ResponseError as error:
-            if "already exists" not in str(error).lower():
-                raise
+    for index, definition in keys.INDEX_DEFINITIONS.items():
+        for name in keys.index_names(index, shard_tags):
+            try:
+                await execute("FT.CREATE", name, *definition)
+                log.info("created search index %s", name)
+            except exceptions.ResponseError as error:
+                if "already exists" not in str(error).lower():
+                    raise
+
+
+def cluster_shard_tags(redis: RedisCluster) -> list[str]:
+    """The hash tag of each master's indexes, from redis-py's slot map (keys.shard_tags)."""
+    masters = [master.name for master in redis.get_primaries()]
+    return list(keys.shard_tags(masters, lambda slot: redis.nodes_manager.slots_cache[slot][0].name).values())
+
+
+async def ensure_cluster_indexes(redis: RedisCluster) -> None:
+    """The indexes on every master of the cluster, each sent to the master its name's slot lives on."""
+
+    async def execute(*command: Any) -> Any:
+        return await redis.execute_command(*command, target_nodes=redis.get_node_from_key(command[1]))
+
+    await ensure_indexes(execute, cluster_shard_tags(redis))

@@ -13,6 +13,13 @@ which puts it in the document's slot.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import TypeVar
+
+from redis.crc import key_slot
+
+Shard = TypeVar("Shard", bound=Hashable)
+
 SESSION_PREFIX = "sessions:"
 RATE_LIMIT_PREFIX = "ratelimit:"
 VERSION_PREFIX = "version:"
@@ -34,6 +41,40 @@ INDEX_DEFINITIONS: dict[str, tuple[str, ...]] = {
         "SCHEMA", "$.id", "AS", "id", "TEXT",
     ),
 }  # fmt: skip
+
+# Enough candidates to find a tag in every slot range a master could own.
+MAX_TAG_CANDIDATES = 1_000_000
+
+
+def index_names(index: str, shard_tags: Sequence[str] | None) -> list[str]:
+    """An index's name on each master: exactly `index` on a single Redis (API.md fixes it).
+
+    Without a search coordinator an index sees only its own master's documents and lives in its
+    name's slot, so a cluster has one per master, named with a hash tag in a slot that master owns.
+    """
+    if shard_tags is None:
+        return [index]
+    return [f"{index}:{{{tag}}}" for tag in shard_tags]
+
+
+def shard_tags(masters: Collection[Shard], owner_of_slot: Callable[[int], Shard | None]) -> dict[Shard, str]:
+    """For each master, the first of "0", "1", "2", ... whose hash slot it owns.
+
+    The first, so every process given the same slot map picks the same tags, and the same index names.
+    """
+    tags: dict[Shard, str] = {}
+    for candidate in range(MAX_TAG_CANDIDATES):
+        if len(tags) == len(masters):
+            break
+        tag = str(candidate)
+        owner = owner_of_slot(key_slot(tag.encode()))
+        if owner is not None and owner in masters:
+            tags.setdefault(owner, tag)
+    missing = [master for master in masters if master not in tags]
+    if missing:
+        raise ValueError(f"no hash tag among the first {MAX_TAG_CANDIDATES} lands on {missing}: do they own slots?")
+    return {master: tags[master] for master in masters}
+
 
 SAVES_GROUP = "saves"
 LEADERBOARD_GROUP = "leaderboard"

@@ -36,12 +36,22 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from shared import keys
-from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, unavailable, wait_until_ready
+from shared.connection import (
+    REDIS_DOWN,
+    RedisNotReady,
+    connect,
+    connect_cluster,
+    ensure_cluster_indexes,
+    ensure_indexes,
+    redact,
+    unavailable,
+    wait_until_ready,
+)
 from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms
 from shared.settings import Settings
 
@@ -94,6 +104,19 @@ STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
+# Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
+# anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
+# caller's retry.
+REFUSED = -3
+
+
+def same_slot(key: str) -> int:
+    """A single Redis: every key in one group, the partition's own, so the settle script applies all."""
+    return 0
+
+
+def cluster_slot(key: str) -> int:
+    return key_slot(key.encode())
 
 
 Ready = tuple[bytes, Event, Action]  # a command to apply: its entry id, its event, what to do
@@ -120,23 +143,16 @@ class Stats:
 class Worker:
     """One process: a consumer of every partition of its command stream, sharing one Redis client."""
 
+    redis: Redis | RedisCluster  # which one, run() learns from Redis itself
+    slot_of: Callable[[str], int]  # groups a batch's targets by the script call that may write them
+
     def __init__(self, stream: CommandStream, handlers: Mapping[EventType, Handler], settings: Settings) -> None:
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        # Each partition holds a connection blocked in XREADGROUP and uses another to settle.
-        self.redis: Redis = connect(settings.redis_url, max_connections=2 * settings.stream_partitions + 2)
-        self.apply_script = self.redis.register_script(APPLY_SCRIPT)
-        self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
-        self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
         self.stats = Stats()
         self.stopping = asyncio.Event()
-        self.cluster = False  # on a Redis Cluster, scripts may only touch keys of one hash slot
-
-    def slot(self, key: str) -> int:
-        """The hash slot of a key on a Redis Cluster; on a single Redis every key shares one."""
-        return key_slot(key.encode()) if self.cluster else 0
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -147,7 +163,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        await wait_until_ready(self.redis, self.settings.redis_url)
+        await self.connect()
         partitions = range(self.settings.stream_partitions)
         log.info(
             "consumer %s of group %r on %s (partitions 0-%d) at %s",
@@ -161,6 +177,33 @@ class Worker:
             "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
             stats.applied, stats.expired, stats.dead_lettered, stats.refused,
         )  # fmt: skip
+
+    async def connect(self) -> None:
+        """Wait for Redis, and take the client for what it is: one server or a cluster."""
+        url = self.settings.redis_url
+        probe = connect(url, max_connections=1)
+        try:
+            cluster = await wait_until_ready(probe, url)
+        finally:
+            await probe.aclose()
+        # Each partition holds a connection blocked in XREADGROUP and uses others to apply and settle.
+        connections = 2 * self.settings.stream_partitions + 2
+        if cluster:
+            self.redis = connect_cluster(url, max_connections_per_node=connections)
+            await self.redis.initialize()
+            self.slot_of = cluster_slot
+        else:
+            self.redis = connect(url, max_connections=connections)
+            self.slot_of = same_slot
+        self.apply_script = self.redis.register_script(APPLY_SCRIPT)
+        self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
+        self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
+
+    async def ensure_indexes(self) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await ensure_cluster_indexes(self.redis)
+        else:
+            await ensure_indexes(self.redis.execute_command)
 
     def action(self, event: Event, stream_key: str) -> Action:
         handler = self.handlers.get(event.type)
@@ -194,7 +237,7 @@ class Partition:
             try:
                 if not self._group_ready:
                     await self._ensure_group()
-                    await ensure_indexes(self.redis.execute_command)
+                    await self.worker.ensure_indexes()
                     self._group_ready = True
                 if loop.time() >= next_sweep:
                     await self._sweep()
@@ -331,19 +374,15 @@ class Partition:
         """
         if not batch.entry_ids:
             return
-        own = self.worker.slot(self.key)
-        here = [ready for ready in batch.ready if self.worker.slot(ready[2].key) == own]
-        elsewhere = [ready for ready in batch.ready if self.worker.slot(ready[2].key) != own]
-        replies = list(batch.replies)
-        try:
-            replies += self._replies(batch, elsewhere, await self._apply(elsewhere))
-        except OutOfMemoryError:  # nothing of that slot written; what other slots applied stands
-            await self._refuse(batch, here, replies)
-            return
+        slot_of = self.worker.slot_of
+        own = slot_of(self.key)
+        here = [ready for ready in batch.ready if slot_of(ready[2].key) == own]
+        elsewhere = [ready for ready in batch.ready if slot_of(ready[2].key) != own]
+        replies = [*batch.replies, *self._replies(batch, elsewhere, await self._apply(elsewhere))]
         script_keys, args = self._settlement(batch, here, replies)
         try:
             outcomes = await self.worker.settle_script(keys=script_keys, args=args)
-        except OutOfMemoryError:
+        except OutOfMemoryError:  # nothing of this script written; what other slots applied stands
             await self._refuse(batch, here, replies)
             return
         self._replies(
@@ -362,22 +401,29 @@ class Partition:
                 replies.append((event.reply_to, action.if_false))
             elif outcome == EXPIRED:  # past its deadline on Redis's clock
                 self._expired(batch, (entry_id, event.encode()), 1)
+            elif outcome == REFUSED:
+                self.stats.refused += 1
+                replies.append((event.reply_to, STORAGE_FULL))
             else:
                 log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome)
                 replies.append((event.reply_to, STORAGE_ERROR))
         return replies
 
     async def _apply(self, ready: list[Ready]) -> list[int | str]:
-        """Apply commands outside the partition's slot: apply.lua once per slot, all at once."""
+        """Apply commands outside the partition's slot: apply.lua once per slot, all at once. A slot
+        Redis refused for want of memory (before it wrote anything) gives REFUSED outcomes."""
         by_slot: dict[int, list[int]] = {}
         for index, (_, _, action) in enumerate(ready):
-            by_slot.setdefault(self.worker.slot(action.key), []).append(index)
+            by_slot.setdefault(self.worker.slot_of(action.key), []).append(index)
         outcomes: list[int | str] = [NOT_APPLIED] * len(ready)
 
         async def apply_slot(indexes: list[int]) -> None:
             script_keys: list[str] = []
             commands = [self._command(ready[index], script_keys) for index in indexes]
-            found = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
+            try:
+                found = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
+            except OutOfMemoryError:
+                found = [REFUSED] * len(indexes)
             for index, raw in zip(indexes, found, strict=True):
                 outcomes[index] = outcome_of(raw)
 

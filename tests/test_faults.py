@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from devtools import redis_stack
 from devtools.stack import Stack
@@ -58,7 +59,7 @@ class Client:
                 self.failures.append((status, time.monotonic() - started_at))
                 time.sleep(0.05)
 
-    def stored(self, db: redis.Redis) -> int:
+    def stored(self, db: redis.Redis | RedisCluster) -> int:
         if self.kind == "score":
             return int(db.zscore(BOARD, f"Hero-{self.player.id}") or 0)
         level = db.json().get(keys.player(self.player.id), "$.level")
@@ -88,7 +89,7 @@ class Load:
             thread.join(timeout_s)
         self.stop.set()
 
-    def assert_nothing_lost(self, db: redis.Redis) -> None:
+    def assert_nothing_lost(self, db: redis.Redis | RedisCluster) -> None:
         """The last acknowledged value, or the one after it, sent but never acknowledged, that may have landed."""
         assert self.acked() > 0
         for client in self.clients:

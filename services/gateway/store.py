@@ -3,6 +3,9 @@
 One client, shared/pipelined.py: every request's commands share one pipelined connection, and the
 waits for replies take blocking connections from a capped pool. The command strings and scripts of
 the gateway live here and nowhere else in it; the key names come from shared/keys.py.
+
+Each command names the key that routes it on a Redis Cluster (`route`; a script's first key), and a
+search asks every master's index (keys.index_names). On a single Redis the route is never looked at.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from shared import keys
 from shared.connection import ensure_indexes, module_names
-from shared.pipelined import PipelinedRedis, Script, as_map
+from shared.pipelined import Arg, PipelinedRedis, Script, as_map
 from shared.protocol import Reply
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
@@ -60,31 +64,47 @@ class Store:
 
     async def document(self, key: str) -> bytes | None:
         """A JSON document as Redis stores it, or None."""
-        raw: bytes | None = await self.redis.execute("JSON.GET", key)
+        raw: bytes | None = await self.redis.execute("JSON.GET", key, route=key)
         return raw
 
     async def top(self, key: str, count: int) -> list[tuple[str, float]]:
         """The `count` highest members of a sorted set and their scores, highest first."""
-        rows: list[bytes] = await self.redis.execute("ZRANGE", key, 0, count - 1, "REV", "WITHSCORES")
+        rows: list[bytes] = await self.redis.execute("ZRANGE", key, 0, count - 1, "REV", "WITHSCORES", route=key)
         return [(member.decode(), float(score)) for member, score in zip(rows[::2], rows[1::2], strict=True)]
 
     async def search(self, index: str, query: str, limit: int) -> tuple[int, list[tuple[str, bytes]]]:
-        """The total and the first `limit` hits of a search: each hit's key and its document's JSON."""
-        command = ("FT.SEARCH", index, query, "VERBATIM", "LIMIT", 0, limit, "DIALECT", 2)
+        """The total and the first `limit` hits of a search: each hit's key and its document's JSON.
+
+        On a cluster every master's index answers for its own documents: the totals add up, and the
+        hits are the first masters' up to `limit`. There the search module returns no document's
+        content (nil, without a coordinator), so each hit's document is read with JSON.GET.
+        """
+        names = keys.index_names(index, self.redis.shard_tags)
+        if len(names) == 1:
+            total, rest = await self._search(names[0], query, limit)
+            return total, [(key.decode(), as_map(fields)[b"$"]) for key, fields in as_map(rest).items()]
+        answers = await asyncio.gather(*(self._search(name, query, limit, "NOCONTENT") for name in names))
+        found = [key.decode() for _, hit_keys in answers for key in hit_keys][:limit]
+        documents = await asyncio.gather(*(self.document(key) for key in found))
+        hits = [(key, document) for key, document in zip(found, documents, strict=True) if document is not None]
+        return sum(total for total, _ in answers), hits
+
+    async def _search(self, name: str, query: str, limit: int, *options: str) -> tuple[int, list[Any]]:
+        """The total and the rest of an FT.SEARCH answer (RESP2: per hit its key, and [field, value, ...])."""
+        command: tuple[Arg, ...] = ("FT.SEARCH", name, query, "VERBATIM", *options, "LIMIT", 0, limit, "DIALECT", 2)
         try:
-            answer = await self.redis.execute(*command)
+            answer = await self.redis.execute(*command, route=name)
         except ResponseError as error:
             if "no such index" not in str(error).lower():
                 raise
-            await self.ensure_indexes()  # Redis came back empty: the indexes went with the data
-            answer = await self.redis.execute(*command)
-        total, rest = answer[0], answer[1:]  # RESP2: the total, then per hit its key and [field, value, ...]
-        return int(total), [(key.decode(), as_map(fields)[b"$"]) for key, fields in as_map(rest).items()]
+            await self.ensure_indexes()  # Redis came back empty (the indexes went with the data), or a new master
+            answer = await self.redis.execute(*command, route=name)
+        return int(answer[0]), answer[1:]
 
     # Sessions
 
     async def exists(self, key: str) -> bool:
-        return bool(await self.redis.execute("EXISTS", key))
+        return bool(await self.redis.execute("EXISTS", key, route=key))
 
     async def write_session(
         self, session_key: str, saves: Sequence[str], record: bytes, ttl_s: int, *, create: bool, saves_ttl_s: int
@@ -95,10 +115,10 @@ class Store:
         of their own. Extending the saves of a session found gone costs nothing but their TTL.
         """
         if create:
-            return bool(await self.redis.execute("SET", session_key, record, "EX", ttl_s, "NX"))
+            return bool(await self.redis.execute("SET", session_key, record, "EX", ttl_s, "NX", route=session_key))
         confirmed, *_extended = await asyncio.gather(
-            self.redis.execute("SET", session_key, record, "EX", ttl_s, "XX"),
-            *(self.redis.execute("EXPIRE", key, saves_ttl_s) for key in saves),
+            self.redis.execute("SET", session_key, record, "EX", ttl_s, "XX", route=session_key),
+            *(self.redis.execute("EXPIRE", key, saves_ttl_s, route=key) for key in saves),
         )
         return bool(confirmed)
 
@@ -133,10 +153,10 @@ class Store:
         have come while every blocking connection was taken (PipelinedRedis's `max_blocking`).
         """
         answer = await self.redis.blocking(
-            wait_ms, lambda ms: ("XREAD", "COUNT", 1, "BLOCK", ms, "STREAMS", reply_to, "0-0")
+            wait_ms, lambda ms: ("XREAD", "COUNT", 1, "BLOCK", ms, "STREAMS", reply_to, "0-0"), route=reply_to
         )
         if not answer:
-            answer = await self.redis.execute("XREAD", "COUNT", 1, "STREAMS", reply_to, "0-0")
+            answer = await self.redis.execute("XREAD", "COUNT", 1, "STREAMS", reply_to, "0-0", route=reply_to)
         if not answer:
             return None
         [[_stream, [[_entry_id, fields]]]] = answer  # RESP2: one stream, one entry, fields flat
@@ -145,7 +165,7 @@ class Store:
     # Health and start-up
 
     async def probe_writes(self) -> None:
-        """Raise what a write would meet now: unreachable, busy, out of memory."""
+        """Raise what a write would meet now: unreachable, busy, out of memory (on a cluster: the URL's node)."""
         await self.redis.script(WRITE_PROBE, [], [])
 
     async def modules(self) -> set[str]:
@@ -154,10 +174,17 @@ class Store:
     async def live_consumers(self, stream: str, group: str, within_ms: int) -> int:
         """Consumers of a group that read within `within_ms`; 0 when the stream or group is missing."""
         try:
-            consumers: list[list[Any]] = await self.redis.execute("XINFO", "CONSUMERS", stream, group)
+            consumers: list[list[Any]] = await self.redis.execute("XINFO", "CONSUMERS", stream, group, route=stream)
         except ResponseError:  # no stream or no group yet: no worker has started
             return 0
         return sum(1 for consumer in consumers if as_map(consumer)[b"idle"] <= within_ms)
 
     async def ensure_indexes(self) -> None:
-        await ensure_indexes(self.redis.execute)
+        """At start-up, and when an index is missing: learn what Redis is (one server or a cluster, and
+        its masters), then create the indexes on every master."""
+        await self.redis.discover()
+
+        async def create(*command: str) -> Any:
+            return await self.redis.execute(*command, route=command[1])  # an index lives in its name's slot
+
+        await ensure_indexes(create, self.redis.shard_tags)
