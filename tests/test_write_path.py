@@ -69,7 +69,8 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
     session = Event.new(EventType.PLAYER_CREATE, "", None, 0, 0).id
 
     async def scenario() -> tuple[list[int | str], list[int | str]]:
-        a, b = Worker(SAVES, handlers(settings(redis_url)), settings(redis_url)), None
+        a = Worker(SAVES, handlers(settings(redis_url)), settings(redis_url))
+        await a.connect()
         first = Partition(a, 0)
         await first._ensure_group()
         await first._read(0)  # an empty backlog: from now on it reads new entries
@@ -78,6 +79,7 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
         (batch,) = first._prepare(await first._read(100))
         applied = await first._apply(batch.ready)  # ...and the process dies here: no settle
         b = Worker(SAVES, handlers(settings(redis_url)), settings(redis_url))
+        await b.connect()
         second = Partition(b, 0)
         await second._read(0)
         newer = save(session, 2)
@@ -106,6 +108,7 @@ def test_a_command_past_its_deadline_on_redis_clock_is_not_applied(redis_url: st
 
     async def scenario() -> list[int | str]:
         worker = Worker(SAVES, handlers(settings(redis_url)), settings(redis_url))
+        await worker.connect()
         partition = Partition(worker, 0)
         await partition._ensure_group()
         await partition._read(0)
