@@ -88,9 +88,6 @@ SERVICES = ("gateway", "saves", "leaderboard")
 NODES = ("redis-1", "redis-2", "redis-3")
 SETTING_NAMES = {name.upper() for name in Settings.model_fields}
 K8S = ROOT / "deploy/k8s"
-LIVEZ_PENDING = pytest.mark.xfail(
-    strict=True, reason="GET /livez comes with the gateway's liveness route, on another branch: then drop this mark"
-)
 
 
 def partition_streams(stream: CommandStream, partitions: int) -> set[tuple[str, str]]:
@@ -250,14 +247,7 @@ def test_the_k8s_gateway_is_ready_only_with_redis_and_alive_without_it(
     assert container["livenessProbe"]["httpGet"]["path"] == container["startupProbe"]["httpGet"]["path"] == "/livez"
 
 
-@pytest.mark.parametrize(
-    "probe",
-    [
-        "readinessProbe",
-        pytest.param("livenessProbe", marks=LIVEZ_PENDING),
-        pytest.param("startupProbe", marks=LIVEZ_PENDING),
-    ],
-)
+@pytest.mark.parametrize("probe", ["readinessProbe", "livenessProbe", "startupProbe"])
 def test_the_k8s_gateway_probes_are_real_routes(k8s: dict[tuple[str, str], dict[str, Any]], probe: str) -> None:
     (container,) = pod_spec(k8s, "gateway")["containers"]
     assert container[probe]["httpGet"]["path"] in gateway_get_paths()
