@@ -7,6 +7,7 @@ than a silent default.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -124,12 +125,29 @@ class Settings(BaseSettings):
     rate_limit_session_writes: str = "240/minute"
     rate_limit_address_writes: str = "2400/minute"
     rate_limit_address_sessions: str = "30/minute"
+    # Peers whose X-Forwarded-For names the client, as uvicorn reads it: comma-separated addresses or
+    # networks (10.0.0.0/8), or * for any. Empty trusts none, so the client is the TCP peer: uvicorn's
+    # own default, 127.0.0.1 and ::1, would let any process on the host choose the address it counts as.
+    forwarded_allow_ips: str = Field("", max_length=4096)
 
     @field_validator("rate_limit_session_writes", "rate_limit_address_writes", "rate_limit_address_sessions")
     @classmethod
     def _check_rate(cls, rate: str) -> str:
         parse_rate(rate)  # raises ValueError with the reason
         return rate
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_forwarded(cls, value: str) -> str:
+        """Addresses and networks only: uvicorn would take a typo for a host name and never match it."""
+        peers = [peer.strip() for peer in value.split(",") if peer.strip()]
+        for peer in peers:
+            if peer != "*":
+                try:
+                    ipaddress.ip_network(peer)
+                except ValueError as error:
+                    raise ValueError(f"FORWARDED_ALLOW_IPS: {error} (want addresses, networks or *)") from None
+        return ",".join(peers)
 
     @field_validator("leaderboard_maps", mode="before")
     @classmethod

@@ -43,6 +43,9 @@ def main() -> None:
         port=settings.port,
         workers=settings.gateway_processes,
         http=GatewayProtocol,
+        # Off when no peer is trusted: uvicorn would otherwise trust its own default, loopback.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=settings.access_log,
