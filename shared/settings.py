@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: str = "INFO"
+    # text: readable lines; json: one JSON object a line (time, level, logger, message, request_id), for a
+    # log pipeline. Every service, uvicorn's own lines included (shared/logs.py).
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = False  # one line per HTTP request: useful when debugging, costly under load
     gateway_processes: int = Field(1, ge=1, le=64)
     hot_path: bool = True  # the hot routes answered before FastAPI (services/gateway/hotpath.py)

@@ -41,7 +41,7 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 
 from shared import keys
 from shared.connection import REDIS_DOWN, RedisNotReady, connect, ensure_indexes, redact, unavailable, wait_until_ready
-from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms
+from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms, request_id_in
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
+OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command"}
 
 
 @dataclass(slots=True)
@@ -307,6 +308,8 @@ class Partition:
             batch.dead.append((entry, f"abandoned past its deadline after {delivered} deliveries"))
         else:
             self.stats.expired += 1
+            about = {"request_id": request_id_in(entry[1]) or None}
+            log.debug("%s expired: past its deadline, not applied", entry[0].decode(), extra=about)
 
     async def _settle_all(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -323,15 +326,18 @@ class Partition:
             return
         replies = list(batch.replies)
         for (entry_id, event, action), outcome in zip(batch.ready, outcomes, strict=True):
+            about = {"request_id": event.request_id or None}
             if outcome in (APPLIED, SUPERSEDED):  # superseded: this command or a newer one is applied
                 self.stats.applied += outcome == APPLIED
                 replies.append((event.reply_to, action.if_true))
+                log.debug("%s %s on %s: %s", event.type, event.id, action.key, OUTCOMES[outcome], extra=about)
             elif outcome == NOT_APPLIED:
                 replies.append((event.reply_to, action.if_false))
+                log.debug("%s %s on %s: not applied", event.type, event.id, action.key, extra=about)
             elif outcome == EXPIRED:  # past its deadline on Redis's clock
                 self._expired(batch, (entry_id, event.encode()), 1)
             else:
-                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome)
+                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome, extra=about)
                 replies.append((event.reply_to, STORAGE_ERROR))
         script_keys, args = self._settlement(batch, replies)
         await self.worker.settle_script(keys=script_keys, args=args)
@@ -409,8 +415,9 @@ class Partition:
         self._count_dead(batch)
 
     def _count_dead(self, batch: Batch) -> None:
-        for (entry_id, _fields), reason in batch.dead:
-            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.key, reason)
+        for (entry_id, fields), reason in batch.dead:
+            about = {"request_id": request_id_in(fields) or None}
+            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.key, reason, extra=about)
         self.stats.dead_lettered += len(batch.dead)
 
     async def _sweep(self) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from devtools.stack import Stack
 from services.gateway.sessions import CookieSigner
+from shared.protocol import Event, EventType
 from shared.settings import Settings
-from tests.conftest import StackFactory
+from tests.conftest import ARTIFACTS, Player, StackFactory, eventually
 
 # Two new sessions a minute per address: the third from one address is a 429.
 TWO_SESSIONS = {"RATE_LIMIT_ADDRESS_SESSIONS": "2/minute"}
@@ -77,3 +83,61 @@ def test_forwarded_allow_ips_takes_only_addresses_and_networks(value: str) -> No
     with pytest.raises(ValueError, match="FORWARDED_ALLOW_IPS"):
         Settings(forwarded_allow_ips=value)
     assert Settings(forwarded_allow_ips=" 10.0.0.0/8, ::1 ,*").forwarded_allow_ips == "10.0.0.0/8,::1,*"
+
+
+# Logs: one JSON object a line, and a request's id in every line about it.
+
+
+def json_lines(log_file: Path, service: str) -> list[dict[str, Any]]:
+    """The lines a service wrote (the stack prefixes each with `[name-N] `), each parsed: all must be JSON."""
+    prefix = f"[{service}-"
+    return [
+        json.loads(line.partition("] ")[2]) for line in log_file.read_text().splitlines() if line.startswith(prefix)
+    ]
+
+
+def test_a_saves_request_id_is_in_its_answer_and_the_gateways_and_the_workers_json_lines(
+    make_stack: StackFactory, request: pytest.FixtureRequest
+) -> None:
+    stack = make_stack(LOG_FORMAT="json", LOG_LEVEL="DEBUG")
+    player = Player(stack.url)
+    answer = player.save("playerstate", {"level": 1}, "POST")
+    assert answer.status_code == 200
+    request_id = answer.headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{24}", request_id)
+    log_file = ARTIFACTS / "logs" / f"{request.node.name}.log"
+
+    def about(service: str) -> list[dict[str, Any]]:
+        return [line for line in json_lines(log_file, service) if line.get("request_id") == request_id]
+
+    eventually(lambda: bool(about("saves")), 10, "the worker's line about the save")
+    (gateway_line,) = about("gateway")
+    (worker_line,) = about("saves")
+    assert gateway_line["logger"] == "services.gateway.commands" and gateway_line["message"].endswith(": 200")
+    assert worker_line["logger"] == "shared.worker" and worker_line["message"].endswith(": applied")
+    event_id = gateway_line["message"].split()[1].rstrip(":")
+    assert event_id in worker_line["message"]  # the same command
+    every = json_lines(log_file, "gateway") + json_lines(log_file, "saves") + json_lines(log_file, "leaderboard")
+    assert {"time", "level", "logger", "message"} <= set(every[0])
+    assert any(line["logger"].startswith("uvicorn") for line in every)  # uvicorn's own lines too
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [(b"trace-7.A_b", True), (b"x" * 64, True), (b"x" * 65, False), (b"a b", False), (b"a\\nb", False), (b"", False)],
+)
+def test_a_sane_request_id_is_kept_and_any_other_replaced(stack: Stack, sent: bytes, kept: bool) -> None:
+    for path in ("/livez", "/api/leaderboard/leaderboards:survivor-Empty", "/", "/api/nowhere"):
+        answer = httpx.get(f"{stack.url}{path}", headers={b"x-request-id": sent})
+        assert answer.status_code < 500
+        returned = answer.headers["x-request-id"].encode()
+        assert returned == sent if kept else re.fullmatch(rb"[0-9a-f]{24}", returned)
+
+
+def test_the_request_id_is_optional_in_the_envelope() -> None:
+    """Entries an older gateway wrote have none and still decode; one no gateway would send is dropped."""
+    event = Event.new(EventType.SCORE_SUBMIT, "s" * 32, {"score": 1}, 1000, 0, request_id="trace-1")
+    assert Event.decode(event.encode(), 0) == event
+    older = {name: value for name, value in event.encode().items() if name != b"request_id"}
+    assert Event.decode(older, 0).request_id == ""
+    assert Event.decode({**older, b"request_id": b"forged\nline"}, 0).request_id == ""

@@ -86,7 +86,8 @@ def test_envelope_round_trips(payload: object, session: str, timeout: int) -> No
 
 @given(
     fields=st.dictionaries(
-        st.sampled_from([b"v", b"id", b"type", b"session", b"reply_to", b"deadline", b"payload"]), st.binary()
+        st.sampled_from([b"v", b"id", b"type", b"session", b"reply_to", b"deadline", b"payload", b"request_id"]),
+        st.binary(),
     )
 )
 def test_any_malformed_envelope_is_poison_never_a_crash(fields: dict[bytes, bytes]) -> None:

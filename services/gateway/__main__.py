@@ -7,6 +7,7 @@ import uvicorn
 from services.gateway.server import GatewayProtocol, NoRoom, make_room
 from shared.cli import start
 from shared.connection import RedisNotReady, connect, wait_until_ready
+from shared.logs import logging_config
 from shared.settings import Settings
 
 
@@ -50,6 +51,7 @@ def main() -> None:
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=settings.access_log,
         log_level=settings.log_level.lower(),
+        log_config=logging_config(settings),
     )
 
 

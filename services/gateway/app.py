@@ -16,6 +16,7 @@ from services.gateway import game_config, health, identity, leaderboard, respons
 from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
+from services.gateway.observe import Observe
 from services.gateway.paths import ExpressPaths, GameFiles
 from services.gateway.sessions import SessionMiddleware
 from services.gateway.store import Store
@@ -65,9 +66,8 @@ def create_app(settings: Settings) -> ASGIApp:
         app.include_router(router)
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
-    if not settings.hot_path:
-        return ExpressPaths(app)
-    return ExpressPaths(HotPath(app, [route for router in ROUTERS for route in router.routes], settings))
+    routes = [route for router in ROUTERS for route in router.routes]
+    return ExpressPaths(Observe(HotPath(app, routes, settings) if settings.hot_path else app))
 
 
 def from_environment() -> ASGIApp:
