@@ -35,6 +35,18 @@ def parse_rate(text: str) -> tuple[int, int] | None:
     return int(match[1]), PERIOD_MS[match[2]]
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache
+def parse_networks(text: str, setting: str) -> tuple[Network, ...]:
+    """`"127.0.0.1, 10.0.0.0/8"` as networks (an address is a network of one); ValueError naming `setting`."""
+    try:
+        return tuple(ipaddress.ip_network(item.strip()) for item in text.split(",") if item.strip())
+    except ValueError as error:
+        raise ValueError(f"{setting}: {error} (want addresses and networks, comma-separated)") from None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -132,6 +144,9 @@ class Settings(BaseSettings):
     # networks (10.0.0.0/8), or * for any. Empty trusts none, so the client is the TCP peer: uvicorn's
     # own default, 127.0.0.1 and ::1, would let any process on the host choose the address it counts as.
     forwarded_allow_ips: str = Field("", max_length=4096)
+    # Who may read GET /metrics (addresses or networks): the client as above, so a request forwarded by a
+    # trusted proxy counts as its player's, not the proxy's. Others get a 403.
+    metrics_allow: str = Field("127.0.0.1,::1", max_length=4096)
 
     @field_validator("rate_limit_session_writes", "rate_limit_address_writes", "rate_limit_address_sessions")
     @classmethod
@@ -144,13 +159,14 @@ class Settings(BaseSettings):
     def _check_forwarded(cls, value: str) -> str:
         """Addresses and networks only: uvicorn would take a typo for a host name and never match it."""
         peers = [peer.strip() for peer in value.split(",") if peer.strip()]
-        for peer in peers:
-            if peer != "*":
-                try:
-                    ipaddress.ip_network(peer)
-                except ValueError as error:
-                    raise ValueError(f"FORWARDED_ALLOW_IPS: {error} (want addresses, networks or *)") from None
+        parse_networks(",".join(peer for peer in peers if peer != "*"), "FORWARDED_ALLOW_IPS")
         return ",".join(peers)
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _check_metrics_allow(cls, value: str) -> str:
+        parse_networks(value, "METRICS_ALLOW")
+        return value
 
     @field_validator("leaderboard_maps", mode="before")
     @classmethod

@@ -112,6 +112,15 @@ class Stats:
     dead_lettered: int = 0
     refused: int = 0  # answered 503, unapplied: Redis was out of memory
 
+    def outcomes(self) -> dict[str, int]:
+        """The counts by the outcome names GET /metrics shows."""
+        return {
+            "applied": self.applied,
+            "expired": self.expired,
+            "dead-lettered": self.dead_lettered,
+            "refused": self.refused,
+        }
+
 
 class Worker:
     """One process: a consumer of every partition of its command stream, sharing one Redis client."""
@@ -127,6 +136,7 @@ class Worker:
         self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
         self.stats = Stats()
+        self.published: dict[str, int] = {}  # the counts already added to keys.EVENT_COUNTS
         self.stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -152,6 +162,27 @@ class Worker:
             "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
             stats.applied, stats.expired, stats.dead_lettered, stats.refused,
         )  # fmt: skip
+
+    async def publish_counts(self) -> None:
+        """Add what was settled since the last call to the counts GET /metrics reads: one round trip.
+
+        The new counts are taken before the await, so partitions settling at once never add the same
+        ones twice; if Redis does not take them, they are added with the next batch's.
+        """
+        now = self.stats.outcomes()
+        added = {outcome: count - self.published.get(outcome, 0) for outcome, count in now.items()}
+        added = {outcome: count for outcome, count in added.items() if count}
+        if not added:
+            return
+        self.published = now
+        pipeline = self.redis.pipeline(transaction=False)
+        for outcome, count in added.items():
+            pipeline.hincrby(keys.EVENT_COUNTS, keys.event_count_field(self.stream.group, outcome), count)
+        try:
+            await pipeline.execute()
+        except BaseException:
+            self.published = {outcome: count - added.get(outcome, 0) for outcome, count in self.published.items()}
+            raise
 
     def action(self, event: Event, stream_key: str) -> Action:
         handler = self.handlers.get(event.type)
@@ -342,6 +373,7 @@ class Partition:
         script_keys, args = self._settlement(batch, replies)
         await self.worker.settle_script(keys=script_keys, args=args)
         self._count_dead(batch)
+        await self.worker.publish_counts()
 
     async def _apply(self, batch: Batch) -> list[int | str]:
         """Each ready command's outcome: APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED, or Redis's error."""
@@ -413,6 +445,7 @@ class Partition:
         log.warning("Redis is out of memory: %d commands answered 503, none applied", len(batch.ready))
         self.stats.refused += len(batch.ready)
         self._count_dead(batch)
+        await self.worker.publish_counts()
 
     def _count_dead(self, batch: Batch) -> None:
         for (entry_id, fields), reason in batch.dead:

@@ -11,12 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.stack import Stack
 from services.gateway.sessions import CookieSigner
 from shared.protocol import Event, EventType
 from shared.settings import Settings
-from tests.conftest import ARTIFACTS, Player, StackFactory, eventually
+from tests.conftest import ARTIFACTS, FAST, Player, StackFactory, eventually
 
 # Two new sessions a minute per address: the third from one address is a 429.
 TWO_SESSIONS = {"RATE_LIMIT_ADDRESS_SESSIONS": "2/minute"}
@@ -141,3 +143,86 @@ def test_the_request_id_is_optional_in_the_envelope() -> None:
     older = {name: value for name, value in event.encode().items() if name != b"request_id"}
     assert Event.decode(older, 0).request_id == ""
     assert Event.decode({**older, b"request_id": b"forged\nline"}, 0).request_id == ""
+
+
+# Metrics: one view over every gateway process, the streams and the workers.
+
+
+def scrape(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of GET /metrics, by name and labels."""
+    answer = client.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_count_every_gateway_process_by_route_and_read_the_streams_from_redis(
+    make_stack: StackFactory,
+) -> None:
+    stack = make_stack(GATEWAY_PROCESSES="2")
+    player = Player(stack.url)
+    assert player.save("playerstate", {"level": 1}, "POST").status_code == 200
+    assert (
+        player.http.post(
+            "/api/leaderboard", json={"key": "leaderboards:survivor-Scores", "score": 3, "member": f"ann-{player.id}"}
+        ).status_code
+        == 200
+    )
+    reads = 20
+    for _ in range(reads):  # the fast path, over new connections: both processes answer some
+        with httpx.Client(base_url=stack.url, cookies=player.http.cookies) as fresh:
+            assert fresh.get(f"/api/playerstate/{player.id}").status_code == 200
+    assert httpx.get(f"{stack.url}/api/nowhere/{player.id}").status_code == 404
+
+    views = []
+    for _ in range(6):  # whichever process answers, the same counts
+        with httpx.Client(base_url=stack.url) as scraper:
+            views.append(scrape(scraper))
+    read = {"route": "/api/playerstate/{document_id}", "method": "GET", "status": "200"}
+    assert {sample(view, "cachequest_http_requests_total", **read) for view in views} == {reads}
+    samples = views[-1]
+    duration = sample(samples, "cachequest_http_request_duration_seconds_count", route="/api/playerstate/{document_id}")
+    assert duration == reads
+    assert sample(samples, "cachequest_http_requests_total", route="/api/playerstate", method="POST", status="200")
+    assert sample(samples, "cachequest_http_requests_total", route="unmatched", method="GET", status="404") == 1
+    assert not any(player.id in dict(labels).get("route", "") for _name, labels in samples)  # templates only
+
+    assert sample(samples, "cachequest_events_total", group="saves", outcome="applied") == 1
+    assert sample(samples, "cachequest_events_total", group="leaderboard", outcome="applied") == 1
+    assert sample(samples, "cachequest_stream_length", stream="stream:{0}:saves") == 1
+    for group in ("saves", "leaderboard"):
+        assert ("cachequest_stream_pending", frozenset({("group", group)})) in samples
+        assert sample(samples, "cachequest_stream_lag", group=group) == 0
+    assert ("cachequest_dead_letters_total", frozenset()) in samples
+    assert sample(samples, "cachequest_redis_up") == 1
+
+
+def test_metrics_are_only_for_the_addresses_allowed(make_stack: StackFactory) -> None:
+    stack = make_stack(saves=0, leaderboard=0, METRICS_ALLOW="127.0.0.2")
+    assert httpx.get(f"{stack.url}/metrics").json() == {
+        "status": 403,
+        "message": "Metrics are served only to the addresses in METRICS_ALLOW",
+    }
+    with from_peer(stack.url, "127.0.0.2") as allowed:
+        assert sample(scrape(allowed), "cachequest_redis_up") == 1
+
+
+def test_a_stream_backlog_shows_as_lag_and_dead_letters_are_counted(make_stack: StackFactory) -> None:
+    stack = make_stack(saves=0, leaderboard=1, **FAST)
+    player = Player(stack.url)
+    db = redis.Redis.from_url(stack.redis_url)
+    db.xgroup_create("stream:{0}:saves", "saves", id="0", mkstream=True)
+    assert player.save("playerstate", {"level": 1}, "POST").status_code == 504  # no saves worker
+    db.xadd("stream:{0}:dead-letter", {"dead_reason": "a test"})
+    with httpx.Client(base_url=stack.url) as scraper:
+        samples = scrape(scraper)
+    assert sample(samples, "cachequest_stream_lag", group="saves") == 1
+    assert sample(samples, "cachequest_stream_pending", group="saves") == 0
+    assert sample(samples, "cachequest_dead_letters_total") == 1

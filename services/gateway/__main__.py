@@ -1,6 +1,8 @@
 import asyncio
+import os
 import socket
 import sys
+import tempfile
 
 import uvicorn
 
@@ -37,6 +39,14 @@ def main() -> None:
         asyncio.run(preflight(settings))
     except RedisNotReady as error:
         sys.exit(f"gateway: {error}")
+    # Each gateway process counts its HTTP metrics in files of its own here; GET /metrics sums them all.
+    # Made afresh at every start (a stale file would count again), before uvicorn starts the processes.
+    with tempfile.TemporaryDirectory(prefix="cachequest-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        serve(settings)
+
+
+def serve(settings: Settings) -> None:
     uvicorn.run(
         "services.gateway.app:from_environment",
         factory=True,

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.gateway import game_config, health, identity, leaderboard, responses, saves
+from services.gateway import game_config, health, identity, leaderboard, metrics, responses, saves
 from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 # Every API route, in the order FastAPI matches them; the fast path is derived from the same list.
-ROUTERS = (identity.router, health.router, game_config.router, saves.router, leaderboard.router)
+ROUTERS = (identity.router, health.router, metrics.router, game_config.router, saves.router, leaderboard.router)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> ASGIApp:
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
     routes = [route for router in ROUTERS for route in router.routes]
-    return ExpressPaths(Observe(HotPath(app, routes, settings) if settings.hot_path else app))
+    return ExpressPaths(Observe(HotPath(app, routes, settings) if settings.hot_path else app, metrics.HttpMetrics()))
 
 
 def from_environment() -> ASGIApp:

@@ -134,5 +134,6 @@ class HotPath:
             if path.startswith(candidate.literal):
                 match, child = candidate.route.matches(scope)
                 if match is Match.FULL:
+                    scope["route"] = candidate.route  # as Starlette's router does: the metrics' label
                     return None if candidate.handler is None else (candidate.handler, child["path_params"])
         return None

@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from shared import keys
 from shared.connection import ensure_indexes, module_names
 from shared.pipelined import PipelinedRedis, Script, as_map
 from shared.protocol import Reply
@@ -38,6 +39,20 @@ class Limit:
     def on(cls, rate: tuple[int, int] | None, key: str) -> list[Limit]:
         """A limit (a parsed setting such as 240/minute) counted in `key`; none when it is off."""
         return [] if rate is None else [cls(key, *rate)]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A consumer group as XINFO GROUPS shows it; `lag` is None when Redis cannot tell."""
+
+    name: str
+    pending: int
+    lag: int | None
+
+    @classmethod
+    def of(cls, fields: Mapping[bytes, Any]) -> GroupInfo:
+        lag = fields.get(b"lag")
+        return cls(fields[b"name"].decode(), int(fields[b"pending"]), None if lag is None else int(lag))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +176,24 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         await ensure_indexes(self.redis.execute)
+
+    # Metrics, read at scrape time
+
+    async def stream_length(self, key: str) -> int:
+        return int(await self.redis.execute("XLEN", key))
+
+    async def stream_groups(self, key: str) -> tuple[int, list[GroupInfo]]:
+        """A stream's length and its consumer groups; 0 and none before its first worker made it."""
+        try:
+            length, groups = await asyncio.gather(
+                self.redis.execute("XLEN", key), self.redis.execute("XINFO", "GROUPS", key)
+            )
+        except ResponseError:  # no such key yet
+            return 0, []
+        return int(length), [GroupInfo.of(as_map(group)) for group in groups]
+
+    async def event_counts(self) -> dict[tuple[str, str], int]:
+        """What the workers counted (shared/worker.py), by group and outcome."""
+        flat: list[bytes] = await self.redis.execute("HGETALL", keys.EVENT_COUNTS)
+        counts = as_map(flat)
+        return {keys.event_count_field_parts(name.decode()): int(count) for name, count in counts.items()}
