@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import logging.config
 import sys
 
 from pydantic import ValidationError
 
+from shared.logs import logging_config
 from shared.settings import Settings, get_settings
 
 EPILOG = "Configured by environment variables (and a .env file); the README lists them all."
@@ -17,11 +18,7 @@ def start(prog: str, description: str) -> Settings:
     """Parse `--help`, load the settings or exit with what is wrong, and set up logging."""
     argparse.ArgumentParser(prog=prog, description=description, epilog=EPILOG).parse_args()
     settings = load_settings(prog)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.config.dictConfig(logging_config(settings))
     return settings
 
 

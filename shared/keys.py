@@ -79,6 +79,8 @@ def shard_tags(masters: Collection[Shard], owner_of_slot: Callable[[int], Shard 
 SAVES_GROUP = "saves"
 LEADERBOARD_GROUP = "leaderboard"
 STREAM_PREFIX = "stream:"
+# A hash of the workers' counts of settled commands, field `{group}:{outcome}`, read by GET /metrics.
+EVENT_COUNTS = "metrics:events"
 
 
 def session(session_id: str) -> str:
@@ -123,3 +125,12 @@ def reply(partition: int, event_id: str) -> str:
 
 def dead_letters(partition: int) -> str:
     return f"{STREAM_PREFIX}{{{partition}}}:dead-letter"
+
+
+def event_count_field(group: str, outcome: str) -> str:
+    return f"{group}:{outcome}"
+
+
+def event_count_field_parts(name: str) -> tuple[str, str]:
+    group, _, outcome = name.partition(":")
+    return group, outcome

@@ -21,6 +21,7 @@ from typing import Any, TypeGuard
 import orjson
 
 from shared import keys
+from shared.logs import SANE_REQUEST_ID
 
 VERSION = b"1"
 EVENT_ID = re.compile(r"[0-9a-f]{32}")
@@ -73,11 +74,16 @@ class Event:
     payload: Any
     reply_to: str
     deadline_ms: int
+    # The HTTP request's X-Request-Id, for the worker's log lines; optional, so older entries still decode.
+    request_id: str = ""
 
     @classmethod
-    def new(cls, type: EventType, session: str, payload: Any, timeout_ms: int, partition: int) -> Event:
+    def new(
+        cls, type: EventType, session: str, payload: Any, timeout_ms: int, partition: int, request_id: str = ""
+    ) -> Event:
         event_id = uuid.uuid4().hex
-        return cls(event_id, type, session, payload, keys.reply(partition, event_id), now_ms() + timeout_ms)
+        reply_to = keys.reply(partition, event_id)
+        return cls(event_id, type, session, payload, reply_to, now_ms() + timeout_ms, request_id)
 
     def expired(self, at_ms: int | None = None) -> bool:
         return (now_ms() if at_ms is None else at_ms) > self.deadline_ms
@@ -91,6 +97,7 @@ class Event:
             b"reply_to": self.reply_to.encode(),
             b"deadline": str(self.deadline_ms).encode(),
             b"payload": orjson.dumps(self.payload),
+            **({b"request_id": self.request_id.encode()} if self.request_id else {}),
         }
 
     @classmethod
@@ -111,6 +118,7 @@ class Event:
                 payload=orjson.loads(fields[b"payload"]),
                 reply_to=reply_to,
                 deadline_ms=int(fields[b"deadline"]),
+                request_id=request_id_in(fields),
             )
         except KeyError as missing:
             raise PoisonEvent(f"missing field {missing.args[0].decode()!r}") from None
@@ -118,6 +126,12 @@ class Event:
             if isinstance(error, PoisonEvent):
                 raise
             raise PoisonEvent(f"malformed envelope: {error}") from None
+
+
+def request_id_in(fields: dict[bytes, bytes]) -> str:
+    """An entry's request id; none if absent (an older gateway's) or not one a gateway would send."""
+    request_id = fields.get(b"request_id", b"")
+    return request_id.decode() if SANE_REQUEST_ID.fullmatch(request_id) else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ than a silent default.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +35,18 @@ def parse_rate(text: str) -> tuple[int, int] | None:
     return int(match[1]), PERIOD_MS[match[2]]
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache
+def parse_networks(text: str, setting: str) -> tuple[Network, ...]:
+    """`"127.0.0.1, 10.0.0.0/8"` as networks (an address is a network of one); ValueError naming `setting`."""
+    try:
+        return tuple(ipaddress.ip_network(item.strip()) for item in text.split(",") if item.strip())
+    except ValueError as error:
+        raise ValueError(f"{setting}: {error} (want addresses and networks, comma-separated)") from None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
@@ -42,6 +55,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
     log_level: str = "INFO"
+    # text: readable lines; json: one JSON object a line (time, level, logger, message, request_id), for a
+    # log pipeline. Every service, uvicorn's own lines included (shared/logs.py).
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = False  # one line per HTTP request: useful when debugging, costly under load
     gateway_processes: int = Field(1, ge=1, le=64)
     hot_path: bool = True  # the hot routes answered before FastAPI (services/gateway/hotpath.py)
@@ -124,12 +140,33 @@ class Settings(BaseSettings):
     rate_limit_session_writes: str = "240/minute"
     rate_limit_address_writes: str = "2400/minute"
     rate_limit_address_sessions: str = "30/minute"
+    # Peers whose X-Forwarded-For names the client, as uvicorn reads it: comma-separated addresses or
+    # networks (10.0.0.0/8), or * for any. Empty trusts none, so the client is the TCP peer: uvicorn's
+    # own default, 127.0.0.1 and ::1, would let any process on the host choose the address it counts as.
+    forwarded_allow_ips: str = Field("", max_length=4096)
+    # Who may read GET /metrics (addresses or networks): the client as above, so a request forwarded by a
+    # trusted proxy counts as its player's, not the proxy's. Others get a 403.
+    metrics_allow: str = Field("127.0.0.1,::1", max_length=4096)
 
     @field_validator("rate_limit_session_writes", "rate_limit_address_writes", "rate_limit_address_sessions")
     @classmethod
     def _check_rate(cls, rate: str) -> str:
         parse_rate(rate)  # raises ValueError with the reason
         return rate
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_forwarded(cls, value: str) -> str:
+        """Addresses and networks only: uvicorn would take a typo for a host name and never match it."""
+        peers = [peer.strip() for peer in value.split(",") if peer.strip()]
+        parse_networks(",".join(peer for peer in peers if peer != "*"), "FORWARDED_ALLOW_IPS")
+        return ",".join(peers)
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _check_metrics_allow(cls, value: str) -> str:
+        parse_networks(value, "METRICS_ALLOW")
+        return value
 
     @field_validator("leaderboard_maps", mode="before")
     @classmethod

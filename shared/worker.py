@@ -52,7 +52,7 @@ from shared.connection import (
     unavailable,
     wait_until_ready,
 )
-from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms
+from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms, request_id_in
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
+OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command"}
 # Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
 # anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
 # caller's retry.
@@ -139,6 +140,15 @@ class Stats:
     dead_lettered: int = 0
     refused: int = 0  # answered 503, unapplied: Redis was out of memory
 
+    def outcomes(self) -> dict[str, int]:
+        """The counts by the outcome names GET /metrics shows."""
+        return {
+            "applied": self.applied,
+            "expired": self.expired,
+            "dead-lettered": self.dead_lettered,
+            "refused": self.refused,
+        }
+
 
 class Worker:
     """One process: a consumer of every partition of its command stream, sharing one Redis client."""
@@ -152,6 +162,7 @@ class Worker:
         self.settings = settings
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = Stats()
+        self.published: dict[str, int] = {}  # the counts already added to keys.EVENT_COUNTS
         self.stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -204,6 +215,27 @@ class Worker:
             await ensure_cluster_indexes(self.redis)
         else:
             await ensure_indexes(self.redis.execute_command)
+
+    async def publish_counts(self) -> None:
+        """Add what was settled since the last call to the counts GET /metrics reads: one round trip.
+
+        The new counts are taken before the await, so partitions settling at once never add the same
+        ones twice; if Redis does not take them, they are added with the next batch's.
+        """
+        now = self.stats.outcomes()
+        added = {outcome: count - self.published.get(outcome, 0) for outcome, count in now.items()}
+        added = {outcome: count for outcome, count in added.items() if count}
+        if not added:
+            return
+        self.published = now
+        pipeline = self.redis.pipeline(transaction=False)
+        for outcome, count in added.items():
+            pipeline.hincrby(keys.EVENT_COUNTS, keys.event_count_field(self.stream.group, outcome), count)
+        try:
+            await pipeline.execute()
+        except BaseException:
+            self.published = {outcome: count - added.get(outcome, 0) for outcome, count in self.published.items()}
+            raise
 
     def action(self, event: Event, stream_key: str) -> Action:
         handler = self.handlers.get(event.type)
@@ -360,6 +392,8 @@ class Partition:
             batch.dead.append((entry, f"abandoned past its deadline after {delivered} deliveries"))
         else:
             self.stats.expired += 1
+            about = {"request_id": request_id_in(entry[1]) or None}
+            log.debug("%s expired: past its deadline, not applied", entry[0].decode(), extra=about)
 
     async def _settle_all(self, batches: list[Batch]) -> None:
         for batch in batches:
@@ -385,27 +419,29 @@ class Partition:
         except OutOfMemoryError:  # nothing of this script written; what other slots applied stands
             await self._refuse(batch, here, replies)
             return
-        self._replies(
-            batch, here, [outcome.decode() if isinstance(outcome, bytes) else int(outcome) for outcome in outcomes]
-        )
+        self._replies(batch, here, [outcome_of(raw) for raw in outcomes])
         self._count_dead(batch)
+        await self.worker.publish_counts()
 
     def _replies(self, batch: Batch, ready: list[Ready], outcomes: list[int | str]) -> list[tuple[str, Reply]]:
         """Count the outcomes; the reply each caller gets (none past its deadline)."""
         replies = []
         for (entry_id, event, action), outcome in zip(ready, outcomes, strict=True):
+            about = {"request_id": event.request_id or None}
             if outcome in (APPLIED, SUPERSEDED):  # superseded: this command or a newer one is applied
                 self.stats.applied += outcome == APPLIED
                 replies.append((event.reply_to, action.if_true))
+                log.debug("%s %s on %s: %s", event.type, event.id, action.key, OUTCOMES[outcome], extra=about)
             elif outcome == NOT_APPLIED:
                 replies.append((event.reply_to, action.if_false))
+                log.debug("%s %s on %s: not applied", event.type, event.id, action.key, extra=about)
             elif outcome == EXPIRED:  # past its deadline on Redis's clock
                 self._expired(batch, (entry_id, event.encode()), 1)
             elif outcome == REFUSED:
                 self.stats.refused += 1
                 replies.append((event.reply_to, STORAGE_FULL))
             else:
-                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome)
+                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome, extra=about)
                 replies.append((event.reply_to, STORAGE_ERROR))
         return replies
 
@@ -508,10 +544,12 @@ class Partition:
         log.warning("Redis is out of memory: %d commands answered 503, none applied", len(refused))
         self.stats.refused += len(refused)
         self._count_dead(batch)
+        await self.worker.publish_counts()
 
     def _count_dead(self, batch: Batch) -> None:
-        for (entry_id, _fields), reason in batch.dead:
-            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.key, reason)
+        for (entry_id, fields), reason in batch.dead:
+            about = {"request_id": request_id_in(fields) or None}
+            log.warning("dead-lettered %s from %s: %s", entry_id.decode(), self.key, reason, extra=about)
         self.stats.dead_lettered += len(batch.dead)
 
     async def _sweep(self) -> None:

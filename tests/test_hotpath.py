@@ -19,6 +19,7 @@ from devtools.stack import Stack
 from services.gateway import saves
 from services.gateway.app import create_app
 from services.gateway.hotpath import HotPath
+from services.gateway.observe import Observe
 from services.gateway.paths import ExpressPaths
 from shared.settings import Settings
 from tests.conftest import Player, eventually, free_port
@@ -162,8 +163,8 @@ def test_top_scores_answer_alike(stack: Stack, fastapi_only: str, player: Player
 
 def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
     outer = create_app(Settings(redis_url=redis_url))
-    assert isinstance(outer, ExpressPaths)
-    hot = outer.app
+    assert isinstance(outer, ExpressPaths) and isinstance(outer.app, Observe)
+    hot = outer.app.app
     assert isinstance(hot, HotPath)
     for method, path in [
         ("GET", "/api/playerstate/abc"),
@@ -185,8 +186,8 @@ def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
     ]:
         assert not served(hot, method, path), (method, path)
     plain = create_app(Settings(redis_url=redis_url, hot_path=False))
-    assert isinstance(plain, ExpressPaths)
-    assert not isinstance(plain.app, HotPath)
+    assert isinstance(plain, ExpressPaths) and isinstance(plain.app, Observe)
+    assert not isinstance(plain.app.app, HotPath)
 
 
 def test_a_new_route_is_never_taken_for_a_fast_one(redis_url: str) -> None:

@@ -319,6 +319,7 @@ def test_healthz_says_what_is_down_but_not_where(
         assert answer.json()["checks"] == {"redis": "unreachable"}
         assert answer.json()["problems"] == ["Redis does not answer"]
         assert str(port) not in answer.text and "127.0.0.1" not in answer.text
+        assert httpx.get(f"{stack.url}/livez", timeout=5).status_code == 200  # not ready, but alive: no restart
 
         def logged() -> bool:
             lines = log_file.read_text().splitlines()

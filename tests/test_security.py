@@ -52,7 +52,7 @@ def test_rate_limits(make_stack: StackFactory) -> None:
     by_address = second.save("playerstate", {"level": 2})  # the address's seventh write
     assert by_address.status_code == 429 and by_address.json()["message"] == "Too many writes; slow down"
     assert db.json().get(f"players:{second.id}") == {"id": second.id, "level": 1}
-    prefixes = (b"sessions:", b"players:", b"version:{players:", b"ratelimit:", b"stream:")
+    prefixes = (b"sessions:", b"players:", b"version:{players:", b"ratelimit:", b"stream:", b"metrics:")
     assert all(key.startswith(prefixes) for key in db.scan_iter())
 
 
@@ -86,7 +86,8 @@ def test_envelope_round_trips(payload: object, session: str, timeout: int) -> No
 
 @given(
     fields=st.dictionaries(
-        st.sampled_from([b"v", b"id", b"type", b"session", b"reply_to", b"deadline", b"payload"]), st.binary()
+        st.sampled_from([b"v", b"id", b"type", b"session", b"reply_to", b"deadline", b"payload", b"request_id"]),
+        st.binary(),
     )
 )
 def test_any_malformed_envelope_is_poison_never_a_crash(fields: dict[bytes, bytes]) -> None:

@@ -1,12 +1,15 @@
 import asyncio
+import os
 import socket
 import sys
+import tempfile
 
 import uvicorn
 
 from services.gateway.server import GatewayProtocol, NoRoom, make_room
 from shared.cli import start
 from shared.connection import RedisNotReady, connect, wait_until_ready
+from shared.logs import logging_config
 from shared.settings import Settings
 
 
@@ -36,6 +39,14 @@ def main() -> None:
         asyncio.run(preflight(settings))
     except RedisNotReady as error:
         sys.exit(f"gateway: {error}")
+    # Each gateway process counts its HTTP metrics in files of its own here; GET /metrics sums them all.
+    # Made afresh at every start (a stale file would count again), before uvicorn starts the processes.
+    with tempfile.TemporaryDirectory(prefix="cachequest-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        serve(settings)
+
+
+def serve(settings: Settings) -> None:
     uvicorn.run(
         "services.gateway.app:from_environment",
         factory=True,
@@ -43,10 +54,14 @@ def main() -> None:
         port=settings.port,
         workers=settings.gateway_processes,
         http=GatewayProtocol,
+        # Off when no peer is trusted: uvicorn would otherwise trust its own default, loopback.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=settings.access_log,
         log_level=settings.log_level.lower(),
+        log_config=logging_config(settings),
     )
 
 

@@ -12,10 +12,11 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.gateway import game_config, health, identity, leaderboard, responses, saves
+from services.gateway import game_config, health, identity, leaderboard, metrics, responses, saves
 from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
+from services.gateway.observe import Observe
 from services.gateway.paths import ExpressPaths, GameFiles
 from services.gateway.sessions import SessionMiddleware
 from services.gateway.store import Store
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 # Every API route, in the order FastAPI matches them; the fast path is derived from the same list.
-ROUTERS = (identity.router, health.router, game_config.router, saves.router, leaderboard.router)
+ROUTERS = (identity.router, health.router, metrics.router, game_config.router, saves.router, leaderboard.router)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -65,9 +66,8 @@ def create_app(settings: Settings) -> ASGIApp:
         app.include_router(router)
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
-    if not settings.hot_path:
-        return ExpressPaths(app)
-    return ExpressPaths(HotPath(app, [route for router in ROUTERS for route in router.routes], settings))
+    routes = [route for router in ROUTERS for route in router.routes]
+    return ExpressPaths(Observe(HotPath(app, routes, settings) if settings.hot_path else app, metrics.HttpMetrics()))
 
 
 def from_environment() -> ASGIApp:

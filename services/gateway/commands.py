@@ -9,6 +9,7 @@ order; everything admit.lua touches carries that partition's hash tag.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -16,8 +17,11 @@ from fastapi import HTTPException
 
 from services.gateway.store import Command, Limit, Store
 from shared import keys
+from shared.logs import current_request_id
 from shared.protocol import STREAM_OF, Event, EventType, Reply, partition_of, trim_id
 from shared.settings import Settings, parse_rate
+
+log = logging.getLogger(__name__)
 
 # A reply written right at the deadline should still reach the caller.
 REPLY_GRACE_MS = 250
@@ -38,10 +42,16 @@ class CommandBus:
         and every command is idempotent, so the client can simply retry.
         """
         partition = partition_of(session_id, self.settings.stream_partitions)
-        event = Event.new(type, session_id, payload, self.settings.request_timeout_ms, partition)
+        request_id = current_request_id.get() or ""
+        event = Event.new(type, session_id, payload, self.settings.request_timeout_ms, partition, request_id)
         stream = STREAM_OF[type]
         await self.admit_and_publish(event, stream.key(partition), partition, session_id, address)
         reply = await self.store.wait_for_reply(event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
+        # The line that joins the HTTP request (its request id) to its event, and so to the worker's lines.
+        if reply is None:
+            log.warning("%s %s: no reply within %d ms", type, event.id, self.settings.request_timeout_ms)
+        else:
+            log.debug("%s %s: %d", type, event.id, reply.status)
         if reply is None:
             raise HTTPException(
                 504,

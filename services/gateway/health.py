@@ -1,4 +1,10 @@
-"""`GET /healthz`: ready only when Redis, both modules and a live consumer in each group are there."""
+"""`GET /livez` and `GET /healthz`: alive, and ready.
+
+Kubernetes restarts a pod whose liveness probe fails and stops routing to one whose readiness probe
+fails. A Redis outage must do the second only: restarting every gateway would not bring Redis back,
+so `/livez` asks nothing of Redis, and `/healthz` is ready only when Redis, both modules and a live
+consumer in each group are there.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +33,15 @@ REDIS_PROBLEMS = {
 }
 
 
+@router.get("/livez")
+async def livez() -> Response:
+    """200 while this process serves requests, whatever Redis does: the liveness probe."""
+    return json_response(200, {"status": 200})
+
+
 @router.get("/healthz")
 async def healthz(request: Request) -> Response:
-    """200 when every part answers; otherwise 503 and what is missing."""
+    """200 when every part answers; otherwise 503 and what is missing: the readiness probe."""
     store: Store = request.app.state.store
     settings: Settings = request.app.state.settings
     checks: dict[str, Any] = {}

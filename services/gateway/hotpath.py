@@ -146,5 +146,6 @@ class HotPath:
         path: str = scope["path"]  # the app is served at the root: no root_path to strip
         for candidate in self.table.get(scope["method"], ()):
             if path.startswith(candidate.literal) and (params := candidate.params(path)) is not None:
+                scope["route"] = candidate.route  # as Starlette's router does: the metrics' label
                 return None if candidate.handler is None else (candidate.handler, params)
         return None

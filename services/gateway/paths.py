@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 API_PREFIX = "/api/"
 # Routes outside /api/ that answer JSON; every other path is the game's static files.
-OTHER_ROUTES = frozenset({"/session", "/healthz"})
+OTHER_ROUTES = frozenset({"/session", "/livez", "/healthz", "/metrics"})
 STATIC_METHODS = ("GET", "HEAD")
 ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

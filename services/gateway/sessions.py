@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import os
@@ -27,11 +28,13 @@ import secrets
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 
 import orjson
 from redis.exceptions import RedisError
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.responses import error_response, response_for
@@ -75,9 +78,32 @@ def stored_secret(path: Path) -> str:
     return secret
 
 
+# The longest text of an IP address (IPv6 with an IPv4 tail and a zone), with room to spare.
+MAX_ADDRESS_LENGTH = 64
+NO_FORWARDED_ADDRESS = "X-Forwarded-For does not end in a client IP address"
+
+
 def client_address(scope: Scope) -> str:
+    """The caller's IP, which per-address limits count: the TCP peer, or, from a peer in
+    FORWARDED_ALLOW_IPS, the address X-Forwarded-For names (uvicorn's ProxyHeadersMiddleware put it in
+    the scope). That one is the proxy's word: anything but an IP is a 400, never a rate-limit key."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    if not client:
+        return "unknown"
+    host = str(client[0])
+    if len(host) > MAX_ADDRESS_LENGTH or not is_ip_address(host):
+        raise HTTPException(400, NO_FORWARDED_ADDRESS)
+    return host
+
+
+@lru_cache(maxsize=4096)
+def is_ip_address(host: str) -> bool:
+    """Cached: the same few addresses come again and again, and parsing one costs a microsecond."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class CookieSigner:
@@ -176,7 +202,7 @@ class SessionMiddleware:
                     return
                 session_id, confirmed_at = new_session_id(), now
                 await self._write(store, session_id, create=True)
-        except (*REDIS_DOWN, RedisError) as error:  # outside FastAPI's error handlers, so answered here
+        except (*REDIS_DOWN, RedisError, HTTPException) as error:  # outside FastAPI's error handlers: answered here
             await response_for(error)(scope, receive, send)
             return
         scope.setdefault("state", {})["session_id"] = session_id

@@ -45,6 +45,20 @@ class Limit:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A consumer group as XINFO GROUPS shows it; `lag` is None when Redis cannot tell."""
+
+    name: str
+    pending: int
+    lag: int | None
+
+    @classmethod
+    def of(cls, fields: Mapping[bytes, Any]) -> GroupInfo:
+        lag = fields.get(b"lag")
+        return cls(fields[b"name"].decode(), int(fields[b"pending"]), None if lag is None else int(lag))
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """A command to publish: the stream, the stream's trim MINID, the entry."""
 
@@ -188,3 +202,24 @@ class Store:
             return await self.redis.execute(*command, route=command[1])  # an index lives in its name's slot
 
         await ensure_indexes(create, self.redis.shard_tags)
+
+    # Metrics, read at scrape time
+
+    async def stream_length(self, key: str) -> int:
+        return int(await self.redis.execute("XLEN", key, route=key))
+
+    async def stream_groups(self, key: str) -> tuple[int, list[GroupInfo]]:
+        """A stream's length and its consumer groups; 0 and none before its first worker made it."""
+        try:
+            length, groups = await asyncio.gather(
+                self.redis.execute("XLEN", key, route=key), self.redis.execute("XINFO", "GROUPS", key, route=key)
+            )
+        except ResponseError:  # no such key yet
+            return 0, []
+        return int(length), [GroupInfo.of(as_map(group)) for group in groups]
+
+    async def event_counts(self) -> dict[tuple[str, str], int]:
+        """What the workers counted (shared/worker.py), by group and outcome."""
+        flat: list[bytes] = await self.redis.execute("HGETALL", keys.EVENT_COUNTS, route=keys.EVENT_COUNTS)
+        counts = as_map(flat)
+        return {keys.event_count_field_parts(name.decode()): int(count) for name, count in counts.items()}

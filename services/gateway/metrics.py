@@ -1,0 +1,194 @@
+"""`GET /metrics`: the gateway's HTTP traffic, and the streams and workers as Redis shows them.
+
+HTTP requests are counted as they are answered (Observe calls `HttpMetrics.record`), by route
+template, never by raw path, so a million players make no more series than the routes. With several
+gateway processes (GATEWAY_PROCESSES) each writes its counts to a file of its own in
+PROMETHEUS_MULTIPROC_DIR, which the gateway's __main__ makes afresh before uvicorn starts them, and
+any process answers a scrape with the sum of all: one consistent view, whichever process answers.
+
+Everything else is read from Redis at scrape time, so it is the same whichever gateway is asked and
+needs no process of its own: each partition's stream length and its group's pending and lag (XINFO
+GROUPS), the dead letters (XLEN), and the events the workers counted (a hash each worker adds to
+after every batch, shared/worker.py). A Redis that does not answer leaves those out and says so in
+`cachequest_redis_up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, Request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import Scope
+
+from services.gateway.responses import error_response
+from services.gateway.sessions import client_address
+from services.gateway.store import Store
+from shared import keys
+from shared.connection import REDIS_DOWN
+from shared.protocol import COMMAND_STREAMS
+from shared.settings import Settings, parse_networks
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+# Reads answer in about a millisecond, writes in a few; a command's deadline is 5 s.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+# Any other method is counted as "other": a client must not be able to make series at will.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+HTTP_REQUESTS = Counter(
+    "cachequest_http_requests",
+    "HTTP requests answered, by route template, method and status",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "cachequest_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template",
+    ["route"],
+    buckets=BUCKETS,
+)
+
+
+def route_of(scope: Scope) -> str:
+    """The template of the route that answered (`/api/playerstate/{id}`), which the router or the fast
+    path left in the scope; static files are their mount's `/{path}`."""
+    route: BaseRoute | None = scope.get("route")
+    template: str | None = getattr(route, "path_format", None)
+    return template or UNMATCHED
+
+
+class HttpMetrics:
+    """The per-request recording, on every request: each label set's child is looked up once and kept,
+    so a request costs two dict lookups besides the two increments."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], Counter] = {}
+        self.durations: dict[str, Histogram] = {}
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        counter = self.requests.get((route, method, status))
+        if counter is None:
+            label = method if method in METHODS else "other"
+            counter = self.requests[(route, method, status)] = HTTP_REQUESTS.labels(route, label, str(status))
+        counter.inc()
+        histogram = self.durations.get(route)
+        if histogram is None:
+            histogram = self.durations[route] = HTTP_DURATION.labels(route)
+        histogram.observe(seconds)
+
+
+@dataclass
+class RedisView:
+    """What Redis shows of the streams and workers at one scrape."""
+
+    stream_lengths: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+async def read_redis(store: Store, partitions: int) -> RedisView:
+    view = RedisView()
+    streams = [(stream, stream.key(n)) for stream in COMMAND_STREAMS for n in range(partitions)]
+    infos, dead, events = await asyncio.gather(
+        asyncio.gather(*(store.stream_groups(key) for _, key in streams)),
+        asyncio.gather(*(store.stream_length(keys.dead_letters(n)) for n in range(partitions))),
+        store.event_counts(),
+    )
+    for (stream, key), (length, groups) in zip(streams, infos, strict=True):
+        view.stream_lengths[key] = length
+        view.pending.setdefault(stream.group, 0)
+        for group in groups:
+            if group.name == stream.group:
+                view.pending[stream.group] += group.pending
+                if group.lag is not None:  # Redis cannot always tell (entries deleted mid-stream)
+                    view.lag[stream.group] = view.lag.get(stream.group, 0) + group.lag
+    view.dead_letters = sum(dead)
+    view.events = events
+    return view
+
+
+class RedisCollector(Collector):
+    """One scrape's Redis view as Prometheus metrics."""
+
+    def __init__(self, view: RedisView | None) -> None:
+        self.view = view
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("cachequest_redis_up", "1 if Redis answered this scrape's questions")
+        up.add_metric([], 0 if self.view is None else 1)
+        yield up
+        view = self.view
+        if view is None:
+            return
+        length = GaugeMetricFamily("cachequest_stream_length", "Entries in a command stream", labels=["stream"])
+        for stream, entries in view.stream_lengths.items():
+            length.add_metric([stream], entries)
+        pending = GaugeMetricFamily(
+            "cachequest_stream_pending",
+            "Entries delivered to a group's workers, not yet acknowledged",
+            labels=["group"],
+        )
+        lag = GaugeMetricFamily("cachequest_stream_lag", "Entries no worker of a group has read yet", labels=["group"])
+        for group, count in view.pending.items():
+            pending.add_metric([group], count)
+        for group, count in view.lag.items():
+            lag.add_metric([group], count)
+        # A gauge despite the name API.md gives it: replaying a dead letter removes it.
+        dead = GaugeMetricFamily("cachequest_dead_letters_total", "Entries in the dead-letter streams")
+        dead.add_metric([], view.dead_letters)
+        events = CounterMetricFamily(
+            "cachequest_events", "Commands the workers settled, by group and outcome", labels=["group", "outcome"]
+        )
+        for (group, outcome), count in sorted(view.events.items()):
+            events.add_metric([group, outcome], count)
+        yield from (length, pending, lag, dead, events)
+
+
+def http_exposition() -> bytes:
+    """The HTTP metrics of every gateway process (of this one only, outside the gateway's __main__)."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def may_read(address: str, allowed: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # "unknown": no peer address at all
+        return False
+    return any(ip in network for network in parse_networks(allowed, "METRICS_ALLOW"))
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format, to the addresses in METRICS_ALLOW only."""
+    settings: Settings = request.app.state.settings
+    if not may_read(client_address(request.scope), settings.metrics_allow):
+        return error_response(403, "Metrics are served only to the addresses in METRICS_ALLOW")
+    view: RedisView | None
+    try:
+        view = await read_redis(request.app.state.store, settings.stream_partitions)
+    except (*REDIS_DOWN, RedisError) as error:
+        log.warning("metrics: Redis did not answer (%s); serving the HTTP metrics alone", error)
+        view = None
+    registry = CollectorRegistry()
+    registry.register(RedisCollector(view))
+    return Response(http_exposition() + generate_latest(registry), media_type=CONTENT_TYPE)

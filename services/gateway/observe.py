@@ -1,0 +1,54 @@
+"""What the gateway tells its operators about each request: its request id, and its metrics.
+
+Outermost but for the path rewriting (ExpressPaths), so every answer, from the fast path, FastAPI or
+the game's files, carries `X-Request-Id` and is counted. The id is the caller's own if it is sane
+(shared/logs.py), else a new one, and is set for the task answering the request, so every log line
+about the request, and the envelope of the command it sends, carry it. The request is counted under
+the template of the route that answered it, which the router or the fast path leaves in the scope.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.gateway.metrics import HttpMetrics, route_of
+from shared.logs import current_request_id, request_id_from
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """A request header's first value, straight from the raw headers."""
+    for key, value in scope["headers"]:
+        if key == name:
+            found: bytes = value
+            return found
+    return None
+
+
+class Observe:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = request_id_from(header(scope, b"x-request-id"))
+        current_request_id.set(request_id)
+        id_header = (b"x-request-id", request_id.encode())
+        status = 500  # if the app fails before it answers, uvicorn answers 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), id_header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.metrics.record(route_of(scope), scope["method"], status, time.perf_counter() - started)
