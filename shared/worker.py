@@ -220,7 +220,8 @@ class Worker:
         """Add what was settled since the last call to the counts GET /metrics reads: one round trip.
 
         The new counts are taken before the await, so partitions settling at once never add the same
-        ones twice; if Redis does not take them, they are added with the next batch's.
+        ones twice; if Redis does not take them (busy, full, gone), they are added with the next
+        batch's, and the batch, already settled, goes on.
         """
         now = self.stats.outcomes()
         added = {outcome: count - self.published.get(outcome, 0) for outcome, count in now.items()}
@@ -233,9 +234,9 @@ class Worker:
             pipeline.hincrby(keys.EVENT_COUNTS, keys.event_count_field(self.stream.group, outcome), count)
         try:
             await pipeline.execute()
-        except BaseException:
+        except (*REDIS_DOWN, ResponseError) as error:  # counts are not worth a batch: they go with the next
             self.published = {outcome: count - added.get(outcome, 0) for outcome, count in self.published.items()}
-            raise
+            log.debug("event counts not published (%s); they go with the next batch's", error)
 
     def action(self, event: Event, stream_key: str) -> Action:
         handler = self.handlers.get(event.type)

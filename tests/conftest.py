@@ -188,3 +188,19 @@ def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout_s} s: {what}")
         time.sleep(0.05)
+
+
+def spawn_fastapi_gateway(stack: Stack, name: str = "gateway-fastapi-only") -> str:
+    """A second gateway on the stack with HOT_PATH=false (every request through FastAPI), answering."""
+    port = free_port()
+    stack.spawn("gateway", name=name, HOT_PATH="false", PORT=str(port))
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    eventually(answers, 60, f"{name} answers")
+    return url

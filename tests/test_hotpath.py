@@ -22,25 +22,14 @@ from services.gateway.hotpath import HotPath
 from services.gateway.observe import Observe
 from services.gateway.paths import ExpressPaths
 from shared.settings import Settings
-from tests.conftest import Player, eventually, free_port
+from tests.conftest import Player, spawn_fastapi_gateway
 
 BOARD = "leaderboards:survivor-Grassland"
 
 
 @pytest.fixture(scope="module")
 def fastapi_only(stack: Stack) -> Iterator[str]:
-    port = free_port()
-    stack.spawn("gateway", name="gateway-fastapi-only", HOT_PATH="false", PORT=str(port))
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    eventually(answers, 60, "the FastAPI-only gateway answers")
-    yield url
+    yield spawn_fastapi_gateway(stack)
     stack.stop("gateway-fastapi-only")
 
 

@@ -27,7 +27,7 @@ from devtools.stack import Stack
 from shared import keys
 from shared.protocol import SAVES, SCORES, Event, EventType, Reply
 from shared.worker import Entry
-from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, started
+from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, spawn_fastapi_gateway, started
 from tests.test_faults import BOARD, Load, wait_for
 from tests.test_workers import reply_of
 
@@ -39,18 +39,7 @@ SLOW_DEADLINE = {"REQUEST_TIMEOUT_MS": "30000", "CLAIM_IDLE_MS": "60000", "STREA
 
 def fastapi_gateway(stack: Stack) -> str:
     """A second gateway on the stack, HOT_PATH=false: every request through FastAPI."""
-    port = free_port()
-    stack.spawn("gateway", name="gateway-fastapi-only", HOT_PATH="false", PORT=str(port))
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    eventually(answers, 60, "the FastAPI-only gateway answers")
-    return url
+    return spawn_fastapi_gateway(stack)
 
 
 def probe(url: str, player: Player) -> dict[str, httpx.Response]:
