@@ -409,10 +409,11 @@ class Partition:
         """
         if not batch.entry_ids:
             return
-        slot_of = self.worker.slot_of
-        own = slot_of(self.key)
-        here = [ready for ready in batch.ready if slot_of(ready[2].key) == own]
-        elsewhere = [ready for ready in batch.ready if slot_of(ready[2].key) != own]
+        own = self.worker.slot_of(self.key)
+        here: list[Ready] = []
+        elsewhere: list[Ready] = []
+        for ready in batch.ready:
+            (here if self.worker.slot_of(ready[2].key) == own else elsewhere).append(ready)
         replies = [*batch.replies, *self._replies(batch, elsewhere, await self._apply(elsewhere))]
         script_keys, args = self._settlement(batch, here, replies)
         try:

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -35,11 +36,6 @@ pytestmark = pytest.mark.slow
 
 # Long enough that a worker paused by the test (SIGSTOP) never lets a deadline pass.
 SLOW_DEADLINE = {"REQUEST_TIMEOUT_MS": "30000", "CLAIM_IDLE_MS": "60000", "STREAM_RETENTION_MS": "120000"}
-
-
-def fastapi_gateway(stack: Stack) -> str:
-    """A second gateway on the stack, HOT_PATH=false: every request through FastAPI."""
-    return spawn_fastapi_gateway(stack)
 
 
 def probe(url: str, player: Player) -> dict[str, httpx.Response]:
@@ -131,19 +127,43 @@ def full(url: str) -> Iterator[None]:
         admin.config_set("maxmemory-policy", before["maxmemory-policy"])
 
 
+@dataclass
+class Pressure:
+    """A stack under saves and scores, through the hot gateway and a FastAPI-only one, for a fault."""
+
+    pids: dict[str, int]
+    db: redis.Redis
+    players: dict[str, Player]  # one per gateway, by its URL, each with a save
+    loads: tuple[Load, Load]
+
+    @classmethod
+    def start(cls, stack: Stack) -> Pressure:
+        fastapi = spawn_fastapi_gateway(stack)
+        pids = {name: process.pid for name, process in stack.processes.items()}
+        players = {url: Player(url) for url in (stack.url, fastapi)}
+        for player in players.values():
+            assert player.save("playerstate", {"name": "Hero"}, "POST").status_code == 200
+        loads = Load.start(stack, "save", clients=4, writes=100_000), Load.start(stack, "score", 4, 100_000)
+        for load in loads:
+            wait_for(load, 40)
+        return cls(pids, redis.Redis.from_url(stack.redis_url, protocol=3), players, loads)
+
+    def drain(self) -> None:
+        """Each load goes on a little, then stops: only 503s failed, and no acknowledged write is lost."""
+        for load in self.loads:
+            wait_for(load, load.acked() + 40)
+            load.stop.set()
+            load.wait()
+            assert {status for client in load.clients for status, _took in client.failures} <= {503}
+            load.assert_nothing_lost(self.db)
+
+
 def test_a_busy_redis_is_503_everywhere_and_the_workers_carry_on(
     make_stack: StackFactory, request: pytest.FixtureRequest
 ) -> None:
     stack = make_stack()
-    fastapi = fastapi_gateway(stack)
-    pids = {name: process.pid for name, process in stack.processes.items()}
-    db = redis.Redis.from_url(stack.redis_url, protocol=3)
-    players = {url: Player(url) for url in (stack.url, fastapi)}
-    for player in players.values():
-        assert player.save("playerstate", {"name": "Hero"}, "POST").status_code == 200
-    saves, scores = Load.start(stack, "save", clients=4, writes=100_000), Load.start(stack, "score", 4, 100_000)
-    wait_for(saves, 40)
-    wait_for(scores, 40)
+    pressure = Pressure.start(stack)
+    pids, db, players = pressure.pids, pressure.db, pressure.players
     session = players[stack.url].id
     pending = [
         Event.new(EventType.PLAYER_UPDATE, session, {"id": session, "name": "Hero", "level": 99}, 30_000, 0),
@@ -160,12 +180,7 @@ def test_a_busy_redis_is_503_everywhere_and_the_workers_carry_on(
         Reply.message(200, "Player updated"),
         Reply.message(200, "Score recorded"),
     ]
-    for load in (saves, scores):
-        wait_for(load, load.acked() + 40)
-        load.stop.set()
-        load.wait()
-        assert {status for client in load.clients for status, _took in client.failures} <= {503}
-        load.assert_nothing_lost(db)
+    pressure.drain()
     log_file = ARTIFACTS / "logs" / f"{request.node.name}.log"
     lines = log_file.read_text().splitlines()
     for worker in ("saves-1", "leaderboard-1"):
@@ -177,15 +192,8 @@ def test_a_full_redis_refuses_writes_with_503_and_loses_nothing(
     make_stack: StackFactory, request: pytest.FixtureRequest
 ) -> None:
     stack = make_stack(**SLOW_DEADLINE)
-    fastapi = fastapi_gateway(stack)
-    pids = {name: process.pid for name, process in stack.processes.items()}
-    db = redis.Redis.from_url(stack.redis_url, protocol=3)
-    players = {url: Player(url) for url in (stack.url, fastapi)}
-    for player in players.values():
-        assert player.save("playerstate", {"name": "Hero"}, "POST").status_code == 200
-    saves, scores = Load.start(stack, "save", clients=4, writes=100_000), Load.start(stack, "score", 4, 100_000)
-    wait_for(saves, 40)
-    wait_for(scores, 40)
+    pressure = Pressure.start(stack)
+    pids, db, players = pressure.pids, pressure.db, pressure.players
     # A save published before Redis fills up and settled after: the worker cannot store it.
     caught = Player(stack.url)
     os.kill(pids["saves-1"], signal.SIGSTOP)
@@ -212,12 +220,7 @@ def test_a_full_redis_refuses_writes_with_503_and_loses_nothing(
             assert answer.status_code == 503 and answer.json()["checks"]["redis"] == "out of memory"
         time.sleep(1)
     assert caught.save("playerstate", {"name": "Late"}, "POST").status_code == 200
-    for load in (saves, scores):
-        wait_for(load, load.acked() + 40)
-        load.stop.set()
-        load.wait()
-        assert {status for client in load.clients for status, _took in client.failures} <= {503}
-        load.assert_nothing_lost(db)
+    pressure.drain()
     assert_unharmed(stack, pids, ARTIFACTS / "logs" / f"{request.node.name}.log")
 
 

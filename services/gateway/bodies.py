@@ -18,11 +18,18 @@ class ClientGone(Exception):
     """The client disconnected before sending its whole body: there is no one to answer."""
 
 
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """A request header's first value, straight from the raw headers (`name` in lower case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            found: bytes = value
+            return found
+    return None
+
+
 def declared_too_large(scope: Scope, max_bytes: int) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            return value.isdigit() and int(value) > max_bytes
-    return False
+    length = header(scope, b"content-length")
+    return length is not None and length.isdigit() and int(length) > max_bytes
 
 
 async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
@@ -90,10 +97,8 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 def declares_json(scope: Scope) -> bool:
     """Whether the request says its body is JSON. A body without a Content-Type is not taken as JSON:
     a cross-site `fetch` of an ArrayBuffer sends none, and needs no CORS preflight."""
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return value.partition(b";")[0].strip().lower() in JSON_MEDIA_TYPES
-    return False
+    media_type = header(scope, b"content-type")
+    return media_type is not None and media_type.partition(b";")[0].strip().lower() in JSON_MEDIA_TYPES
 
 
 class StrictJSONRequest(Request):

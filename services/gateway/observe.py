@@ -13,17 +13,9 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.gateway.bodies import header
 from services.gateway.metrics import HttpMetrics, route_of
 from shared.logs import current_request_id, request_id_from
-
-
-def header(scope: Scope, name: bytes) -> bytes | None:
-    """A request header's first value, straight from the raw headers."""
-    for key, value in scope["headers"]:
-        if key == name:
-            found: bytes = value
-            return found
-    return None
 
 
 class Observe:
