@@ -34,7 +34,7 @@ BASELINE_OPERATIONS = ("save", "score", "top", "read")
 COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
-PHASES = ("ours", "scaling", "baselines", "workers", "costly")
+PHASES = ("ours", "scaling", "baselines", "workers", "costly", "metrics")
 COMPARE = "compare"  # not a default phase: --compare REF adds it
 PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
 DEFAULT_CONNECTIONS = [16, 64, 256]
@@ -343,6 +343,32 @@ class Bench:
         self.result["costly"] = found
         print(f"  alone: {found['alone']}\n  attacked: {found['attacked']}\n  attackers: {found['attackers_answers']}")
 
+    def metrics_cost(self, redis_url: str, redis_pid: int | None) -> None:
+        """The gateway counting its HTTP metrics beside one that does not (HTTP_METRICS=false), in turns.
+
+        One Redis and one set of workers serve both gateways: only the gateway differs, and only one
+        of the two is loaded at a time.
+        """
+        operations = [op for op in self.args.operations if op in BASELINE_OPERATIONS] or list(BASELINE_OPERATIONS)
+        connections = self.args.compare_connections
+        say(f"HTTP metrics on beside off: {', '.join(operations)}, {self.plan.runs} runs a side, taking turns")
+        with ExitStack() as exits:
+            stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
+            off_url = servers.add_gateway(stack, "gateway-metrics-off", HTTP_METRICS="false")
+            extra = {"redis": redis_pid} if redis_pid else {}
+            workers = {name: pid for name, pid in servers.stack_pids(stack).items() if not name.startswith("gateway")}
+            gateway = {"gateway": stack.processes["gateway-1"].pid}
+            off_gateway = {"gateway": stack.processes["gateway-metrics-off"].pid}
+            on = Target("metrics on", stack.url, {**gateway, **workers, **extra}, workers=1, redis_url=redis_url)
+            off = Target("metrics off", off_url, {**off_gateway, **workers, **extra}, workers=1, redis_url=redis_url)
+            sessions = fixtures.sessions(stack.url, self.args.sessions)  # one Redis: valid on both gateways
+            pairs = []
+            for operation in operations:
+                requests_file = self.requests_file("metrics", operation, sessions)
+                on_side, off_side = beside.Side(on, requests_file), beside.Side(off, requests_file)
+                pairs += beside.measure(on_side, off_side, operation, connections, self.plan)
+        self.result["metrics_cost"] = {"pairs": [pair.summary() for pair in pairs]}
+
     def report(self, *, measured: bool = True) -> None:
         if measured:
             self.result["meta"]["load_average_at_end"] = machine.load_average()
@@ -400,6 +426,8 @@ def run(bench: Bench) -> None:
             bench.workers_alone(redis_url, redis_pid)
         if "costly" in phases:
             bench.costly(redis_url)
+        if "metrics" in phases:
+            bench.metrics_cost(redis_url, redis_pid)
     bench.report()
 
 

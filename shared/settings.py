@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     access_log: bool = False  # one line per HTTP request: useful when debugging, costly under load
     gateway_processes: int = Field(1, ge=1, le=64)
     hot_path: bool = True  # the hot routes answered before FastAPI (services/gateway/hotpath.py)
+    # Count every HTTP request for GET /metrics (by route, method, status, and its latency). Off, /metrics
+    # still shows the streams, groups and workers; `make bench`'s metrics phase measures what it costs.
+    http_metrics: bool = True
     # /docs, /redoc (Swagger UI and ReDoc load from a CDN, on the game's origin) and /openapi.json;
     # unset: on in development, off in production.
     api_docs: bool | None = None

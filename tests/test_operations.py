@@ -226,3 +226,16 @@ def test_a_stream_backlog_shows_as_lag_and_dead_letters_are_counted(make_stack: 
     assert sample(samples, "cachequest_stream_lag", group="saves") == 1
     assert sample(samples, "cachequest_stream_pending", group="saves") == 0
     assert sample(samples, "cachequest_dead_letters_total") == 1
+
+
+def test_with_http_metrics_off_requests_are_not_counted_but_redis_is_still_shown(make_stack: StackFactory) -> None:
+    stack = make_stack(saves=0, leaderboard=0, HTTP_METRICS="false")
+    player = Player(stack.url)
+    assert player.http.get(f"/api/playerstate/{player.id}").status_code == 404
+    answer = player.http.get(f"/api/playerstate/{player.id}")
+    assert answer.headers["x-request-id"]  # the request ids stay
+    with httpx.Client(base_url=stack.url) as scraper:
+        samples = scrape(scraper)
+    assert not [name for name, _labels in samples if name.startswith("cachequest_http_")]
+    assert sample(samples, "cachequest_redis_up") == 1
+    assert ("cachequest_dead_letters_total", frozenset()) in samples

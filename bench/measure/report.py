@@ -133,10 +133,32 @@ def compare_title(result: Result) -> str:
 def compare_table(result: Result) -> str:
     """Ours beside another revision, measured in turns; each side's noise is the spread of its own runs."""
     compare = result["compare"]
-    ref = compare["ref"]
-    columns = [("operation", TEXT), *figures("connections", "ours req/s", "ours p99 ms", f"{ref} req/s")]
-    columns += figures(f"{ref} p99 ms", f"ours / {ref}", "noise ours", f"noise {ref}")
-    columns += [(f"server CPU ms per request, ours / {ref}", TEXT), ("verdict", TEXT)]
+    intro = (
+        f"`{compare['ref']}` is {compare['code']}, run from a checkout of its own against an embedded Redis of its "
+        f"own; ours is {result['meta'].get('code', 'unknown')}. The two stacks take turns, the order flipped each "
+        f"round, after a warm-up each; each figure is the median of a side's {result['settings']['runs']} runs. "
+        "Noise is (max - min) / median of a side's req/s over its runs: the verdict says slower or faster "
+        "only for a difference beyond the larger of the two."
+    )
+    return f"{intro}\n\n{pairs_table(compare['pairs'], 'ours', compare['ref'])}"
+
+
+def metrics_cost_table(result: Result) -> str:
+    """The gateway with its HTTP metrics on beside one with them off (HTTP_METRICS=false)."""
+    intro = (
+        "Two gateway processes on the same Redis and workers, one counting every request for `GET /metrics`, "
+        "the other with `HTTP_METRICS=false`, loaded in turns as in a comparison with a revision (the order "
+        f"flipped each round; medians of {result['settings']['runs']} runs a side). A ratio below 1 is what "
+        "the metrics cost."
+    )
+    return f"{intro}\n\n{pairs_table(result['metrics_cost']['pairs'], 'on', 'off')}"
+
+
+def pairs_table(pairs: list[dict[str, Any]], ours: str, ref: str) -> str:
+    """Two stacks measured in turns (bench/measure/beside.py), one row an operation and connection count."""
+    columns = [("operation", TEXT), *figures("connections", f"{ours} req/s", f"{ours} p99 ms", f"{ref} req/s")]
+    columns += figures(f"{ref} p99 ms", f"{ours} / {ref}", f"noise {ours}", f"noise {ref}")
+    columns += [(f"server CPU ms per request, {ours} / {ref}", TEXT), ("verdict", TEXT)]
     rows = [
         [
             pair["operation"],
@@ -151,16 +173,9 @@ def compare_table(result: Result) -> str:
             " / ".join(f"{side['cpu_ms_per_request'].get('total', 0):.2f}" for side in (pair["ours"], pair["ref"])),
             pair["verdict"],
         ]
-        for pair in compare["pairs"]
+        for pair in pairs
     ]
-    intro = (
-        f"`{ref}` is {compare['code']}, run from a checkout of its own against an embedded Redis of its own; "
-        f"ours is {result['meta'].get('code', 'unknown')}. The two stacks take turns, the order flipped each "
-        f"round, after a warm-up each; each figure is the median of a side's {result['settings']['runs']} runs. "
-        "Noise is (max - min) / median of a side's req/s over its runs: the verdict says slower or faster "
-        "only for a difference beyond the larger of the two."
-    )
-    return f"{intro}\n\n{table(columns, rows)}"
+    return table(columns, rows)
 
 
 def workers_table(result: Result) -> str:
@@ -323,6 +338,8 @@ def markdown(result: Result) -> str:
     ]
     if result.get("costly"):
         sections.append(("A player's saves beside the costliest saves the limits allow", costly_table(result)))
+    if result.get("metrics_cost"):
+        sections.append(("What the HTTP metrics cost: the gateway with them on beside off", metrics_cost_table(result)))
     if result.get("compare"):
         sections.insert(0, (compare_title(result), compare_table(result)))
     body = "\n\n".join(f"#### {title}\n\n{table}" for title, table in sections)

@@ -86,6 +86,24 @@ def start_ours(
     return stack
 
 
+def add_gateway(stack: Stack, name: str, **env: str) -> str:
+    """One more gateway process on the stack's Redis, with `env` besides the stack's; its URL once healthy."""
+    port = free_port()
+    stack.spawn("gateway", name=name, PORT=str(port), **env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if stack.processes[name].poll() is not None:
+            raise StartError(f"{name} exited with code {stack.processes[name].returncode} during start-up")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise StartError(f"{name} was not healthy on port {port} within {START_TIMEOUT_S} s")
+
+
 def service_env(log_level: str) -> dict[str, str]:
     return {"LOG_LEVEL": log_level, **UNREFUSING_RATE_LIMITS}
 

@@ -67,7 +67,8 @@ def create_app(settings: Settings) -> ASGIApp:
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
     routes = [route for router in ROUTERS for route in router.routes]
-    return ExpressPaths(Observe(HotPath(app, routes, settings) if settings.hot_path else app, metrics.HttpMetrics()))
+    served = HotPath(app, routes, settings) if settings.hot_path else app
+    return ExpressPaths(Observe(served, metrics.HttpMetrics() if settings.http_metrics else None))
 
 
 def from_environment() -> ASGIApp:

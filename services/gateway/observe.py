@@ -19,7 +19,8 @@ from shared.logs import current_request_id, request_id_from
 
 
 class Observe:
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None) -> None:
+        """`metrics` None: requests get their ids but are not counted (HTTP_METRICS=false)."""
         self.app = app
         self.metrics = metrics
 
@@ -43,4 +44,5 @@ class Observe:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self.metrics.record(route_of(scope), scope["method"], status, time.perf_counter() - started)
+            if self.metrics is not None:
+                self.metrics.record(route_of(scope), scope["method"], status, time.perf_counter() - started)
