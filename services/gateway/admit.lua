@@ -7,11 +7,17 @@
 -- time (TAT, ms); a limit of `count` per `period` allows a burst of `count`, then one every
 -- period/count. A limit that allows the request counts it even when another refuses it.
 --
--- KEYS: one key per limit, then (to publish) the command stream.
+-- KEYS: one key per limit, then (to publish) the command stream, then (optionally) the caller's
+--       session key, which must exist: on a single Redis the session check costs no round trip of
+--       its own (on a cluster the session lives in another slot, and is checked before).
 -- ARGV: the number of limits n; each limit's count and period in ms; then, to publish, the
 --       stream's trim MINID and the entry's fields and values.
--- Returns 0 when admitted, else the ms until the slowest refusing limit would allow it.
+-- Returns 0 when admitted, -1 when the session is gone (nothing counted), else the ms until the
+-- slowest refusing limit would allow it.
 local n = tonumber(ARGV[1])
+if #KEYS > n + 1 and redis.call('EXISTS', KEYS[n + 2]) == 0 then
+  return -1
+end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local wait = 0

@@ -63,20 +63,15 @@ class CommandBus:
         return reply
 
     async def admit_and_publish(self, event: Event, stream: str, partition: int, session_id: str, address: str) -> None:
-        """Publish the command if its session is live (else 401) and its write limits allow it (else 429).
-
-        The session key lives in a hash slot of its own, so on a Redis Cluster it cannot be checked
-        in the script: it is checked just before, which leaves a session that expires in between
-        one last write.
-        """
-        if not await self.store.exists(keys.session(session_id)):
-            raise HTTPException(401, SESSION_GONE)
+        """Publish the command if its session is live (else 401) and its write limits allow it (else 429)."""
         limits = [
             *Limit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
             *Limit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
         ]
         command = Command(stream, trim_id(self.settings.stream_retention_ms), event.encode())
-        wait_ms = await self.store.admit_and_publish(limits, command)
+        wait_ms = await self.store.admit_and_publish(limits, command, keys.session(session_id))
+        if wait_ms is None:
+            raise HTTPException(401, SESSION_GONE)
         if wait_ms:
             raise HTTPException(
                 429, "Too many writes; slow down", headers={"Retry-After": str(math.ceil(wait_ms / 1000))}

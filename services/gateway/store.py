@@ -142,12 +142,22 @@ class Store:
         """Count a hit on each limit: 0 if all allow it, else the ms until the slowest would."""
         return await self._admit(limits, None)
 
-    async def admit_and_publish(self, limits: Sequence[Limit], command: Command) -> int:
+    async def admit_and_publish(self, limits: Sequence[Limit], command: Command, session_key: str) -> int | None:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
-        command is never published. The limits' keys and the stream must share a hash slot."""
+        command is never published. The limits' keys and the stream must share a hash slot. None, with
+        nothing counted or published, when the session key is gone.
+
+        On a single Redis the script checks the session too; on a cluster the session lives in a slot
+        of its own, so it is checked just before, which leaves a session that expires in between one
+        last write."""
+        if self.redis.shard_tags is None:
+            wait_ms = await self._admit(limits, command, session_key)
+            return None if wait_ms < 0 else wait_ms
+        if not await self.exists(session_key):
+            return None
         return await self._admit(limits, command)
 
-    async def _admit(self, limits: Sequence[Limit], command: Command | None) -> int:
+    async def _admit(self, limits: Sequence[Limit], command: Command | None, session_key: str | None = None) -> int:
         script_keys = [limit.key for limit in limits]
         args: list[str | bytes | int] = [len(limits)]
         for limit in limits:
@@ -157,6 +167,8 @@ class Store:
             args.append(command.min_id)
             for field, value in command.fields.items():
                 args += (field, value)
+            if session_key is not None:
+                script_keys.append(session_key)
         return int(await self.redis.script(ADMIT, script_keys, args))
 
     async def wait_for_reply(self, reply_to: str, wait_ms: int) -> Reply | None:
