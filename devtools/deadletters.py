@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from typing import cast
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
 from services.leaderboard import handlers as leaderboard
 from services.saves import handlers as saves
 from shared import keys
 from shared.cli import EPILOG, load_settings
-from shared.connection import REDIS_DOWN, connect, redact
+from shared.connection import REDIS_DOWN, connect_any, redact
 from shared.protocol import (
     SAVES,
     SCORES,
@@ -51,6 +51,8 @@ HANDLERS: dict[CommandStream, Callable[[Settings], Mapping[EventType, Handler]]]
 }
 REPLY_GRACE_MS = 1000  # past the deadline: a reply written right at it is still read
 READ_SLICE_MS = 1000  # each blocking read stays well under the client's socket timeout
+# The tool follows REDIS_URL to a single Redis or, on a cluster, to the master of each partition.
+Client = Redis | RedisCluster
 
 
 class Refused(Exception):
@@ -113,7 +115,7 @@ def dead_letter_streams(settings: Settings) -> list[str]:
     return [keys.dead_letters(n) for n in range(settings.stream_partitions)]
 
 
-async def read_letter(redis: Redis, settings: Settings, entry_id: str) -> Letter:
+async def read_letter(redis: Client, settings: Settings, entry_id: str) -> Letter:
     """The letter of that id, in whichever partition's dead-letter stream holds it."""
     for stream in dead_letter_streams(settings):
         try:
@@ -164,7 +166,7 @@ def unreplayable(letter: Letter, why: str) -> Refused:
     return Refused(f"dead letter {letter.id} cannot be replayed: {why}")
 
 
-async def safety(redis: Redis, replay: Replay, letter: Letter) -> tuple[bool, str]:
+async def safety(redis: Client, replay: Replay, letter: Letter) -> tuple[bool, str]:
     """Whether the replay needs --force, and why: the replay safety rule."""
     if replay.event.type not in SAVES.events:
         return False, "a score only ever raises its board (ZADD GT): it replays freely"
@@ -176,7 +178,7 @@ async def safety(redis: Redis, replay: Replay, letter: Letter) -> tuple[bool, st
     return False, f"{replay.target} does not exist: there is nothing newer to overwrite"
 
 
-async def list_letters(redis: Redis, settings: Settings, count: int) -> None:
+async def list_letters(redis: Client, settings: Settings, count: int) -> None:
     """The newest `count` letters of every partition, newest first."""
     letters: list[Letter] = []
     total = 0
@@ -194,7 +196,7 @@ async def list_letters(redis: Redis, settings: Settings, count: int) -> None:
         print(f"({older} older: --count to see more)", file=sys.stderr)
 
 
-async def show(redis: Redis, settings: Settings, entry_id: str) -> None:
+async def show(redis: Client, settings: Settings, entry_id: str) -> None:
     letter = await read_letter(redis, settings, entry_id)
     source = letter.text(b"dead_entry")
     try:
@@ -222,7 +224,7 @@ def pretty_json(value: bytes) -> str | None:
         return None
 
 
-async def replay(redis: Redis, settings: Settings, entry_id: str, *, force: bool) -> None:
+async def replay(redis: Client, settings: Settings, entry_id: str, *, force: bool) -> None:
     letter = await read_letter(redis, settings, entry_id)
     again = plan(letter, settings)
     needs_force, why = await safety(redis, again, letter)
@@ -245,7 +247,7 @@ async def replay(redis: Redis, settings: Settings, entry_id: str, *, force: bool
     print(f"removed dead letter {letter.id}")
 
 
-async def await_reply(redis: Redis, event: Event) -> Reply | None:
+async def await_reply(redis: Client, event: Event) -> Reply | None:
     """The worker's reply, read from the start of its stream as the gateway reads it; None past the deadline."""
     give_up = event.deadline_ms + REPLY_GRACE_MS
     while (left := give_up - now_ms()) > 0:
@@ -255,7 +257,7 @@ async def await_reply(redis: Redis, event: Event) -> Reply | None:
     return None
 
 
-async def drop(redis: Redis, settings: Settings, entry_id: str) -> None:
+async def drop(redis: Client, settings: Settings, entry_id: str) -> None:
     letter = await read_letter(redis, settings, entry_id)
     if not await redis.xdel(letter.stream, letter.id):
         raise Refused(f"no dead letter {entry_id}")  # dropped by someone else meanwhile
@@ -263,7 +265,7 @@ async def drop(redis: Redis, settings: Settings, entry_id: str) -> None:
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> None:
-    redis = connect(settings.redis_url, max_connections=2)
+    redis = await connect_any(settings.redis_url, max_connections=2)  # a cluster: each partition on its master
     try:
         if args.command == "list":
             await list_letters(redis, settings, args.count)

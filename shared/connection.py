@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -22,22 +24,39 @@ REQUIRED_MODULES = {"ReJSON": "JSON", "search": "Search"}
 
 # What a dropped, refused or restarting (still loading) Redis raises.
 REDIS_DOWN = (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
+# What redis-py's asyncio client can raise instead of ConnectionError when it writes to a connection the
+# server closed (redis/redis-py#4287; seen here when a cluster master died): unreachable() tells them
+# from our own mistakes by where they were raised.
+TRANSPORT_LEAKS = (AttributeError, TypeError)
+REDIS_CONNECTION_MODULE = os.path.join("redis", "asyncio", "connection.py")
 
 
 def unavailable(error: BaseException) -> str | None:
-    """Why Redis refused a command for now ("unreachable", "busy", "out of memory"); None if a retry won't help.
+    """Why Redis refused a command for now ("unreachable", "busy", "out of memory", "cluster down"); None if a
+    retry won't help.
 
     A busy Redis (a script past busy-reply-threshold) answers every command `BUSY ...`, and one at
     maxmemory refuses writes with `OOM ...`: both pass, as a lost connection does, so a request is
-    answered 503 and a worker waits and carries on.
+    answered 503 and a worker waits and carries on. So does a Redis Cluster that lost a master
+    (`CLUSTERDOWN`, until it is back or replaced) or moves a slot under a multi-key command (`TRYAGAIN`).
     """
-    if isinstance(error, REDIS_DOWN):
+    if isinstance(error, REDIS_DOWN) or leaked_by_transport(error):
         return "unreachable"
     if isinstance(error, exceptions.OutOfMemoryError):
         return "out of memory"
+    if isinstance(error, exceptions.ClusterDownError | exceptions.TryAgainError):
+        return "cluster down"
     if isinstance(error, exceptions.ResponseError) and str(error).startswith("BUSY "):  # not BUSYGROUP
         return "busy"
     return None
+
+
+def leaked_by_transport(error: BaseException) -> bool:
+    """A TRANSPORT_LEAKS error raised inside redis-py's connection code: a lost connection in disguise."""
+    if not isinstance(error, TRANSPORT_LEAKS):
+        return False
+    frames = traceback.walk_tb(error.__traceback__)
+    return any(frame.f_code.co_filename.endswith(REDIS_CONNECTION_MODULE) for frame, _line in frames)
 
 
 class RedisNotReady(RuntimeError):
@@ -143,6 +162,18 @@ CLUSTER_HELP = (
 
 class ClusterNotOk(exceptions.ResponseError):
     """The node belongs to a Redis Cluster that does not serve every slot yet (or any more)."""
+
+
+async def connect_any(url: str, *, max_connections: int = 256) -> Redis | RedisCluster:
+    """A client of what `url` names: that Redis, or the Redis Cluster the node belongs to (for the tools)."""
+    probe = connect(url, max_connections=1)
+    try:
+        cluster = await is_cluster(probe)
+    finally:
+        await probe.aclose()
+    if cluster:
+        return connect_cluster(url, max_connections_per_node=max_connections)
+    return connect(url, max_connections=max_connections)
 
 
 async def is_cluster(redis: Redis) -> bool:

@@ -65,6 +65,10 @@ def reply_error(message: str) -> Exception:
         return exceptions.AskError(message.removeprefix("ASK "))
     if message.startswith("OOM"):  # as redis-py: shared.connection.unavailable() tells it apart
         return exceptions.OutOfMemoryError(message)
+    if message.startswith("CLUSTERDOWN"):
+        return exceptions.ClusterDownError(message)
+    if message.startswith("TRYAGAIN"):
+        return exceptions.TryAgainError(message)
     return exceptions.ResponseError(message)
 
 
@@ -207,9 +211,10 @@ class PipelinedRedis:
             connection = await self._shared_connection(server)
         return await connection.send(args, self._timeout_s)
 
-    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """Run a script, routed by its first key (a script's keys share one slot on a cluster)."""
-        route = keys[0] if keys else None
+    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg], route: Arg | None = None) -> Any:
+        """Run a script, routed by its first key (a script's keys share one slot on a cluster), or by
+        `route` when it has none."""
+        route = keys[0] if keys else route
         try:
             return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args, route=route)
         except exceptions.NoScriptError:

@@ -43,6 +43,7 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from shared import keys
 from shared.connection import (
     REDIS_DOWN,
+    TRANSPORT_LEAKS,
     RedisNotReady,
     connect,
     connect_cluster,
@@ -281,7 +282,7 @@ class Partition:
                     await self._process(await self._read(block_ms))
                 else:
                     in_hand = await self._step(in_hand, block_ms)
-            except (*REDIS_DOWN, ResponseError) as error:
+            except (*REDIS_DOWN, ResponseError, *TRANSPORT_LEAKS) as error:
                 reason = unavailable(error)
                 if reason is None and "NOGROUP" in str(error):
                     log.warning("consumer group of %s vanished (Redis emptied?); recreating it", self.key)

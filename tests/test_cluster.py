@@ -16,7 +16,7 @@ from devtools import redis_cluster, redis_stack
 from devtools.stack import Stack
 from shared import keys
 from shared.pipelined import PipelinedRedis
-from shared.protocol import SAVES, SCORES
+from shared.protocol import SAVES, SCORES, partition_of
 from tests.conftest import ARTIFACTS, Player, eventually, run_python, started
 from tests.test_faults import Load, wait_for
 
@@ -201,3 +201,80 @@ def test_sigkill_of_a_saves_worker_mid_load_loses_no_acknowledged_save(cluster_s
         return sum(int(db.xpending(SAVES.key(n), SAVES.group)["pending"]) for n in range(PARTITIONS))
 
     eventually(lambda: pending() == 0, 15, "the pending lists drain")
+
+
+def test_the_dead_letter_tool_lists_the_letters_of_every_master(cluster_stack: Stack, db: RedisCluster) -> None:
+    streams = [keys.dead_letters(n) for n in range(PARTITIONS)]
+    assert len({master_of(db, stream) for stream in streams}) > 1, "the dead letters spread over the masters"
+    for n in range(PARTITIONS):
+        db.xadd(SAVES.key(n), {"v": "1", "nonsense": "an entry no worker can read"})
+    eventually(lambda: all(db.xlen(stream) >= 1 for stream in streams), 10, "each partition dead-letters its entry")
+    # Two masters may give two letters the same id (the same millisecond): each drop removes one.
+    letters = [entry_id.decode() for stream in streams for entry_id, _ in db.xrange(stream)]
+    listed = run_tool(cluster_stack, "list", "--count", "100")
+    assert listed.returncode == 0, listed.stderr
+    assert set(letters) <= set(listed.stdout.split()), listed.stdout  # each letter's id, wherever it lives
+    for letter in letters:
+        assert run_tool(cluster_stack, "drop", letter).returncode == 0
+    assert sum(db.xlen(stream) for stream in streams) == 0
+
+
+def run_tool(stack: Stack, *args: str) -> Any:
+    return run_python(
+        f"import sys; sys.argv = ['deadletters', *{list(args)!r}]\nfrom devtools.deadletters import main; main()",
+        {**stack.env},
+    )
+
+
+@pytest.mark.slow
+def test_a_lost_master_is_answered_in_json_and_every_player_saves_again_once_it_is_back(tmp_path: Path) -> None:
+    """Without a replica to take over, a lost master's slots go unserved, and after cluster-node-timeout
+    the others refuse too (cluster-require-full-coverage): the services wait it out, none exits."""
+    ports = redis_cluster.spare_ports()
+    data_dir = tmp_path / "cluster"
+    cluster = redis_cluster.start(ports, data_dir)
+    try:
+        with (
+            RedisCluster.from_url(cluster.url, protocol=3) as client,
+            started(cluster.url, ARTIFACTS / "logs/lost_master.log", 1, 1, STREAM_PARTITIONS=str(PARTITIONS)) as stack,
+        ):
+            players = players_on_every_master(stack, client, "Lost", each=3)
+            doomed_port = ports[2]  # not the node of REDIS_URL
+            doomed = f"127.0.0.1:{doomed_port}"
+
+            def lives_on_doomed(player: Player) -> bool:
+                partition = partition_of(player.id, PARTITIONS)
+                touched = (keys.session(player.id), keys.player(player.id), SAVES.key(partition))
+                return any(master_of(client, key) == doomed for key in touched)
+
+            hit = next(player for player in players if lives_on_doomed(player))
+            cluster.processes[2].kill()
+            cluster.processes[2].wait()
+
+            health = hit.http.get("/healthz")
+            # Unreachable at first; once the others mark it failed (cluster-node-timeout), the cluster is down.
+            assert health.status_code == 503 and {"unreachable", "cluster down"} & {health.json()["checks"]["redis"]}
+            assert hit.http.get("/livez").status_code == 200
+            answer = hit.save("playerstate", {"name": "Lost", "level": 100})
+            assert answer.status_code in (500, 503, 504), answer.text
+            assert answer.json()["status"] == answer.status_code  # JSON, never a stack trace
+
+            cluster.processes[2] = redis_stack.start(
+                doomed_port,
+                data_dir / str(doomed_port),
+                log_file=redis_cluster.log_of(doomed_port, data_dir),
+                extra_args=redis_cluster.CLUSTER_FLAGS,
+            )
+            redis_cluster.wait_until_ok(ports, data_dir)
+            eventually(lambda: hit.http.get("/healthz").status_code == 200, 30, "the gateway sees every master again")
+            eventually(
+                lambda: hit.save("playerstate", {"name": "Lost", "level": 101}).status_code == 200,
+                30,
+                "the lost master's player saves again",
+            )
+            assert hit.http.get(f"/api/playerstate/{hit.id}").json()["level"] == 101
+            for player in players:
+                assert player.save("playerstate", {"name": "Lost", "level": 102}).status_code == 200
+            assert all(process.poll() is None for process in stack.processes.values())
+    finally:
+        cluster.stop()

@@ -29,6 +29,7 @@ REDIS_PROBLEMS = {
     "unreachable": "Redis does not answer",
     "busy": "Redis is busy running a script (past busy-reply-threshold) and refuses every command",
     "out of memory": "Redis is out of memory (maxmemory) and refuses writes",
+    "cluster down": "the Redis Cluster does not serve every slot (a master is lost and not yet replaced)",
     "error": "Redis answers with an error (the gateway's log has it)",
 }
 

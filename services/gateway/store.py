@@ -190,12 +190,19 @@ class Store:
 
     # Health and start-up
 
+    def each_master(self) -> list[str | None]:
+        """A route to each master on a cluster (a key in a slot it owns); on a single Redis, the one."""
+        tags = self.redis.shard_tags
+        return [None] if tags is None else [f"{{{tag}}}" for tag in tags]
+
     async def probe_writes(self) -> None:
-        """Raise what a write would meet now: unreachable, busy, out of memory (on a cluster: the URL's node)."""
-        await self.redis.script(WRITE_PROBE, [], [])
+        """Raise what a write would meet now, on any master: unreachable, busy, out of memory."""
+        await asyncio.gather(*(self.redis.script(WRITE_PROBE, [], [], route) for route in self.each_master()))
 
     async def modules(self) -> set[str]:
-        return module_names(await self.redis.execute("MODULE", "LIST"))
+        """The modules every master has loaded."""
+        answers = await asyncio.gather(*(self.redis.execute("MODULE", "LIST", route=r) for r in self.each_master()))
+        return set.intersection(*(module_names(answer) for answer in answers))
 
     async def live_consumers(self, stream: str, group: str, within_ms: int) -> int:
         """Consumers of a group that read within `within_ms`; 0 when the stream or group is missing."""
