@@ -67,7 +67,7 @@ def carried_to_another_browser(url: str, db: redis.Redis | RedisCluster) -> None
     stored = [key for key in db.scan_iter(match=f"{keys.RECOVERY_PREFIX}*") if first.id.encode() in key]
     assert stored == [keys.recovery_player(first.id).encode()]
     code_hash = db.get(stored[0])
-    assert code_hash is not None and code.replace("-", "").encode() not in code_hash  # a hash, not the code
+    assert isinstance(code_hash, bytes) and code.replace("-", "").encode() not in code_hash  # a hash, not the code
     assert db.get(keys.recovery_code(code_hash.decode())) == first.id.encode()
     assert YEAR_S - 60 < db.ttl(stored[0]) <= YEAR_S
 
