@@ -23,6 +23,7 @@ Shard = TypeVar("Shard", bound=Hashable)
 SESSION_PREFIX = "sessions:"
 RATE_LIMIT_PREFIX = "ratelimit:"
 VERSION_PREFIX = "version:"
+RECOVERY_PREFIX = "recovery:"
 PLAYER_PREFIX = "players:"
 GAME_PREFIX = "games:"
 LEADERBOARD_PREFIX = "leaderboards:survivor-"
@@ -95,6 +96,16 @@ def rate_limit(rule: str, who: str) -> str:
 def write_limit(partition: int, rule: str, who: str) -> str:
     """A write limit, counted in the partition its command is published to."""
     return f"{RATE_LIMIT_PREFIX}{{{partition}}}:{rule}:{who}"
+
+
+def recovery_code(code_hash: str) -> str:
+    """Which player a recovery code leads to, by the code's hash (services/gateway/recovery.py)."""
+    return f"{RECOVERY_PREFIX}code:{code_hash}"
+
+
+def recovery_player(player_id: str) -> str:
+    """The hash of a player's current recovery code: only the code it names is valid."""
+    return f"{RECOVERY_PREFIX}player:{player_id}"
 
 
 def player(player_id: str) -> str:

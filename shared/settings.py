@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     # A save expires this long after its last write or its session's last refresh in Redis, so the saves
     # of a session that never comes back go too. Must outlive the session (SESSION_MAX_AGE_S).
     save_ttl_s: int = Field(30 * 24 * 3600, gt=0)
+    # A recovery code (POST /session/recovery) is valid this long after it was issued or last used, unless
+    # a newer one revoked it. Longer than SAVE_TTL_S, so it still leads to the saves of a player who
+    # stopped playing the day they got it; after their saves expired it leads to their id and board entries.
+    recovery_ttl_days: int = Field(365, ge=1, le=3650)
     search_limit: int = Field(20, gt=0, le=1000)
     leaderboard_maps: Annotated[tuple[str, ...], NoDecode] = ("Grassland", "Mountains", "Badlands")
     score_min: float = 0
@@ -143,6 +147,10 @@ class Settings(BaseSettings):
     rate_limit_session_writes: str = "240/minute"
     rate_limit_address_writes: str = "2400/minute"
     rate_limit_address_sessions: str = "30/minute"
+    # Recovery code attempts (POST /session/recover), per client address and per code prefix (its first
+    # group, whatever the address): docs/reliability.md works out what they leave a guesser.
+    rate_limit_address_recoveries: str = "20/hour"
+    rate_limit_prefix_recoveries: str = "20/day"
     # Peers whose X-Forwarded-For names the client, as uvicorn reads it: comma-separated addresses or
     # networks (10.0.0.0/8), or * for any. Empty trusts none, so the client is the TCP peer: uvicorn's
     # own default, 127.0.0.1 and ::1, would let any process on the host choose the address it counts as.
@@ -151,7 +159,13 @@ class Settings(BaseSettings):
     # trusted proxy counts as its player's, not the proxy's. Others get a 403.
     metrics_allow: str = Field("127.0.0.1,::1", max_length=4096)
 
-    @field_validator("rate_limit_session_writes", "rate_limit_address_writes", "rate_limit_address_sessions")
+    @field_validator(
+        "rate_limit_session_writes",
+        "rate_limit_address_writes",
+        "rate_limit_address_sessions",
+        "rate_limit_address_recoveries",
+        "rate_limit_prefix_recoveries",
+    )
     @classmethod
     def _check_rate(cls, rate: str) -> str:
         parse_rate(rate)  # raises ValueError with the reason
@@ -208,6 +222,8 @@ class Settings(BaseSettings):
         # A save must outlive every session that may still come back to it.
         if self.save_ttl_s <= self.session_max_age_s + self.session_refresh_s:
             raise ValueError("SAVE_TTL_S must be greater than SESSION_MAX_AGE_S + SESSION_REFRESH_S")
+        if self.recovery_ttl_days * 86400 <= self.save_ttl_s:
+            raise ValueError("RECOVERY_TTL_DAYS must be longer than SAVE_TTL_S: a code outlives its saves")
         if self.score_min >= self.score_max:
             raise ValueError("SCORE_MIN must be below SCORE_MAX")
         # Past 2^53 a JSON integer can't be stored exactly as Redis's (and JavaScript's) double.

@@ -34,7 +34,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 # The game's maps, and boards of the tests' own that nothing else writes to.
 TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty"
 # Every test client comes from 127.0.0.1: per-address limits are tested on their own.
-UNLIMITED_ADDRESS = {"RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute", "RATE_LIMIT_ADDRESS_WRITES": "100000/minute"}
+UNLIMITED_ADDRESS = {
+    "RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute",
+    "RATE_LIMIT_ADDRESS_WRITES": "100000/minute",
+    "RATE_LIMIT_ADDRESS_RECOVERIES": "100000/minute",
+}
 # Short clocks, so that deadlines pass and claims happen within a test.
 FAST = {"REQUEST_TIMEOUT_MS": "1000", "CLAIM_IDLE_MS": "2000", "BLOCK_MS": "200"}
 # A generous deadline, so a busy CI machine is not mistaken for a lost reply (fault tests set their own).

@@ -19,6 +19,7 @@ from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES, partition_of
 from tests.conftest import ARTIFACTS, Player, eventually, run_python, started
 from tests.test_faults import Load, wait_for
+from tests.test_recovery import carried_to_another_browser, issue, recover
 
 PARTITIONS = 3
 BOARD = "leaderboards:survivor-Scores"
@@ -92,6 +93,24 @@ def test_every_partition_stream_has_a_consumer_on_its_own_master(cluster_stack: 
     assert len({master_of(db, stream) for stream in streams}) > 1, "the partitions spread over the masters"
     for stream in streams:
         assert [group["consumers"] for group in db.xinfo_groups(stream)] == [1]
+
+
+def test_a_recovery_code_carries_a_player_and_revokes_across_masters(cluster_stack: Stack, db: RedisCluster) -> None:
+    carried_to_another_browser(cluster_stack.url, db)
+    player = Player(cluster_stack.url)
+    for _ in range(30):  # until the code's entry and the player's record live on different masters
+        old = issue(player)
+        stored = db.get(keys.recovery_player(player.id))
+        assert isinstance(stored, bytes)
+        old_entry = keys.recovery_code(stored.decode())
+        if master_of(db, old_entry) != master_of(db, keys.recovery_player(player.id)):
+            break
+    else:
+        pytest.fail("every code's entry landed on its player's master")
+    new = issue(player)
+    assert recover(cluster_stack.url, old).status_code == 403
+    assert not db.exists(old_entry)
+    assert recover(cluster_stack.url, new).json() == {"id": player.id}
 
 
 def test_the_pipelined_client_follows_moved_to_the_new_owner(cluster_url: str, db: RedisCluster) -> None:

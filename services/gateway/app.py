@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.gateway import game_config, health, identity, leaderboard, metrics, responses, saves
+from services.gateway import game_config, health, identity, leaderboard, metrics, recovery, responses, saves
 from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
@@ -41,6 +41,7 @@ def create_app(settings: Settings) -> ASGIApp:
             )
         )
         app.state.bus = CommandBus(store, settings)
+        app.state.recovery = recovery.Recovery(settings)
         await store.ensure_indexes()
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
         # What start-up built (FastAPI, pydantic, the modules) lives as long as the process: out of the

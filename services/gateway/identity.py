@@ -1,11 +1,32 @@
-"""`GET /session`: who the caller is. SessionMiddleware has created the session by the time this runs."""
+"""Who the caller is: `GET /session` (SessionMiddleware has created the session by the time it runs),
+and the recovery codes that carry that identity to another browser (recovery.py)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
 
-from services.gateway.dependencies import SessionId
+from fastapi import APIRouter, HTTPException
+from starlette.responses import Response
+
+from services.gateway.bodies import StrictJSONRoute
+from services.gateway.dependencies import ERRORS, Address, Redis, SessionId
 from services.gateway.models import Session
+from services.gateway.recovery import (
+    NOT_A_CODE,
+    TOO_MANY_ATTEMPTS,
+    WRONG_CODE,
+    RecoverBody,
+    Recoveries,
+    RecoveryCode,
+    canonical,
+    grouped,
+    new_code,
+    refuse_if_limited,
+)
+from services.gateway.responses import error_response, json_response
+from services.gateway.sessions import write_session
+from services.gateway.store import Limit
+from shared import keys
 
 router = APIRouter(tags=["session"])
 
@@ -14,3 +35,60 @@ router = APIRouter(tags=["session"])
 async def session(caller: SessionId) -> Session:
     """Your session id (created on first visit): it is your player id and your game id."""
     return Session(id=caller)
+
+
+@router.post("/session/recovery", response_model=RecoveryCode, responses=ERRORS)
+async def issue_recovery_code(made: Recoveries, caller: SessionId, store: Redis) -> RecoveryCode:
+    """A new recovery code for your id, shown this once; the code issued before it stops working.
+
+    Enter it in another browser (`POST /session/recover`) to play there as yourself, with your saves
+    and board entries. It stays valid after use, until you ask for a new one or leave it unused for
+    RECOVERY_TTL_DAYS (365). Redis keeps only its keyed hash. Needs a live session (401 otherwise);
+    issuing counts against RATE_LIMIT_SESSION_WRITES, in a count of its own.
+    """
+    if not await store.exists(keys.session(caller)):
+        raise HTTPException(401, "Your session has expired: call GET /session first")
+    issues = Limit.on(made.issues, keys.rate_limit("session-recovery-codes", caller))
+    await refuse_if_limited(store, issues, "Too many recovery codes; slow down")
+    code = new_code()
+    await store.issue_recovery(caller, made.hasher.hash(code), made.ttl_s)
+    return RecoveryCode(code=grouped(code))
+
+
+async def recover(body: RecoverBody, made: Recoveries, address: Address, store: Redis) -> Response:
+    """Continue as the player a recovery code belongs to: this browser gets a session for their id
+    (and so their saves and board entries), whatever session it had, also after theirs expired.
+
+    Something that is not a code at all is 400; a wrong code 403. Attempts count per client address
+    (RATE_LIMIT_ADDRESS_RECOVERIES, 20/hour) and per first group of the code, whoever sends it
+    (RATE_LIMIT_PREFIX_RECOVERIES, 20/day): past either, 429 with Retry-After, for the right code too,
+    since a limit that let it through would let every guess through to be checked.
+    """
+    code = canonical(body.code)
+    if code is None:
+        raise HTTPException(400, NOT_A_CODE)
+    by_address = Limit.on(made.per_address, keys.rate_limit("address-recoveries", address))
+    await refuse_if_limited(store, by_address, TOO_MANY_ATTEMPTS)
+    by_prefix = Limit.on(made.per_prefix, keys.rate_limit("prefix-recoveries", made.hasher.prefix(code)))
+    await refuse_if_limited(store, by_prefix, TOO_MANY_ATTEMPTS)
+    player_id = await store.recovered_player(made.hasher.hash(code), made.ttl_s)
+    if player_id is None:
+        return error_response(403, WRONG_CODE)
+    # Refresh the session another browser may hold, or start it anew: either way they share it.
+    if not await write_session(store, made.settings, player_id, create=False):
+        await write_session(store, made.settings, player_id, create=True)
+    answer = json_response(200, Session(id=player_id).model_dump())
+    cookie = made.cookies.set_cookie(made.cookies.signer.sign(player_id, int(time.time())))
+    answer.headers.append("set-cookie", cookie)  # SessionMiddleware leaves it be: it names this session
+    return answer
+
+
+# Strict JSON (415 for any other body) here only: POST /session/recovery takes no body.
+router.add_api_route(
+    "/session/recover",
+    recover,
+    methods=["POST"],
+    response_model=Session,
+    responses=ERRORS,
+    route_class_override=StrictJSONRoute,
+)

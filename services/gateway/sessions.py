@@ -190,7 +190,7 @@ class SessionMiddleware:
         try:
             if session_id is not None and not self.cookies.is_current(confirmed_at, now):
                 confirmed_at = now
-                if not await self._write(store, session_id, create=False):
+                if not await write_session(store, self.settings, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
                 limit = Limit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
@@ -201,7 +201,7 @@ class SessionMiddleware:
                     await too_many(scope, receive, send)
                     return
                 session_id, confirmed_at = new_session_id(), now
-                await self._write(store, session_id, create=True)
+                await write_session(store, self.settings, session_id, create=True)
         except (*REDIS_DOWN, RedisError, HTTPException) as error:  # outside FastAPI's error handlers: answered here
             await response_for(error)(scope, receive, send)
             return
@@ -213,19 +213,21 @@ class SessionMiddleware:
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).append("set-cookie", cookie)
+                headers = MutableHeaders(scope=message)
+                if "set-cookie" not in headers:  # a route that set the cookie itself (recovery) chose the session
+                    headers.append("set-cookie", cookie)
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
 
-    async def _write(self, store: Store, session_id: str, *, create: bool) -> bool:
-        """Write the session with a fresh expiry; only an existing one (and then its saves too) unless `create`."""
-        settings = self.settings
-        max_age = settings.session_max_age_s
-        expires = datetime.now(UTC) + timedelta(seconds=max_age)
-        record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
-        saves = [keys.player(session_id), keys.game(session_id)]
-        ttl_s = max_age + settings.session_refresh_s
-        return await store.write_session(
-            keys.session(session_id), saves, record, ttl_s, create=create, saves_ttl_s=settings.save_ttl_s
-        )
+
+async def write_session(store: Store, settings: Settings, session_id: str, *, create: bool) -> bool:
+    """Write the session with a fresh expiry; only an existing one (and then its saves too) unless `create`."""
+    max_age = settings.session_max_age_s
+    expires = datetime.now(UTC) + timedelta(seconds=max_age)
+    record = orjson.dumps({"cookie": {"expires": expires.isoformat(), "maxAge": max_age}})
+    saves = [keys.player(session_id), keys.game(session_id)]
+    ttl_s = max_age + settings.session_refresh_s
+    return await store.write_session(
+        keys.session(session_id), saves, record, ttl_s, create=create, saves_ttl_s=settings.save_ttl_s
+    )

@@ -136,6 +136,43 @@ class Store:
         )
         return bool(confirmed)
 
+    # Recovery codes: `recovery:code:{hash}` leads to a player, `recovery:player:{id}` names the hash of
+    # their current code, and a code is valid only while both agree. On a Redis Cluster the two live in
+    # slots of their own (the first is found by the code, the second by the player), so no script holds
+    # both: the player's record is the one switch, written in one command, and the rest is bookkeeping.
+
+    async def issue_recovery(self, player_id: str, code_hash: str, ttl_s: int) -> None:
+        """Make `code_hash` the player's current code, which revokes the one before.
+
+        In this order, each step safe to stop after: the new code's entry first (until the switch it
+        leads nowhere, and no one has seen the code); then the switch, whose GET returns the old hash;
+        then the old entry is deleted (left behind, it is refused, and expires).
+        """
+        code_key, player_key = keys.recovery_code(code_hash), keys.recovery_player(player_id)
+        await self.redis.execute("SET", code_key, player_id, "EX", ttl_s, route=code_key)
+        old: bytes | None = await self.redis.execute("SET", player_key, code_hash, "EX", ttl_s, "GET", route=player_key)
+        if old is not None and old.decode() != code_hash:
+            old_key = keys.recovery_code(old.decode())
+            await self.redis.execute("DEL", old_key, route=old_key)
+
+    async def recovered_player(self, code_hash: str, ttl_s: int) -> str | None:
+        """The player whose current code hashes to `code_hash`, its records' TTL restarted; None if the
+        code is unknown, expired or revoked."""
+        code_key = keys.recovery_code(code_hash)
+        found: bytes | None = await self.redis.execute("GET", code_key, route=code_key)
+        if found is None:
+            return None
+        player_id = found.decode()
+        player_key = keys.recovery_player(player_id)
+        current: bytes | None = await self.redis.execute("GET", player_key, route=player_key)
+        if current is None or current.decode() != code_hash:
+            return None
+        await asyncio.gather(
+            self.redis.execute("EXPIRE", code_key, ttl_s, route=code_key),
+            self.redis.execute("EXPIRE", player_key, ttl_s, route=player_key),
+        )
+        return player_id
+
     # Admission
 
     async def admit(self, limits: Sequence[Limit]) -> int:

@@ -124,3 +124,18 @@ export async function fetchLeaderboard(key, count = 10) {
   if (response.status === 404) return [];
   return jsonOrThrow(response);
 }
+
+/** POST /session/recovery: a new recovery code for this player; the one issued before stops working. */
+export async function issueRecoveryCode() {
+  const response = await request("POST", "/session/recovery", { maxAttempts: READ_ATTEMPTS });
+  return (await jsonOrThrow(response)).code;
+}
+
+/**
+ * POST /session/recover: this browser continues as the code's player (the answer sets its cookie).
+ * Tried once: a wrong code or a limit's 429 is for the player to read, not to retry.
+ */
+export async function recoverWithCode(code) {
+  const response = await request("POST", "/session/recover", { body: { code }, maxAttempts: 1 });
+  return (await jsonOrThrow(response)).id;
+}

@@ -8,6 +8,7 @@ import { registerNewGameScene } from "./scenes/newgame.js";
 import { registerQuestScene } from "./scenes/quest.js";
 import { registerSurvivorScene } from "./scenes/survivor.js";
 import { registerLeaderboardScene } from "./scenes/leaderboard.js";
+import { registerRecoverScene } from "./scenes/recover.js";
 import { installTestHook } from "./testhook.js";
 
 loadSprites();
@@ -18,5 +19,6 @@ registerNewGameScene();
 registerQuestScene();
 registerSurvivorScene();
 registerLeaderboardScene();
+registerRecoverScene();
 if (new URLSearchParams(window.location.search).get("test") === "1") installTestHook();
 k.onLoad(() => k.go("title"));

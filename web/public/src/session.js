@@ -29,3 +29,9 @@ export function ensureSession() {
   });
   return loading;
 }
+
+/** Forgets the session and saves, so the next ensureSession() loads them anew (after a recovery). */
+export function forgetSession() {
+  loading = null;
+  Object.assign(state, { sessionId: null, player: null, game: null });
+}

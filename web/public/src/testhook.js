@@ -6,6 +6,8 @@
 //         nameEntry: { name } | null, map, hero: { x, y, hp } | null,
 //         survivor: { map, score, wave, alive, result } | null,
 //         leaderboard: { map, entries: [{ rank, name, score, own }], ownRank } | null,
+//         recovery: { code, error } | null (the pause's "Play on another device"),
+//         codeEntry: { code, message } | null (the title's "I have a code"),
 //         keys: the last key presses the page received: [{ key, toCanvas, frame }] }
 //   window.__cacheQuest.teleport(x, y, map?)  quest scene only: moves the hero; with another map
 //       name it travels there through the normal map change (which saves).
@@ -52,6 +54,8 @@ export function installTestHook() {
         hero,
         survivor: live.survivor ?? null,
         leaderboard: live.leaderboard ?? null,
+        recovery: live.recovery ?? null,
+        codeEntry: live.codeEntry ?? null,
         keys: keysSeen,
       });
     },

@@ -59,6 +59,13 @@ export function registerTitleScene() {
     prompt.onUpdate(() => {
       prompt.opacity = 0.55 + 0.45 * Math.sin(k.time() * 4);
     });
+    root.add([
+      k.text("C: I have a code from another device", { size: 14 }),
+      k.pos(WIDTH / 2, 334),
+      k.anchor("center"),
+      k.color(COLORS.muted),
+    ]);
     onKeys(root, ["enter", "space"], () => k.go("menu"));
+    onKeys(root, "c", () => k.go("recover"));
   });
 }
