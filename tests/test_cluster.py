@@ -7,7 +7,7 @@ import secrets
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.cluster import RedisCluster
@@ -17,6 +17,7 @@ from devtools.stack import Stack
 from shared import keys
 from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES, partition_of
+from shared.worker import Entry
 from tests.conftest import ARTIFACTS, Player, eventually, run_python, started
 from tests.test_faults import Load, wait_for
 from tests.test_recovery import carried_to_another_browser, issue, recover
@@ -229,7 +230,7 @@ def test_the_dead_letter_tool_lists_the_letters_of_every_master(cluster_stack: S
         db.xadd(SAVES.key(n), {"v": "1", "nonsense": "an entry no worker can read"})
     eventually(lambda: all(db.xlen(stream) >= 1 for stream in streams), 10, "each partition dead-letters its entry")
     # Two masters may give two letters the same id (the same millisecond): each drop removes one.
-    letters = [entry_id.decode() for stream in streams for entry_id, _ in db.xrange(stream)]
+    letters = [entry_id.decode() for stream in streams for entry_id, _ in cast(list[Entry], db.xrange(stream))]
     listed = run_tool(cluster_stack, "list", "--count", "100")
     assert listed.returncode == 0, listed.stderr
     assert set(letters) <= set(listed.stdout.split()), listed.stdout  # each letter's id, wherever it lives
