@@ -8,6 +8,7 @@ about a command (`extra={"request_id": ...}`). The formatters add it to any line
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -29,9 +30,23 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 current_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
-def new_request_id() -> str:
-    """96 random bits as hex: unique across processes and hosts, and a third of a uuid4's cost."""
-    return os.urandom(12).hex()
+class RequestIds:
+    """Ids unique across processes and hosts without a system call per request: 64 random bits drawn
+    once per process (again in a forked child), then a count, 24 hex digits in all."""
+
+    def __init__(self) -> None:
+        self.restart()
+        os.register_at_fork(after_in_child=self.restart)
+
+    def restart(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.count = itertools.count()
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.count) & 0xFFFFFFFF:08x}"
+
+
+new_request_id = RequestIds().new
 
 
 def request_id_from(header: bytes | None) -> str:

@@ -239,3 +239,21 @@ def test_with_http_metrics_off_requests_are_not_counted_but_redis_is_still_shown
     assert not [name for name, _labels in samples if name.startswith("cachequest_http_")]
     assert sample(samples, "cachequest_redis_up") == 1
     assert ("cachequest_dead_letters_total", frozenset()) in samples
+
+
+def test_one_gateway_process_counts_requests_and_their_durations_in_memory(make_stack: StackFactory) -> None:
+    stack = make_stack(saves=0, leaderboard=0)
+    player = Player(stack.url)
+    for _ in range(3):
+        assert player.http.get(f"/api/playerstate/{player.id}").status_code == 404
+    brewed = player.http.request("PROPFIND", f"/api/playerstate/{player.id}").status_code
+    with httpx.Client(base_url=stack.url) as scraper:
+        samples = scrape(scraper)
+    route = "/api/playerstate/{document_id}"
+    assert sample(samples, "cachequest_http_requests_total", route=route, method="GET", status="404") == 3
+    assert sample(samples, "cachequest_http_request_duration_seconds_count", route=route) == 3
+    assert sample(samples, "cachequest_http_request_duration_seconds_bucket", route=route, le="+Inf") == 3
+    assert sample(samples, "cachequest_http_request_duration_seconds_bucket", route=route, le="10.0") == 3
+    assert 0 < sample(samples, "cachequest_http_request_duration_seconds_sum", route=route) < 10
+    # A method of the client's choosing is counted as "other": no series made at will.
+    assert sample(samples, "cachequest_http_requests_total", route="unmatched", method="other", status=str(brewed)) == 1

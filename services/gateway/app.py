@@ -69,7 +69,8 @@ def create_app(settings: Settings) -> ASGIApp:
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
     routes = [route for router in ROUTERS for route in router.routes]
     served = HotPath(app, routes, settings) if settings.hot_path else app
-    return ExpressPaths(Observe(served, metrics.HttpMetrics() if settings.http_metrics else None))
+    app.state.http_metrics = http_metrics = metrics.http_metrics(settings)
+    return ExpressPaths(Observe(served, http_metrics))
 
 
 def from_environment() -> ASGIApp:

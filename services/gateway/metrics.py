@@ -1,8 +1,8 @@
 """`GET /metrics`: the gateway's HTTP traffic, and the streams and workers as Redis shows them.
 
 HTTP requests are counted as they are answered (Observe calls `HttpMetrics.record`), by route
-template, never by raw path, so a million players make no more series than the routes. With several
-gateway processes (GATEWAY_PROCESSES) each writes its counts to a file of its own in
+template, never by raw path, so a million players make no more series than the routes: in memory with
+one gateway process, and with several (GATEWAY_PROCESSES) each writes its counts to a file of its own in
 PROMETHEUS_MULTIPROC_DIR, which the gateway's __main__ makes afresh before uvicorn starts them, and
 any process answers a scrape with the sum of all: one consistent view, whichever process answers.
 
@@ -19,14 +19,18 @@ import asyncio
 import ipaddress
 import logging
 import os
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Protocol
 
 from fastapi import APIRouter, Request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from redis.exceptions import RedisError
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -50,17 +54,11 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "unmatched"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-HTTP_REQUESTS = Counter(
+REQUESTS_NAME, REQUESTS_HELP = (
     "cachequest_http_requests",
     "HTTP requests answered, by route template, method and status",
-    ["route", "method", "status"],
 )
-HTTP_DURATION = Histogram(
-    "cachequest_http_request_duration_seconds",
-    "Time to answer an HTTP request, by route template",
-    ["route"],
-    buckets=BUCKETS,
-)
+DURATION_NAME, DURATION_HELP = "cachequest_http_request_duration_seconds", "Time to answer an HTTP request, by route"
 
 
 def route_of(scope: Scope) -> str:
@@ -71,11 +69,67 @@ def route_of(scope: Scope) -> str:
     return template or UNMATCHED
 
 
-class HttpMetrics:
-    """The per-request recording, on every request: each label set's child is looked up once and kept,
-    so a request costs two dict lookups besides the two increments."""
+class HttpMetrics(Protocol):
+    def record(self, route: str, method: str, status: int, seconds: float) -> None: ...
+
+    def exposition(self) -> bytes:
+        """The counts so far, in Prometheus's text format."""
+        ...
+
+
+def http_metrics(settings: Settings) -> HttpMetrics | None:
+    """What counts the requests: nothing (HTTP_METRICS=false), this process's memory, or, with several
+    gateway processes, prometheus-client's files that every process adds up at a scrape."""
+    if not settings.http_metrics:
+        return None
+    return SharedHttpMetrics() if "PROMETHEUS_MULTIPROC_DIR" in os.environ else InMemoryHttpMetrics()
+
+
+class InMemoryHttpMetrics(Collector):
+    """Counts in plain dicts, turned into metrics at a scrape: a request costs a few dict operations,
+    where prometheus-client's locked counter and histogram cost the gateway a sixth of a fast read's
+    instructions (docs/benchmarks.md). One event loop updates them, so no lock is needed."""
 
     def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        # Per route: a count per bucket (BUCKETS, then +Inf), not cumulative, and the sum of the seconds last.
+        self.durations: dict[str, list[float]] = {}
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method if method in METHODS else "other", status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        counts = self.durations.get(route)
+        if counts is None:
+            counts = self.durations[route] = [0.0] * (len(BUCKETS) + 2)
+        counts[bisect_left(BUCKETS, seconds)] += 1  # the first bucket whose bound is at or above it
+        counts[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(REQUESTS_NAME, REQUESTS_HELP, labels=["route", "method", "status"])
+        for (route, method, status), count in self.requests.items():
+            requests.add_metric([route, method, str(status)], count)
+        durations = HistogramMetricFamily(DURATION_NAME, DURATION_HELP, labels=["route"])
+        for route, counts in self.durations.items():
+            cumulative = list(accumulate(counts[:-1]))
+            bounds = [*map(floatToGoString, BUCKETS), "+Inf"]  # as prometheus-client's own histograms name them
+            durations.add_metric([route], list(zip(bounds, cumulative, strict=True)), counts[-1])
+        yield from (requests, durations)
+
+    def exposition(self) -> bytes:
+        registry = CollectorRegistry()
+        registry.register(self)
+        return generate_latest(registry)
+
+
+class SharedHttpMetrics:
+    """prometheus-client's metrics, which in multiprocess mode each process writes to a file of its own
+    in PROMETHEUS_MULTIPROC_DIR (made afresh by the gateway's __main__), and any process answers a
+    scrape with the sum of all: one consistent view, whichever process answers."""
+
+    def __init__(self) -> None:
+        self.requests_total = Counter(REQUESTS_NAME, REQUESTS_HELP, ["route", "method", "status"], registry=None)
+        self.duration = Histogram(DURATION_NAME, DURATION_HELP, ["route"], buckets=BUCKETS, registry=None)
+        # Each label set's child, looked up once and kept.
         self.requests: dict[tuple[str, str, int], Counter] = {}
         self.durations: dict[str, Histogram] = {}
 
@@ -83,12 +137,17 @@ class HttpMetrics:
         counter = self.requests.get((route, method, status))
         if counter is None:
             label = method if method in METHODS else "other"
-            counter = self.requests[(route, method, status)] = HTTP_REQUESTS.labels(route, label, str(status))
+            counter = self.requests[(route, method, status)] = self.requests_total.labels(route, label, str(status))
         counter.inc()
         histogram = self.durations.get(route)
         if histogram is None:
-            histogram = self.durations[route] = HTTP_DURATION.labels(route)
+            histogram = self.durations[route] = self.duration.labels(route)
         histogram.observe(seconds)
+
+    def exposition(self) -> bytes:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
 
 @dataclass
@@ -160,15 +219,6 @@ class RedisCollector(Collector):
         yield from (length, pending, lag, dead, events)
 
 
-def http_exposition() -> bytes:
-    """The HTTP metrics of every gateway process (of this one only, outside the gateway's __main__)."""
-    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
-        return generate_latest(REGISTRY)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return generate_latest(registry)
-
-
 def may_read(address: str, allowed: str) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -191,4 +241,5 @@ async def metrics(request: Request) -> Response:
         view = None
     registry = CollectorRegistry()
     registry.register(RedisCollector(view))
-    return Response(http_exposition() + generate_latest(registry), media_type=CONTENT_TYPE)
+    http: HttpMetrics | None = request.app.state.http_metrics
+    return Response((http.exposition() if http else b"") + generate_latest(registry), media_type=CONTENT_TYPE)
