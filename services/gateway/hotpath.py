@@ -22,6 +22,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from starlette.convertors import StringConvertor
 from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -76,15 +77,29 @@ class Candidate:
     """A route as the fast path tries it: Starlette's own compiled path and parameter convertors.
 
     Route.matches() would build a child scope for every request (some 4 us here); the route's
-    path_regex and param_convertors are what it matches with, so the answer is the same.
+    path_regex and param_convertors are what it matches with, so the answer is the same. A path that
+    ends in its one parameter, a plain string (`/api/playerstate/{document_id}`), is matched without
+    the regex: its `[^/]+$` takes exactly a non-empty rest without a slash.
     """
 
     literal: str  # the path up to its first parameter: a cheap test before the regex
     route: APIRoute
     handler: FastHandler | None
+    tail: str | None  # that one string parameter's name, if the path is `literal{tail}`
+
+    @classmethod
+    def of(cls, route: APIRoute) -> Candidate:
+        literal, _, rest = route.path_format.partition("{")
+        name = rest.removesuffix("}")
+        convertor = route.param_convertors.get(name)
+        plain = rest.endswith("}") and "{" not in name and type(convertor) is StringConvertor
+        return cls(literal, route, getattr(route.endpoint, "fast", None), name if plain else None)
 
     def params(self, path: str) -> dict[str, Any] | None:
         """The path parameters if the route's path matches, else None."""
+        if self.tail is not None:
+            rest = path[len(self.literal) :]
+            return {self.tail: rest} if rest and "/" not in rest else None
         found = self.route.path_regex.match(path)
         if found is None:
             return None
@@ -97,11 +112,7 @@ def candidates_by_method(routes: Sequence[BaseRoute]) -> dict[str, list[Candidat
     api_routes = [route for route in routes if isinstance(route, APIRoute)]
     table: dict[str, list[Candidate]] = {}
     for method in sorted({method for route in api_routes for method in route.methods or ()}):
-        found = [
-            Candidate(route.path_format.partition("{")[0], route, getattr(route.endpoint, "fast", None))
-            for route in api_routes
-            if method in (route.methods or ())
-        ]
+        found = [Candidate.of(route) for route in api_routes if method in (route.methods or ())]
         while found and found[-1].handler is None:
             found.pop()
         if found:
