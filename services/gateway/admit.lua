@@ -10,7 +10,8 @@
 -- KEYS: one key per limit, then (to publish) the command stream.
 -- ARGV: the number of limits n; each limit's count and period in ms; then, to publish, the
 --       stream's trim MINID and the entry's fields and values.
--- Returns 0 when admitted, else the ms until the slowest refusing limit would allow it.
+-- Returns, when admitted, the published entry's id (the version a save's command writes) or 0 when
+-- there was nothing to publish; else the ms until the slowest refusing limit would allow it.
 local n = tonumber(ARGV[1])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -29,6 +30,6 @@ if wait > 0 then
   return math.ceil(wait)
 end
 if #KEYS > n then
-  redis.call('XADD', KEYS[n + 1], 'MINID', '~', ARGV[2 * n + 2], '*', unpack(ARGV, 2 * n + 3))
+  return redis.call('XADD', KEYS[n + 1], 'MINID', '~', ARGV[2 * n + 2], '*', unpack(ARGV, 2 * n + 3))
 end
 return 0

@@ -28,6 +28,8 @@ ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
 # A script that may write but writes nothing: Redis refuses it exactly when it refuses writes for want
 # of memory (maxmemory), which PING does not show; a busy or unreachable Redis fails it as it would PING.
 WRITE_PROBE = Script("#!lua\nreturn 1")
+# A save and its version, read together (KEYS: the document, its version key; one slot).
+READ_VERSIONED = Script("return {redis.call('JSON.GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or false}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,11 @@ class Store:
         """A JSON document as Redis stores it, or None."""
         raw: bytes | None = await self.redis.execute("JSON.GET", key, route=key)
         return raw
+
+    async def versioned_document(self, key: str) -> tuple[bytes | None, str | None]:
+        """A JSON document and its version (shared/keys.py version()), read in one atomic step."""
+        document, version = await self.redis.script(READ_VERSIONED, [key, keys.version(key)], [])
+        return document, None if version is None else version.decode()
 
     async def top(self, key: str, count: int) -> list[tuple[str, float]]:
         """The `count` highest members of a sorted set and their scores, highest first."""
@@ -140,14 +147,16 @@ class Store:
 
     async def admit(self, limits: Sequence[Limit]) -> int:
         """Count a hit on each limit: 0 if all allow it, else the ms until the slowest would."""
-        return await self._admit(limits, None)
+        return int(await self._admit(limits, None))
 
-    async def admit_and_publish(self, limits: Sequence[Limit], command: Command) -> int:
+    async def admit_and_publish(self, limits: Sequence[Limit], command: Command) -> int | str:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
-        command is never published. The limits' keys and the stream must share a hash slot."""
-        return await self._admit(limits, command)
+        command is never published. The ms to wait, or the published entry's id. The limits' keys and
+        the stream must share a hash slot."""
+        answer = await self._admit(limits, command)
+        return answer.decode() if isinstance(answer, bytes) else int(answer)
 
-    async def _admit(self, limits: Sequence[Limit], command: Command | None) -> int:
+    async def _admit(self, limits: Sequence[Limit], command: Command | None) -> Any:
         script_keys = [limit.key for limit in limits]
         args: list[str | bytes | int] = [len(limits)]
         for limit in limits:
@@ -157,7 +166,7 @@ class Store:
             args.append(command.min_id)
             for field, value in command.fields.items():
                 args += (field, value)
-        return int(await self.redis.script(ADMIT, script_keys, args))
+        return await self.redis.script(ADMIT, script_keys, args)
 
     async def wait_for_reply(self, reply_to: str, wait_ms: int) -> Reply | None:
         """Block on a command's reply stream; None if no reply came in time.
