@@ -309,6 +309,8 @@ def test_bad_merge_patches_are_refused_and_write_nothing(tab: Tab, db: redis.Red
 @pytest.mark.parametrize("grows", ["values", "bytes"])
 def test_a_merge_patch_that_grows_the_save_past_its_limits_is_413(tab: Tab, db: redis.Redis, grows: str) -> None:
     settings = Settings()
+    half: dict[str, Any]
+    more: dict[str, Any]
     if grows == "values":  # each part within the limit, together past it
         half = {"a": list(range(settings.max_json_values // 2 + 10))}
         more = {"b": list(range(settings.max_json_values // 2 + 10))}
