@@ -1,6 +1,8 @@
-// Esc pause menu: freezes the scene's world, offers Resume and a way back to the main menu.
+// Esc pause menu: freezes the scene's world, offers Resume, a way back to the main menu, and
+// Reset progress (both saves deleted, after a confirmation).
 import { k } from "./engine.js";
-import { addMenu } from "./ui.js";
+import { addMenu, showBanner, COLORS } from "./ui.js";
+import { resetProgress } from "./saves.js";
 
 /**
  * `onOpen` runs when the game pauses (the quest saves there); `onQuit` leaves the scene.
@@ -13,18 +15,46 @@ export function installPauseMenu({ world, canPause = () => true, onOpen, quitLab
     menu = null;
     world.paused = false;
   };
-  k.onKeyPress("escape", () => {
-    if (menu || !canPause()) return; // an open menu closes itself through onBack
-    world.paused = true;
-    onOpen?.();
+  const showPaused = () => {
+    menu?.destroy();
     menu = addMenu({
       title: "Paused",
       options: [
         { label: "Resume", action: resume },
         { label: quitLabel, action: onQuit },
+        { label: "Reset progress", action: confirmReset },
       ],
       onBack: resume,
     });
+  };
+  const confirmReset = () => {
+    menu.destroy();
+    menu = addMenu({
+      title: "Erase your hero and story?",
+      options: [
+        { label: "No, keep them", action: showPaused },
+        { label: "Yes, reset progress", action: reset },
+      ],
+      onBack: showPaused,
+      width: 320,
+    });
+  };
+  const reset = () => {
+    menu.destroy();
+    menu = null;
+    resetProgress().then(
+      () => k.go("menu"),
+      (error) => {
+        showBanner(`Could not reset: ${error.message}`, 3, COLORS.danger);
+        showPaused();
+      },
+    );
+  };
+  k.onKeyPress("escape", () => {
+    if (menu || !canPause()) return; // an open menu closes itself through onBack
+    world.paused = true;
+    onOpen?.();
+    showPaused();
   });
   return { isOpen: () => menu !== null };
 }
