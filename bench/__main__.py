@@ -26,6 +26,7 @@ from typing import IO
 import httpx
 
 from bench.measure import beside, costly, fixtures, machine, plot, procs, profile, report, revisions, servers, workers
+from bench.measure import saves as conditional_saves
 from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
 from bench.measure.workload import OPERATIONS, SLASHED, Session, requests_for
 
@@ -34,7 +35,7 @@ BASELINE_OPERATIONS = ("save", "score", "top", "read")
 COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
-PHASES = ("ours", "scaling", "baselines", "workers", "costly")
+PHASES = ("ours", "scaling", "baselines", "workers", "costly", "saves")
 COMPARE = "compare"  # not a default phase: --compare REF adds it
 PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
 DEFAULT_CONNECTIONS = [16, 64, 256]
@@ -343,6 +344,14 @@ class Bench:
         self.result["costly"] = found
         print(f"  alone: {found['alone']}\n  attacked: {found['attacked']}\n  attackers: {found['attackers_answers']}")
 
+    def saves(self, redis_url: str) -> None:
+        """Saves with If-Match beside saves without; a merge patch of a 5 KB save beside a full PATCH."""
+        connections = 16
+        say(f"saves: with and without If-Match, merge patch beside full PATCH, at {connections} connections")
+        with ExitStack() as exits:
+            stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
+            self.result["saves"] = conditional_saves.measure(stack.url, connections, self.plan, self.out)
+
     def report(self, *, measured: bool = True) -> None:
         if measured:
             self.result["meta"]["load_average_at_end"] = machine.load_average()
@@ -400,6 +409,8 @@ def run(bench: Bench) -> None:
             bench.workers_alone(redis_url, redis_pid)
         if "costly" in phases:
             bench.costly(redis_url)
+        if "saves" in phases:
+            bench.saves(redis_url)
     bench.report()
 
 
