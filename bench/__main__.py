@@ -344,13 +344,14 @@ class Bench:
         self.result["costly"] = found
         print(f"  alone: {found['alone']}\n  attacked: {found['attacked']}\n  attackers: {found['attackers_answers']}")
 
-    def saves(self, redis_url: str) -> None:
+    def saves(self, redis_url: str, redis_pid: int | None) -> None:
         """Saves with If-Match beside saves without; a merge patch of a 5 KB save beside a full PATCH."""
         connections = 16
         say(f"saves: with and without If-Match, merge patch beside full PATCH, at {connections} connections")
         with ExitStack() as exits:
             stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
-            self.result["saves"] = conditional_saves.measure(stack.url, connections, self.plan, self.out)
+            watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
+            self.result["saves"] = conditional_saves.measure(stack.url, watch, connections, self.plan, self.out)
 
     def report(self, *, measured: bool = True) -> None:
         if measured:
@@ -410,7 +411,7 @@ def run(bench: Bench) -> None:
         if "costly" in phases:
             bench.costly(redis_url)
         if "saves" in phases:
-            bench.saves(redis_url)
+            bench.saves(redis_url, redis_pid)
     bench.report()
 
 

@@ -6,7 +6,9 @@ Two pairs, measured in turns so the box's noise falls on both sides alike:
   * a PATCH of a ~5 KB document beside a merge patch changing ~50 bytes of it: throughput and the
     bytes each request puts on the wire.
 One session per wrk thread and connection (bench/lua/saves.lua), so a session's saves go one after
-another and each If-Match names the version before it, as a game tab's do.
+another and each If-Match names the version before it, as a game tab's do. Beside throughput, the
+CPU the stack spent per request (gateway, workers, Redis): on a box shared with other work it moves
+less than throughput does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.measure import fixtures
+from bench.measure import fixtures, procs
 from bench.measure.load import Plan, parse, wrk_path
 from bench.measure.workload import Session, player_document
 
@@ -72,6 +74,7 @@ class Figure:
     rps: list[float]
     p50_ms: list[float]
     p99_ms: list[float]
+    cpu_ms: list[float]  # the stack's CPU per request
     failures: int
     request_bytes: int
 
@@ -79,7 +82,8 @@ class Figure:
         return {
             "operation": self.operation, "connections": self.connections,
             "rps": round(statistics.median(self.rps), 1), "p50_ms": statistics.median(self.p50_ms),
-            "p99_ms": statistics.median(self.p99_ms), "runs": len(self.rps), "failures": self.failures,
+            "p99_ms": statistics.median(self.p99_ms), "cpu_ms_per_request": round(statistics.median(self.cpu_ms), 3),
+            "runs": len(self.rps), "failures": self.failures,
             "request_bytes": self.request_bytes,
         }  # fmt: skip
 
@@ -103,48 +107,65 @@ def prepare(url: str, sessions: list[Session], big: bool, path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Once:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms: float
+    failures: int
+
+
 def run_once(
-    url: str, requests_file: Path, mode: str, connections: int, duration_s: float
-) -> tuple[float, float, float, int]:
+    url: str, requests_file: Path, mode: str, connections: int, duration_s: float, watch: dict[str, int]
+) -> Once:
     argv = [
         wrk_path(), f"-t{connections}", f"-c{connections}", f"-d{max(1, round(duration_s))}s",
         f"--timeout={WRK_TIMEOUT_S}s", "-s", str(LUA), url, "--", str(requests_file), mode,
     ]  # fmt: skip
+    before = procs.snapshot(watch)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + WRK_TIMEOUT_S + 30)
+    after = procs.snapshot(watch)
     run = parse(done.stdout, done.stderr, {})
-    return run.rps, run.p50_ms, run.p99_ms, run.errors + run.non_2xx
+    cpu_s = sum(after[name].cpu_s - before[name].cpu_s for name in after if name in before)
+    cpu_ms = 1000 * cpu_s / run.requests if run.requests else 0.0
+    return Once(run.rps, run.p50_ms, run.p99_ms, cpu_ms, run.errors + run.non_2xx)
 
 
-def measure(url: str, connections: int, plan: Plan, out: Path) -> list[dict[str, object]]:
-    """Each pair at `connections`, its two sides in turns, `plan.runs` runs each (after a warm-up)."""
+def measure(url: str, watch: dict[str, int], connections: int, plan: Plan, out: Path) -> list[dict[str, object]]:
+    """Each pair at `connections`, its two sides in turns, `plan.runs` runs each (after a warm-up);
+    `watch`: the stack's processes, whose CPU is counted."""
     sessions = fixtures.sessions(url, connections)
     found: list[dict[str, object]] = []
     for pair in PAIRS:
         first = sessions[0]
         figures = {
-            operation: Figure(operation, connections, [], [], [], 0, wire_bytes(url, first.cookie, operation, first.id))
+            operation: Figure(
+                operation, connections, [], [], [], [], 0, wire_bytes(url, first.cookie, operation, first.id)
+            )
             for operation in pair
         }
         for turn in range(plan.runs + 1):
             for operation in pair:
                 mode, big = OPERATIONS[operation]
                 requests_file = prepare(url, sessions, big, out / "requests" / f"saves-{operation}.tsv")
-                rps, p50, p99, failures = run_once(
-                    url, requests_file, mode, connections, plan.warmup_s if turn == 0 else plan.duration_s
-                )
+                seconds = plan.warmup_s if turn == 0 else plan.duration_s
+                once = run_once(url, requests_file, mode, connections, seconds, watch)
                 if turn == 0:
                     continue  # the warm-up
                 figure = figures[operation]
-                figure.rps.append(rps)
-                figure.p50_ms.append(p50)
-                figure.p99_ms.append(p99)
-                figure.failures += failures
+                figure.rps.append(once.rps)
+                figure.p50_ms.append(once.p50_ms)
+                figure.p99_ms.append(once.p99_ms)
+                figure.cpu_ms.append(once.cpu_ms)
+                figure.failures += once.failures
         for figure in figures.values():
             summary = figure.summary()
             failed = f"  ({figure.failures} failed)" if figure.failures else ""
             print(
                 f"  {figure.operation:<14} c={connections:<3} {summary['rps']:>8.0f} req/s"
                 f"  p50 {summary['p50_ms']:6.1f}  p99 {summary['p99_ms']:6.1f} ms"
+                f"  {summary['cpu_ms_per_request']:.3f} CPU ms/request"
                 f"  {figure.request_bytes:>5} B/request{failed}",
                 flush=True,
             )

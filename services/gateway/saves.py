@@ -41,6 +41,9 @@ from shared.protocol import EventType, Reply
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
 
 NOT_FOUND = {"status": 404, "message": "Not Found"}
+# Beside every route's errors: a write's failed precondition, a read's "not modified".
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 412: {"model": Message}}
+READ_ANSWERS: dict[int | str, dict[str, Any]] = {**ERRORS, 304: {"description": "Not modified (If-None-Match)"}}
 
 
 @dataclass(frozen=True)
@@ -212,23 +215,23 @@ def add_document_routes(kind: Kind) -> None:
 
     create.__annotations__["body"] = replace.__annotations__["body"] = kind.body
     router.get(
-        f"{path}/{{document_id}}", name=f"read_{noun}", responses=ERRORS,
+        f"{path}/{{document_id}}", name=f"read_{noun}", responses=READ_ANSWERS,
         description=f"Your own {noun} save, as you stored it, with its version as the ETag; "
         "If-None-Match with that ETag answers 304.",
     )(fast(read_fast)(read_document))  # fmt: skip
     router.post(
-        path, name=f"create_{noun}", response_model=Message, responses=ERRORS,
+        path, name=f"create_{noun}", response_model=Message, responses=WRITE_ERRORS,
         description=f"Create or replace your {noun} save; If-Match applies it only over that version, "
         "If-None-Match: * only if there is none (else 412).",
     )(fast(save_fast(update=False))(create))  # fmt: skip
     router.patch(
-        path, name=f"update_{noun}", response_model=Message, responses=ERRORS,
+        path, name=f"update_{noun}", response_model=Message, responses=WRITE_ERRORS,
         description=f"Replace your {noun} save if it exists; 404 tells the client to POST instead. With "
         "Content-Type: application/merge-patch+json, merge the fields given into it (RFC 7396: null "
         "removes one). If-Match applies it only over that version (else 412).",
     )(fast(save_fast(update=True))(takes_merge_patch(replace)))  # fmt: skip
     router.delete(
-        f"{path}/{{document_id}}", name=f"delete_{noun}", response_model=Message, responses=ERRORS,
+        f"{path}/{{document_id}}", name=f"delete_{noun}", response_model=Message, responses=WRITE_ERRORS,
         description=f"Delete your own {noun} save (404 if there is none); If-Match deletes only that version.",
     )(fast(delete_fast)(remove))  # fmt: skip
 
