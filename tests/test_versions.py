@@ -205,6 +205,7 @@ def test_delete_your_own_save(tab: Tab, db: redis.Redis, kind: str, noun: str) -
     tab.write("POST", kind, level=1)
     answer = tab.http.delete(f"/api/{kind}/{tab.id}")
     assert (answer.status_code, answer.json()) == (200, {"status": 200, "message": f"{noun} deleted"})
+    assert "etag" not in answer.headers
     assert tab.get(kind).status_code == 404
     document, version = stored(db, tab, kind)
     assert document is None and version is not None

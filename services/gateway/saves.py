@@ -106,11 +106,12 @@ async def delete(
 ) -> Response:
     if document_id != caller:
         raise HTTPException(403, f"You may delete only your own {kind.noun.lower()} state")
-    return answer(await commands.call(kind.delete, caller, address, None, write_precondition(scope)))
+    reply = await commands.call(kind.delete, caller, address, None, write_precondition(scope))
+    return json_response(reply.status, reply.body)  # no ETag: nothing is stored any more
 
 
 def answer(reply: Reply) -> Response:
-    """A worker's reply; a save that was written carries its new version as the ETag."""
+    """A worker's reply to a save; one that was written carries its new version as the ETag."""
     response = json_response(reply.status, reply.body)
     if reply.status == 200 and reply.version:
         response.headers["ETag"] = etag(reply.version)
