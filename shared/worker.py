@@ -540,7 +540,7 @@ class Partition:
                 "if_false": answer(ready[2].if_false),
                 **(
                     {"refusals": {str(outcome): answer(reply) for outcome, reply in ready[2].refusals.items()}}
-                    if ready[2].refusals
+                    if ready[2].expect or ready[2].limits  # what can refuse a command: none on the usual save
                     else {}
                 ),
             }

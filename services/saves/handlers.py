@@ -22,6 +22,7 @@ from shared.worker import OVER_LIMITS, PRECONDITION_FAILED, Action, Handler, Lim
 
 NOT_FOUND = Reply.message(404, "Not Found")
 CHANGED = Reply.message(412, "The save is not the version you named (If-Match / If-None-Match): read it again")
+IF_CHANGED = {PRECONDITION_FAILED: CHANGED}
 
 
 def document_of(event: Event, noun: str) -> str:
@@ -39,7 +40,7 @@ def save_handler(key_of: Callable[[str], str], noun: str, ttl_s: int, *, update:
         args = ("$", body, "XX") if update else ("$", body)
         return Action(
             "JSON.SET", key_of(event.session), args, if_true=done, if_false=NOT_FOUND, expire_s=ttl_s,
-            versioned=True, expect=event.expect, refusals={PRECONDITION_FAILED: CHANGED},
+            versioned=True, expect=event.expect, refusals=IF_CHANGED,
         )  # fmt: skip
 
     return handle
@@ -79,7 +80,7 @@ def delete_handler(key_of: Callable[[str], str], noun: str, keep_version_s: int)
     def handle(event: Event) -> Action:
         return Action(
             "DEL", key_of(event.session), (), if_true=done, if_false=NOT_FOUND, expire_s=keep_version_s,
-            versioned=True, expect=event.expect, refusals={PRECONDITION_FAILED: CHANGED},
+            versioned=True, expect=event.expect, refusals=IF_CHANGED,
         )  # fmt: skip
 
     return handle
