@@ -30,6 +30,11 @@ ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
 WRITE_PROBE = Script("#!lua\nreturn 1")
 # A save and its version, read together (KEYS: the document, its version key; one slot).
 READ_VERSIONED = Script("return {redis.call('JSON.GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or false}")
+# A save's expiry extended, and its version's with it, so its ETag lasts as long as it does; a deleted
+# save's version key keeps its own, shorter expiry (KEYS: the document, its version key; ARGV: seconds).
+EXTEND_SAVE = Script(
+    "if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) return 1 end return 0"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +138,14 @@ class Store:
         """Create a session (only if new) or re-confirm one (only if it exists) and extend its saves.
 
         Separate commands, sent together: on a Redis Cluster the session and the saves live in slots
-        of their own. Extending the saves of a session found gone costs nothing but their TTL.
+        of their own. Extending the saves of a session found gone costs nothing but their TTL. A save's
+        version key is extended with it (EXTEND_SAVE).
         """
         if create:
             return bool(await self.redis.execute("SET", session_key, record, "EX", ttl_s, "NX", route=session_key))
         confirmed, *_extended = await asyncio.gather(
             self.redis.execute("SET", session_key, record, "EX", ttl_s, "XX", route=session_key),
-            *(self.redis.execute("EXPIRE", key, saves_ttl_s, route=key) for key in saves),
+            *(self.redis.script(EXTEND_SAVE, [key, keys.version(key)], [saves_ttl_s]) for key in saves),
         )
         return bool(confirmed)
 
