@@ -26,6 +26,7 @@ from typing import IO
 import httpx
 
 from bench.measure import beside, costly, fixtures, machine, plot, procs, profile, report, revisions, servers, workers
+from bench.measure import saves as conditional_saves
 from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
 from bench.measure.workload import OPERATIONS, SLASHED, Session, requests_for
 
@@ -34,7 +35,7 @@ BASELINE_OPERATIONS = ("save", "score", "top", "read")
 COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
-PHASES = ("ours", "scaling", "baselines", "workers", "costly", "metrics")
+PHASES = ("ours", "scaling", "baselines", "workers", "costly", "metrics", "saves")
 COMPARE = "compare"  # not a default phase: --compare REF adds it
 PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
 DEFAULT_CONNECTIONS = [16, 64, 256]
@@ -369,6 +370,15 @@ class Bench:
                 pairs += beside.measure(on_side, off_side, operation, connections, self.plan)
         self.result["metrics_cost"] = {"pairs": [pair.summary() for pair in pairs]}
 
+    def saves(self, redis_url: str, redis_pid: int | None) -> None:
+        """Saves with If-Match beside saves without; a merge patch of a 5 KB save beside a full PATCH."""
+        connections = 16
+        say(f"saves: with and without If-Match, merge patch beside full PATCH, at {connections} connections")
+        with ExitStack() as exits:
+            stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
+            watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
+            self.result["saves"] = conditional_saves.measure(stack.url, watch, connections, self.plan, self.out)
+
     def report(self, *, measured: bool = True) -> None:
         if measured:
             self.result["meta"]["load_average_at_end"] = machine.load_average()
@@ -428,6 +438,8 @@ def run(bench: Bench) -> None:
             bench.costly(redis_url)
         if "metrics" in phases:
             bench.metrics_cost(redis_url, redis_pid)
+        if "saves" in phases:
+            bench.saves(redis_url, redis_pid)
     bench.report()
 
 

@@ -7,10 +7,14 @@
 -- document's key), and the replies and acknowledgements come after, from settle.lua.
 --
 -- ARGV[1], JSON: {"commands": [{"command", "key", "version" (0: none), "args" (after the key),
---                 "expire_s" (0: none), "deadline_ms", "seq" (its stream entry id)}, ...]},
+--                 "expire_s" (0: none), "deadline_ms", "seq" (its stream entry id),
+--                 optional "expect" (a precondition: '*', '!' or versions, see apply_commands.lua),
+--                 optional "limits" ({"max_bytes", "max_values", "max_depth"}: what the written JSON
+--                 document must keep within, else it is restored)}, ...]},
 --                 each key an index into KEYS.
 -- Returns, per command: 1 (applied: OK or a non-zero count), 0 (not: nil or zero), -1 (past its
--- deadline), -2 (this or a newer command was applied already), or Redis's error text; or Redis's
+-- deadline), -2 (this or a newer command was applied already), -4 (its precondition does not hold),
+-- -5 (the written document broke its limits; restored), or Redis's error text; or Redis's
 -- OOM error, nothing written, when Redis refuses its first write for memory.
 -- (apply_commands, from shared/apply_commands.lua, comes first.)
 local outcomes, refused = apply_commands(cjson.decode(ARGV[1]).commands)

@@ -25,6 +25,11 @@ from shared.logs import SANE_REQUEST_ID
 
 VERSION = b"1"
 EVENT_ID = re.compile(r"[0-9a-f]{32}")
+# A document version: the stream id of the command that last wrote it ("0-0": written before versions).
+VERSION_ID = r"[0-9]{1,20}-[0-9]{1,20}"
+ANY_VERSION, NO_DOCUMENT = "*", "!"
+# A command's precondition (`expect`): the document exists, or does not, or has one of these versions.
+EXPECT = re.compile(rf"\*|!|{VERSION_ID}(?: {VERSION_ID}){{0,31}}")
 
 
 class EventType(StrEnum):
@@ -32,6 +37,10 @@ class EventType(StrEnum):
     PLAYER_UPDATE = "player.update"
     GAME_CREATE = "game.create"
     GAME_UPDATE = "game.update"
+    PLAYER_MERGE = "player.merge"
+    GAME_MERGE = "game.merge"
+    PLAYER_DELETE = "player.delete"
+    GAME_DELETE = "game.delete"
     SCORE_SUBMIT = "score.submit"
 
 
@@ -47,11 +56,11 @@ class CommandStream:
         return keys.command_stream(self.name, partition)
 
 
-SAVES = CommandStream(
-    "saves",
-    keys.SAVES_GROUP,
-    frozenset({EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, EventType.GAME_CREATE, EventType.GAME_UPDATE}),
-)
+SAVE_EVENTS = frozenset({
+    EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, EventType.PLAYER_MERGE, EventType.PLAYER_DELETE,
+    EventType.GAME_CREATE, EventType.GAME_UPDATE, EventType.GAME_MERGE, EventType.GAME_DELETE,
+})  # fmt: skip
+SAVES = CommandStream("saves", keys.SAVES_GROUP, SAVE_EVENTS)
 SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
 COMMAND_STREAMS = (SAVES, SCORES)
 STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
@@ -76,14 +85,24 @@ class Event:
     deadline_ms: int
     # The HTTP request's X-Request-Id, for the worker's log lines; optional, so older entries still decode.
     request_id: str = ""
+    # The caller's precondition on the document (If-Match, If-None-Match), checked atomically with the
+    # write: ANY_VERSION, NO_DOCUMENT, or versions separated by spaces. Empty: none, last write wins.
+    expect: str = ""
 
     @classmethod
     def new(
-        cls, type: EventType, session: str, payload: Any, timeout_ms: int, partition: int, request_id: str = ""
+        cls,
+        type: EventType,
+        session: str,
+        payload: Any,
+        timeout_ms: int,
+        partition: int,
+        request_id: str = "",
+        expect: str = "",
     ) -> Event:
         event_id = uuid.uuid4().hex
         reply_to = keys.reply(partition, event_id)
-        return cls(event_id, type, session, payload, reply_to, now_ms() + timeout_ms, request_id)
+        return cls(event_id, type, session, payload, reply_to, now_ms() + timeout_ms, request_id, expect)
 
     def expired(self, at_ms: int | None = None) -> bool:
         return (now_ms() if at_ms is None else at_ms) > self.deadline_ms
@@ -98,6 +117,7 @@ class Event:
             b"deadline": str(self.deadline_ms).encode(),
             b"payload": orjson.dumps(self.payload),
             **({b"request_id": self.request_id.encode()} if self.request_id else {}),
+            **({b"expect": self.expect.encode()} if self.expect else {}),
         }
 
     @classmethod
@@ -111,6 +131,9 @@ class Event:
                 raise PoisonEvent(f"event id {event_id[:40]!r} is not 32 hex digits")
             if reply_to != keys.reply(partition, event_id):
                 raise PoisonEvent(f"reply_to {reply_to[:80]!r} is not its reply stream in partition {partition}")
+            expect = fields.get(b"expect", b"").decode()
+            if expect and not EXPECT.fullmatch(expect):
+                raise PoisonEvent(f"precondition {expect[:80]!r} is not one a gateway would send")
             return cls(
                 id=event_id,
                 type=EventType(fields[b"type"].decode()),
@@ -119,6 +142,7 @@ class Event:
                 reply_to=reply_to,
                 deadline_ms=int(fields[b"deadline"]),
                 request_id=request_id_in(fields),
+                expect=expect,
             )
         except KeyError as missing:
             raise PoisonEvent(f"missing field {missing.args[0].decode()!r}") from None
@@ -143,6 +167,8 @@ class Reply:
 
     status: int
     body: Any
+    # The version a write stored (its command's stream entry id); the gateway sets it, for the ETag.
+    version: str = ""
 
     def wire(self) -> tuple[str, str]:
         """Status and body as a reply stream entry holds them (written by shared/settle.lua)."""

@@ -6,7 +6,8 @@
 --
 -- ARGV[1], the batch as JSON; every key in it is an index into KEYS:
 --   {"stream", "dead_letters", "group", "reply_ttl_s",
---    "commands": [as apply.lua's, plus "reply_to", "if_true", "if_false": {"status", "body"}],
+--    "commands": [as apply.lua's, plus "reply_to", "if_true", "if_false": {"status", "body"},
+--                 optional "refusals": {outcome as text: {"status", "body"}} for the other outcomes],
 --    "failed": {"status", "body"}  (the reply to a command Redis refused),
 --    "replies": [{"reply_to", "status", "body"}, ...],
 --    "ack": [entry ids],
@@ -33,6 +34,8 @@ for i, command in ipairs(batch.commands) do
     reply(command.reply_to, command.if_true)
   elseif outcome == NOT_APPLIED then
     reply(command.reply_to, command.if_false)
+  elseif command.refusals and command.refusals[tostring(outcome)] then
+    reply(command.reply_to, command.refusals[tostring(outcome)])
   elseif outcome ~= EXPIRED then
     reply(command.reply_to, batch.failed)
   end

@@ -31,7 +31,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -79,6 +79,10 @@ class Action:
     missing key, ZADD GT CH that changed nothing). A non-zero `expire_s` sets the key's TTL after a
     true result. `versioned`: the key is only ever written by one session's commands (so by one
     partition, in stream order), and a version key guards it against older commands.
+
+    Optional, checked in the same atomic step as the write (shared/apply_commands.lua): `expect`, a
+    precondition on the versioned document (the caller's If-Match); `limits`, what the written JSON
+    document must keep within (else it is restored). `refusals` answers the outcomes these add.
     """
 
     command: str
@@ -88,6 +92,18 @@ class Action:
     if_false: Reply
     expire_s: int = 0
     versioned: bool = False
+    expect: str = ""
+    limits: Limits | None = None
+    refusals: Mapping[int, Reply] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What a written JSON document must keep within: as the gateway checks a whole body."""
+
+    max_bytes: int
+    max_values: int
+    max_depth: int
 
 
 Handler = Callable[[Event], Action]
@@ -105,6 +121,7 @@ STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
+PRECONDITION_FAILED, OVER_LIMITS = -4, -5  # nothing written; answered from the Action's `refusals`
 OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command"}
 # Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
 # anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
@@ -438,6 +455,9 @@ class Partition:
             elif outcome == NOT_APPLIED:
                 replies.append((event.reply_to, action.if_false))
                 log.debug("%s %s on %s: not applied", event.type, event.id, action.key, extra=about)
+            elif isinstance(outcome, int) and outcome in action.refusals:
+                replies.append((event.reply_to, action.refusals[outcome]))
+                log.debug("%s %s on %s: refused (%d)", event.type, event.id, action.key, outcome, extra=about)
             elif outcome == EXPIRED:  # past its deadline on Redis's clock
                 self._expired(batch, (entry_id, event.encode()), 1)
             elif outcome == REFUSED:
@@ -478,7 +498,7 @@ class Partition:
             script_keys.append(key)
             return len(script_keys)  # Lua counts from 1
 
-        return {
+        command = {
             "command": action.command,
             "key": key_index(action.key),
             "version": key_index(keys.version(action.key)) if action.versioned else 0,
@@ -487,6 +507,11 @@ class Partition:
             "deadline_ms": event.deadline_ms,
             "seq": entry_id.decode(),
         }
+        if action.expect:
+            command["expect"] = action.expect
+        if action.limits is not None:
+            command["limits"] = asdict(action.limits)
+        return command
 
     def _settlement(
         self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]]
@@ -514,6 +539,11 @@ class Partition:
                 "reply_to": key_index(ready[1].reply_to),
                 "if_true": answer(ready[2].if_true),
                 "if_false": answer(ready[2].if_false),
+                **(
+                    {"refusals": {str(outcome): answer(reply) for outcome, reply in ready[2].refusals.items()}}
+                    if ready[2].expect or ready[2].limits  # what can refuse a command: none on the usual save
+                    else {}
+                ),
             }
             for ready in here
         ]

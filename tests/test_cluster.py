@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import orjson
 import pytest
 from redis.cluster import RedisCluster
 
@@ -85,6 +86,42 @@ def test_saves_reads_scores_and_search_over_every_master(cluster_stack: Stack, d
     top = first.http.get(f"/api/leaderboard/{BOARD}", params={"count": 10}).json()
     assert [entry["score"] for entry in top] == [score * 100 for score in range(min(12, len(players)), 0, -1)][:10]
     assert db.zscore(BOARD, f"Hero-{players[0].id}") == 100
+
+
+def test_versions_merges_and_deletes_in_every_documents_own_slot(cluster_stack: Stack, db: RedisCluster) -> None:
+    """Each check and its write are one script in the document's slot, wherever that slot lives."""
+    merge = {"content-type": "application/merge-patch+json"}
+    for player in players_on_every_master(cluster_stack, db, f"Versions{secrets.token_hex(4)}", each=1):
+        me, key = f"/api/playerstate/{player.id}", keys.player(player.id)
+        first = player.http.get(me).headers["etag"]
+        version = db.get(keys.version(key))
+        assert isinstance(version, bytes) and first == f'"{version.decode()}"'
+        body = {"playerData": {"id": player.id, "name": "Hero", "level": 1, "bag": ["a"]}}
+        second = player.http.patch("/api/playerstate", json=body, headers={"If-Match": first})
+        assert second.status_code == 200 and second.headers["etag"] != first
+        before = db.json().get(key)
+        stale = player.http.patch("/api/playerstate", json=body, headers={"If-Match": first})
+        assert (stale.status_code, stale.json()["status"], db.json().get(key)) == (412, 412, before)
+        assert player.http.post("/api/playerstate", json=body, headers={"If-None-Match": "*"}).status_code == 412
+
+        patch = orjson.dumps({"playerData": {"id": player.id, "level": 2, "bag": None}})
+        merged = player.http.patch(
+            "/api/playerstate", content=patch, headers={**merge, "If-Match": second.headers["etag"]}
+        )
+        assert merged.status_code == 200
+        assert db.json().get(key) == {"id": player.id, "name": "Hero", "level": 2}
+        # Each patch within the limits, the two together past them: the worker refuses the second.
+        grow = orjson.dumps({"playerData": {"id": player.id, "many": list(range(600))}})
+        assert player.http.patch("/api/playerstate", content=grow, headers=merge).status_code == 200
+        again = orjson.dumps({"playerData": {"id": player.id, "more": list(range(600))}})
+        before = db.json().get(key)
+        assert player.http.patch("/api/playerstate", content=again, headers=merge).status_code == 413
+        assert db.json().get(key) == before
+
+        deleted = player.http.delete(me)
+        assert (deleted.status_code, deleted.json()["message"]) == (200, "Player deleted")
+        assert db.exists(key) == 0 and db.ttl(keys.version(key)) > 0
+        assert player.http.get(me).status_code == 404
 
 
 def test_every_partition_stream_has_a_consumer_on_its_own_master(cluster_stack: Stack, db: RedisCluster) -> None:
@@ -202,15 +239,19 @@ def test_a_cluster_that_is_not_ok_is_waited_for_then_named(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_saves_worker_mid_load_loses_no_acknowledged_save(cluster_stack: Stack, db: RedisCluster) -> None:
+@pytest.mark.parametrize("kind", ["save", "conditional", "merge", "delete"])
+def test_sigkill_of_a_saves_worker_mid_load_loses_no_acknowledged_save(
+    cluster_stack: Stack, db: RedisCluster, kind: str
+) -> None:
     doomed = "saves-doomed"
-    cluster_stack.spawn("saves", doomed)
-    eventually(
-        lambda: all(group["consumers"] == 2 for n in range(PARTITIONS) for group in db.xinfo_groups(SAVES.key(n))),
-        20,
-        "the second saves worker joins every partition",
-    )
-    load = Load.start(cluster_stack, "save", clients=9, writes=120)
+    pid = cluster_stack.spawn("saves", doomed).pid
+
+    def joined(n: int) -> bool:
+        names = [consumer["name"] for consumer in db.xinfo_consumers(SAVES.key(n), SAVES.group)]
+        return any(f"-{pid}-" in (name.decode() if isinstance(name, bytes) else name) for name in names)
+
+    eventually(lambda: all(joined(n) for n in range(PARTITIONS)), 20, "the second saves worker joins every partition")
+    load = Load.start(cluster_stack, kind, clients=9, writes=120)
     wait_for(load, 200)
     cluster_stack.stop(doomed, signal.SIGKILL)
     load.wait()

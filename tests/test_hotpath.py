@@ -150,6 +150,39 @@ def test_top_scores_answer_alike(stack: Stack, fastapi_only: str, player: Player
     both(stack, fastapi_only, player, "GET", path)
 
 
+MERGE = {"content-type": "application/merge-patch+json"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status"),
+    [
+        ("PATCH", "/api/playerstate", "mine", {"if-match": "nope"}, 400),
+        ("PATCH", "/api/playerstate", "mine", {"if-match": 'W/"1-0"'}, 412),
+        ("POST", "/api/playerstate", "mine", {"if-none-match": '"1-0"'}, 400),
+        ("PATCH", "/api/playerstate", "mine", {**MERGE, "if-match": '"1-0"', "if-none-match": "*"}, 400),
+        ("PATCH", "/api/playerstate", {"playerData": [1]}, MERGE, 400),
+        ("PATCH", "/api/playerstate", {"playerData": {"id": None}}, MERGE, 400),
+        ("PATCH", "/api/playerstate", {"playerData": {"id": "someoneelse"}}, MERGE, 403),
+        ("PATCH", "/api/gamestate", "mine", MERGE, 404),
+        ("POST", "/api/playerstate", "mine", MERGE, 415),
+        ("DELETE", "/api/gamestate/{me}", None, {}, 404),
+        ("DELETE", "/api/playerstate/someoneelse", None, {}, 403),
+        ("DELETE", "/api/playerstate/{me}", None, {"if-match": "nope"}, 400),
+        ("GET", "/api/playerstate/{me}", None, {"if-none-match": "nope"}, 400),
+    ],
+)
+def test_preconditions_merges_and_deletes_answer_alike(
+    stack: Stack, fastapi_only: str, player: Player, method: str, path: str, body: Any, headers: dict[str, str],
+    status: int,
+) -> None:  # fmt: skip
+    if body == "mine":
+        body = {("gameData" if "gamestate" in path else "playerData"): {"id": player.id}}
+    content = None if body is None else json.dumps(body).encode()
+    request = {"headers": {"content-type": "application/json", **headers}, "content": content}
+    answer = both(stack, fastapi_only, player, method, path.replace("{me}", player.id), **request)
+    assert answer.status_code == status
+
+
 def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
     outer = create_app(Settings(redis_url=redis_url))
     assert isinstance(outer, ExpressPaths) and isinstance(outer.app, Observe)

@@ -291,9 +291,12 @@ def test_saves_expire_unless_written_or_their_session_is_refreshed(make_stack: S
     assert player.save("playerstate", {"name": "Hero", "level": 2}).status_code == 200  # a write restarts it
     assert 3590 < db.ttl(player_key) <= 3600 and db.ttl(game_key) <= 100
     db.expire(player_key, 100)
+    db.expire(keys.version(player_key), 100)
+    assert player.http.delete(f"/api/gamestate/{player.id}").status_code == 200  # its version key stays 60 s
     due = signed(player.id, int(time.time()) - 61)  # confirmed a minute ago: this visit re-confirms it
     assert httpx.get(f"{stack.url}/session", cookies=due).json()["id"] == player.id
-    assert 3590 < db.ttl(player_key) <= 3600 and 3590 < db.ttl(game_key) <= 3600
+    assert 3590 < db.ttl(player_key) <= 3600 and 3590 < db.ttl(keys.version(player_key)) <= 3600  # the ETag lasts
+    assert 0 < db.ttl(keys.version(game_key)) <= 60, "a deleted save's version key keeps its short expiry"
     assert 650 < db.ttl(keys.session(player.id)) <= 660
 
 

@@ -12,8 +12,9 @@
 --       its own (on a cluster the session lives in another slot, and is checked before).
 -- ARGV: the number of limits n; each limit's count and period in ms; then, to publish, the
 --       stream's trim MINID and the entry's fields and values.
--- Returns 0 when admitted, -1 when the session is gone (nothing counted), else the ms until the
--- slowest refusing limit would allow it.
+-- Returns -1 when the session is gone (nothing counted); when admitted, the published entry's id
+-- (the version a save's command writes), or 0 when there was nothing to publish; else the ms until
+-- the slowest refusing limit would allow it.
 local n = tonumber(ARGV[1])
 if #KEYS > n + 1 and redis.call('EXISTS', KEYS[n + 2]) == 0 then
   return -1
@@ -35,6 +36,6 @@ if wait > 0 then
   return math.ceil(wait)
 end
 if #KEYS > n then
-  redis.call('XADD', KEYS[n + 1], 'MINID', '~', ARGV[2 * n + 2], '*', unpack(ARGV, 2 * n + 3))
+  return redis.call('XADD', KEYS[n + 1], 'MINID', '~', ARGV[2 * n + 2], '*', unpack(ARGV, 2 * n + 3))
 end
 return 0

@@ -4,7 +4,7 @@ JSON, and parsing is strict."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request, Response
@@ -91,14 +91,32 @@ class BodyLimitMiddleware:
 
 
 JSON_MEDIA_TYPES = frozenset({b"application/json"})
+MERGE_PATCH = b"application/merge-patch+json"  # RFC 7396
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def media_type(scope: Scope) -> bytes | None:
+    """The request's Content-Type without its parameters, in lower case."""
+    declared = header(scope, b"content-type")
+    return None if declared is None else declared.partition(b";")[0].strip().lower()
 
 
 def declares_json(scope: Scope) -> bool:
     """Whether the request says its body is JSON. A body without a Content-Type is not taken as JSON:
     a cross-site `fetch` of an ArrayBuffer sends none, and needs no CORS preflight."""
-    media_type = header(scope, b"content-type")
-    return media_type is not None and media_type.partition(b";")[0].strip().lower() in JSON_MEDIA_TYPES
+    return media_type(scope) in JSON_MEDIA_TYPES
+
+
+def declares_merge_patch(scope: Scope) -> bool:
+    return media_type(scope) == MERGE_PATCH
+
+
+def takes_merge_patch(endpoint: Endpoint) -> Endpoint:
+    """Mark an endpoint that also takes `application/merge-patch+json` bodies (the saves' PATCH)."""
+    endpoint.merge_patch = True  # type: ignore[attr-defined]
+    return endpoint
 
 
 class StrictJSONRequest(Request):
@@ -113,10 +131,17 @@ class StrictJSONRequest(Request):
 class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        merge_patch = getattr(self.endpoint, "merge_patch", False)
+        wanted = "application/json or application/merge-patch+json" if merge_patch else "application/json"
 
         async def strict_handler(request: Request) -> Response:
-            if request.method in BODY_METHODS and not declares_json(request.scope):
-                return error_response(415, "Send the body as JSON, with Content-Type: application/json")
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            scope = request.scope
+            if (
+                request.method in BODY_METHODS
+                and not declares_json(scope)
+                and not (merge_patch and declares_merge_patch(scope))
+            ):
+                return error_response(415, f"Send the body as JSON, with Content-Type: {wanted}")
+            return await handler(StrictJSONRequest(scope, request.receive))
 
         return strict_handler

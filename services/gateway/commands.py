@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from typing import Any
 
 from fastapi import HTTPException
@@ -35,17 +36,19 @@ class CommandBus:
         self.session_writes = parse_rate(settings.rate_limit_session_writes)
         self.address_writes = parse_rate(settings.rate_limit_address_writes)
 
-    async def call(self, type: EventType, session_id: str, address: str, payload: Any) -> Reply:
-        """Admit the command and publish it, then wait for its reply.
+    async def call(self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "") -> Reply:
+        """Admit the command and publish it, then wait for its reply; its `version` is the command's
+        stream entry id, which a save's command writes as the document's version.
 
         A 504 means no worker answered in time; the command is never applied after its deadline,
         and every command is idempotent, so the client can simply retry.
         """
         partition = partition_of(session_id, self.settings.stream_partitions)
         request_id = current_request_id.get() or ""
-        event = Event.new(type, session_id, payload, self.settings.request_timeout_ms, partition, request_id)
+        timeout_ms = self.settings.request_timeout_ms
+        event = Event.new(type, session_id, payload, timeout_ms, partition, request_id, expect)
         stream = STREAM_OF[type]
-        await self.admit_and_publish(event, stream.key(partition), partition, session_id, address)
+        entry_id = await self.admit_and_publish(event, stream.key(partition), partition, session_id, address)
         reply = await self.store.wait_for_reply(event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
         # The line that joins the HTTP request (its request id) to its event, and so to the worker's lines.
         if reply is None:
@@ -60,19 +63,21 @@ class CommandBus:
             )
         if reply.status == 503:  # Redis was full: the worker applied nothing (shared/worker.py)
             raise HTTPException(503, str(reply.body["message"]), headers={"Retry-After": "1"})
-        return reply
+        return replace(reply, version=entry_id)
 
-    async def admit_and_publish(self, event: Event, stream: str, partition: int, session_id: str, address: str) -> None:
-        """Publish the command if its session is live (else 401) and its write limits allow it (else 429)."""
+    async def admit_and_publish(self, event: Event, stream: str, partition: int, session_id: str, address: str) -> str:
+        """Publish the command if its session is live (else 401) and its write limits allow it (else 429);
+        its stream entry id."""
         limits = [
             *Limit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
             *Limit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
         ]
         command = Command(stream, trim_id(self.settings.stream_retention_ms), event.encode())
-        wait_ms = await self.store.admit_and_publish(limits, command, keys.session(session_id))
-        if wait_ms is None:
+        admitted = await self.store.admit_and_publish(limits, command, keys.session(session_id))
+        if admitted is None:
             raise HTTPException(401, SESSION_GONE)
-        if wait_ms:
+        if isinstance(admitted, int):
             raise HTTPException(
-                429, "Too many writes; slow down", headers={"Retry-After": str(math.ceil(wait_ms / 1000))}
+                429, "Too many writes; slow down", headers={"Retry-After": str(math.ceil(admitted / 1000))}
             )
+        return admitted

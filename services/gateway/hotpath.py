@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from services.gateway.bodies import bounded_body, declares_json, replaying
+from services.gateway.bodies import bounded_body, declares_json, declares_merge_patch, replaying
 from services.gateway.responses import response_for
 from services.gateway.sessions import SessionCookies
 from shared.settings import Settings
@@ -62,9 +62,10 @@ def fast(handler: FastHandler) -> Callable[[Endpoint], Endpoint]:
     return mark
 
 
-def parse_body(model: type[Model], call: Call) -> Model | None:
-    """The body as the route's model validates it; None (FastAPI then answers) if it is not that."""
-    if not declares_json(call.scope):
+def parse_body(model: type[Model], call: Call, *, merge_patch: bool = False) -> Model | None:
+    """The body as the route's model validates it; None (FastAPI then answers) if it is not that, or
+    not declared as JSON (`merge_patch`: as application/merge-patch+json)."""
+    if not (declares_merge_patch(call.scope) if merge_patch else declares_json(call.scope)):
         return None
     try:
         return model.model_validate(orjson.loads(call.body))

@@ -13,8 +13,9 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
+from starlette.types import Scope
 
-from services.gateway.bodies import StrictJSONRoute
+from services.gateway.bodies import StrictJSONRoute, declares_merge_patch, takes_merge_patch
 from services.gateway.commands import CommandBus
 from services.gateway.dependencies import ERRORS, Address, Bus, Redis, SessionId
 from services.gateway.hotpath import Call, FastHandler, fast, parse_body
@@ -33,12 +34,16 @@ from services.gateway.models import (
 from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
+from services.gateway.versions import etag, not_modified, read_precondition, write_precondition
 from shared import keys
-from shared.protocol import EventType
+from shared.protocol import EventType, Reply
 
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
 
 NOT_FOUND = {"status": 404, "message": "Not Found"}
+# Beside every route's errors: a write's failed precondition, a read's "not modified".
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 412: {"model": Message}}
+READ_ANSWERS: dict[int | str, dict[str, Any]] = {**ERRORS, 304: {"description": "Not modified (If-None-Match)"}}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Kind:
     index: str
     create: EventType
     update: EventType
+    merge: EventType
+    delete: EventType
     public_fields: tuple[str, ...]  # what a search shows of another player's save, and what the index holds
 
     def document(self, body: BaseModel) -> SaveDocument:
@@ -60,46 +67,72 @@ class Kind:
 
 PLAYERS = Kind(
     "Player", "playerstate", "playerData", PlayerStateBody, keys.player, keys.PLAYER_INDEX,
-    EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, ("id", "name"),
+    EventType.PLAYER_CREATE, EventType.PLAYER_UPDATE, EventType.PLAYER_MERGE, EventType.PLAYER_DELETE,
+    ("id", "name"),
 )  # fmt: skip
 GAMES = Kind(
     "Game", "gamestate", "gameData", GameStateBody, keys.game, keys.GAME_INDEX,
-    EventType.GAME_CREATE, EventType.GAME_UPDATE, ("id",),
+    EventType.GAME_CREATE, EventType.GAME_UPDATE, EventType.GAME_MERGE, EventType.GAME_DELETE, ("id",),
 )  # fmt: skip
 
 
 async def save(
-    commands: CommandBus, kind: Kind, caller: str, address: str, data: dict[str, Any], *, update: bool
+    commands: CommandBus, kind: Kind, caller: str, address: str, data: dict[str, Any], event: EventType, scope: Scope
 ) -> Response:
-    """`data` is a validated document: a JSON object with an `id` of the right shape, first.
+    """`data` is a validated document: a JSON object with an `id` of the right shape, first; for a
+    merge patch (RFC 7396), the fields to change, `null` removing one.
 
-    The hot path and the FastAPI routes both check the rest here, so they answer alike.
+    The hot path and the FastAPI routes both check the rest here, so they answer alike. A merge patch
+    is checked as a document; what the merged document comes to, the worker checks as it merges.
     """
     if data["id"] != caller:
         raise HTTPException(403, f"{kind.field}.id must be your own session id")
-    if "name" in kind.public_fields and "name" in data and not is_player_name(data["name"]):
+    name = data.get("name")
+    removes_name = event is kind.merge and "name" in data and name is None
+    if "name" in kind.public_fields and "name" in data and not removes_name and not is_player_name(name):
         raise HTTPException(400, f"{kind.field}.name must be {NAME_RULE}")
+    expect = write_precondition(scope)
     settings = commands.settings
     values = count_values(data, settings.max_json_depth)
     if values is None:
         raise HTTPException(400, f"{kind.field} nests deeper than {settings.max_json_depth} levels")
     if values > settings.max_json_values:
         raise HTTPException(413, f"{kind.field} holds more than {settings.max_json_values} JSON values")
-    reply = await commands.call(kind.update if update else kind.create, caller, address, data)
-    return json_response(reply.status, reply.body)
+    return answer(await commands.call(event, caller, address, data, expect))
+
+
+async def delete(
+    commands: CommandBus, kind: Kind, caller: str, address: str, document_id: str, scope: Scope
+) -> Response:
+    if document_id != caller:
+        raise HTTPException(403, f"You may delete only your own {kind.noun.lower()} state")
+    reply = await commands.call(kind.delete, caller, address, None, write_precondition(scope))
+    return json_response(reply.status, reply.body)  # no ETag: nothing is stored any more
+
+
+def answer(reply: Reply) -> Response:
+    """A worker's reply to a save; one that was written carries its new version as the ETag."""
+    response = json_response(reply.status, reply.body)
+    if reply.status == 200 and reply.version:
+        response.headers["ETag"] = etag(reply.version)
+    return response
 
 
 def is_player_name(name: object) -> bool:
     return isinstance(name, str) and PLAYER_NAME.fullmatch(name) is not None  # fullmatch: no trailing newline
 
 
-async def read(store: Store, kind: Kind, caller: str, document_id: str) -> Response:
+async def read(store: Store, kind: Kind, caller: str, document_id: str, scope: Scope) -> Response:
     if document_id != caller:
         raise HTTPException(403, f"You may read only your own {kind.noun.lower()} state")
-    raw = await store.document(kind.key(document_id))
+    tags = read_precondition(scope)
+    raw, version = await store.versioned_document(kind.key(document_id))
     if raw is None:
         return json_response(404, NOT_FOUND)
-    return Response(raw, media_type="application/json")
+    headers = {"ETag": etag(version)}
+    if not_modified(tags, version):
+        return Response(status_code=304, headers=headers)
+    return Response(raw, media_type="application/json", headers=headers)
 
 
 def escape(term: str) -> str:
@@ -140,44 +173,68 @@ async def search_games(store: Redis, caller: SessionId, request: Request, id: Id
 
 
 def add_document_routes(kind: Kind) -> None:
-    """Read, create (POST) and replace (PATCH) one kind of save, on FastAPI and on the fast path alike."""
+    """Read, create (POST), replace or merge into (PATCH) and delete one kind of save, on FastAPI and
+    on the fast path alike."""
     noun, path = kind.noun.lower(), f"/{kind.resource}"
 
-    async def read_document(store: Redis, caller: SessionId, document_id: str) -> Response:
-        return await read(store, kind, caller, document_id)
+    def patch_event(scope: Scope) -> EventType:
+        return kind.merge if declares_merge_patch(scope) else kind.update
+
+    async def read_document(store: Redis, caller: SessionId, document_id: str, request: Request) -> Response:
+        return await read(store, kind, caller, document_id, request.scope)
 
     async def read_fast(call: Call) -> Response:
-        return await read(call.state.store, kind, call.caller, call.params["document_id"])
+        return await read(call.state.store, kind, call.caller, call.params["document_id"], call.scope)
 
-    async def create(body: Any, commands: Bus, caller: SessionId, address: Address) -> Response:
-        return await save(commands, kind, caller, address, kind.document(body).as_json(), update=False)
+    async def create(body: Any, commands: Bus, caller: SessionId, address: Address, request: Request) -> Response:
+        data = kind.document(body).as_json()
+        return await save(commands, kind, caller, address, data, kind.create, request.scope)
 
-    async def replace(body: Any, commands: Bus, caller: SessionId, address: Address) -> Response:
-        return await save(commands, kind, caller, address, kind.document(body).as_json(), update=True)
+    async def replace(body: Any, commands: Bus, caller: SessionId, address: Address, request: Request) -> Response:
+        data = kind.document(body).as_json()
+        return await save(commands, kind, caller, address, data, patch_event(request.scope), request.scope)
+
+    async def remove(
+        commands: Bus, caller: SessionId, address: Address, document_id: str, request: Request
+    ) -> Response:
+        return await delete(commands, kind, caller, address, document_id, request.scope)
 
     def save_fast(*, update: bool) -> FastHandler:
         async def handle(call: Call) -> Response | None:
-            body = parse_body(kind.body, call)
+            event = patch_event(call.scope) if update else kind.create
+            body = parse_body(kind.body, call, merge_patch=event is kind.merge)
             if body is None:
                 return None
             data = kind.document(body).as_json()
-            return await save(call.state.bus, kind, call.caller, client_address(call.scope), data, update=update)
+            return await save(call.state.bus, kind, call.caller, client_address(call.scope), data, event, call.scope)
 
         return handle
 
+    async def delete_fast(call: Call) -> Response:
+        address = client_address(call.scope)
+        return await delete(call.state.bus, kind, call.caller, address, call.params["document_id"], call.scope)
+
     create.__annotations__["body"] = replace.__annotations__["body"] = kind.body
     router.get(
-        f"{path}/{{document_id}}", name=f"read_{noun}", responses=ERRORS,
-        description=f"Your own {noun} save, as you stored it.",
+        f"{path}/{{document_id}}", name=f"read_{noun}", responses=READ_ANSWERS,
+        description=f"Your own {noun} save, as you stored it, with its version as the ETag; "
+        "If-None-Match with that ETag answers 304.",
     )(fast(read_fast)(read_document))  # fmt: skip
     router.post(
-        path, name=f"create_{noun}", response_model=Message, responses=ERRORS,
-        description=f"Create or replace your {noun} save.",
+        path, name=f"create_{noun}", response_model=Message, responses=WRITE_ERRORS,
+        description=f"Create or replace your {noun} save; If-Match applies it only over that version, "
+        "If-None-Match: * only if there is none (else 412).",
     )(fast(save_fast(update=False))(create))  # fmt: skip
     router.patch(
-        path, name=f"update_{noun}", response_model=Message, responses=ERRORS,
-        description=f"Replace your {noun} save if it exists; 404 tells the client to POST instead.",
-    )(fast(save_fast(update=True))(replace))  # fmt: skip
+        path, name=f"update_{noun}", response_model=Message, responses=WRITE_ERRORS,
+        description=f"Replace your {noun} save if it exists; 404 tells the client to POST instead. With "
+        "Content-Type: application/merge-patch+json, merge the fields given into it (RFC 7396: null "
+        "removes one). If-Match applies it only over that version (else 412).",
+    )(fast(save_fast(update=True))(takes_merge_patch(replace)))  # fmt: skip
+    router.delete(
+        f"{path}/{{document_id}}", name=f"delete_{noun}", response_model=Message, responses=WRITE_ERRORS,
+        description=f"Delete your own {noun} save (404 if there is none); If-Match deletes only that version.",
+    )(fast(delete_fast)(remove))  # fmt: skip
 
 
 for _kind in (PLAYERS, GAMES):

@@ -28,6 +28,13 @@ ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
 # A script that may write but writes nothing: Redis refuses it exactly when it refuses writes for want
 # of memory (maxmemory), which PING does not show; a busy or unreachable Redis fails it as it would PING.
 WRITE_PROBE = Script("#!lua\nreturn 1")
+# A save and its version, read together (KEYS: the document, its version key; one slot).
+READ_VERSIONED = Script("return {redis.call('JSON.GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or false}")
+# A save's expiry extended, and its version's with it, so its ETag lasts as long as it does; a deleted
+# save's version key keeps its own, shorter expiry (KEYS: the document, its version key; ARGV: seconds).
+EXTEND_SAVE = Script(
+    "if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) return 1 end return 0"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,11 @@ class Store:
         raw: bytes | None = await self.redis.execute("JSON.GET", key, route=key)
         return raw
 
+    async def versioned_document(self, key: str) -> tuple[bytes | None, str | None]:
+        """A JSON document and its version (shared/keys.py version()), read in one atomic step."""
+        document, version = await self.redis.script(READ_VERSIONED, [key, keys.version(key)], [])
+        return document, None if version is None else version.decode()
+
     async def top(self, key: str, count: int) -> list[tuple[str, float]]:
         """The `count` highest members of a sorted set and their scores, highest first."""
         rows: list[bytes] = await self.redis.execute("ZRANGE", key, 0, count - 1, "REV", "WITHSCORES", route=key)
@@ -126,13 +138,14 @@ class Store:
         """Create a session (only if new) or re-confirm one (only if it exists) and extend its saves.
 
         Separate commands, sent together: on a Redis Cluster the session and the saves live in slots
-        of their own. Extending the saves of a session found gone costs nothing but their TTL.
+        of their own. Extending the saves of a session found gone costs nothing but their TTL. A save's
+        version key is extended with it (EXTEND_SAVE).
         """
         if create:
             return bool(await self.redis.execute("SET", session_key, record, "EX", ttl_s, "NX", route=session_key))
         confirmed, *_extended = await asyncio.gather(
             self.redis.execute("SET", session_key, record, "EX", ttl_s, "XX", route=session_key),
-            *(self.redis.execute("EXPIRE", key, saves_ttl_s, route=key) for key in saves),
+            *(self.redis.script(EXTEND_SAVE, [key, keys.version(key)], [saves_ttl_s]) for key in saves),
         )
         return bool(confirmed)
 
@@ -177,24 +190,28 @@ class Store:
 
     async def admit(self, limits: Sequence[Limit]) -> int:
         """Count a hit on each limit: 0 if all allow it, else the ms until the slowest would."""
-        return await self._admit(limits, None)
+        return int(await self._admit(limits, None))
 
-    async def admit_and_publish(self, limits: Sequence[Limit], command: Command, session_key: str) -> int | None:
+    async def admit_and_publish(self, limits: Sequence[Limit], command: Command, session_key: str) -> int | str | None:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
-        command is never published. The limits' keys and the stream must share a hash slot. None, with
-        nothing counted or published, when the session key is gone.
+        command is never published. The ms to wait, or the published entry's id; None, with nothing
+        counted or published, when the session key is gone. The limits' keys and the stream must
+        share a hash slot.
 
         On a single Redis the script checks the session too; on a cluster the session lives in a slot
         of its own, so it is checked just before, which leaves a session that expires in between one
         last write."""
         if self.redis.shard_tags is None:
-            wait_ms = await self._admit(limits, command, session_key)
-            return None if wait_ms < 0 else wait_ms
-        if not await self.exists(session_key):
+            answer = await self._admit(limits, command, session_key)
+        elif await self.exists(session_key):
+            answer = await self._admit(limits, command)
+        else:
             return None
-        return await self._admit(limits, command)
+        if isinstance(answer, bytes):
+            return answer.decode()
+        return None if answer < 0 else int(answer)
 
-    async def _admit(self, limits: Sequence[Limit], command: Command | None, session_key: str | None = None) -> int:
+    async def _admit(self, limits: Sequence[Limit], command: Command | None, session_key: str | None = None) -> Any:
         script_keys = [limit.key for limit in limits]
         args: list[str | bytes | int] = [len(limits)]
         for limit in limits:
@@ -206,7 +223,7 @@ class Store:
                 args += (field, value)
             if session_key is not None:
                 script_keys.append(session_key)
-        return int(await self.redis.script(ADMIT, script_keys, args))
+        return await self.redis.script(ADMIT, script_keys, args)
 
     async def wait_for_reply(self, reply_to: str, wait_ms: int) -> Reply | None:
         """Block on a command's reply stream; None if no reply came in time.

@@ -34,14 +34,18 @@ function retryAfterMs(response) {
  * each wait. Resolves with the first non-transient response; after `maxAttempts` it gives up with
  * the last response, or throws ApiError(0) when the network never answered.
  */
-export async function request(method, path, { body, maxAttempts = Infinity, onRetry } = {}) {
+export async function request(
+  method,
+  path,
+  { body, headers = {}, contentType = "application/json", maxAttempts = Infinity, onRetry } = {},
+) {
   for (let attempt = 1; ; attempt++) {
     let response = null;
     try {
       response = await fetch(path, {
         method,
         credentials: "same-origin",
-        headers: body === undefined ? {} : { "Content-Type": "application/json" },
+        headers: body === undefined ? headers : { ...headers, "Content-Type": contentType },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch {
@@ -82,32 +86,103 @@ export async function fetchSessionId() {
   return (await jsonOrThrow(response)).id;
 }
 
-/** A save document, or null when the server has none (404). */
-async function loadDocument(resource, id) {
-  const response = await request("GET", `/api/${resource}/${encodeURIComponent(id)}`, { maxAttempts: READ_ATTEMPTS });
-  if (response.status === 404) return null;
-  return jsonOrThrow(response);
-}
-
-export const loadPlayerData = (id) => loadDocument("playerstate", id);
-export const loadGameData = (id) => loadDocument("gamestate", id);
-
 const RESOURCES = {
   player: { path: "/api/playerstate", field: "playerData" },
   game: { path: "/api/gamestate", field: "gameData" },
 };
 
 /**
- * The seed's save flow: PATCH the whole document; a 404 means it was never saved, so POST it.
- * `create` skips the PATCH when the caller knows the document is new. Retries until it lands
- * or the server refuses for good (then throws ApiError).
+ * The server's copy of each document as this tab last read or wrote it: its version (the ETag) and
+ * its content. Saves send that version as If-Match, so a save never silently replaces one another
+ * tab or device made since (the server answers 412), and a save that changes a few fields sends
+ * only those, as a merge patch against it.
+ */
+export const stored = { player: { etag: null, doc: null }, game: { etag: null, doc: null } };
+
+function remember(kind, response, doc) {
+  stored[kind] = { etag: response.headers.get("ETag"), doc: doc === null ? null : structuredClone(doc) };
+}
+
+/** A save document, or null when the server has none (404); its version is remembered. */
+export async function loadDocument(kind, id) {
+  const response = await request("GET", `${RESOURCES[kind].path}/${encodeURIComponent(id)}`, {
+    maxAttempts: READ_ATTEMPTS,
+  });
+  if (response.status === 404) {
+    stored[kind] = { etag: null, doc: null };
+    return null;
+  }
+  const doc = await jsonOrThrow(response);
+  remember(kind, response, doc);
+  return doc;
+}
+
+export const loadPlayerData = (id) => loadDocument("player", id);
+export const loadGameData = (id) => loadDocument("game", id);
+
+const isPlainObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+
+/**
+ * The RFC 7396 merge patch that turns `from` into `to`; undefined when none can say it (a null in
+ * `to`, which a merge patch reads as "remove").
+ */
+export function mergePatch(from, to) {
+  const patch = {};
+  for (const key of Object.keys(from)) if (!(key in to)) patch[key] = null;
+  for (const [key, value] of Object.entries(to)) {
+    if (value === null) {
+      if (from[key] !== null) return undefined;
+    } else if (isPlainObject(value) && isPlainObject(from[key])) {
+      const inner = mergePatch(from[key], value);
+      if (inner === undefined) return undefined;
+      if (Object.keys(inner).length) patch[key] = inner;
+    } else if (JSON.stringify(value) !== JSON.stringify(from[key])) {
+      patch[key] = value;
+    }
+  }
+  return patch;
+}
+
+/** Thrown when the server's copy is no longer the version this tab last saw: 412. */
+export class VersionConflict extends ApiError {}
+
+// A merge patch is sent when it is at most this share of the whole document.
+const PATCH_SHARE = 0.5;
+
+/**
+ * Save a document over the version this tab knows (If-Match): as a merge patch when only a few
+ * fields changed, else whole. With no version known, it creates the save only if there is none yet
+ * (If-None-Match: *), so a save made meanwhile elsewhere is never replaced unseen either; `create`
+ * skips the seed's PATCH-then-POST. Retries transient failures; throws VersionConflict on a 412,
+ * ApiError when the server refuses for good.
  */
 export async function saveDocument(kind, doc, { create = false, onRetry } = {}) {
   const { path, field } = RESOURCES[kind];
-  const body = { [field]: doc };
-  let response = create ? null : await request("PATCH", path, { body, onRetry });
-  if (!response || response.status === 404) response = await request("POST", path, { body, onRetry });
+  const { etag, doc: base } = stored[kind];
+  let response;
+  if (etag) {
+    const patch = !create && base ? mergePatch(base, doc) : undefined;
+    const whole = JSON.stringify(doc).length;
+    const headers = { "If-Match": etag };
+    if (patch !== undefined && JSON.stringify(patch).length <= whole * PATCH_SHARE) {
+      const body = { [field]: { ...patch, id: doc.id } };
+      response = await request("PATCH", path, { body, headers, contentType: "application/merge-patch+json", onRetry });
+    } else {
+      response = await request(create ? "POST" : "PATCH", path, { body: { [field]: doc }, headers, onRetry });
+    }
+  } else {
+    response = await request("POST", path, { body: { [field]: doc }, headers: { "If-None-Match": "*" }, onRetry });
+  }
+  if (response.status === 412) throw new VersionConflict(412, (await errorFrom(response)).message);
   if (!response.ok) throw await errorFrom(response);
+  remember(kind, response, doc);
+}
+
+/** DELETE a save; none there (404) is as good. Forgets its version. */
+export async function deleteDocument(kind, id) {
+  const response = await request("DELETE", `${RESOURCES[kind].path}/${encodeURIComponent(id)}`);
+  if (!response.ok && response.status !== 404) throw await errorFrom(response);
+  stored[kind] = { etag: null, doc: null };
 }
 
 /** POST a score; the server keeps the member's best (ZADD GT). */

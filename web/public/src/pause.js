@@ -1,6 +1,8 @@
-// Esc pause menu: freezes the scene's world, offers Resume, a recovery code and a way back to the main menu.
+// Esc pause menu: freezes the scene's world, offers Resume, a recovery code, a way back to the main
+// menu, and Reset progress (both saves deleted, after a confirmation).
 import { k } from "./engine.js";
-import { addMenu } from "./ui.js";
+import { addMenu, showBanner, COLORS } from "./ui.js";
+import { resetProgress } from "./saves.js";
 import { showRecoveryCode } from "./recovery.js";
 
 /**
@@ -14,27 +16,54 @@ export function installPauseMenu({ world, canPause = () => true, onOpen, quitLab
     menu = null;
     world.paused = false;
   };
-  const showMenu = () => {
+  const showPaused = () => {
+    menu?.destroy();
     menu = addMenu({
       title: "Paused",
       options: [
         { label: "Resume", action: resume },
-        { label: "Play on another device", action: () => swap(() => showRecoveryCode(showMenu)) },
+        { label: "Play on another device", action: showCode },
         { label: quitLabel, action: onQuit },
+        { label: "Reset progress", action: confirmReset },
       ],
       onBack: resume,
     });
   };
-  /** Replaces the menu with another panel of the pause (which keeps the world paused while open). */
-  const swap = (open) => {
+  const showCode = () => {
     menu.destroy();
-    menu = open();
+    menu = showRecoveryCode(() => {
+      menu = null; // the code's panel destroyed itself
+      showPaused();
+    });
+  };
+  const confirmReset = () => {
+    menu.destroy();
+    menu = addMenu({
+      title: "Erase your hero and story?",
+      options: [
+        { label: "No, keep them", action: showPaused },
+        { label: "Yes, reset progress", action: reset },
+      ],
+      onBack: showPaused,
+      width: 320,
+    });
+  };
+  const reset = () => {
+    menu.destroy();
+    menu = null;
+    resetProgress().then(
+      () => k.go("menu"),
+      (error) => {
+        showBanner(`Could not reset: ${error.message}`, 3, COLORS.danger);
+        showPaused();
+      },
+    );
   };
   k.onKeyPress("escape", () => {
     if (menu || !canPause()) return; // an open menu closes itself through onBack
     world.paused = true;
     onOpen?.();
-    showMenu();
+    showPaused();
   });
   return { isOpen: () => menu !== null };
 }
