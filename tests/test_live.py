@@ -90,7 +90,7 @@ class Listener:
 
 @pytest.fixture(scope="module")
 def live_stack(redis_url: str) -> Iterator[Stack]:
-    with started(redis_url, ARTIFACTS / "logs/live_stack.log", **SETTINGS) as running:
+    with started(redis_url, ARTIFACTS / "logs/live_stack.log", 1, 1, **SETTINGS) as running:
         yield running
 
 
@@ -116,7 +116,7 @@ def listen(stack: Stack, opened: list[Listener], key: str, address: str = "10.0.
     return listener
 
 
-def post(player: Player, key: str, score: int, name: str = "Hero") -> str:
+def post(player: Player, key: str, score: float, name: str = "Hero") -> str:
     member = f"{name}-{player.id}"
     answer = player.http.post("/api/leaderboard", json={"key": key, "score": score, "member": member})
     assert answer.status_code == 200, answer.text
