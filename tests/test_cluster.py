@@ -17,8 +17,9 @@ from devtools.stack import Stack
 from shared import keys
 from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES
-from tests.conftest import ARTIFACTS, Player, eventually, run_python, started
+from tests.conftest import ARTIFACTS, TEST_MAPS, Player, eventually, run_python, started
 from tests.test_faults import Load, wait_for
+from tests.test_live import Listener
 
 PARTITIONS = 3
 BOARD = "leaderboards:survivor-Scores"
@@ -92,6 +93,26 @@ def test_every_partition_stream_has_a_consumer_on_its_own_master(cluster_stack: 
     assert len({master_of(db, stream) for stream in streams}) > 1, "the partitions spread over the masters"
     for stream in streams:
         assert [group["consumers"] for group in db.xinfo_groups(stream)] == [1]
+
+
+def test_live_tops_of_boards_on_different_masters(cluster_stack: Stack, db: RedisCluster) -> None:
+    """Each board's live stream is in its board's slot (the worker's script reads the one and appends
+    to the other); the gateway reads the streams one per board, wherever they live."""
+    boards = [keys.leaderboard(name) for name in TEST_MAPS.split(",")]
+    for board in boards:
+        assert db.keyslot(keys.live_top(board)) == db.keyslot(board)
+    apart = {master_of(db, board): board for board in boards}
+    assert len(apart) > 1, "the boards spread over the masters"
+    player = Player(cluster_stack.url)
+    for board in list(apart.values())[:2]:
+        listener = Listener(cluster_stack.url, board)
+        try:
+            listener.next_top()  # whatever the other tests left there
+            body = {"key": board, "score": 999_999_999, "member": f"Live-{player.id}"}
+            assert player.http.post("/api/leaderboard", json=body).status_code == 200
+            assert listener.next_top()[0] == {"value": body["member"], "score": 999_999_999, "rank": 1}
+        finally:
+            listener.close()
 
 
 def test_the_pipelined_client_follows_moved_to_the_new_owner(cluster_url: str, db: RedisCluster) -> None:
