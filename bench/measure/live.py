@@ -6,11 +6,11 @@ load generator is not what is measured. To show it, each run reports the generat
 same listeners are measured again split over twice as many processes: if the generators were the
 bottleneck, halving each one's share would change the figures.
 
-A round posts a score under a new name above every other, timed from just before the POST until the
-name has reached every listener (the write path, the worker's announcement, the gateway's read and
-its fan-out); the POST's own answer time is given beside it. The gateway's memory and CPU are read
-from /proc before the listeners connect, with them connected and idle (heartbeats only), and during
-the rounds.
+A round posts a score under a new name above every other (the leader's plus one), timed from just
+before the POST until the name has reached every listener (the write path, the worker's announcement,
+the gateway's read and its fan-out); the POST's own answer time is given beside it. The gateway's
+memory and CPU are read from /proc before the listeners connect, with them connected and idle
+(heartbeats only), and during the rounds.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from bench.measure import procs
 
 ROUND_TIMEOUT_S = 20
 CONNECT_BATCH = 100  # connections opened at once, under the listen backlog
-LEADER_SCORE = 900_000_000  # above every bot on the bench's board; each round one more
 
 
 @dataclass(frozen=True)
@@ -188,6 +187,8 @@ def measure(url: str, board: str, gateway_pid: int, split: Split, rounds: int, i
         latencies_ms, posts_ms, missed = [], [], 0
         with httpx.Client(base_url=url, timeout=30) as client:
             me = client.get("/session").json()["id"]
+            leader = client.get(f"/api/leaderboard/{board}", params={"count": 1}).json()
+            first_score = int(leader[0]["score"]) + 1 if isinstance(leader, list) and leader else 1
             gateway_start, rounds_at = procs.usage(gateway_pid), time.monotonic()
             generators_start = [procs.usage(process.pid or 0) for process in generators]
             for number in range(rounds):
@@ -195,7 +196,7 @@ def measure(url: str, board: str, gateway_pid: int, split: Split, rounds: int, i
                 ask_all(pipes, "arm", f'"{member}"'.encode())
                 posted_at = time.monotonic()
                 answer = client.post(
-                    "/api/leaderboard", json={"key": board, "score": LEADER_SCORE + number, "member": member}
+                    "/api/leaderboard", json={"key": board, "score": first_score + number, "member": member}
                 )
                 posts_ms.append((time.monotonic() - posted_at) * 1000)
                 answer.raise_for_status()
