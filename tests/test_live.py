@@ -255,6 +255,14 @@ def test_a_bad_board_is_a_json_4xx_and_nothing_is_written(
     assert live_listeners(live_stack) == 0
 
 
+def test_head_answers_the_headers_and_opens_no_stream(live_stack: Stack) -> None:
+    with httpx.Client(base_url=live_stack.url, timeout=10) as client:  # one connection, kept alive
+        head = client.head(f"/api/leaderboard/{board('LiveG')}/live")
+        assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
+        assert client.get("/healthz").status_code in (200, 503)  # the connection is free for the next request
+    assert live_listeners(live_stack) == 0
+
+
 def test_other_methods_are_a_json_405(live_stack: Stack) -> None:
     answer = httpx.post(f"{live_stack.url}/api/leaderboard/{board('LiveG')}/live", json={})
     assert answer.status_code == 405 and answer.json()["status"] == 405

@@ -35,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.gateway.dependencies import ERRORS, Address
 from services.gateway.leaderboard import as_number, check_board
+from services.gateway.paths import HEAD_AS_GET
 from services.gateway.responses import error_response
 from services.gateway.store import Store
 from shared import keys
@@ -209,6 +210,9 @@ class LiveResponse(EventSourceResponse):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get(HEAD_AS_GET):  # the headers alone, as sse-starlette answers HEAD: no stream is opened
+            await super().__call__({**scope, "method": "HEAD"}, receive, send)
+            return
         refusal = self.live.join(self.board, self.mailbox, self.address)
         if refusal is not None:
             await refusal(scope, receive, send)
