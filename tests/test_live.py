@@ -12,6 +12,7 @@ import queue
 import re
 import secrets
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +26,9 @@ import redis
 from devtools import redis_stack
 from devtools.stack import Stack
 from shared import keys
-from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, started
+from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, fresh_redis, started
 
-MAPS = "Grassland,LiveA,LiveB,LiveC,LiveD,LiveE,LiveF,LiveG"
+MAPS = "Grassland,LiveA,LiveB,LiveC,LiveD,LiveE,LiveF,LiveG,LiveH"
 SETTINGS = {
     "LEADERBOARD_MAPS": MAPS,
     "FORWARDED_ALLOW_IPS": "127.0.0.1",
@@ -89,14 +90,22 @@ class Listener:
 
 
 @pytest.fixture(scope="module")
-def live_stack(redis_url: str) -> Iterator[Stack]:
-    with started(redis_url, ARTIFACTS / "logs/live_stack.log", 1, 1, **SETTINGS) as running:
+def live_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis of the module's own: its workers know boards the session's stack does not, and would
+    dead-letter the scores those workers took from the shared command stream."""
+    with fresh_redis(tmp_path_factory.mktemp("live-redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def live_stack(live_redis: str) -> Iterator[Stack]:
+    with started(live_redis, ARTIFACTS / "logs/live_stack.log", 1, 1, **SETTINGS) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def db(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url) as client:
+def db(live_redis: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(live_redis) as client:
         yield client
 
 
@@ -192,6 +201,28 @@ def test_a_client_that_leaves_is_released(live_stack: Stack, listeners: list[Lis
     eventually(lambda: live_listeners(live_stack) == 1, WAIT_S, "the gone listener released")
     leader = post(Player(live_stack.url), key, 7)
     assert staying.next_top() == [{"value": leader, "score": 7, "rank": 1}]
+
+
+def test_a_client_that_reads_nothing_holds_up_no_one(live_stack: Stack, listeners: list[Listener]) -> None:
+    """A client that never reads, its receive buffer at the kernel's least, while 150 new leaders
+    (some 150 KB of events) go out: more than its socket and the server's write buffer hold."""
+    key = board("LiveH")
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    stuck.connect(("127.0.0.1", live_stack.port))
+    stuck.sendall(f"GET /api/leaderboard/{key}/live HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+    try:
+        eventually(lambda: live_listeners(live_stack) == 1, WAIT_S, "the stuck client is listening")
+        reader = listen(live_stack, listeners, key, "10.0.4.1")
+        reader.next_top()
+        poster = Player(live_stack.url)
+        for score in range(1, 151):
+            leader = post(poster, key, 10_000 + score, name=f"Lead{score}")
+        while (top := reader.next_top())[0]["value"] != leader:  # each top in turn, or the newest at once
+            assert top[0]["score"] < 10_150
+        assert live_listeners(live_stack) == 2, "the stuck client is still held, not dropped"
+    finally:
+        stuck.close()
 
 
 def test_heartbeats_keep_a_stream_open_past_every_connection_timeout(
