@@ -54,6 +54,7 @@ class Figures:
     gateway_rss_mb_idle: float
     gateway_cpu_idle_pct: float
     gateway_cpu_rounds_pct: float
+    gateway_cpu_ms_per_round: float  # the POST, the read of the announcement and the fan-out to every listener
     generators_cpu_rounds_pct: float  # all generator processes together, % of one core
     generators_cpu_max_pct: float  # the busiest one
 
@@ -233,6 +234,7 @@ def measure(url: str, board: str, gateway_pid: int, split: Split, rounds: int, i
         gateway_rss_mb_idle=round(idle_end.rss_kb / 1024, 1),
         gateway_cpu_idle_pct=cpu_pct(idle_start, idle_end, idle_wall),
         gateway_cpu_rounds_pct=cpu_pct(gateway_start, gateway_end, rounds_wall),
+        gateway_cpu_ms_per_round=round(1000 * (gateway_end.cpu_s - gateway_start.cpu_s) / rounds, 1),
         generators_cpu_rounds_pct=round(sum(generator_pcts), 1),
         generators_cpu_max_pct=max(generator_pcts),
     )

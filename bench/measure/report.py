@@ -353,14 +353,15 @@ def live_table(result: Result) -> str:
     columns = [
         ("listeners", "--:"), ("generator processes", "--:"), ("p50 ms", "--:"), ("p99 ms", "--:"),
         ("max ms", "--:"), ("missed", "--:"), ("POST p50 ms", "--:"), ("gateway RSS MB before / idle", "--:"),
-        ("gateway CPU % idle / rounds", "--:"), ("generators CPU % all / busiest", "--:"),
+        ("gateway CPU % idle / rounds", "--:"), ("gateway CPU ms a round", "--:"),
+        ("generators CPU % all / busiest", "--:"),
     ]  # fmt: skip
     rows = [
         [
             f"{cell['connected']:,} of {cell['listeners']:,}", cell["generators"], cell["p50_ms"], cell["p99_ms"],
             cell["max_ms"], cell["missed"], cell["post_p50_ms"],
             f"{cell['gateway_rss_mb_before']} / {cell['gateway_rss_mb_idle']}",
-            f"{cell['gateway_cpu_idle_pct']} / {cell['gateway_cpu_rounds_pct']}",
+            f"{cell['gateway_cpu_idle_pct']} / {cell['gateway_cpu_rounds_pct']}", cell["gateway_cpu_ms_per_round"],
             f"{cell['generators_cpu_rounds_pct']} / {cell['generators_cpu_max_pct']}",
         ]
         for cell in result["live"]
