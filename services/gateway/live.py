@@ -8,10 +8,9 @@ slots: one read per board), keeps each board's newest top as a ready-made event,
 object to every listener of the board. So a thousand listeners cost Redis what one does.
 
 A listener holds only the newest event not yet sent to it (a mailbox of one): a slow client skips
-to the newest top when it catches up, its memory never grows, and the others never wait for it; a
-client that reads nothing for SEND_TIMEOUT_S while its buffers are full is dropped. A Redis that is
-away is retried with backoff while the listeners keep their streams and heartbeats; once it is back,
-the tops are read again, so what changed meanwhile arrives as one event. Boards are public, so no
+to the newest top when it catches up, its memory never grows, and the others never wait for it. A
+Redis that is away is retried with backoff while the listeners keep their streams and heartbeats;
+once it is back, the tops are read again, so what changed meanwhile arrives as one event. Boards are public, so no
 session is needed; the caps are per process: LIVE_MAX_PER_ADDRESS streams per address (429), and
 LIVE_MAX_LISTENERS in all (503). On SIGTERM sse-starlette ends every stream within half a second.
 """
@@ -29,9 +28,8 @@ import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from services.gateway.dependencies import ERRORS, Address
 from services.gateway.leaderboard import as_number, check_board
@@ -51,8 +49,6 @@ LISTENERS = Gauge(
 )
 SEP = "\n"
 HEARTBEAT = ServerSentEvent(comment="heartbeat", sep=SEP)
-# A client whose socket and buffers are full and stay full this long is dropped: it reads nothing.
-SEND_TIMEOUT_S = 30
 READ_WAIT_MS = 10_000  # how long one XREAD waits; it is issued again at once
 FIRST_RETRY_S, LAST_RETRY_S = 0.1, 5.0  # the backoff while Redis is away
 
@@ -206,8 +202,18 @@ class LiveResponse(EventSourceResponse):
             ping=live.settings.live_heartbeat_s,
             ping_message_factory=lambda: HEARTBEAT,
             sep=SEP,
-            send_timeout=SEND_TIMEOUT_S,
         )
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        """sse-starlette's send, less the anyio cancel scope it enters around each one for its
+        `send_timeout`: that scope was nearly half the gateway's CPU in a fan-out to 2,000 listeners
+        (docs/benchmarks.md). So no send times out: a client that stops reading holds its one event,
+        its socket's buffers and a place within the caps, until its connection goes."""
+        try:
+            await send(message)
+        except BaseException:
+            self._send_interrupted = True
+            raise
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get(HEAD_AS_GET):  # the headers alone, as sse-starlette answers HEAD: no stream is opened
@@ -219,8 +225,6 @@ class LiveResponse(EventSourceResponse):
             return
         try:
             await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            log.info("dropped a live listener at %s: it read nothing for %d s", self.address, SEND_TIMEOUT_S)
         finally:
             self.live.leave(self.board, self.mailbox, self.address)
 
