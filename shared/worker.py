@@ -17,6 +17,9 @@ late or repeated command never overwrites a newer one; then shared/settle.lua
 writes the replies and the dead letters and acknowledges, atomically, in the
 partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
+
+A service may add a step after each settled batch and at each sweep (AfterSettle): the leaderboard
+worker announces its boards' new tops to the gateways' live listeners there.
 """
 
 from __future__ import annotations
