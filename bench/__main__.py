@@ -2,7 +2,8 @@
 
 Phases, each bounded in time: our stack with one worker of each kind over every
 operation and connection count (then a py-spy profile), the same stack with
-more worker processes, the two baselines, and the workers alone; with
+more worker processes, the two baselines, the workers alone, costly saves, and
+the live fan-out (event-stream listeners on one gateway process); with
 `--compare REF`, first our stack beside another git revision of it, the two
 measured in turns. Output lands in bench-results/ (JSON, PNG, service logs);
 docs/benchmarks.md gets the tables.
