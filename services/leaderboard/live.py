@@ -43,12 +43,15 @@ class TopAnnouncer:
 
     async def announce(self, boards: Collection[str]) -> None:
         """Each board's top on its live stream if it changed; a failure waits for the next change or sweep."""
-        try:
-            await asyncio.gather(
-                *(
-                    self.script(keys=[board, keys.live_top(board)], args=[LIVE_TOP_SIZE, LIVE_STREAM_MAXLEN])
-                    for board in boards
-                )
-            )
-        except (*REDIS_DOWN, ResponseError) as error:
-            log.warning("live tops not announced (%s): the next change or sweep announces them", error)
+        outcomes = await asyncio.gather(
+            *(
+                self.script(keys=[board, keys.live_top(board)], args=[LIVE_TOP_SIZE, LIVE_STREAM_MAXLEN])
+                for board in boards
+            ),
+            return_exceptions=True,
+        )
+        for board, outcome in zip(boards, outcomes, strict=True):
+            if isinstance(outcome, (*REDIS_DOWN, ResponseError)):
+                log.warning("top of %s not announced (%s): the next change or sweep announces it", board, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
