@@ -2,7 +2,8 @@
 
 Phases, each bounded in time: our stack with one worker of each kind over every
 operation and connection count (then a py-spy profile), the same stack with
-more worker processes, the two baselines, and the workers alone; with
+more worker processes, the two baselines, the workers alone, costly saves, and
+the live fan-out (event-stream listeners on one gateway process); with
 `--compare REF`, first our stack beside another git revision of it, the two
 measured in turns. Output lands in bench-results/ (JSON, PNG, service logs);
 docs/benchmarks.md gets the tables.
@@ -25,17 +26,30 @@ from typing import IO
 
 import httpx
 
-from bench.measure import beside, costly, fixtures, machine, plot, procs, profile, report, revisions, servers, workers
+from bench.measure import (
+    beside,
+    costly,
+    fixtures,
+    live,
+    machine,
+    plot,
+    procs,
+    profile,
+    report,
+    revisions,
+    servers,
+    workers,
+)
 from bench.measure import saves as conditional_saves
 from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
-from bench.measure.workload import OPERATIONS, SLASHED, Session, requests_for
+from bench.measure.workload import BOARD, OPERATIONS, SLASHED, Session, requests_for
 
 ROOT = servers.ROOT
 BASELINE_OPERATIONS = ("save", "score", "top", "read")
 COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
-PHASES = ("ours", "scaling", "baselines", "workers", "costly", "metrics", "saves")
+PHASES = ("ours", "scaling", "baselines", "workers", "costly", "metrics", "saves", "live")
 COMPARE = "compare"  # not a default phase: --compare REF adds it
 PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
 DEFAULT_CONNECTIONS = [16, 64, 256]
@@ -87,6 +101,14 @@ def parse_args() -> argparse.Namespace:
         "--costly-seconds", type=float, default=10, help="victim's saves alone, then under attack (costly phase)"
     )
     parser.add_argument("--soak", type=float, default=0, help="seconds of mixed load while sampling memory; 0 skips")
+    parser.add_argument("--live-listeners", type=int, default=2000, help="event-stream listeners on one gateway (live)")
+    parser.add_argument(
+        "--live-generators", type=int, default=2, help="processes holding them; measured again with twice as many"
+    )
+    parser.add_argument("--live-rounds", type=int, default=20, help="new leaders posted, one at a time (live)")
+    parser.add_argument(
+        "--live-idle-seconds", type=float, default=15, help="listeners idle while the gateway's CPU is read (live)"
+    )
     parser.add_argument("--log-level", default="WARNING", help="LOG_LEVEL of the services (INFO logs every request)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results", help="output folder")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md and its plot alone")
@@ -379,6 +401,27 @@ class Bench:
             watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
             self.result["saves"] = conditional_saves.measure(stack.url, watch, connections, self.plan, self.out)
 
+    def live(self, redis_url: str) -> None:
+        """Listeners on one gateway process, new leaders posted: time until every listener has each."""
+        args = self.args
+        count = args.live_listeners
+        room = str(2 * count)  # every listener comes from 127.0.0.1
+        settings = {"LIVE_MAX_PER_ADDRESS": room, "LIVE_MAX_LISTENERS": room, "MAX_CONNECTIONS": str(count + 4096)}
+        with ExitStack() as exits:
+            stack = servers.start_ours(exits, redis_url, 1, self.log, args.log_level, settings=settings)
+            gateway_pid = stack.processes["gateway-1"].pid
+            found = []
+            for generators in (args.live_generators, 2 * args.live_generators):
+                say(
+                    f"live: {count:,} listeners held by {generators} processes on one gateway process, "
+                    f"{args.live_idle_seconds:.0f} s idle, then {args.live_rounds} new leaders"
+                )
+                split = live.Split(count, generators)
+                figures = live.measure(stack.url, BOARD, gateway_pid, split, args.live_rounds, args.live_idle_seconds)
+                print(f"  {figures}", flush=True)
+                found.append(live.summary(figures))
+        self.result["live"] = found
+
     def report(self, *, measured: bool = True) -> None:
         if measured:
             self.result["meta"]["load_average_at_end"] = machine.load_average()
@@ -434,6 +477,8 @@ def run(bench: Bench) -> None:
             bench.baselines(redis_url, redis_pid)
         if "workers" in phases:
             bench.workers_alone(redis_url, redis_pid)
+        if "live" in phases:
+            bench.live(redis_url)
         if "costly" in phases:
             bench.costly(redis_url)
         if "metrics" in phases:

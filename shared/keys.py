@@ -120,6 +120,13 @@ def leaderboard(map_name: str) -> str:
     return LEADERBOARD_PREFIX + map_name
 
 
+def live_top(board: str) -> str:
+    """The stream the leaderboard workers announce `board`'s new top on. Its hash tag is the board's
+    key (which has no braces of its own), so it lives in the board's slot: one script reads the one
+    and appends to the other, on a Redis Cluster too."""
+    return f"{STREAM_PREFIX}live:{{{board}}}"
+
+
 def version(key: str) -> str:
     """The stream id of the command that last wrote `key`; its hash tag is `key` itself, so it lives
     in the same slot and one script can check it and write both."""

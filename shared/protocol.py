@@ -66,6 +66,21 @@ COMMAND_STREAMS = (SAVES, SCORES)
 STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
 
 
+# Live tops (docs/protocol.md): after each batch, a leaderboard worker appends a board's top LIVE_TOP_SIZE
+# to the board's stream keys.live_top(board), one entry whose field `top` is the board's
+# `ZRANGE 0 9 REV WITHSCORES` as a JSON array of strings (member, score, member, score, ...), and only
+# when it differs from the entry before. Every gateway process reads them and fans them out.
+LIVE_TOP_SIZE = 10
+LIVE_TOP_FIELD = b"top"
+LIVE_STREAM_MAXLEN = 16  # the newest entry is all a reader needs; a few more cost nothing
+
+
+def live_top_rows(encoded: bytes) -> list[tuple[str, float]]:
+    """A live-top entry's `top` field as (member, score) rows, highest first."""
+    flat: list[str] = orjson.loads(encoded)
+    return [(member, float(score)) for member, score in zip(flat[::2], flat[1::2], strict=True)]
+
+
 def partition_of(session_id: str, partitions: int) -> int:
     """The partition of every command of one session: one player's commands stay in order."""
     return zlib.crc32(session_id.encode()) % partitions

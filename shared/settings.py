@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     score_max: float = 1_000_000_000
     leaderboard_max_count: int = Field(100, gt=0)
 
+    # Live tops (GET /api/leaderboard/{key}/live, services/gateway/live.py), counted per gateway process:
+    # event streams one address may hold open (429 past it; several browser tabs, or players behind one
+    # NAT), and in all (503 past it), which leaves MAX_CONNECTIONS room for the other requests.
+    live_max_per_address: int = Field(20, ge=1, le=100_000)
+    live_max_listeners: int = Field(3000, ge=1, le=1_000_000)
+    # A comment line this often on every stream, so proxies and browsers see a live connection.
+    live_heartbeat_s: float = Field(15, ge=0.05, le=3600)
+
     # Rate limits ("N/second|minute|hour"; empty turns one off), counted in Redis.
     rate_limit_session_writes: str = "240/minute"
     rate_limit_address_writes: str = "2400/minute"

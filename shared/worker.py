@@ -17,6 +17,9 @@ late or repeated command never overwrites a newer one; then shared/settle.lua
 writes the replies and the dead letters and acknowledges, atomically, in the
 partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
+
+A service may add a step after each settled batch and at each sweep (AfterSettle): the leaderboard
+worker announces its boards' new tops to the gateways' live listeners there.
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
@@ -109,6 +112,21 @@ class Limits:
 Handler = Callable[[Event], Action]
 """Pure: validates the event and says what to do; raises PoisonEvent when it can't be applied."""
 
+
+class AfterSettle(Protocol):
+    """A service's own step after its batches are settled (the leaderboard worker announces its boards'
+    new tops: services/leaderboard/live.py). It must not raise for a Redis that is away: the batch is
+    settled already, and the next batch or sweep catches up."""
+
+    async def settled(self, targets: Collection[str]) -> None:
+        """After each batch, with the keys its commands targeted, whatever their outcome."""
+
+    async def sweep(self) -> None:
+        """Once per sweep (every CLAIM_IDLE_MS / 2): what a worker that died after a settle left undone."""
+
+
+AfterSettleFactory = Callable[["Redis | RedisCluster", Settings], AfterSettle]
+
 HERE = Path(__file__).parent
 APPLY_COMMANDS = (HERE / "apply_commands.lua").read_text()  # the Lua both scripts apply commands with
 APPLY_SCRIPT = APPLY_COMMANDS + (HERE / "apply.lua").read_text()
@@ -174,10 +192,19 @@ class Worker:
     redis: Redis | RedisCluster  # which one, run() learns from Redis itself
     slot_of: Callable[[str], int]  # groups a batch's targets by the script call that may write them
 
-    def __init__(self, stream: CommandStream, handlers: Mapping[EventType, Handler], settings: Settings) -> None:
+    after_settle: AfterSettle | None = None
+
+    def __init__(
+        self,
+        stream: CommandStream,
+        handlers: Mapping[EventType, Handler],
+        settings: Settings,
+        after_settle: AfterSettleFactory | None = None,
+    ) -> None:
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
+        self.make_after_settle = after_settle
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = Stats()
         self.published: dict[str, int] = {}  # the counts already added to keys.EVENT_COUNTS
@@ -227,6 +254,8 @@ class Worker:
         self.apply_script = self.redis.register_script(APPLY_SCRIPT)
         self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
+        if self.make_after_settle is not None:
+            self.after_settle = self.make_after_settle(self.redis, self.settings)
 
     async def ensure_indexes(self) -> None:
         if isinstance(self.redis, RedisCluster):
@@ -442,6 +471,8 @@ class Partition:
         self._replies(batch, here, [outcome_of(raw) for raw in outcomes])
         self._count_dead(batch)
         await self.worker.publish_counts()
+        if self.worker.after_settle is not None and batch.ready:
+            await self.worker.after_settle.settled({action.key for _, _, action in batch.ready})
 
     def _replies(self, batch: Batch, ready: list[Ready], outcomes: list[int | str]) -> list[tuple[str, Reply]]:
         """Count the outcomes; the reply each caller gets (none past its deadline)."""
@@ -587,6 +618,8 @@ class Partition:
 
     async def _sweep(self) -> None:
         """Claim entries that other consumers left idle too long, then forget consumers long gone."""
+        if self.number == 0 and self.worker.after_settle is not None:  # once per process, not per partition
+            await self.worker.after_settle.sweep()
         cursor = "0-0"
         while True:
             cursor_raw, claimed, _deleted = await self.redis.xautoclaim(
@@ -629,10 +662,13 @@ def outcome_of(raw: object) -> int | str:
 
 
 def run_worker(
-    stream: CommandStream, handlers: Callable[[Settings], Mapping[EventType, Handler]], settings: Settings
+    stream: CommandStream,
+    handlers: Callable[[Settings], Mapping[EventType, Handler]],
+    settings: Settings,
+    after_settle: AfterSettleFactory | None = None,
 ) -> None:
     """Entry point shared by `python -m services.saves` and `python -m services.leaderboard`."""
-    worker = Worker(stream, handlers(settings), settings)
+    worker = Worker(stream, handlers(settings), settings, after_settle)
     try:
         asyncio.run(worker.run())
     except RedisNotReady as error:

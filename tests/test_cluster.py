@@ -19,8 +19,9 @@ from shared import keys
 from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES, partition_of
 from shared.worker import Entry
-from tests.conftest import ARTIFACTS, Player, eventually, run_python, started
+from tests.conftest import ARTIFACTS, TEST_MAPS, Player, eventually, run_python, started
 from tests.test_faults import Load, wait_for
+from tests.test_live import Listener
 from tests.test_recovery import carried_to_another_browser, issue, recover
 
 PARTITIONS = 3
@@ -151,6 +152,26 @@ def test_a_recovery_code_carries_a_player_and_revokes_across_masters(cluster_sta
     assert recover(cluster_stack.url, new).json() == {"id": player.id}
 
 
+def test_live_tops_of_boards_on_different_masters(cluster_stack: Stack, db: RedisCluster) -> None:
+    """Each board's live stream is in its board's slot (the worker's script reads the one and appends
+    to the other); the gateway reads the streams one per board, wherever they live."""
+    boards = [keys.leaderboard(name) for name in TEST_MAPS.split(",")]
+    for board in boards:
+        assert db.keyslot(keys.live_top(board)) == db.keyslot(board)
+    apart = {master_of(db, board): board for board in boards}
+    assert len(apart) > 1, "the boards spread over the masters"
+    player = Player(cluster_stack.url)
+    for board in list(apart.values())[:2]:
+        listener = Listener(cluster_stack.url, board)
+        try:
+            listener.next_top()  # whatever the other tests left there
+            body = {"key": board, "score": 999_999_999, "member": f"Live-{player.id}"}
+            assert player.http.post("/api/leaderboard", json=body).status_code == 200
+            assert listener.next_top()[0] == {"value": body["member"], "score": 999_999_999, "rank": 1}
+        finally:
+            listener.close()
+
+
 def test_the_pipelined_client_follows_moved_to_the_new_owner(cluster_url: str, db: RedisCluster) -> None:
     key = "cluster-test:moved"
     owner = master_of(db, key)
@@ -267,17 +288,27 @@ def test_sigkill_of_a_saves_worker_mid_load_loses_no_acknowledged_save(
 def test_the_dead_letter_tool_lists_the_letters_of_every_master(cluster_stack: Stack, db: RedisCluster) -> None:
     streams = [keys.dead_letters(n) for n in range(PARTITIONS)]
     assert len({master_of(db, stream) for stream in streams}) > 1, "the dead letters spread over the masters"
+    token = secrets.token_hex(8)
     for n in range(PARTITIONS):
-        db.xadd(SAVES.key(n), {"v": "1", "nonsense": "an entry no worker can read"})
-    eventually(lambda: all(db.xlen(stream) >= 1 for stream in streams), 10, "each partition dead-letters its entry")
-    # Two masters may give two letters the same id (the same millisecond): each drop removes one.
-    letters = [entry_id.decode() for stream in streams for entry_id, _ in cast(list[Entry], db.xrange(stream))]
-    listed = run_tool(cluster_stack, "list", "--count", "100")
+        db.xadd(SAVES.key(n), {"v": "1", "nonsense": token})  # an entry no worker can read
+
+    def ours() -> list[tuple[str, str]]:
+        """This test's letters: (stream, id); two masters may give two of them the same id."""
+        return [
+            (stream, entry_id.decode())
+            for stream in streams
+            for entry_id, fields in cast(list[Entry], db.xrange(stream))
+            if fields.get(b"nonsense") == token.encode()
+        ]
+
+    eventually(lambda: {stream for stream, _ in ours()} == set(streams), 10, "each partition dead-letters its entry")
+    listed = run_tool(cluster_stack, "list", "--count", "1000")
     assert listed.returncode == 0, listed.stderr
-    assert set(letters) <= set(listed.stdout.split()), listed.stdout  # each letter's id, wherever it lives
-    for letter in letters:
-        assert run_tool(cluster_stack, "drop", letter).returncode == 0
-    assert sum(db.xlen(stream) for stream in streams) == 0
+    assert {letter for _, letter in ours()} <= set(listed.stdout.split()), listed.stdout  # wherever each lives
+    for _stream, letter in ours():
+        dropped = run_tool(cluster_stack, "drop", letter)
+        assert dropped.returncode == 0, dropped.stderr
+    assert ours() == []
 
 
 def run_tool(stack: Stack, *args: str) -> Any:

@@ -340,6 +340,9 @@ def markdown(result: Result) -> str:
         sections.append(("A player's saves beside the costliest saves the limits allow", costly_table(result)))
     if result.get("metrics_cost"):
         sections.append(("What the HTTP metrics cost: the gateway with them on beside off", metrics_cost_table(result)))
+    if result.get("live"):
+        title = "Live fan-out: a new leader reaching every listener of one gateway process"
+        sections.append((title, live_table(result)))
     if result.get("compare"):
         sections.insert(0, (compare_title(result), compare_table(result)))
     body = "\n\n".join(f"#### {title}\n\n{table}" for title, table in sections)
@@ -361,6 +364,30 @@ def costly_table(result: Result) -> str:
         f"{found['seconds']:.0f} s each. The attackers' answers: {answers}."
     )
     return header + lines + note
+
+
+def live_table(result: Result) -> str:
+    columns = [
+        ("listeners", "--:"), ("generator processes", "--:"), ("p50 ms", "--:"), ("p99 ms", "--:"),
+        ("max ms", "--:"), ("missed", "--:"), ("POST p50 ms", "--:"), ("gateway RSS MB before / idle", "--:"),
+        ("gateway CPU % idle / rounds", "--:"), ("gateway CPU ms a round", "--:"),
+        ("generators CPU % all / busiest", "--:"),
+    ]  # fmt: skip
+    rows = [
+        [
+            f"{cell['connected']:,} of {cell['listeners']:,}", cell["generators"], cell["p50_ms"], cell["p99_ms"],
+            cell["max_ms"], cell["missed"], cell["post_p50_ms"],
+            f"{cell['gateway_rss_mb_before']} / {cell['gateway_rss_mb_idle']}",
+            f"{cell['gateway_cpu_idle_pct']} / {cell['gateway_cpu_rounds_pct']}", cell["gateway_cpu_ms_per_round"],
+            f"{cell['generators_cpu_rounds_pct']} / {cell['generators_cpu_max_pct']}",
+        ]
+        for cell in result["live"]
+    ]  # fmt: skip
+    note = (
+        f"\n\n{result['live'][0]['rounds']} rounds each: a score above all others under a new name, timed from just "
+        "before its POST until the name reached every listener (CPU: % of one core)."
+    )
+    return table(columns, rows) + note
 
 
 def write_json(result: Result, out: Path) -> Path:

@@ -71,12 +71,14 @@ def start_ours(
     root: Path = ROOT,
     *,
     write_limits: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> Stack:
     """The gateway (with `gateways` processes) and `workers` processes of each worker service, healthy.
 
     `root` is the checkout whose code they run: another revision gets the very same environment.
+    `settings` are a phase's own, on top of the others.
     """
-    env = {**service_env(log_level), **REPLAYED_COOKIE_REFRESH, "GATEWAY_PROCESSES": str(gateways)}
+    env = {**service_env(log_level), **REPLAYED_COOKIE_REFRESH, "GATEWAY_PROCESSES": str(gateways), **(settings or {})}
     if write_limits:  # the defaults, as a real deployment has them
         env = {k: v for k, v in env.items() if k not in ("RATE_LIMIT_SESSION_WRITES", "RATE_LIMIT_ADDRESS_WRITES")}
     stack = Stack(redis_url, free_port(), env=env, sink=log, root=root)

@@ -12,7 +12,17 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.gateway import game_config, health, identity, leaderboard, metrics, recovery, responses, saves
+from services.gateway import (
+    game_config,
+    health,
+    identity,
+    leaderboard,
+    live,
+    metrics,
+    recovery,
+    responses,
+    saves,
+)
 from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
@@ -28,7 +38,15 @@ log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 # Every API route, in the order FastAPI matches them; the fast path is derived from the same list.
-ROUTERS = (identity.router, health.router, metrics.router, game_config.router, saves.router, leaderboard.router)
+ROUTERS = (
+    identity.router,
+    health.router,
+    metrics.router,
+    game_config.router,
+    saves.router,
+    leaderboard.router,
+    live.router,
+)
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -43,11 +61,14 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.bus = CommandBus(store, settings)
         app.state.recovery = recovery.Recovery(settings)
         await store.ensure_indexes()
+        app.state.live = live_tops = live.LiveTops(store, settings)
+        live_tops.start()  # after ensure_indexes: it has learnt whether Redis is a cluster
         log.info("gateway on http://%s:%d using Redis at %s", settings.host, settings.port, redact(settings.redis_url))
         # What start-up built (FastAPI, pydantic, the modules) lives as long as the process: out of the
         # collector's sight, full collections under load pause far less (docs/benchmarks.md).
         gc.freeze()
         yield
+        await live_tops.aclose()
         await store.aclose()
 
     # Swagger UI and ReDoc load their code from a CDN, unpinned, onto the game's own origin.

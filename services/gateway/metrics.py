@@ -26,7 +26,7 @@ from itertools import accumulate
 from typing import Protocol
 
 from fastapi import APIRouter, Request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -72,10 +72,6 @@ def route_of(scope: Scope) -> str:
 class HttpMetrics(Protocol):
     def record(self, route: str, method: str, status: int, seconds: float) -> None: ...
 
-    def exposition(self) -> bytes:
-        """The counts so far, in Prometheus's text format."""
-        ...
-
 
 def http_metrics(settings: Settings) -> HttpMetrics | None:
     """What counts the requests: nothing (HTTP_METRICS=false), this process's memory, or, with several
@@ -115,11 +111,6 @@ class InMemoryHttpMetrics(Collector):
             durations.add_metric([route], list(zip(bounds, cumulative, strict=True)), counts[-1])
         yield from (requests, durations)
 
-    def exposition(self) -> bytes:
-        registry = CollectorRegistry()
-        registry.register(self)
-        return generate_latest(registry)
-
 
 class SharedHttpMetrics:
     """prometheus-client's metrics, which in multiprocess mode each process writes to a file of its own
@@ -144,10 +135,14 @@ class SharedHttpMetrics:
             histogram = self.durations[route] = self.duration.labels(route)
         histogram.observe(seconds)
 
-    def exposition(self) -> bytes:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
+
+def process_exposition() -> bytes:
+    """prometheus-client's own metrics: of every gateway process in multiprocess mode, else of this one."""
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
 
 
 @dataclass
@@ -241,5 +236,6 @@ async def metrics(request: Request) -> Response:
         view = None
     registry = CollectorRegistry()
     registry.register(RedisCollector(view))
-    http: HttpMetrics | None = request.app.state.http_metrics
-    return Response((http.exposition() if http else b"") + generate_latest(registry), media_type=CONTENT_TYPE)
+    if isinstance(http := request.app.state.http_metrics, InMemoryHttpMetrics):
+        registry.register(http)
+    return Response(process_exposition() + generate_latest(registry), media_type=CONTENT_TYPE)

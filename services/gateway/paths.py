@@ -17,6 +17,8 @@ API_PREFIX = "/api/"
 # Routes outside /api/ that answer JSON; every other path is the game's static files.
 OTHER_ROUTES = frozenset({"/session", "/livez", "/healthz", "/metrics"})
 STATIC_METHODS = ("GET", "HEAD")
+# Set in the scope of a HEAD answered as GET, for a response that never ends (an event stream) to end at once.
+HEAD_AS_GET = "cachequest.head"
 ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -37,7 +39,7 @@ class ExpressPaths:
                 scope["path"] = path = path[:-1]
             if scope["method"] == "HEAD" and is_api(path):
                 # A copy: uvicorn keeps its own scope's HEAD and so sends the headers without the body.
-                scope = {**scope, "method": "GET"}
+                scope = {**scope, "method": "GET", HEAD_AS_GET: True}
         await self.app(scope, receive, send)
 
 

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from shared import keys
 from shared.connection import ensure_indexes, module_names
 from shared.pipelined import Arg, PipelinedRedis, Script, as_map
-from shared.protocol import Reply
+from shared.protocol import LIVE_TOP_FIELD, Reply, live_top_rows
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
 ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
@@ -34,6 +34,13 @@ READ_VERSIONED = Script("return {redis.call('JSON.GET', KEYS[1]) or false, redis
 # save's version key keeps its own, shorter expiry (KEYS: the document, its version key; ARGV: seconds).
 EXTEND_SAVE = Script(
     "if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) return 1 end return 0"
+)
+# A board's top and the id of its live stream's last entry, at one instant (they share a slot): reading
+# the stream on from that id, a reader misses no change after the top it has, and sees none before it.
+LIVE_SNAPSHOT = Script(
+    "#!lua flags=no-writes\n"
+    "local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]\n"
+    "return {last and last[1] or '0-0', redis.call('ZRANGE', KEYS[1], 0, ARGV[1] - 1, 'REV', 'WITHSCORES')}"
 )
 
 
@@ -97,6 +104,35 @@ class Store:
         """The `count` highest members of a sorted set and their scores, highest first."""
         rows: list[bytes] = await self.redis.execute("ZRANGE", key, 0, count - 1, "REV", "WITHSCORES", route=key)
         return [(member.decode(), float(score)) for member, score in zip(rows[::2], rows[1::2], strict=True)]
+
+    # Live tops (services/gateway/live.py)
+
+    @property
+    def is_cluster(self) -> bool:
+        """Known once ensure_indexes (at start-up) has asked Redis."""
+        return self.redis.shard_tags is not None
+
+    async def live_snapshot(self, board: str, stream: str, count: int) -> tuple[bytes, list[tuple[str, float]]]:
+        """A board's top `count` and the id of its live stream's last entry (b"0-0" for none), together."""
+        last_id, rows = await self.redis.script(LIVE_SNAPSHOT, [board, stream], [count])
+        return last_id, [(member.decode(), float(score)) for member, score in zip(rows[::2], rows[1::2], strict=True)]
+
+    async def live_announcements(
+        self, after: Mapping[str, bytes], wait_ms: int
+    ) -> dict[str, tuple[bytes, list[tuple[str, float]]]]:
+        """For each live stream with entries after the id given, the newest one's id and its top; waits
+        up to `wait_ms` for one. On a cluster the streams must share a slot."""
+        streams = list(after)
+        answer = await self.redis.blocking(
+            wait_ms,
+            lambda ms: ("XREAD", "BLOCK", ms, "STREAMS", *streams, *after.values()),
+            route=streams[0],
+        )
+        newest: dict[str, tuple[bytes, list[tuple[str, float]]]] = {}
+        for stream, entries in answer or ():  # RESP2: [[stream, [[id, [field, value, ...]], ...]], ...]
+            entry_id, fields = entries[-1]
+            newest[stream.decode()] = entry_id, live_top_rows(as_map(fields)[LIVE_TOP_FIELD])
+        return newest
 
     async def search(self, index: str, query: str, limit: int) -> tuple[int, list[tuple[str, bytes]]]:
         """The total and the first `limit` hits of a search: each hit's key and its document's JSON.

@@ -2,6 +2,7 @@
 import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, resetLive, leaderboardMember, survivorMaps } from "../state.js";
 import { loadRanking, addRankingPanel } from "../ranking.js";
+import { followTop } from "../live.js";
 import { COLORS, LEFT_KEYS, RIGHT_KEYS, addLabel, onKeys } from "../ui.js";
 
 export function registerLeaderboardScene() {
@@ -17,15 +18,18 @@ export function registerLeaderboardScene() {
     const panelPos = k.vec2(WIDTH / 2, HEIGHT / 2 + 6);
     const ownMember = state.player ? leaderboardMember() : null;
 
+    let panel = null;
     const show = (options) => {
       if (!root.exists()) return; // the player already left this scene
       loading.destroy();
-      addRankingPanel({ ...options, pos: panelPos });
+      panel?.destroy();
+      panel = addRankingPanel({ ...options, pos: panelPos });
     };
     loadRanking(map, ownMember).then(
       (ranking) => show({ ranking }),
       (error) => show({ message: `Leaderboard unavailable: ${error.message}` }),
     );
+    root.onDestroy(followTop(map, ownMember, (ranking) => show({ ranking })));
 
     const switchMap = (step) => {
       const maps = survivorMaps();
