@@ -7,8 +7,10 @@
 -- document's key), and the replies and acknowledgements come after, from settle.lua.
 --
 -- ARGV[1], JSON: {"commands": [{"command", "key", "version" (0: none), "args" (after the key),
---                 "expire_s" (0: none), "deadline_ms", "seq" (its stream entry id)}, ...]},
---                 each key an index into KEYS.
+--                 "expire_s" (0: none), "deadline_ms" (0: none), "seq" (its stream entry id),
+--                 "extra_keys" (optional: an operation's further keys)}, ...]},
+--                 each key an index into KEYS. "command" is a Redis command or the name of one of
+--                 apply_commands.lua's OPERATIONS.
 -- Returns, per command: 1 (applied: OK or a non-zero count), 0 (not: nil or zero), -1 (past its
 -- deadline), -2 (this or a newer command was applied already), or Redis's error text; or Redis's
 -- OOM error, nothing written, when Redis refuses its first write for memory.
