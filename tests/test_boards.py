@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -61,6 +61,19 @@ def post(player: Player, board: str, score: float, name: str = "Hero") -> httpx.
     return player.http.post("/api/leaderboard", json={"key": board, "score": score, "member": f"{name}-{player.id}"})
 
 
+def board(db: redis.Redis, key: str) -> list[tuple[str, float]]:
+    return cast(list[tuple[str, float]], db.zrange(key, 0, -1, withscores=True))
+
+
+def text(value: object) -> str:
+    assert isinstance(value, str), value
+    return value
+
+
+def by_player(entries: list[tuple[str, float]]) -> dict[str, float]:
+    return {member.partition("-")[2]: score for member, score in entries}
+
+
 def snapshot(db: redis.Redis) -> dict[str, Any]:
     """Every key but the sessions, rate limits and reply streams a request itself may touch, with its content."""
     found: dict[str, Any] = {}
@@ -69,7 +82,7 @@ def snapshot(db: redis.Redis) -> dict[str, Any]:
             continue
         kind = db.type(key)
         if kind == "zset":
-            found[key] = db.zrange(key, 0, -1, withscores=True)
+            found[key] = board(db, key)
         elif kind == "hash":
             found[key] = db.hgetall(key)
         elif kind == "stream":
@@ -169,10 +182,10 @@ def test_a_new_name_moves_the_one_entry_keeping_the_best(boards: Stack, db: redi
     assert post(other, MOVES, 150, "Other").status_code == 200
     assert post(player, MOVES, 100, "First").json()["message"] == "Score recorded"
     assert post(player, MOVES, 50, "Second").json()["message"] == "Score recorded"  # renamed: recorded
-    assert db.zrange(MOVES, 0, -1, withscores=True) == [(f"Second-{player.id}", 100), (f"Other-{other.id}", 150)]
+    assert board(db, MOVES) == [(f"Second-{player.id}", 100), (f"Other-{other.id}", 150)]
     assert post(player, MOVES, 60, "Second").json()["message"] == "Score not higher than the current one; unchanged"
     assert post(player, MOVES, 300, "Third").status_code == 200
-    assert db.zrange(MOVES, 0, -1, withscores=True) == [(f"Other-{other.id}", 150), (f"Third-{player.id}", 300)]
+    assert board(db, MOVES) == [(f"Other-{other.id}", 150), (f"Third-{player.id}", 300)]
     assert db.hget(keys.board_members(MOVES), player.id) == f"Third-{player.id}"
     mine = player.http.get(f"/api/leaderboard/{MOVES}/me").json()
     assert (mine["rank"], mine["value"], mine["score"]) == (1, f"Third-{player.id}", 300)
@@ -184,9 +197,9 @@ def test_names_differing_only_in_case(boards: Stack, db: redis.Redis) -> None:
     one, two = Player(boards.url), Player(boards.url)
     assert post(one, NAMES, 10, "Hero").status_code == 200
     assert post(one, NAMES, 5, "HERO").status_code == 200
-    assert db.zrange(NAMES, 0, -1, withscores=True) == [(f"HERO-{one.id}", 10)]
+    assert board(db, NAMES) == [(f"HERO-{one.id}", 10)]
     assert post(two, NAMES, 20, "hero").status_code == 200
-    assert db.zrange(NAMES, 0, -1, withscores=True) == [(f"HERO-{one.id}", 10), (f"hero-{two.id}", 20)]
+    assert board(db, NAMES) == [(f"HERO-{one.id}", 10), (f"hero-{two.id}", 20)]
 
 
 # Cyrillic e, Greek capital eta, a zero-width space, a fullwidth H, an accented e.
@@ -213,11 +226,11 @@ def test_entries_from_before_the_member_index_leave_no_ghost(boards: Stack, db: 
     boards.spawn("leaderboard", name="leaderboard-indexer")
     eventually(lambda: db.exists(keys.board_indexed(LEGACY)) == 1, 30, "the new worker indexed the board")
     assert db.zcard(LEGACY) == 2
-    kept = db.hget(keys.board_members(LEGACY), twice.id)
+    kept = text(db.hget(keys.board_members(LEGACY), twice.id))
     assert db.zscore(LEGACY, kept) == 90
     assert post(player, LEGACY, 10, "New").status_code == 200
     assert post(twice, LEGACY, 10, "Cid").status_code == 200
-    assert db.zrange(LEGACY, 0, -1, withscores=True) == [(f"New-{player.id}", 70), (f"Cid-{twice.id}", 90)]
+    assert board(db, LEGACY) == [(f"New-{player.id}", 70), (f"Cid-{twice.id}", 90)]
 
 
 def test_no_seasons_by_default(boards: Stack, ranked_players: list[Player]) -> None:
@@ -252,7 +265,7 @@ def sdb(seasonal: Stack) -> Iterator[redis.Redis]:
 
 def redis_ms(db: redis.Redis) -> int:
     seconds, micros = db.time()
-    return int(seconds) * 1000 + int(micros) // 1000
+    return seconds * 1000 + micros // 1000
 
 
 def test_scores_land_in_the_season_of_their_admission(seasonal: Stack, sdb: redis.Redis) -> None:
@@ -260,7 +273,7 @@ def test_scores_land_in_the_season_of_their_admission(seasonal: Stack, sdb: redi
     entry's time (Redis's clock when admitted): each season's archive holds, per player, exactly the
     best score admitted in it; all-time holds each one's best; the current board, its season's."""
     players = [Player(seasonal.url) for _ in range(6)]
-    first_entry = sdb.xrevrange(SCORES.key(0), count=1)
+    first_entry = cast(list[tuple[str, dict[str, str]]], sdb.xrevrange(SCORES.key(0), count=1))
     start = first_entry[0][0] if first_entry else "0-0"
     stop_at = seasons.season_at(PERIOD, redis_ms(sdb)).end_ms + 6500
 
@@ -278,7 +291,8 @@ def test_scores_land_in_the_season_of_their_admission(seasonal: Stack, sdb: redi
         thread.join()
 
     expected: dict[str, dict[str, float]] = {}  # label: {player id: best score admitted in it}
-    for entry_id, fields in sdb.xrange(SCORES.key(0), min=f"({start}"):
+    admitted = cast(list[tuple[str, dict[str, str]]], sdb.xrange(SCORES.key(0), min=f"({start}"))
+    for entry_id, fields in admitted:
         if f'"{SEASONAL}"' not in fields["payload"]:
             continue
         label = seasons.season_at(PERIOD, int(entry_id.split("-")[0])).label
@@ -287,18 +301,16 @@ def test_scores_land_in_the_season_of_their_admission(seasonal: Stack, sdb: redi
         best[fields["session"]] = max(best.get(fields["session"], 0), score)
     assert len(expected) >= 3, f"the posts crossed boundaries: {sorted(expected)}"
     for label, best in expected.items():
-        archive = sdb.zrange(keys.season_board(SEASONAL, label), 0, -1, withscores=True)
-        assert {member.partition("-")[2]: score for member, score in archive} == best, label
+        archive = board(sdb, keys.season_board(SEASONAL, label))
+        assert by_player(archive) == best, label
         assert len(archive) == len(best), f"one entry per player in {label}"
-    all_time = sdb.zrange(keys.all_time_board(SEASONAL), 0, -1, withscores=True)
+    all_time = board(sdb, keys.all_time_board(SEASONAL))
     overall = {player.id: max(best.get(player.id, 0) for best in expected.values()) for player in players}
-    assert {member.partition("-")[2]: score for member, score in all_time} == overall
+    assert by_player(all_time) == overall
 
     newest = max(expected, key=int)
     assert sdb.get(keys.season_marker(SEASONAL)) == str(int(newest) * 1000)  # rolled over, once per boundary
-    assert sdb.zrange(SEASONAL, 0, -1, withscores=True) == sdb.zrange(
-        keys.season_board(SEASONAL, newest), 0, -1, withscores=True
-    )
+    assert board(sdb, SEASONAL) == sdb.zrange(keys.season_board(SEASONAL, newest), 0, -1, withscores=True)
     listed = players[0].http.get(f"/api/leaderboard/{SEASONAL}/seasons").json()
     assert listed["seasons"][: len(expected)] == sorted(expected, key=int, reverse=True)
     past = sorted(expected, key=int)[1]
@@ -313,7 +325,7 @@ def test_a_new_season_starts_empty_and_config_says_when_it_ends(seasonal: Stack,
     assert config["mode"] == PERIOD
     assert config["endsAt"] == (int(config["current"]) + 2) * 1000
     assert post(player, SEASONAL, 5).status_code == 200
-    held_ms = sdb.get(keys.season_marker(SEASONAL))
+    held_ms = text(sdb.get(keys.season_marker(SEASONAL)))
     eventually(lambda: seasons.season_at(PERIOD, redis_ms(sdb)).start_ms > int(held_ms), 5, "a boundary passes")
     # No score of the new season yet: the board still holds the last one, and answers as empty.
     assert sdb.zcard(SEASONAL) >= 1
