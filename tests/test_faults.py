@@ -40,8 +40,9 @@ class Client:
     failures: list[tuple[int, float]] = field(default_factory=list)  # (status, seconds it took)
 
     def write(self, value: int) -> int:
-        if self.kind == "score":
-            body = {"key": BOARD, "score": value, "member": f"Hero-{self.player.id}"}
+        if self.kind in ("score", "rename"):
+            name = f"N{value}" if self.kind == "rename" else "Hero"  # a rename: each score moves the entry
+            body = {"key": BOARD, "score": value, "member": f"{name}-{self.player.id}"}
             return self.player.http.post("/api/leaderboard", json=body).status_code
         return self.player.save_with_fallback("playerstate", {"name": "Hero", "level": value}).status_code
 
@@ -62,6 +63,12 @@ class Client:
     def stored(self, db: redis.Redis | RedisCluster) -> int:
         if self.kind == "score":
             return int(db.zscore(BOARD, f"Hero-{self.player.id}") or 0)
+        if self.kind == "rename":  # one entry, no ghost of an older name, its name the score's
+            entries = list(db.zscan_iter(BOARD, match=f"*-{self.player.id}"))
+            assert len(entries) == 1, entries
+            member, score = entries[0]
+            assert member == f"N{int(score)}-{self.player.id}".encode()
+            return int(score)
         level = db.json().get(keys.player(self.player.id), "$.level")
         return int(str(level[0])) if isinstance(level, list) and level else 0
 
@@ -104,7 +111,7 @@ def pending_total(db: redis.Redis) -> int:
     return sum(group["pending"] for stream in (SAVES.key(0), SCORES.key(0)) for group in db.xinfo_groups(stream))
 
 
-@pytest.mark.parametrize(("service", "kind"), [("saves", "save"), ("leaderboard", "score")])
+@pytest.mark.parametrize(("service", "kind"), [("saves", "save"), ("leaderboard", "score"), ("leaderboard", "rename")])
 def test_sigkill_one_of_two_workers_mid_load(make_stack: StackFactory, service: str, kind: str) -> None:
     stack = make_stack(**{service: 2}, **FAST)
     db = redis.Redis.from_url(stack.redis_url, protocol=3)
