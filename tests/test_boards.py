@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any, cast
@@ -9,12 +10,14 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from devtools.stack import Stack
 from shared import keys, seasons
 from shared.protocol import SCORES
 from tests.conftest import ARTIFACTS, Player, eventually, fresh_redis, spawn_fastapi_gateway, started
 
+Db = redis.Redis | RedisCluster
 # Boards of this module's own, which no other test writes to.
 MAPS = "Ranks,Moves,Legacy,Names,Seasonal"
 RANKS = keys.leaderboard("Ranks")
@@ -61,7 +64,7 @@ def post(player: Player, board: str, score: float, name: str = "Hero") -> httpx.
     return player.http.post("/api/leaderboard", json={"key": board, "score": score, "member": f"{name}-{player.id}"})
 
 
-def board(db: redis.Redis, key: str) -> list[tuple[str, float]]:
+def board(db: Db, key: str) -> list[tuple[str, float]]:
     return cast(list[tuple[str, float]], db.zrange(key, 0, -1, withscores=True))
 
 
@@ -263,26 +266,27 @@ def sdb(seasonal: Stack) -> Iterator[redis.Redis]:
         yield client
 
 
-def redis_ms(db: redis.Redis) -> int:
+def redis_ms(db: Db) -> int:
     seconds, micros = db.time()
     return seconds * 1000 + micros // 1000
 
 
-def test_scores_land_in_the_season_of_their_admission(seasonal: Stack, sdb: redis.Redis) -> None:
-    """Six players post rising scores for about four boundaries. Each score's season is its stream
-    entry's time (Redis's clock when admitted): each season's archive holds, per player, exactly the
-    best score admitted in it; all-time holds each one's best; the current board, its season's."""
-    players = [Player(seasonal.url) for _ in range(6)]
-    first_entry = cast(list[tuple[str, dict[str, str]]], sdb.xrevrange(SCORES.key(0), count=1))
-    start = first_entry[0][0] if first_entry else "0-0"
-    stop_at = seasons.season_at(PERIOD, redis_ms(sdb)).end_ms + 6500
+def post_across_boundaries(db: Db, key: str, players: list[Player], partitions: int = 1) -> dict[str, dict[str, float]]:
+    """The players post rising scores (renaming now and then) until three boundaries have passed.
+    Each score's season is its stream entry's time, Redis's clock when it was admitted: the answer
+    is, by season label, each player's best score admitted in it, read from the streams."""
+    starts = {}
+    for partition in range(partitions):
+        newest = cast(list[tuple[str, Any]], db.xrevrange(SCORES.key(partition), count=1))
+        starts[partition] = newest[0][0] if newest else "0-0"
+    stop_at = seasons.season_at(PERIOD, redis_ms(db)).end_ms + 4500
 
     def play(player: Player) -> None:
         score = 0
-        while redis_ms(sdb) < stop_at:
+        while redis_ms(db) < stop_at:
             score += 1
             name = "Even" if score % 7 else "Renamed"  # a rename now and then, across boundaries too
-            assert post(player, SEASONAL, score, name).status_code == 200
+            assert post(player, key, score, name).status_code == 200
 
     threads = [threading.Thread(target=play, args=(player,)) for player in players]
     for thread in threads:
@@ -290,27 +294,36 @@ def test_scores_land_in_the_season_of_their_admission(seasonal: Stack, sdb: redi
     for thread in threads:
         thread.join()
 
-    expected: dict[str, dict[str, float]] = {}  # label: {player id: best score admitted in it}
-    admitted = cast(list[tuple[str, dict[str, str]]], sdb.xrange(SCORES.key(0), min=f"({start}"))
-    for entry_id, fields in admitted:
-        if f'"{SEASONAL}"' not in fields["payload"]:
-            continue
-        label = seasons.season_at(PERIOD, int(entry_id.split("-")[0])).label
-        score = float(fields["payload"].split('"score":')[1].split(",")[0])
-        best = expected.setdefault(label, {})
-        best[fields["session"]] = max(best.get(fields["session"], 0), score)
+    expected: dict[str, dict[str, float]] = {}
+    for partition, start in starts.items():
+        admitted = cast(list[tuple[str, dict[str, str]]], db.xrange(SCORES.key(partition), min=f"({start}"))
+        for entry_id, fields in admitted:
+            payload = json.loads(fields["payload"])
+            if payload["key"] == key:
+                best = expected.setdefault(seasons.season_at(PERIOD, int(entry_id.split("-")[0])).label, {})
+                best[fields["session"]] = max(best.get(fields["session"], 0), payload["score"])
     assert len(expected) >= 3, f"the posts crossed boundaries: {sorted(expected)}"
+    return expected
+
+
+def assert_each_in_its_season(db: Db, key: str, players: list[Player], expected: dict[str, dict[str, float]]) -> None:
+    """Each season's archive holds exactly each player's best admitted in it, one entry each;
+    all-time, each one's best; the current board, rolled over once per boundary, its season's."""
     for label, best in expected.items():
-        archive = board(sdb, keys.season_board(SEASONAL, label))
+        archive = board(db, keys.season_board(key, label))
         assert by_player(archive) == best, label
         assert len(archive) == len(best), f"one entry per player in {label}"
-    all_time = board(sdb, keys.all_time_board(SEASONAL))
     overall = {player.id: max(best.get(player.id, 0) for best in expected.values()) for player in players}
-    assert by_player(all_time) == overall
-
+    assert by_player(board(db, keys.all_time_board(key))) == overall
     newest = max(expected, key=int)
-    assert sdb.get(keys.season_marker(SEASONAL)) == str(int(newest) * 1000)  # rolled over, once per boundary
-    assert board(sdb, SEASONAL) == sdb.zrange(keys.season_board(SEASONAL, newest), 0, -1, withscores=True)
+    assert db.get(keys.season_marker(key)) == str(int(newest) * 1000)
+    assert board(db, key) == board(db, keys.season_board(key, newest))
+
+
+def test_scores_land_in_the_season_of_their_admission(seasonal: Stack, sdb: redis.Redis) -> None:
+    players = [Player(seasonal.url) for _ in range(6)]
+    expected = post_across_boundaries(sdb, SEASONAL, players)
+    assert_each_in_its_season(sdb, SEASONAL, players, expected)
     listed = players[0].http.get(f"/api/leaderboard/{SEASONAL}/seasons").json()
     assert listed["seasons"][: len(expected)] == sorted(expected, key=int, reverse=True)
     past = sorted(expected, key=int)[1]
