@@ -5,7 +5,8 @@
 //         menu: { title, options, selected } | null, dialogue: { speaker, line } | null,
 //         nameEntry: { name } | null, map, hero: { x, y, hp } | null,
 //         survivor: { map, score, wave, alive, result } | null,
-//         leaderboard: { map, entries: [{ rank, name, score, own }], ownRank } | null,
+//         leaderboard: { map, offset, entries: [{ rank, name, score, own }], ownRank,
+//                        around: [rows as entries], season: { mode, current, endsAt, line } } | null,
 //         keys: the last key presses the page received: [{ key, toCanvas, frame }] }
 //   window.__cacheQuest.teleport(x, y, map?)  quest scene only: moves the hero; with another map
 //       name it travels there through the normal map change (which saves).
