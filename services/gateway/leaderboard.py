@@ -138,10 +138,10 @@ async def around_me(store: Store, settings: Settings, key: str, caller: str, aro
     found = await store.around(key, keys.board_members(key), caller, around, marker, start_ms)
     if found is None:
         return json_response(404, NO_ENTRY)
-    first, rows = found
+    rank, first, rows = found
     entries = ranked(rows, first + 1)
-    mine = next(entry for entry in entries if entry["value"].endswith(f"-{caller}"))
-    return json_response(200, {"rank": mine["rank"], "score": mine["score"], "value": mine["value"], "around": entries})
+    mine = entries[rank - first]
+    return json_response(200, {"rank": rank + 1, "score": mine["score"], "value": mine["value"], "around": entries})
 
 
 def simple_query(query: bytes, names: tuple[bytes, ...]) -> dict[bytes, int] | None:

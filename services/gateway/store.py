@@ -43,7 +43,7 @@ return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'REV', 'WITHSCORES')
 # A player's entry and its neighbours, found by id: one round trip, in the board's slot.
 # KEYS: the board, its member index, and with seasons its marker. ARGV: the player id, how many
 # neighbours each side, and with seasons the current season's start (ms).
-# Returns nil (no entry), or the 0-based rank of the first row and the rows (member, score, ...).
+# Returns nil (no entry), or the player's 0-based rank, the first row's and the rows (member, score, ...).
 AROUND = Script(
     """#!lua flags=no-writes
 if KEYS[3] then
@@ -57,8 +57,9 @@ local rank = member and redis.call('ZREVRANK', KEYS[1], member)
 if not rank then
   return nil
 end
-local first = math.max(rank - tonumber(ARGV[2]), 0)
-return {first, redis.call('ZRANGE', KEYS[1], first, rank + tonumber(ARGV[2]), 'REV', 'WITHSCORES')}
+local around = tonumber(ARGV[2])
+local first = math.max(rank - around, 0)
+return {rank, first, redis.call('ZRANGE', KEYS[1], first, rank + around, 'REV', 'WITHSCORES')}
 """
 )
 
@@ -128,15 +129,15 @@ class Store:
 
     async def around(
         self, key: str, members: str, player_id: str, around: int, marker: str | None = None, season_start_ms: int = 0
-    ) -> tuple[int, Rows] | None:
-        """The 0-based rank of the first row, and the rows from `around` above the player's entry to
-        `around` below; None when the player has none (or the board holds a past season)."""
+    ) -> tuple[int, int, Rows] | None:
+        """The player's 0-based rank, the first row's, and the rows from `around` above the player's
+        entry to `around` below; None when the player has none (or the board holds a past season)."""
         script_keys = [key, members] if marker is None else [key, members, marker]
         found = await self.redis.script(AROUND, script_keys, [player_id, around, season_start_ms])
         if not found:
             return None
-        first, rows = found
-        return int(first), rows_of(rows)
+        rank, first, rows = found
+        return rank, first, rows_of(rows)
 
     async def seasons(self, key: str, oldest_start_ms: int) -> list[str]:
         """The labels in a board's list of seasons from `oldest_start_ms` on, newest first."""
