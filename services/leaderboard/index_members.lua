@@ -2,9 +2,9 @@
 -- member `{name}-{id}` becomes its player's entry in the member index; a player already indexed
 -- under another member keeps one entry, under the indexed name, with the better score.
 -- KEYS: the board, its member index, its "indexed" flag. ARGV: the ZSCAN cursor, the chunk size.
--- Returns the next cursor; "done" when the flag says the board was indexed already. The last chunk
--- sets the flag.
-if redis.call('EXISTS', KEYS[3]) == 1 then
+-- Returns the next cursor; "done" when the flag says the board was indexed already, or there is no
+-- board (its first score will index itself). The last chunk sets the flag.
+if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then
   return 'done'
 end
 local scanned = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
