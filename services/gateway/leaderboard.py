@@ -117,18 +117,15 @@ async def page(
 
 
 def past_season(settings: Settings, label: str) -> seasons.Season:
+    """The season `label` names: 404 without seasons, 400 for what is no label of this board's seasons."""
     mode = settings.leaderboard_season
     if mode == "none":
         raise HTTPException(404, "This leaderboard has no seasons")
     found = seasons.parse_label(mode, label)
     if found is None:
-        raise HTTPException(400, f"season must be a {mode} season's label, such as {current_label(settings)}")
+        example = seasons.season_at(mode, now_ms()).label
+        raise HTTPException(400, f"season must be a {mode} season's label, such as {example}")
     return found
-
-
-def current_label(settings: Settings) -> str:
-    season = current_season(settings)
-    return "" if season is None else season.label
 
 
 async def around_me(store: Store, settings: Settings, key: str, caller: str, around: int) -> Response:
@@ -191,10 +188,10 @@ async def top_scores(
 
 async def around_fast(call: Call) -> Response | None:
     query = simple_query(call.scope["query_string"], (b"around",))
-    if query is None or query.get(b"around", DEFAULT_AROUND) > MAX_AROUND:
+    around = None if query is None else query.get(b"around", DEFAULT_AROUND)
+    if around is None or around > MAX_AROUND:
         return None
-    settings = call.state.settings
-    return await around_me(call.state.store, settings, call.params["key"], call.caller, query.get(b"around", 5))
+    return await around_me(call.state.store, call.state.settings, call.params["key"], call.caller, around)
 
 
 @router.get("/{key}/me", response_model=AroundMe, responses=ERRORS)
