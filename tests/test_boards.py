@@ -158,8 +158,11 @@ def test_around_me(boards: Stack, ranked_players: list[Player], fastapi_url: str
         assert alone["around"] == [{"value": f"Hero-{middle.id}", "score": 1500, "rank": 11}]
 
 
-def test_around_me_without_an_entry_or_a_session(boards: Stack, ranked_players: list[Player], fastapi_url: str) -> None:
+def test_around_me_without_an_entry_or_a_session(
+    boards: Stack, db: redis.Redis, ranked_players: list[Player], fastapi_url: str
+) -> None:
     newcomer = Player(boards.url)
+    before = snapshot(db)
     for base in (boards.url, fastapi_url):
         none = newcomer.http.get(f"{base}/api/leaderboard/{RANKS}/me")
         assert (none.status_code, none.json()["status"]) == (404, 404)
@@ -167,6 +170,7 @@ def test_around_me_without_an_entry_or_a_session(boards: Stack, ranked_players: 
         assert (anonymous.status_code, anonymous.json()["status"]) == (401, 401)
         unknown = ranked_players[0].http.get(f"{base}/api/leaderboard/leaderboards:survivor-Nowhere/me")
         assert (unknown.status_code, unknown.json()["status"]) == (400, 400)
+    assert snapshot(db) == before
 
 
 @pytest.mark.parametrize("around", ["-1", "51", "abc", "1e3", "99999999999999999999", ""])
