@@ -362,3 +362,17 @@ def test_bad_or_unknown_season_labels(seasonal: Stack, sdb: redis.Redis, season:
     answer = player.http.get(f"/api/leaderboard/{SEASONAL}", params={"season": season})
     assert (answer.status_code, answer.json()["status"]) == (status, status), answer.text
     assert snapshot(sdb) == before
+
+
+def test_turning_seasons_on_carries_the_scores_from_before_into_all_time(seasonal: Stack, sdb: redis.Redis) -> None:
+    """A board written without seasons (no season marker): a worker starting carries its scores into
+    all-time, one entry per player, which a roll-over would otherwise leave without them."""
+    player, other = Player(seasonal.url), Player(seasonal.url)
+    sdb.zadd(MOVES, {f"Old-{player.id}": 700, f"Other-{other.id}": 50})
+    assert sdb.exists(keys.season_marker(MOVES)) == 0
+    seasonal.spawn("leaderboard", name="leaderboard-carrier")
+    all_time = keys.all_time_board(MOVES)
+    eventually(lambda: sdb.zcard(all_time) == 2, 30, "the new worker carried the board into all-time")
+    assert board(sdb, all_time) == [(f"Other-{other.id}", 50), (f"Old-{player.id}", 700)]
+    assert post(player, MOVES, 10, "New").status_code == 200
+    assert board(sdb, all_time) == [(f"Other-{other.id}", 50), (f"New-{player.id}", 700)]

@@ -28,8 +28,10 @@ from shared.worker import Action, Handler, Prepare
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
 NEVER = "0"  # board.post's expiry: none
-INDEX_MEMBERS = (Path(__file__).parent / "index_members.lua").read_text()
-INDEX_CHUNK = 1000
+HERE = Path(__file__).parent
+INDEX_MEMBERS = (HERE / "index_members.lua").read_text()
+CARRY_ALL_TIME = (HERE / "carry_all_time.lua").read_text()
+CHUNK = 1000
 
 
 def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER) -> Action:
@@ -90,7 +92,8 @@ def handlers(settings: Settings) -> Mapping[EventType, Handler]:
 
 
 def index_members(settings: Settings) -> Prepare:
-    """At start-up: index the members of boards written before one entry per player (once per board).
+    """At start-up: index the members of boards written before one entry per player (once per board)
+    and, when seasons are turned on for a board that has scores, carry them into its all-time board.
 
     Chunk by chunk (a script each, so Redis is never held long), every member is recorded as its
     player's; a player with two entries keeps one, under the name already indexed, with the better
@@ -99,15 +102,33 @@ def index_members(settings: Settings) -> Prepare:
     """
 
     async def prepare(redis: Redis | RedisCluster) -> None:
-        script = redis.register_script(INDEX_MEMBERS)
+        index = redis.register_script(INDEX_MEMBERS)
         for name in settings.leaderboard_maps:
             board = keys.leaderboard(name)
             script_keys = [board, keys.board_members(board), keys.board_indexed(board)]
             cursor = "0"
             while True:
-                found = await script(keys=script_keys, args=[cursor, INDEX_CHUNK])
+                found = await index(keys=script_keys, args=[cursor, CHUNK])
                 cursor = found.decode() if isinstance(found, bytes) else str(found)
                 if cursor in ("0", "done"):
                     break
+            if settings.leaderboard_season != "none" and not await redis.exists(keys.season_marker(board)):
+                await carry_into_all_time(redis, board)
 
     return prepare
+
+
+async def carry_into_all_time(redis: Redis | RedisCluster, board: str) -> None:
+    """A board that has never had a season (its scores are from before seasons were turned on): its
+    scores join all-time, which a season's roll-over would otherwise leave without them. All-time is
+    in another slot, so the board is read a chunk at a time and each chunk written by a script there.
+    Idempotent (the better score wins); run again at each start until the board's first season."""
+    carry = redis.register_script(CARRY_ALL_TIME)
+    all_time = keys.all_time_board(board)
+    cursor = 0
+    while True:
+        cursor, chunk = await redis.zscan(board, cursor, count=CHUNK)
+        if chunk:
+            await carry(keys=[all_time, keys.board_members(all_time)], args=[v for pair in chunk for v in pair])
+        if cursor == 0:
+            break
