@@ -17,6 +17,8 @@ late or repeated command never overwrites a newer one; then shared/settle.lua
 writes the replies and the dead letters and acknowledges, atomically, in the
 partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
+A handler's action may name one of apply_commands.lua's operations instead of a
+Redis command, and bring follow-ups on keys in other slots (Action).
 """
 
 from __future__ import annotations
@@ -434,13 +436,8 @@ class Partition:
         """
         if not batch.entry_ids:
             return
-        own = self.worker.slot_of(self.key)
-        here: list[Ready] = []
-        elsewhere: list[Ready] = []
-        for ready in batch.ready:
-            (here if self.worker.slot_of(ready[2].key) == own else elsewhere).append(ready)
-        follow_ups_here = [ready for ready in batch.follow_ups if self.worker.slot_of(ready[2].key) == own]
-        follow_ups_elsewhere = [ready for ready in batch.follow_ups if self.worker.slot_of(ready[2].key) != own]
+        here, elsewhere = self._by_slot(batch.ready)
+        follow_ups_here, follow_ups_elsewhere = self._by_slot(batch.follow_ups)
         outcomes_elsewhere = await self._apply(elsewhere, follow_ups_elsewhere)
         self._check_follow_ups(follow_ups_elsewhere, outcomes_elsewhere[len(elsewhere) :])
         replies = [*batch.replies, *self._replies(batch, elsewhere, outcomes_elsewhere[: len(elsewhere)])]
@@ -477,9 +474,18 @@ class Partition:
                 replies.append((event.reply_to, STORAGE_ERROR))
         return replies
 
+    def _by_slot(self, ready: list[Ready]) -> tuple[list[Ready], list[Ready]]:
+        """Those whose target shares the partition's slot (the settle script applies them), and the others."""
+        own = self.worker.slot_of(self.key)
+        here: list[Ready] = []
+        elsewhere: list[Ready] = []
+        for one in ready:
+            (here if self.worker.slot_of(one[2].key) == own else elsewhere).append(one)
+        return here, elsewhere
+
     @staticmethod
     def _check_follow_ups(follow_ups: list[Ready], outcomes: list[int | str]) -> None:
-        """A follow-up answers no one: only a failure is worth a line (Redis refused it: a bug)."""
+        """A follow-up answers no one: only a failure is worth a line (Redis's error, or out of memory)."""
         for (_, event, action), outcome in zip(follow_ups, outcomes, strict=True):
             if isinstance(outcome, str) or outcome == REFUSED:
                 about = {"request_id": event.request_id or None}
