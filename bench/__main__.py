@@ -62,7 +62,7 @@ def parse_args() -> argparse.Namespace:
         description="Benchmark Cache Quest over HTTP with wrk, beside Node/Express and FastAPI direct-write servers.",
         epilog=(
             "BENCH_URL attaches to a running gateway instead of starting one (needs REDIS_URL, for the board); "
-            "REDIS_URL alone uses that Redis (disposable: the bench writes sessions, saves and a 100,000-member board)."
+            "REDIS_URL alone uses that Redis (disposable: the bench writes sessions, saves and a board of a million)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -93,7 +93,9 @@ def parse_args() -> argparse.Namespace:
         "--gateway-processes", type=int_list, default=[2], help="GATEWAY_PROCESSES to try beyond 1, in scaling"
     )
     parser.add_argument("--sessions", type=int, default=512, help="sessions per server (more than connections)")
-    parser.add_argument("--board-size", type=int, default=100_000, help="members on the board read by top-10")
+    parser.add_argument(
+        "--board-size", type=int, default=1_000_000, help="members on the board read by top-10, me and page"
+    )
     parser.add_argument("--events", type=int, default=20_000, help="events per run of the workers-alone benchmark")
     parser.add_argument("--baselines", type=str_list, default=["fastapi-direct", "node-express"], help="'' for none")
     parser.add_argument("--profile-seconds", type=float, default=8, help="py-spy recording under load; 0 skips")
@@ -194,7 +196,7 @@ class Bench:
             stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
             watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
             target = Target("ours", stack.url, watch, workers=1, redis_url=redis_url)
-            sessions = fixtures.sessions(stack.url, self.args.sessions)
+            sessions = fixtures.sessions(stack.url, self.args.sessions, redis_url)
             self.result["http"] = self.drive(target, self.args.operations, self.args.connections, sessions)
             self.profile(
                 target,
@@ -207,10 +209,10 @@ class Bench:
             cell for cell in self.result["http"] if cell["operation"] in {"save", "score"} and cell["connections"] == 64
         ]
 
-    def attached(self, url: str, redis_pid: int | None) -> None:
+    def attached(self, url: str, redis_url: str, redis_pid: int | None) -> None:
         say(f"attached to {url}: no scaling, profile, workers-alone or compare phases (they need to own the processes)")
         target = Target("ours", url.rstrip("/"), {"redis": redis_pid} if redis_pid else {})
-        sessions = fixtures.sessions(target.url, self.args.sessions)
+        sessions = fixtures.sessions(target.url, self.args.sessions, redis_url)
         self.result["http"] = self.drive(target, self.args.operations, self.args.connections, sessions)
 
     def compare(self, revision: revisions.Revision, redis_url: str, redis_pid: int | None) -> None:
@@ -228,7 +230,7 @@ class Bench:
             stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
             watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
             ours = Target("ours", stack.url, watch, workers=1, redis_url=redis_url)
-            our_sessions = fixtures.sessions(stack.url, self.args.sessions)
+            our_sessions = fixtures.sessions(stack.url, self.args.sessions, redis_url)
             pairs = self.in_turns(ours, our_sessions, ref, ref_sessions)
         self.result["compare"] = {
             "ref": revision.name, "label": revision.label, "commit": revision.commit, "code": ref_code,
@@ -268,7 +270,7 @@ class Bench:
         stack = servers.start_ours(exits, redis_url, 1, log, self.args.log_level, root=checkout)
         watch = {**servers.stack_pids(stack), "redis": redis_pid}
         target = Target(revision.name, stack.url, watch, workers=1, redis_url=redis_url)
-        return target, fixtures.sessions(stack.url, self.args.sessions), machine.code_version(checkout)
+        return target, fixtures.sessions(stack.url, self.args.sessions, redis_url), machine.code_version(checkout)
 
     def scaling(self, redis_url: str, redis_pid: int | None) -> None:
         """Saves and scores with more worker processes; every operation with more gateway processes."""
@@ -465,7 +467,7 @@ def run(bench: Bench) -> None:
         say(f"{args.board_size:,} members on the board: {fixtures.fill_board(redis_url, args.board_size):,} now")
         phases = args.phases
         if bench_url:
-            bench.attached(bench_url, redis_pid)
+            bench.attached(bench_url, redis_url, redis_pid)
             phases = [phase for phase in phases if phase == "baselines"]
         if bench.revision and COMPARE in phases:
             bench.compare(bench.revision, redis_url, redis_pid)

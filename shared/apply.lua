@@ -7,11 +7,13 @@
 -- document's key), and the replies and acknowledgements come after, from settle.lua.
 --
 -- ARGV[1], JSON: {"commands": [{"command", "key", "version" (0: none), "args" (after the key),
---                 "expire_s" (0: none), "deadline_ms", "seq" (its stream entry id),
+--                 "expire_s" (0: none), "deadline_ms" (0: none), "seq" (its stream entry id),
 --                 optional "expect" (a precondition: '*', '!' or versions, see apply_commands.lua),
 --                 optional "limits" ({"max_bytes", "max_values", "max_depth"}: what the written JSON
---                 document must keep within, else it is restored)}, ...]},
---                 each key an index into KEYS.
+--                 document must keep within, else it is restored),
+--                 optional "extra_keys" (an operation's further keys)}, ...]},
+--                 each key an index into KEYS. "command" is a Redis command or the name of one of
+--                 apply_commands.lua's OPERATIONS.
 -- Returns, per command: 1 (applied: OK or a non-zero count), 0 (not: nil or zero), -1 (past its
 -- deadline), -2 (this or a newer command was applied already), -4 (its precondition does not hold),
 -- -5 (the written document broke its limits; restored), or Redis's error text; or Redis's

@@ -61,6 +61,65 @@ local function within(key, limits)
   return false
 end
 
+-- Named operations: what one Redis command can't do atomically. A command whose "command" is one
+-- of these names runs it instead of a Redis command: `operation(key, extra, args)`, where `extra`
+-- are the command's further keys (in `key`'s slot) and `args` its arguments. An operation returns
+-- what a Redis command would (non-zero: applied), and must be idempotent: a redelivered command
+-- runs it again. The worker's Action names them (shared/worker.py; services/leaderboard/handlers.py).
+local OPERATIONS = {}
+
+-- One entry per player: `id`'s single member on `board` becomes `member`, with the better of its
+-- score and `score`. `members` (a hash, id to member) says which member is the player's; a player
+-- it doesn't know yet is looked for under `member` itself, as a board from before the index has it.
+-- Returns 1 when the board changed (a better score, or a new name), else 0.
+local function post(board, members, id, member, score)
+  local current = redis.call('HGET', members, id) or member
+  if current == member then
+    redis.call('HSET', members, id, member)
+    return redis.call('ZADD', board, 'GT', 'CH', score, member)
+  end
+  local best = redis.call('ZSCORE', board, current)
+  redis.call('ZREM', board, current)
+  if best and tonumber(best) > tonumber(score) then
+    score = best
+  end
+  redis.call('ZADD', board, score, member)
+  redis.call('HSET', members, id, member)
+  return 1
+end
+
+-- extra: the board's member index. args: id, member, score, and (0: never) when the board and its
+-- index expire, in epoch ms (a season's archive: the end of the last season it is kept for).
+OPERATIONS['board.post'] = function(board, extra, args)
+  local changed = post(board, extra[1], args[1], args[2], args[3])
+  if args[4] ~= '0' then
+    redis.call('PEXPIREAT', board, args[4])
+    redis.call('PEXPIREAT', extra[1], args[4])
+  end
+  return changed
+end
+
+-- The current season's board. extra: its member index, its season marker (the start of the season
+-- it holds), its list of seasons. args: id, member, score, the score's season's label and start
+-- (ms), and the start of the oldest season still kept. A score of a newer season than the marker's
+-- first clears the board (every score on it is already in its season's archive) and moves the
+-- marker: atomic, and idempotent, so of two workers racing only one clears. A score of an older
+-- season leaves the board alone (it lands in its archive only) and returns 1.
+OPERATIONS['season.post'] = function(board, extra, args)
+  local members, marker, seasons = extra[1], extra[2], extra[3]
+  local start = tonumber(args[5])
+  redis.call('ZADD', seasons, 'NX', args[5], args[4])
+  redis.call('ZREMRANGEBYSCORE', seasons, '-inf', '(' .. args[6])
+  local held = tonumber(redis.call('GET', marker) or args[5])
+  if held > start then
+    return 1
+  elseif held < start then
+    redis.call('DEL', board, members)
+  end
+  redis.call('SET', marker, args[5])
+  return post(board, members, args[1], args[2], args[3])
+end
+
 -- Each command's outcome, or Redis's OOM error (nothing written yet) as the second value.
 local function apply_commands(commands)
   local clock = redis.call('TIME')
@@ -69,7 +128,7 @@ local function apply_commands(commands)
   for i, command in ipairs(commands) do
     local key = KEYS[command.key]
     local version = command.version > 0 and redis.call('GET', KEYS[command.version])
-    if now_ms > command.deadline_ms then
+    if command.deadline_ms > 0 and now_ms > command.deadline_ms then
       outcomes[i] = EXPIRED
     elseif version and at_or_after(version, command.seq) then
       outcomes[i] = SUPERSEDED
@@ -77,7 +136,18 @@ local function apply_commands(commands)
       outcomes[i] = PRECONDITION_FAILED
     else
       local before = command.limits and redis.call('JSON.GET', key)
-      local result = redis.pcall(command.command, key, unpack(command.args))
+      local result
+      local operation = OPERATIONS[command.command]
+      if operation then
+        local extra = {}
+        for j, index in ipairs(command.extra_keys or {}) do
+          extra[j] = KEYS[index]
+        end
+        local ok, answer = pcall(operation, key, extra, command.args)
+        result = ok and answer or { err = type(answer) == 'table' and answer.err or tostring(answer) }
+      else
+        result = redis.pcall(command.command, key, unpack(command.args))
+      end
       if type(result) == 'table' and result.err then
         if string.sub(result.err, 1, 4) == 'OOM ' then
           return nil, result -- refused before anything was written: the worker answers the batch 503

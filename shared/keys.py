@@ -8,7 +8,8 @@ command streams are partitioned (STREAM_PARTITIONS), and everything one
 partition's scripts touch shares its hash tag `{N}`: the command stream, its
 reply streams, its dead letters and the write limits counted as a command is
 admitted. A document's version key is tagged with the document's own key name,
-which puts it in the document's slot.
+which puts it in the document's slot; so are a board's companions (its member
+index, season marker and list of seasons), tagged with the board's key.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ RECOVERY_PREFIX = "recovery:"
 PLAYER_PREFIX = "players:"
 GAME_PREFIX = "games:"
 LEADERBOARD_PREFIX = "leaderboards:survivor-"
+BOARD_MEMBERS_PREFIX = "leaderboard-members:"
+BOARD_SEASON_PREFIX = "leaderboard-season:"
+BOARD_SEASONS_PREFIX = "leaderboard-seasons:"
+BOARD_INDEXED_PREFIX = "leaderboard-indexed:"
 
 PLAYER_INDEX = "player-idx"
 GAME_INDEX = "game-idx"
@@ -125,6 +130,36 @@ def live_top(board: str) -> str:
     key (which has no braces of its own), so it lives in the board's slot: one script reads the one
     and appends to the other, on a Redis Cluster too."""
     return f"{STREAM_PREFIX}live:{{{board}}}"
+
+
+def season_board(board: str, label: str) -> str:
+    """A season's archive: every score admitted in that season, kept after it ends."""
+    return f"{board}:season:{label}"
+
+
+def all_time_board(board: str) -> str:
+    """Each player's best over every season."""
+    return f"{board}:all-time"
+
+
+def board_members(board: str) -> str:
+    """A hash, player id to that player's one member on `board`; in the board's slot."""
+    return f"{BOARD_MEMBERS_PREFIX}{{{board}}}"
+
+
+def season_marker(board: str) -> str:
+    """The start (epoch ms) of the season the current board holds; in the board's slot."""
+    return f"{BOARD_SEASON_PREFIX}{{{board}}}"
+
+
+def board_seasons(board: str) -> str:
+    """A sorted set of the board's season labels that have scores, scored by their start; in its slot."""
+    return f"{BOARD_SEASONS_PREFIX}{{{board}}}"
+
+
+def board_indexed(board: str) -> str:
+    """Set once the members a board held before its member index are indexed (at worker start-up)."""
+    return f"{BOARD_INDEXED_PREFIX}{{{board}}}"
 
 
 def version(key: str) -> str:

@@ -103,6 +103,8 @@ class Event:
     # The caller's precondition on the document (If-Match, If-None-Match), checked atomically with the
     # write: ANY_VERSION, NO_DOCUMENT, or versions separated by spaces. Empty: none, last write wins.
     expect: str = ""
+    # The stream entry id it was read from ("" before it is published): Redis's clock at admission.
+    entry_id: str = ""
 
     @classmethod
     def new(
@@ -118,6 +120,12 @@ class Event:
         event_id = uuid.uuid4().hex
         reply_to = keys.reply(partition, event_id)
         return cls(event_id, type, session, payload, reply_to, now_ms() + timeout_ms, request_id, expect)
+
+    @property
+    def admitted_ms(self) -> int:
+        """When Redis admitted it (its entry id's time), the same for every worker that reads it; now,
+        for an event not read from a stream."""
+        return int(self.entry_id.partition("-")[0]) if self.entry_id else now_ms()
 
     def expired(self, at_ms: int | None = None) -> bool:
         return (now_ms() if at_ms is None else at_ms) > self.deadline_ms
@@ -136,8 +144,8 @@ class Event:
         }
 
     @classmethod
-    def decode(cls, fields: dict[bytes, bytes], partition: int) -> Event:
-        """The event of an entry read from `partition`'s stream; its reply stream must be that partition's."""
+    def decode(cls, fields: dict[bytes, bytes], partition: int, entry_id: bytes = b"") -> Event:
+        """The event of entry `entry_id` read from `partition`'s stream; its reply stream must be that partition's."""
         try:
             if fields[b"v"] != VERSION:
                 raise PoisonEvent(f"unsupported envelope version {fields[b'v']!r}")
@@ -158,6 +166,7 @@ class Event:
                 deadline_ms=int(fields[b"deadline"]),
                 request_id=request_id_in(fields),
                 expect=expect,
+                entry_id=entry_id.decode(),
             )
         except KeyError as missing:
             raise PoisonEvent(f"missing field {missing.args[0].decode()!r}") from None

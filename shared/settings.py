@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared import seasons
+
 # Once the default, and published with the code: a cookie signed with it is anyone's to forge.
 PUBLISHED_SESSION_SECRET = "dev-only-insecure-secret-change-me"
 MIN_SECRET_LENGTH = 32  # at least 128 bits in hex, more in any richer alphabet
@@ -142,6 +144,10 @@ class Settings(BaseSettings):
     score_min: float = 0
     score_max: float = 1_000_000_000
     leaderboard_max_count: int = Field(100, gt=0)
+    # none, daily, weekly or monthly (UTC); every:<N>s cuts N-second seasons, for tests and demos.
+    leaderboard_season: str = "none"
+    # Finished seasons whose archives are kept (readable with ?season=); older ones expire.
+    leaderboard_seasons_kept: int = Field(12, ge=1, le=1000)
 
     # Live tops (GET /api/leaderboard/{key}/live, services/gateway/live.py), counted per gateway process:
     # event streams one address may hold open (429 past it; several browser tabs, or players behind one
@@ -193,6 +199,11 @@ class Settings(BaseSettings):
         parse_networks(value, "METRICS_ALLOW")
         return value
 
+    @field_validator("leaderboard_season")
+    @classmethod
+    def _check_season(cls, mode: str) -> str:
+        return seasons.check_mode(mode)
+
     @field_validator("leaderboard_maps", mode="before")
     @classmethod
     def _split_maps(cls, maps: object) -> object:
@@ -232,6 +243,10 @@ class Settings(BaseSettings):
             raise ValueError("SAVE_TTL_S must be greater than SESSION_MAX_AGE_S + SESSION_REFRESH_S")
         if self.recovery_ttl_days * 86400 <= self.save_ttl_s:
             raise ValueError("RECOVERY_TTL_DAYS must be longer than SAVE_TTL_S: a code outlives its saves")
+        # A season's archive must outlast the latest score of that season a worker may still apply.
+        every = seasons.EVERY.fullmatch(self.leaderboard_season)
+        if every and int(every[1]) * 1000 * self.leaderboard_seasons_kept <= self.request_timeout_ms:
+            raise ValueError("LEADERBOARD_SEASONS_KEPT seasons of LEADERBOARD_SEASON must outlast REQUEST_TIMEOUT_MS")
         if self.score_min >= self.score_max:
             raise ValueError("SCORE_MIN must be below SCORE_MAX")
         # Past 2^53 a JSON integer can't be stored exactly as Redis's (and JavaScript's) double.

@@ -7,7 +7,8 @@
 -- ARGV[1], the batch as JSON; every key in it is an index into KEYS:
 --   {"stream", "dead_letters", "group", "reply_ttl_s",
 --    "commands": [as apply.lua's, plus "reply_to", "if_true", "if_false": {"status", "body"},
---                 optional "refusals": {outcome as text: {"status", "body"}} for the other outcomes],
+--                 optional "refusals": {outcome as text: {"status", "body"}} for the other outcomes;
+--                 a command without "reply_to" is another's follow-up, and its outcome answers no one],
 --    "failed": {"status", "body"}  (the reply to a command Redis refused),
 --    "replies": [{"reply_to", "status", "body"}, ...],
 --    "ack": [entry ids],
@@ -30,7 +31,8 @@ if refused then
 end
 for i, command in ipairs(batch.commands) do
   local outcome = outcomes[i]
-  if outcome == APPLIED or outcome == SUPERSEDED then
+  if command.reply_to == nil then -- a follow-up: the worker reads its outcome
+  elseif outcome == APPLIED or outcome == SUPERSEDED then
     reply(command.reply_to, command.if_true)
   elseif outcome == NOT_APPLIED then
     reply(command.reply_to, command.if_false)

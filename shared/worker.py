@@ -18,6 +18,8 @@ writes the replies and the dead letters and acknowledges, atomically, in the
 partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
 
+A handler's action may name one of apply_commands.lua's operations instead of a
+Redis command, and bring follow-ups on keys in other slots (Action).
 A service may add a step after each settled batch and at each sweep (AfterSettle): the leaderboard
 worker announces its boards' new tops to the gateways' live listeners there.
 """
@@ -33,7 +35,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -78,14 +80,22 @@ def stream_entries(answer: Any) -> list[Entry]:
 class Action:
     """A handler's verdict on one event: one Redis command on one key, and the reply for each outcome.
 
-    A true result is OK or a non-zero count; a false one is nil or zero (JSON.SET ... XX on a
-    missing key, ZADD GT CH that changed nothing). A non-zero `expire_s` sets the key's TTL after a
-    true result. `versioned`: the key is only ever written by one session's commands (so by one
-    partition, in stream order), and a version key guards it against older commands.
+    `command` is a Redis command, or the name of one of shared/apply_commands.lua's OPERATIONS (an
+    atomic step one command can't take, such as moving a player's entry), which may also touch
+    `extra_keys`, all in `key`'s hash slot. A true result is OK or a non-zero count; a false one is
+    nil or zero (JSON.SET ... XX on a missing key, ZADD GT CH that changed nothing). A non-zero
+    `expire_s` sets the key's TTL after a true result. `versioned`: the key is only ever written by
+    one session's commands (so by one partition, in stream order), and a version key guards it
+    against older commands.
 
     Optional, checked in the same atomic step as the write (shared/apply_commands.lua): `expect`, a
     precondition on the versioned document (the caller's If-Match); `limits`, what the written JSON
     document must keep within (else it is restored). `refusals` answers the outcomes these add.
+
+    `also`: follow-ups on other keys (in other slots, on a cluster), applied in the same batch as
+    this one, idempotent, and answering no one: the caller's reply is this action's. They skip the
+    deadline check, so a follow-up lands wherever its action may have: a score's season archive
+    never lacks what its current board had.
     """
 
     command: str
@@ -98,6 +108,8 @@ class Action:
     expect: str = ""
     limits: Limits | None = None
     refusals: Mapping[int, Reply] = field(default_factory=dict)
+    extra_keys: tuple[str, ...] = ()
+    also: tuple[Action, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +138,10 @@ class AfterSettle(Protocol):
 
 
 AfterSettleFactory = Callable[["Redis | RedisCluster", Settings], AfterSettle]
+
+
+Prepare = Callable[[Redis | RedisCluster], Awaitable[None]]
+"""A service's own start-up step (an idempotent migration, say), run once connected, before reading."""
 
 HERE = Path(__file__).parent
 APPLY_COMMANDS = (HERE / "apply_commands.lua").read_text()  # the Lua both scripts apply commands with
@@ -165,6 +181,7 @@ class Batch:
 
     entry_ids: list[bytes]
     ready: list[Ready] = field(default_factory=list)
+    follow_ups: list[Ready] = field(default_factory=list)  # the ready actions' `also`, answering no one
     replies: list[tuple[str, Reply]] = field(default_factory=list)
     dead: list[tuple[Entry, str]] = field(default_factory=list)
 
@@ -200,11 +217,13 @@ class Worker:
         handlers: Mapping[EventType, Handler],
         settings: Settings,
         after_settle: AfterSettleFactory | None = None,
+        prepare: Prepare | None = None,
     ) -> None:
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
         self.make_after_settle = after_settle
+        self.prepare = prepare
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = Stats()
         self.published: dict[str, int] = {}  # the counts already added to keys.EVENT_COUNTS
@@ -220,6 +239,8 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         await self.connect()
+        if self.prepare is not None:
+            await self.prepare(self.redis)
         partitions = range(self.settings.stream_partitions)
         log.info(
             "consumer %s of group %r on %s (partitions 0-%d) at %s",
@@ -416,7 +437,7 @@ class Partition:
         for entry in entries:
             entry_id, fields = entry
             try:
-                event = Event.decode(fields, self.number)
+                event = Event.decode(fields, self.number, entry_id)
             except PoisonEvent as error:
                 batch.dead.append((entry, str(error)))
                 continue
@@ -428,7 +449,9 @@ class Partition:
                 self._expired(batch, entry, delivered)
             else:
                 try:
-                    batch.ready.append((entry_id, event, self.worker.action(event, self.key)))
+                    action = self.worker.action(event, self.key)
+                    batch.ready.append((entry_id, event, action))
+                    batch.follow_ups += ((entry_id, event, follow_up) for follow_up in action.also)
                 except PoisonEvent as error:
                     batch.dead.append((entry, str(error)))
                     batch.replies.append((event.reply_to, DEAD_LETTERED))
@@ -456,19 +479,19 @@ class Partition:
         """
         if not batch.entry_ids:
             return
-        own = self.worker.slot_of(self.key)
-        here: list[Ready] = []
-        elsewhere: list[Ready] = []
-        for ready in batch.ready:
-            (here if self.worker.slot_of(ready[2].key) == own else elsewhere).append(ready)
-        replies = [*batch.replies, *self._replies(batch, elsewhere, await self._apply(elsewhere))]
-        script_keys, args = self._settlement(batch, here, replies)
+        here, elsewhere = self._by_slot(batch.ready)
+        follow_ups_here, follow_ups_elsewhere = self._by_slot(batch.follow_ups)
+        outcomes_elsewhere = await self._apply(elsewhere, follow_ups_elsewhere)
+        self._check_follow_ups(follow_ups_elsewhere, outcomes_elsewhere[len(elsewhere) :])
+        replies = [*batch.replies, *self._replies(batch, elsewhere, outcomes_elsewhere[: len(elsewhere)])]
+        script_keys, args = self._settlement(batch, here, replies, follow_ups_here)
         try:
             outcomes = await self.worker.settle_script(keys=script_keys, args=args)
         except OutOfMemoryError:  # nothing of this script written; what other slots applied stands
             await self._refuse(batch, here, replies)
             return
-        self._replies(batch, here, [outcome_of(raw) for raw in outcomes])
+        self._replies(batch, here, [outcome_of(raw) for raw in outcomes[: len(here)]])
+        self._check_follow_ups(follow_ups_here, [outcome_of(raw) for raw in outcomes[len(here) :]])
         self._count_dead(batch)
         await self.worker.publish_counts()
         if self.worker.after_settle is not None and batch.ready:
@@ -499,9 +522,30 @@ class Partition:
                 replies.append((event.reply_to, STORAGE_ERROR))
         return replies
 
-    async def _apply(self, ready: list[Ready]) -> list[int | str]:
+    def _by_slot(self, ready: list[Ready]) -> tuple[list[Ready], list[Ready]]:
+        """Those whose target shares the partition's slot (the settle script applies them), and the others."""
+        own = self.worker.slot_of(self.key)
+        here: list[Ready] = []
+        elsewhere: list[Ready] = []
+        for one in ready:
+            (here if self.worker.slot_of(one[2].key) == own else elsewhere).append(one)
+        return here, elsewhere
+
+    @staticmethod
+    def _check_follow_ups(follow_ups: list[Ready], outcomes: list[int | str]) -> None:
+        """A follow-up answers no one: only a failure is worth a line (Redis's error, or out of memory)."""
+        for (_, event, action), outcome in zip(follow_ups, outcomes, strict=True):
+            if isinstance(outcome, str) or outcome == REFUSED:
+                about = {"request_id": event.request_id or None}
+                what = (event.id, event.type, action.key, outcome)
+                log.error("event %s (%s): follow-up on %s failed: %s", *what, extra=about)
+
+    async def _apply(self, ready: list[Ready], follow_ups: list[Ready] | None = None) -> list[int | str]:
         """Apply commands outside the partition's slot: apply.lua once per slot, all at once. A slot
-        Redis refused for want of memory (before it wrote anything) gives REFUSED outcomes."""
+        Redis refused for want of memory (before it wrote anything) gives REFUSED outcomes. The
+        outcomes of `ready`, then of `follow_ups`."""
+        answered = len(ready)
+        ready = [*ready, *(follow_ups or ())]
         by_slot: dict[int, list[int]] = {}
         for index, (_, _, action) in enumerate(ready):
             by_slot.setdefault(self.worker.slot_of(action.key), []).append(index)
@@ -509,7 +553,7 @@ class Partition:
 
         async def apply_slot(indexes: list[int]) -> None:
             script_keys: list[str] = []
-            commands = [self._command(ready[index], script_keys) for index in indexes]
+            commands = [self._command(ready[index], script_keys, follow_up=index >= answered) for index in indexes]
             try:
                 found = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
             except OutOfMemoryError:
@@ -521,7 +565,7 @@ class Partition:
         return outcomes
 
     @staticmethod
-    def _command(ready: Ready, script_keys: list[str]) -> dict[str, Any]:
+    def _command(ready: Ready, script_keys: list[str], *, follow_up: bool = False) -> dict[str, Any]:
         """One command as apply_commands.lua takes it, its keys appended to `script_keys`."""
         entry_id, event, action = ready
 
@@ -535,20 +579,23 @@ class Partition:
             "version": key_index(keys.version(action.key)) if action.versioned else 0,
             "args": action.args,
             "expire_s": action.expire_s,
-            "deadline_ms": event.deadline_ms,
+            "deadline_ms": 0 if follow_up else event.deadline_ms,
             "seq": entry_id.decode(),
         }
         if action.expect:
             command["expect"] = action.expect
         if action.limits is not None:
             command["limits"] = asdict(action.limits)
+        if action.extra_keys:
+            command["extra_keys"] = [key_index(key) for key in action.extra_keys]
         return command
 
     def _settlement(
-        self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]]
+        self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]], follow_ups: list[Ready] | None = None
     ) -> tuple[list[str], list[bytes | str]]:
         """settle.lua's keys and arguments: every key an index into KEYS, named in one JSON argument;
-        the dead letters after it, binary-safe (a poison entry's fields need not be text)."""
+        the dead letters after it, binary-safe (a poison entry's fields need not be text). The
+        `follow_ups` come after the commands that answer, with no reply of their own."""
         script_keys = [self.key, self.dead_letters]
         stream = self.key.encode()
         letters = [
@@ -578,6 +625,7 @@ class Partition:
             }
             for ready in here
         ]
+        commands += (self._command(ready, script_keys, follow_up=True) for ready in follow_ups or ())
         packed = {
             "stream": 1,
             "dead_letters": 2,
@@ -666,9 +714,11 @@ def run_worker(
     handlers: Callable[[Settings], Mapping[EventType, Handler]],
     settings: Settings,
     after_settle: AfterSettleFactory | None = None,
+    prepare: Callable[[Settings], Prepare] | None = None,
 ) -> None:
     """Entry point shared by `python -m services.saves` and `python -m services.leaderboard`."""
-    worker = Worker(stream, handlers(settings), settings, after_settle)
+    prepared = None if prepare is None else prepare(settings)
+    worker = Worker(stream, handlers(settings), settings, after_settle, prepared)
     try:
         asyncio.run(worker.run())
     except RedisNotReady as error:

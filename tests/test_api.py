@@ -84,7 +84,7 @@ def test_scores_keep_the_personal_best(stack: Stack, player: Player, db: redis.R
         assert answer.status_code == 200 and answer.json()["status"] == 200
     assert db.zscore(board, member) == 1500
     top = player.http.get(f"/api/leaderboard/{board}", params={"count": 10}).json()
-    assert top == [{"value": member, "score": 1500}, {"value": f"Hero-{rival.id}", "score": 800}]
+    assert top == [{"value": member, "score": 1500, "rank": 1}, {"value": f"Hero-{rival.id}", "score": 800, "rank": 2}]
     assert player.http.get(f"/api/leaderboard/{board}", params={"count": 1}).json() == top[:1]
 
 

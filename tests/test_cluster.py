@@ -20,6 +20,7 @@ from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES, partition_of
 from shared.worker import Entry
 from tests.conftest import ARTIFACTS, TEST_MAPS, Player, eventually, run_python, started
+from tests.test_boards import PERIOD, assert_each_in_its_season, post, post_across_boundaries
 from tests.test_faults import Load, wait_for
 from tests.test_live import Listener
 from tests.test_recovery import carried_to_another_browser, issue, recover
@@ -370,3 +371,46 @@ def test_a_lost_master_is_answered_in_json_and_every_player_saves_again_once_it_
             assert all(process.poll() is None for process in stack.processes.values())
     finally:
         cluster.stop()
+
+
+def test_boards_on_a_cluster_one_entry_seasons_and_around_me(tmp_path: Path) -> None:
+    """Seasons of 2 seconds and two leaderboard workers, on a cluster of its own (the module's
+    workers would take these scores): a score's three actions live in three slots (the current
+    board with its index, marker and list; its season's archive; all-time), each applied there."""
+    maps = {"LEADERBOARD_MAPS": "Seasonal", "LEADERBOARD_SEASON": PERIOD, "LEADERBOARD_SEASONS_KEPT": "30"}
+    clocks = {"REQUEST_TIMEOUT_MS": "2000", "CLAIM_IDLE_MS": "3000", "BLOCK_MS": "200"}
+    key = keys.leaderboard("Seasonal")
+    with (
+        redis_cluster.running(redis_cluster.spare_ports(), tmp_path) as cluster,
+        started(
+            cluster.url,
+            ARTIFACTS / "logs/cluster_boards.log",
+            1,
+            2,
+            STREAM_PARTITIONS=str(PARTITIONS),
+            **maps,
+            **clocks,
+        ) as stack,
+        RedisCluster.from_url(cluster.url, decode_responses=True) as db,
+    ):
+        label = "1796212800"
+        slots = {db.keyslot(name) for name in (key, keys.season_board(key, label), keys.all_time_board(key))}
+        assert len(slots) == 3
+        assert {db.keyslot(name) for name in (key, keys.board_members(key), keys.season_marker(key))} == {
+            db.keyslot(key)
+        }
+        players = [Player(stack.url) for _ in range(4)]
+        expected = post_across_boundaries(db, key, players, PARTITIONS)
+        assert_each_in_its_season(db, key, players, expected)
+        leader = players[0]
+
+        def around_me_answers() -> bool:
+            assert post(leader, key, 1_000_000, "Top").status_code == 200
+            mine = leader.http.get(f"/api/leaderboard/{key}/me", params={"around": 1})
+            if mine.status_code == 404:  # a boundary passed between the two: try again
+                return False
+            assert mine.json()["value"] == f"Top-{leader.id}" and mine.json()["rank"] == 1
+            assert [entry["rank"] for entry in mine.json()["around"]] in ([1], [1, 2])
+            return True
+
+        eventually(around_me_answers, 10, "GET .../me finds the leader")

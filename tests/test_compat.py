@@ -101,7 +101,11 @@ def test_a_new_player_saves_reloads_and_posts_a_score(stack: Stack, store: redis
         assert store.zscore(BOARD, f"Link-{me}") == 1200
         top = client.get(f"/api/leaderboard/{BOARD}{slash}?count=10")
         assert top.status_code == 200
-        assert {"value": f"Link-{me}", "score": 1200} in top.json()
+        # The seed's fields, as its client reads them; each entry carries its rank besides.
+        assert {"value": f"Link-{me}", "score": 1200} in [
+            {"value": e["value"], "score": e["score"]} for e in top.json()
+        ]
+        assert [entry["rank"] for entry in top.json()] == list(range(1, len(top.json()) + 1))
 
 
 @SLASHES

@@ -53,8 +53,9 @@ class Client:
     etag: str | None = None
 
     def write(self, value: int) -> int:
-        if self.kind == "score":
-            body = {"key": BOARD, "score": value, "member": f"Hero-{self.player.id}"}
+        if self.kind in ("score", "rename"):
+            name = f"N{value}" if self.kind == "rename" else "Hero"  # a rename: each score moves the entry
+            body = {"key": BOARD, "score": value, "member": f"{name}-{self.player.id}"}
             return self.player.http.post("/api/leaderboard", json=body).status_code
         if self.kind == "conditional":
             return self.write_if_match(value)
@@ -97,6 +98,12 @@ class Client:
     def stored(self, db: redis.Redis | RedisCluster) -> int:
         if self.kind == "score":
             return int(db.zscore(BOARD, f"Hero-{self.player.id}") or 0)
+        if self.kind == "rename":  # one entry, no ghost of an older name, its name the score's
+            entries = list(db.zscan_iter(BOARD, match=f"*-{self.player.id}"))
+            assert len(entries) == 1, entries
+            member, score = entries[0]
+            assert member == f"N{int(score)}-{self.player.id}".encode()
+            return int(score)
         document: Any = db.json().get(keys.player(self.player.id))
         if self.kind == "merge":
             assert {name: document[name] for name in KEPT} == KEPT, "a merge kept every other field"
@@ -152,7 +159,14 @@ def pending_total(db: redis.Redis) -> int:
 
 @pytest.mark.parametrize(
     ("service", "kind"),
-    [("saves", "save"), ("leaderboard", "score"), ("saves", "conditional"), ("saves", "merge"), ("saves", "delete")],
+    [
+        ("saves", "save"),
+        ("leaderboard", "score"),
+        ("leaderboard", "rename"),
+        ("saves", "conditional"),
+        ("saves", "merge"),
+        ("saves", "delete"),
+    ],
 )
 def test_sigkill_one_of_two_workers_mid_load(make_stack: StackFactory, service: str, kind: str) -> None:
     stack = make_stack(**{service: 2}, **FAST)

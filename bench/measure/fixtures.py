@@ -1,14 +1,17 @@
-"""What must exist before a run: sessions with a saved player each, and a board of 100,000 members."""
+"""What must exist before a run: sessions with a saved player each, each with an entry on a board of
+a million members (--board-size)."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 
 import httpx
 import redis
 
 from bench.measure.workload import BOARD, Session, create_request
+from shared import keys
 
 SETUP_TIMEOUT_S = 120
 CONCURRENCY = 16
@@ -44,22 +47,39 @@ async def new_sessions(base_url: str, count: int) -> list[Session]:
         return list(await asyncio.wait_for(made, SETUP_TIMEOUT_S))
 
 
-def sessions(base_url: str, count: int) -> list[Session]:
-    """`count` sessions of one server, each with its player saved (so PATCH answers 200, not 404)."""
-    return asyncio.run(new_sessions(base_url, count))
+def sessions(base_url: str, count: int, redis_url: str | None = None) -> list[Session]:
+    """`count` sessions of one server, each with its player saved (so PATCH answers 200, not 404) and,
+    given the server's Redis, an entry on the board."""
+    made = asyncio.run(new_sessions(base_url, count))
+    if redis_url is not None:
+        place_on_board(redis_url, made)
+    return made
 
 
 def fill_board(redis_url: str, members: int) -> int:
-    """Top the board up to `members` bot entries (member `Bot{n}-{32 hex}` like a real one); its size."""
+    """Top the board up to `members` bot entries (member `Bot{n}-{32 hex}` like a real one, in the
+    board's member index too, as the leaderboard worker would have put it); its size. Pipelined,
+    a chunk at a time: a million members take seconds."""
     client = redis.Redis.from_url(redis_url)
     try:
         present = int(client.zcard(BOARD))
+        pipeline = client.pipeline(transaction=False)
         for start in range(present, members, FILL_CHUNK):
-            chunk = {
-                f"Bot{n}-{secrets.token_hex(16)}": (n * 7919) % 1_000_000
-                for n in range(start, min(members, start + FILL_CHUNK))
-            }
-            client.zadd(BOARD, chunk)
+            ids = {n: secrets.token_hex(16) for n in range(start, min(members, start + FILL_CHUNK))}
+            pipeline.zadd(BOARD, {f"Bot{n}-{bot}": (n * 7919) % 1_000_000 for n, bot in ids.items()})
+            pipeline.hset(keys.board_members(BOARD), mapping={bot: f"Bot{n}-{bot}" for n, bot in ids.items()})
+            pipeline.execute()
         return int(client.zcard(BOARD))
     finally:
         client.close()
+
+
+def place_on_board(redis_url: str, sessions: list[Session], seed: int = 14) -> None:
+    """An entry for each session, at a random place on the board, so `me?around=5` finds one anywhere."""
+    rng = random.Random(seed)
+    members = {session.id: f"Bench-{session.id}" for session in sessions}
+    with redis.Redis.from_url(redis_url) as client:
+        pipeline = client.pipeline(transaction=False)
+        pipeline.zadd(BOARD, {member: rng.randint(1, 1_000_000) for member in members.values()}, gt=True)
+        pipeline.hset(keys.board_members(BOARD), mapping=members)
+        pipeline.execute()

@@ -117,6 +117,35 @@ def targets_table(result: Result) -> str:
     return table([(title, TEXT) for title in titles], rows)
 
 
+# Reads measured beside the top-10 read, in the same run: each within this share of its rate (issue 14).
+BESIDE_TOP = {"me": "your rank and 5 neighbours each side", "page": "10 entries from rank 50,001"}
+BESIDE_TOP_WITHIN = 0.20
+
+
+def beside_top_table(result: Result) -> str:
+    """`me?around=5` and a deep page against the top-10 read of the same run, at each connection count."""
+    rows = []
+    for cell in result.get("http", []):
+        if cell["operation"] not in BESIDE_TOP:
+            continue
+        top = one(result, "http", operation="top", connections=cell["connections"])
+        if top is None or not top["rps"]:
+            continue
+        ratio = cell["rps"] / top["rps"]
+        rows.append(
+            [
+                f"{cell['operation']} ({BESIDE_TOP[cell['operation']]})",
+                cell["connections"],
+                figure(cell),
+                figure(top),
+                f"{ratio:.0%}",
+                "met" if ratio >= 1 - BESIDE_TOP_WITHIN else "short",
+            ]
+        )
+    titles = ["read", "connections", "it", "top-10, same run", "its rate / top-10's", "within 20%"]
+    return table([(title, TEXT) for title in titles], rows) if rows else "Not measured in this run."
+
+
 def scaling_table(result: Result) -> str:
     columns = [("operation (c=64)", TEXT), *figures("gateway processes", "worker processes of each", "req/s", "p99 ms")]
     rows = [
@@ -328,6 +357,7 @@ def markdown(result: Result) -> str:
     sections = [
         ("Against the targets", targets_table(result)),
         ("Our stack over HTTP (1 process of each worker)", http_table(result)),
+        ("Board reads beside the top-10 read (a board of a million)", beside_top_table(result)),
         ("Throughput with more processes", scaling_table(result)),
         ("The workers alone (backlog drained, replies written)", workers_table(result)),
         ("Where Redis's time went in the drains (INFO commandstats)", redis_time_table(result)),

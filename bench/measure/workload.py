@@ -14,7 +14,10 @@ import orjson
 
 BOARD = "leaderboards:survivor-Grassland"
 TOP_PATH = f"/api/leaderboard/{BOARD}?count=10"
-OPERATIONS = ("save", "score", "top", "read", "mixed")
+# Your rank and neighbours, and a page deep in the board: each within 20% of the top-10 read (issue 14).
+ME_PATH = f"/api/leaderboard/{BOARD}/me?around=5"
+PAGE_PATH = f"/api/leaderboard/{BOARD}?count=10&offset=50000"
+OPERATIONS = ("save", "score", "top", "read", "mixed", "me", "page")
 # The seed client's spelling (`PATCH /api/playerstate/`), which must cost what the bare one does.
 SLASHED = ("save-slashed", "read-slashed")
 # A game session: saves at checkpoints, looks at the boards between runs, posts a score after one.
@@ -84,6 +87,14 @@ def top_request(session: Session) -> Request:
     return Request("GET", TOP_PATH, session.cookie)
 
 
+def me_request(session: Session) -> Request:
+    return Request("GET", ME_PATH, session.cookie)
+
+
+def page_request(session: Session) -> Request:
+    return Request("GET", PAGE_PATH, session.cookie)
+
+
 def requests_for(operation: str, sessions: list[Session], seed: int = 5) -> list[Request]:
     """The requests wrk cycles through for one operation (or for `ping`, the load generator's ceiling)."""
     rng = random.Random(seed)
@@ -111,6 +122,10 @@ def one_kind(operation: str, sessions: list[Session], rng: random.Random) -> lis
         return [read_request(session, "/") for session in sessions]
     if operation == "top":
         return [top_request(session) for session in sessions]
+    if operation == "me":
+        return [me_request(session) for session in sessions]
+    if operation == "page":
+        return [page_request(session) for session in sessions]
     if operation == "score":
         return [
             score_request(session, rng.randint(1, 1_000_000)) for _ in range(SCORES_PER_SESSION) for session in sessions

@@ -1,12 +1,13 @@
-"""`GET /api/config`: the server's rules the game must follow (maps, board keys, the name rule), so the
-game reads them instead of keeping copies that could drift apart."""
+"""`GET /api/config`: the server's rules the game must follow (maps, board keys, the name rule, the
+season and when it ends), so the game reads them instead of keeping copies that could drift apart."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from services.gateway.models import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE, GameConfig, NameRule
-from shared import keys
+from services.gateway.models import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE, GameConfig, NameRule, SeasonInfo
+from shared import keys, seasons
+from shared.protocol import now_ms
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["game"])
@@ -19,7 +20,15 @@ def game_config(settings: Settings) -> GameConfig:
         name=NameRule(pattern=NAME_PATTERN, maxLength=NAME_MAX_LENGTH, description=NAME_RULE),
         scoreMin=settings.score_min,
         scoreMax=settings.score_max,
+        season=season_info(settings.leaderboard_season),
     )
+
+
+def season_info(mode: str) -> SeasonInfo:
+    if mode == "none":
+        return SeasonInfo(mode=mode, current=None, endsAt=None)
+    season = seasons.season_at(mode, now_ms())
+    return SeasonInfo(mode=mode, current=season.label, endsAt=season.end_ms)
 
 
 @router.get("/config", response_model=GameConfig)

@@ -1,4 +1,11 @@
-"""Leaderboards: submissions go to the leaderboard worker, top-N reads straight to Redis."""
+"""Leaderboards: submissions go to the leaderboard worker; pages, "around me" and seasons are read
+straight from Redis.
+
+Every entry a read returns carries its 1-based rank beside the seed's `value` and `score`. With
+seasons (LEADERBOARD_SEASON), the board's own key is the current season: until the first score of
+a new season rolls it over (services/leaderboard/handlers.py), it still holds the last one, and
+reads answer it as empty. A past season is read from its archive with `?season=<label>`.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +19,39 @@ from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
 from services.gateway.dependencies import ERRORS, Address, Bus, Redis, SessionId
 from services.gateway.hotpath import Call, fast, parse_body
-from services.gateway.models import NAME_PATTERN, NAME_RULE, LeaderboardEntry, Message, ScoreBody
+from services.gateway.models import (
+    NAME_PATTERN,
+    NAME_RULE,
+    AroundMe,
+    LeaderboardEntry,
+    Message,
+    ScoreBody,
+    Seasons,
+)
 from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
-from services.gateway.store import Store
-from shared import keys
-from shared.protocol import EventType
+from services.gateway.store import Rows, Store
+from shared import keys, seasons
+from shared.protocol import EventType, now_ms
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
 
 MEMBER_NAME = re.compile(NAME_PATTERN)
 DEFAULT_COUNT = 10
-COUNT_ONLY = re.compile(rb"count=([1-9][0-9]{0,8})")  # the fast path's query; anything else goes to FastAPI
-Count = Annotated[int, Query(ge=1)]
+DEFAULT_AROUND = 5
+MAX_AROUND = 50
+# Past this a count or offset is refused (400), not clamped: no board is that long. A count above
+# LEADERBOARD_MAX_COUNT is clamped to it, as the seed's route did.
+MAX_POSITION = 1_000_000_000
+# The fast path's queries (each parameter once, a plain number); anything else goes to FastAPI.
+QUERY_PART = re.compile(rb"(count|offset|around)=(0|[1-9][0-9]{0,9})")
+Count = Annotated[int, Query(ge=1, le=MAX_POSITION)]
+Offset = Annotated[int, Query(ge=0, le=MAX_POSITION)]
+Around = Annotated[int, Query(ge=0, le=MAX_AROUND, description="Entries above and below yours")]
+Season = Annotated[str | None, Query(max_length=40, description="A past season's label; the current one without")]
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}
+NO_ENTRY = {"status": 404, "message": "You have no entry on this leaderboard"}
 
 
 def check_board(settings: Settings, key: str) -> None:
@@ -50,12 +75,81 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
     return json_response(reply.status, reply.body)
 
 
-async def top(store: Store, settings: Settings, key: str, count: int) -> Response:
+def current_season(settings: Settings) -> seasons.Season | None:
+    """The season now, on this gateway's clock; None without seasons."""
+    mode = settings.leaderboard_season
+    return None if mode == "none" else seasons.season_at(mode, now_ms())
+
+
+def ranked(rows: Rows, first_rank: int) -> list[dict[str, Any]]:
+    """Entries in the list shape, each with its 1-based rank; `first_rank` is the first row's."""
+    return [
+        {"value": member, "score": as_number(score), "rank": rank}
+        for rank, (member, score) in enumerate(rows, start=first_rank)
+    ]
+
+
+async def top_entries(
+    store: Store, settings: Settings, key: str, count: int = DEFAULT_COUNT, offset: int = 0
+) -> list[dict[str, Any]]:
+    """A page of a board's current season, ranked: the `top` list (also for live updates)."""
+    season = current_season(settings)
+    if season is None:
+        rows = await store.top(key, count, offset)
+    else:
+        rows = await store.current_top(key, keys.season_marker(key), season.start_ms, count, offset)
+    return ranked(rows, offset + 1)
+
+
+async def page(
+    store: Store, settings: Settings, key: str, count: int, offset: int = 0, season: str | None = None
+) -> Response:
     check_board(settings, key)
-    rows = await store.top(key, min(count, settings.leaderboard_max_count))
-    if not rows:
-        return json_response(404, EMPTY)
-    return json_response(200, [{"value": member, "score": as_number(score)} for member, score in rows])
+    count = min(count, settings.leaderboard_max_count)
+    if season is None:
+        entries = await top_entries(store, settings, key, count, offset)
+    else:
+        archive = keys.season_board(key, past_season(settings, season).label)
+        entries = ranked(await store.top(archive, count, offset), offset + 1)
+        if not entries and not await store.exists(archive):
+            return json_response(404, {"status": 404, "message": f"No season {season} on this leaderboard"})
+    return json_response(200, entries) if entries else json_response(404, EMPTY)
+
+
+def past_season(settings: Settings, label: str) -> seasons.Season:
+    """The season `label` names: 404 without seasons, 400 for what is no label of this board's seasons."""
+    mode = settings.leaderboard_season
+    if mode == "none":
+        raise HTTPException(404, "This leaderboard has no seasons")
+    found = seasons.parse_label(mode, label)
+    if found is None:
+        example = seasons.season_at(mode, now_ms()).label
+        raise HTTPException(400, f"season must be a {mode} season's label, such as {example}")
+    return found
+
+
+async def around_me(store: Store, settings: Settings, key: str, caller: str, around: int) -> Response:
+    check_board(settings, key)
+    season = current_season(settings)
+    marker, start_ms = (None, 0) if season is None else (keys.season_marker(key), season.start_ms)
+    found = await store.around(key, keys.board_members(key), caller, around, marker, start_ms)
+    if found is None:
+        return json_response(404, NO_ENTRY)
+    rank, first, rows = found
+    entries = ranked(rows, first + 1)
+    mine = entries[rank - first]
+    return json_response(200, {"rank": rank + 1, "score": mine["score"], "value": mine["value"], "around": entries})
+
+
+def simple_query(query: bytes, names: tuple[bytes, ...]) -> dict[bytes, int] | None:
+    """The fast path's query: each of `names` at most once, as a plain number; None for anything else."""
+    found: dict[bytes, int] = {}
+    for part in query.split(b"&") if query else ():
+        match = QUERY_PART.fullmatch(part)
+        if match is None or match[1] not in names or match[1] in found:
+            return None
+        found[match[1]] = int(match[2])
+    return found
 
 
 async def submit_fast(call: Call) -> Response | None:
@@ -68,24 +162,57 @@ async def submit_fast(call: Call) -> Response | None:
 @router.post("", response_model=Message, responses=ERRORS)
 @fast(submit_fast)
 async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId, address: Address) -> Response:
-    """Record a score with `ZADD GT`: only a personal best changes the board, and a lower one is not an error."""
+    """Record a score: your one entry on the board takes your best score and the name you post under."""
     return await submit(commands, caller, address, body.key, body.score, body.member)
 
 
-async def top_fast(call: Call) -> Response | None:
-    query: bytes = call.scope["query_string"]
-    count = COUNT_ONLY.fullmatch(query) if query else None
-    if query and count is None:
+async def page_fast(call: Call) -> Response | None:
+    query = simple_query(call.scope["query_string"], (b"count", b"offset"))
+    if query is None:
         return None
-    settings = call.state.settings
-    return await top(call.state.store, settings, call.params["key"], int(count[1]) if count else DEFAULT_COUNT)
+    count, offset = query.get(b"count", DEFAULT_COUNT), query.get(b"offset", 0)
+    if not 1 <= count <= MAX_POSITION or offset > MAX_POSITION:
+        return None
+    return await page(call.state.store, call.state.settings, call.params["key"], count, offset)
 
 
 @router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
-@fast(top_fast)
-async def top_scores(key: str, store: Redis, request: Request, count: Count = DEFAULT_COUNT) -> Any:
-    """The top `count` entries, highest first; public, as a leaderboard is."""
-    return await top(store, request.app.state.settings, key, count)
+@fast(page_fast)
+async def top_scores(
+    key: str, store: Redis, request: Request, count: Count = DEFAULT_COUNT, offset: Offset = 0, season: Season = None
+) -> Any:
+    """`count` entries from rank `offset + 1`, highest first, of the current season or of `season`;
+    public, as a leaderboard is."""
+    return await page(store, request.app.state.settings, key, count, offset, season)
+
+
+async def around_fast(call: Call) -> Response | None:
+    query = simple_query(call.scope["query_string"], (b"around",))
+    around = None if query is None else query.get(b"around", DEFAULT_AROUND)
+    if around is None or around > MAX_AROUND:
+        return None
+    return await around_me(call.state.store, call.state.settings, call.params["key"], call.caller, around)
+
+
+@router.get("/{key}/me", response_model=AroundMe, responses=ERRORS)
+@fast(around_fast)
+async def my_entry(key: str, store: Redis, request: Request, caller: SessionId, around: Around = DEFAULT_AROUND) -> Any:
+    """Your entry, found by your session id whatever name you posted under, and up to `around`
+    entries above and below it."""
+    return await around_me(store, request.app.state.settings, key, caller, around)
+
+
+@router.get("/{key}/seasons", response_model=Seasons, responses=ERRORS)
+async def board_seasons(key: str, store: Redis, request: Request) -> Any:
+    """The current season and the seasons with scores still kept, newest first."""
+    settings: Settings = request.app.state.settings
+    check_board(settings, key)
+    season = current_season(settings)
+    if season is None:
+        raise HTTPException(404, "This leaderboard has no seasons")
+    oldest = seasons.seasons_before(settings.leaderboard_season, season, settings.leaderboard_seasons_kept)
+    labels = await store.seasons(keys.board_seasons(key), oldest.start_ms)
+    return json_response(200, {"current": season.label, "seasons": labels})
 
 
 def as_number(score: float) -> int | float:

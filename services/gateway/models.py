@@ -82,6 +82,25 @@ class SearchResult(BaseModel):
 class LeaderboardEntry(BaseModel):
     value: str
     score: float
+    rank: int = Field(description="1-based, highest score first")
+
+
+class AroundMe(BaseModel):
+    rank: int
+    score: float
+    value: str = Field(description="Your member, under the name you last posted")
+    around: list[LeaderboardEntry]
+
+
+class Seasons(BaseModel):
+    current: str
+    seasons: list[str] = Field(description="Labels of the seasons with scores still kept, newest first")
+
+
+class SeasonInfo(BaseModel):
+    mode: str = Field(description="LEADERBOARD_SEASON: none, daily, weekly or monthly")
+    current: str | None = Field(description="The current season's label; null without seasons")
+    endsAt: int | None = Field(description="When the current season ends, epoch milliseconds (UTC)")
 
 
 class Session(BaseModel):
@@ -100,6 +119,7 @@ class GameConfig(BaseModel):
     name: NameRule
     scoreMin: float
     scoreMax: float
+    season: SeasonInfo
 
 
 def count_values(value: Any, max_depth: int) -> int | None:

@@ -42,6 +42,42 @@ LIVE_SNAPSHOT = Script(
     "local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]\n"
     "return {last and last[1] or '0-0', redis.call('ZRANGE', KEYS[1], 0, ARGV[1] - 1, 'REV', 'WITHSCORES')}"
 )
+# A page of the current board, or nothing when it still holds a season older than the current one
+# (no score of the new season has rolled it over yet). KEYS: the board, its season marker.
+# ARGV: the first and last rank (0-based), the current season's start (ms).
+CURRENT_PAGE = Script(
+    """#!lua flags=no-writes
+local held = redis.call('GET', KEYS[2])
+if held and tonumber(held) < tonumber(ARGV[3]) then
+  return {}
+end
+return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'REV', 'WITHSCORES')
+"""
+)
+# A player's entry and its neighbours, found by id: one round trip, in the board's slot.
+# KEYS: the board, its member index, and with seasons its marker. ARGV: the player id, how many
+# neighbours each side, and with seasons the current season's start (ms).
+# Returns nil (no entry), or the player's 0-based rank, the first row's and the rows (member, score, ...).
+AROUND = Script(
+    """#!lua flags=no-writes
+if KEYS[3] then
+  local held = redis.call('GET', KEYS[3])
+  if held and tonumber(held) < tonumber(ARGV[3]) then
+    return nil
+  end
+end
+local member = redis.call('HGET', KEYS[2], ARGV[1])
+local rank = member and redis.call('ZREVRANK', KEYS[1], member)
+if not rank then
+  return nil
+end
+local around = tonumber(ARGV[2])
+local first = math.max(rank - around, 0)
+return {rank, first, redis.call('ZRANGE', KEYS[1], first, rank + around, 'REV', 'WITHSCORES')}
+"""
+)
+
+Rows = list[tuple[str, float]]  # board members and their scores, highest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +136,34 @@ class Store:
         document, version = await self.redis.script(READ_VERSIONED, [key, keys.version(key)], [])
         return document, None if version is None else version.decode()
 
-    async def top(self, key: str, count: int) -> list[tuple[str, float]]:
-        """The `count` highest members of a sorted set and their scores, highest first."""
-        rows: list[bytes] = await self.redis.execute("ZRANGE", key, 0, count - 1, "REV", "WITHSCORES", route=key)
-        return [(member.decode(), float(score)) for member, score in zip(rows[::2], rows[1::2], strict=True)]
+    async def top(self, key: str, count: int, offset: int = 0) -> Rows:
+        """`count` members of a sorted set and their scores, highest first, from the `offset`th."""
+        last = offset + count - 1
+        return rows_of(await self.redis.execute("ZRANGE", key, offset, last, "REV", "WITHSCORES", route=key))
+
+    async def current_top(self, key: str, marker: str, season_start_ms: int, count: int, offset: int = 0) -> Rows:
+        """As `top`, on a board with seasons: none when it still holds a season before `season_start_ms`."""
+        last = offset + count - 1
+        return rows_of(await self.redis.script(CURRENT_PAGE, [key, marker], [offset, last, season_start_ms]))
+
+    async def around(
+        self, key: str, members: str, player_id: str, around: int, marker: str | None = None, season_start_ms: int = 0
+    ) -> tuple[int, int, Rows] | None:
+        """The player's 0-based rank, the first row's, and the rows from `around` above the player's
+        entry to `around` below; None when the player has none (or the board holds a past season)."""
+        script_keys = [key, members] if marker is None else [key, members, marker]
+        found = await self.redis.script(AROUND, script_keys, [player_id, around, season_start_ms])
+        if not found:
+            return None
+        rank, first, rows = found
+        return rank, first, rows_of(rows)
+
+    async def seasons(self, key: str, oldest_start_ms: int) -> list[str]:
+        """The labels in a board's list of seasons from `oldest_start_ms` on, newest first."""
+        labels: list[bytes] = await self.redis.execute(
+            "ZRANGE", key, "+inf", oldest_start_ms, "BYSCORE", "REV", route=key
+        )
+        return [label.decode() for label in labels]
 
     # Live tops (services/gateway/live.py)
 
@@ -332,3 +392,8 @@ class Store:
         flat: list[bytes] = await self.redis.execute("HGETALL", keys.EVENT_COUNTS, route=keys.EVENT_COUNTS)
         counts = as_map(flat)
         return {keys.event_count_field_parts(name.decode()): int(count) for name, count in counts.items()}
+
+
+def rows_of(flat: list[bytes]) -> Rows:
+    """A `ZRANGE ... WITHSCORES` answer (RESP2: member, score, ...) as pairs."""
+    return [(member.decode(), float(score)) for member, score in zip(flat[::2], flat[1::2], strict=True)]

@@ -1,6 +1,6 @@
 """The leaderboard worker: applies score submissions from `stream:scores`, and announces new tops."""
 
-from services.leaderboard.handlers import handlers
+from services.leaderboard.handlers import handlers, index_members
 from services.leaderboard.live import TopAnnouncer
 from shared.cli import start
 from shared.protocol import SCORES
@@ -8,4 +8,4 @@ from shared.worker import run_worker
 
 if __name__ == "__main__":
     settings = start("python -m services.leaderboard", "Apply score submissions from stream:scores.")
-    run_worker(SCORES, handlers, settings, TopAnnouncer)
+    run_worker(SCORES, handlers, settings, TopAnnouncer, index_members)

@@ -1,4 +1,12 @@
-"""Score submissions: `ZADD key GT CH`, so only a personal best moves the board.
+"""Score submissions: one entry per player per board, and with seasons, an archive and an all-time best.
+
+A score is applied by apply_commands.lua's operations (see there): `board.post` raises the player's
+one entry (`ZADD GT`) or moves it to a new name with the better score, atomically with the board's
+member index; `season.post` does that on the current board, rolling it over first when the score
+is of a newer season than the board holds. A score's season is fixed by its stream entry id, so
+every worker puts it in the same one however late it is applied. With seasons, one score is three
+actions, each in its own key's slot: the current board (whose outcome answers the caller), and, as
+follow-ups, its season's archive and the all-time board.
 
 The gateway has already checked the caller; the checks are repeated here
 because a stream entry is only as trustworthy as whoever could write it.
@@ -7,18 +15,46 @@ because a stream entry is only as trustworthy as whoever could write it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
 
-from shared import keys
+from redis.asyncio import Redis, RedisCluster
+
+from shared import keys, seasons
 from shared.protocol import Event, EventType, PoisonEvent, Reply, is_finite_number
 from shared.settings import Settings
-from shared.worker import Action, Handler
+from shared.worker import Action, Handler, Prepare
 
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
+NEVER = "0"  # board.post's expiry: none
+HERE = Path(__file__).parent
+INDEX_MEMBERS = (HERE / "index_members.lua").read_text()
+CARRY_ALL_TIME = (HERE / "carry_all_time.lua").read_text()
+CHUNK = 1000
+
+
+def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER) -> Action:
+    return Action(
+        "board.post",
+        board,
+        (*args, expire_at_ms),
+        if_true=RECORDED,
+        if_false=NOT_HIGHER,
+        extra_keys=(keys.board_members(board),),
+    )
+
+
+@lru_cache(maxsize=64)
+def kept_bounds(mode: str, kept: int, season: seasons.Season) -> tuple[int, int]:
+    """The start of the oldest season still kept while `season` is current, and when `season`'s
+    archive expires: the end of the last season it is among the `kept` finished ones."""
+    return seasons.seasons_before(mode, season, kept).start_ms, seasons.seasons_after(mode, season, kept).end_ms
 
 
 def submit_handler(settings: Settings) -> Handler:
     boards = {keys.leaderboard(name) for name in settings.leaderboard_maps}
+    mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
 
     def handle(event: Event) -> Action:
         entry = event.payload
@@ -29,10 +65,70 @@ def submit_handler(settings: Settings) -> Handler:
             raise PoisonEvent("member must end with the caller's session id")
         if not is_finite_number(score) or not settings.score_min <= score <= settings.score_max:
             raise PoisonEvent("score must be a finite number within the configured bounds")
-        return Action("ZADD", entry["key"], ("GT", "CH", repr(score), member), if_true=RECORDED, if_false=NOT_HIGHER)
+        board = entry["key"]
+        args = (event.session, member, repr(score))
+        if mode == "none":
+            return post(board, args)
+        season = seasons.season_at(mode, event.admitted_ms)
+        oldest_kept_ms, archive_expires_ms = kept_bounds(mode, kept, season)
+        return Action(
+            "season.post",
+            board,
+            (*args, season.label, str(season.start_ms), str(oldest_kept_ms)),
+            if_true=RECORDED,
+            if_false=NOT_HIGHER,
+            extra_keys=(keys.board_members(board), keys.season_marker(board), keys.board_seasons(board)),
+            also=(
+                post(keys.season_board(board, season.label), args, str(archive_expires_ms)),
+                post(keys.all_time_board(board), args),
+            ),
+        )
 
     return handle
 
 
 def handlers(settings: Settings) -> Mapping[EventType, Handler]:
     return {EventType.SCORE_SUBMIT: submit_handler(settings)}
+
+
+def index_members(settings: Settings) -> Prepare:
+    """At start-up: index the members of boards written before one entry per player (once per board)
+    and, when seasons are turned on for a board that has scores, carry them into its all-time board.
+
+    Chunk by chunk (a script each, so Redis is never held long), every member is recorded as its
+    player's; a player with two entries keeps one, under the name already indexed, with the better
+    score. Idempotent, and safe beside live workers: a score posted meanwhile indexes its player, and
+    the chunk that meets that player's older entries merges them into the new one.
+    """
+
+    async def prepare(redis: Redis | RedisCluster) -> None:
+        index = redis.register_script(INDEX_MEMBERS)
+        for name in settings.leaderboard_maps:
+            board = keys.leaderboard(name)
+            script_keys = [board, keys.board_members(board), keys.board_indexed(board)]
+            cursor = "0"
+            while True:
+                found = await index(keys=script_keys, args=[cursor, CHUNK])
+                cursor = found.decode() if isinstance(found, bytes) else str(found)
+                if cursor in ("0", "done"):
+                    break
+            if settings.leaderboard_season != "none" and not await redis.exists(keys.season_marker(board)):
+                await carry_into_all_time(redis, board)
+
+    return prepare
+
+
+async def carry_into_all_time(redis: Redis | RedisCluster, board: str) -> None:
+    """A board that has never had a season (its scores are from before seasons were turned on): its
+    scores join all-time, which a season's roll-over would otherwise leave without them. All-time is
+    in another slot, so the board is read a chunk at a time and each chunk written by a script there.
+    Idempotent (the better score wins); run again at each start until the board's first season."""
+    carry = redis.register_script(CARRY_ALL_TIME)
+    all_time = keys.all_time_board(board)
+    cursor = 0
+    while True:
+        cursor, chunk = await redis.zscan(board, cursor, count=CHUNK)
+        if chunk:
+            await carry(keys=[all_time, keys.board_members(all_time)], args=[v for pair in chunk for v in pair])
+        if cursor == 0:
+            break

@@ -191,9 +191,9 @@ export async function postScore(key, score, member, { onRetry } = {}) {
   if (!response.ok) throw await errorFrom(response);
 }
 
-/** Top entries `[{value, score}]`, best first; an empty board answers 404, which means []. */
-export async function fetchLeaderboard(key, count = 10) {
-  const response = await request("GET", `/api/leaderboard/${key}?count=${count}`, {
+/** A page of entries `[{value, score, rank}]`, best first, from rank `offset + 1`; 404 (none there) means []. */
+export async function fetchLeaderboard(key, count = 10, offset = 0) {
+  const response = await request("GET", `/api/leaderboard/${key}?count=${count}&offset=${offset}`, {
     maxAttempts: READ_ATTEMPTS,
   });
   if (response.status === 404) return [];
@@ -213,4 +213,16 @@ export async function issueRecoveryCode() {
 export async function recoverWithCode(code) {
   const response = await request("POST", "/session/recover", { body: { code }, maxAttempts: 1 });
   return (await jsonOrThrow(response)).id;
+}
+
+/**
+ * This session's entry and up to `around` neighbours each side: `{rank, score, value, around}`, found
+ * by the session id whatever name it posted under; null when it has no entry (404) or no session (401).
+ */
+export async function fetchAroundMe(key, around = 2) {
+  const response = await request("GET", `/api/leaderboard/${key}/me?around=${around}`, {
+    maxAttempts: READ_ATTEMPTS,
+  });
+  if (response.status === 404 || response.status === 401) return null;
+  return jsonOrThrow(response);
 }

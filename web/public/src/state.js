@@ -1,8 +1,13 @@
 // What the game remembers: the session, the two save documents, and what the current scene shows.
 import { MAP_NAMES, SPAWN } from "./world.js";
 
-/** The server's rules (GET /api/config), loaded with the session: maps, board keys, the name rule. */
-export const config = { maps: [], leaderboards: {}, name: { pattern: "^$", maxLength: 0, description: "" } };
+/** The server's rules (GET /api/config), loaded with the session: maps, board keys, the name rule, the season. */
+export const config = {
+  maps: [],
+  leaderboards: {},
+  name: { pattern: "^$", maxLength: 0, description: "" },
+  season: { mode: "none", current: null, endsAt: null },
+};
 
 export const nameIsValid = (name) => new RegExp(config.name.pattern).test(name);
 /** The survivor maps: those the server has a board for and this game can draw. */
@@ -61,6 +66,8 @@ export const leaderboardKey = (map) => config.leaderboards[map];
 export const leaderboardMember = () => `${state.player.name}-${state.sessionId}`;
 /** A member is "{name}-{session id}"; the display name is what comes before the first "-". */
 export const displayName = (member) => member.split("-")[0];
+/** Whether a board member is this session's, whatever name it was posted under. */
+export const isOwnMember = (member) => state.sessionId !== null && member.endsWith(`-${state.sessionId}`);
 
 export function touch(doc) {
   doc.updatedAt = now();

@@ -5,7 +5,8 @@
 //         menu: { title, options, selected } | null, dialogue: { speaker, line } | null,
 //         nameEntry: { name } | null, map, hero: { x, y, hp } | null,
 //         survivor: { map, score, wave, alive, result } | null,
-//         leaderboard: { map, entries: [{ rank, name, score, own }], ownRank } | null,
+//         leaderboard: { map, offset, entries: [{ rank, name, score, own }], ownRank,
+//                        around: [rows as entries], season: { mode, current, endsAt, line } } | null,
 //         recovery: { code, error } | null (the pause's "Play on another device"),
 //         codeEntry: { code, message } | null (the title's "I have a code"),
 //         keys: the last key presses the page received: [{ key, toCanvas, frame }] }

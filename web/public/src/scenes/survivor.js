@@ -129,7 +129,7 @@ export function registerSurvivorScene() {
           });
           run.result.posted = true;
         }
-        show({ ranking: await loadRanking(map, leaderboardMember()) });
+        show({ ranking: await loadRanking(map) });
       } catch (error) {
         show({ message: `Leaderboard unavailable: ${error.message}` });
       }
