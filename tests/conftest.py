@@ -32,7 +32,7 @@ from devtools.stack import Stack
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 # The game's maps, and boards of the tests' own that nothing else writes to.
-TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty,Recovered"
+TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty,Recovered,Seed"
 # Every test client comes from 127.0.0.1: per-address limits are tested on their own.
 UNLIMITED_ADDRESS = {
     "RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute",

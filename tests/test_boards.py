@@ -250,13 +250,15 @@ def test_no_seasons_by_default(boards: Stack, ranked_players: list[Player]) -> N
 
 # Seasons, on a fast clock: a season every 2 seconds.
 
+# Players here post as fast as the gateway answers, for seconds: far past a player's write limit.
+UNLIMITED = {"RATE_LIMIT_SESSION_WRITES": ""}
 PERIOD = "every:2s"
 
 
 @pytest.fixture(scope="module")
 def seasonal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two leaderboard workers (they race to roll the board over) and seasons of 2 seconds."""
-    env = {"LEADERBOARD_MAPS": MAPS, "LEADERBOARD_SEASON": PERIOD, "LEADERBOARD_SEASONS_KEPT": "30"}
+    env = {"LEADERBOARD_MAPS": MAPS, "LEADERBOARD_SEASON": PERIOD, "LEADERBOARD_SEASONS_KEPT": "30", **UNLIMITED}
     with (
         fresh_redis(tmp_path_factory.mktemp("seasonal")) as url,
         started(url, ARTIFACTS / "logs/boards-seasonal.log", 1, 2, **env) as running,

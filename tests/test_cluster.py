@@ -20,7 +20,7 @@ from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES, partition_of
 from shared.worker import Entry
 from tests.conftest import ARTIFACTS, TEST_MAPS, Player, eventually, run_python, started
-from tests.test_boards import PERIOD, assert_each_in_its_season, post, post_across_boundaries
+from tests.test_boards import PERIOD, UNLIMITED, assert_each_in_its_season, post, post_across_boundaries
 from tests.test_faults import Load, wait_for
 from tests.test_live import Listener
 from tests.test_recovery import carried_to_another_browser, issue, recover
@@ -377,7 +377,7 @@ def test_boards_on_a_cluster_one_entry_seasons_and_around_me(tmp_path: Path) -> 
     """Seasons of 2 seconds and two leaderboard workers, on a cluster of its own (the module's
     workers would take these scores): a score's three actions live in three slots (the current
     board with its index, marker and list; its season's archive; all-time), each applied there."""
-    maps = {"LEADERBOARD_MAPS": "Seasonal", "LEADERBOARD_SEASON": PERIOD, "LEADERBOARD_SEASONS_KEPT": "30"}
+    maps = {"LEADERBOARD_MAPS": "Seasonal", "LEADERBOARD_SEASON": PERIOD, "LEADERBOARD_SEASONS_KEPT": "30", **UNLIMITED}
     clocks = {"REQUEST_TIMEOUT_MS": "2000", "CLAIM_IDLE_MS": "3000", "BLOCK_MS": "200"}
     key = keys.leaderboard("Seasonal")
     with (

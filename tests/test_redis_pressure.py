@@ -282,7 +282,7 @@ def test_a_burst_of_writes_holds_few_redis_connections_and_leaves_none(make_stac
     assert peak[1] == cap, f"the reply waits held {peak[1]} connections (cap {cap})"
     assert peak[0] <= baseline + cap + 8, f"{peak[0]} clients at the peak, {baseline} before"
     eventually(lambda: connections()[0] <= baseline + 4, 10, "the idle reply-wait connections close")
-    assert connections()[1] == 0
+    assert connections()[1] <= 1, "none blocks but the live tops' reader (services/gateway/live.py)"
 
 
 @pytest.fixture

@@ -131,7 +131,7 @@ def test_survivor_death_posts_the_score_and_shows_the_board(game: Game, store: r
     game.wait_for_scene("menu")
     game.choose("Survivor")
     choice = game.wait_for("the map choice", lambda snap: (snap["menu"] or {}).get("title") == "Survivor: pick a map")
-    # The server's boards (the tests add Scores, Empty and Recovered) that this game can draw.
+    # The server's boards (the tests add boards of their own) that this game can draw.
     assert [label.split()[0] for label in choice["menu"]["options"]] == ["Grassland", "Mountains", "Badlands"]
     game.screenshot("survivor-maps")
     game.choose("Mountains")

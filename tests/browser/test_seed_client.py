@@ -14,6 +14,7 @@ from devtools.stack import Stack
 pytestmark = pytest.mark.browser
 
 # The seed's client, reduced to its requests: URLs spelled as it spells them (writes with the slash).
+# Its board is one of the tests' own (the shared stack's game boards hold other tests' scores).
 SEED_FLOW_JS = """async () => {
   const send = (method, url, body) => fetch(url, {
     method, credentials: "same-origin",
@@ -31,9 +32,9 @@ SEED_FLOW_JS = """async () => {
   seen.createGame = await answer(await send("POST", "/api/gamestate/", { gameData: { id: me, chapter: 1 } }));
   seen.checkpoint = await answer(await save("/api/playerstate/", { playerData: { id: me, name: "Link", hp: 7 } }));
   seen.reload = await (await fetch(`/api/playerstate/${me}`)).json();
-  const score = { key: "leaderboards:survivor-Badlands", score: 4321, member: `Link-${me}` };
+  const score = { key: "leaderboards:survivor-Seed", score: 4321, member: `Link-${me}` };
   seen.score = await answer(await send("POST", "/api/leaderboard/", score));
-  seen.top = await answer(await fetch("/api/leaderboard/leaderboards:survivor-Badlands?count=10"));
+  seen.top = await answer(await fetch("/api/leaderboard/leaderboards:survivor-Seed?count=10"));
   return seen;
 }"""
 
@@ -61,6 +62,6 @@ def test_the_seed_clients_requests_from_chromium(browser: Browser, stack: Stack)
     try:
         assert orjson.loads(store.execute_command("JSON.GET", f"players:{me}")) == seen["reload"]
         assert orjson.loads(store.execute_command("JSON.GET", f"games:{me}")) == {"id": me, "chapter": 1}
-        assert store.zscore("leaderboards:survivor-Badlands", f"Link-{me}") == 4321
+        assert store.zscore("leaderboards:survivor-Seed", f"Link-{me}") == 4321
     finally:
         store.close()
