@@ -57,6 +57,7 @@ class Figures:
     gateway_cpu_ms_per_round: float  # the POST, the read of the announcement and the fan-out to every listener
     generators_cpu_rounds_pct: float  # all generator processes together, % of one core
     generators_cpu_max_pct: float  # the busiest one
+    round_max_ms: list[float]  # each round's slowest listener, in order: where the tail comes from
 
 
 class Listener(asyncio.Protocol):
@@ -186,6 +187,7 @@ def measure(url: str, board: str, gateway_pid: int, split: Split, rounds: int, i
         idle_end, idle_wall = procs.usage(gateway_pid), time.monotonic() - idle_at
         assert idle_start is not None and idle_end is not None
         latencies_ms, posts_ms, missed = [], [], 0
+        round_max_ms: list[float] = []
         with httpx.Client(base_url=url, timeout=30) as client:
             me = client.get("/session").json()["id"]
             leader = client.get(f"/api/leaderboard/{board}", params={"count": 1}).json()
@@ -204,6 +206,7 @@ def measure(url: str, board: str, gateway_pid: int, split: Split, rounds: int, i
                 seen = [at for found in (pipe.recv()[1] for pipe in pipes) for at in found]
                 missed += connected - len(seen)
                 latencies_ms += [(at - posted_at) * 1000 for at in seen]
+                round_max_ms.append(round((max(seen) - posted_at) * 1000, 1) if seen else -1.0)
                 time.sleep(0.3)
             rounds_wall = time.monotonic() - rounds_at
             gateway_end = procs.usage(gateway_pid)
@@ -237,6 +240,7 @@ def measure(url: str, board: str, gateway_pid: int, split: Split, rounds: int, i
         gateway_cpu_ms_per_round=round(1000 * (gateway_end.cpu_s - gateway_start.cpu_s) / rounds, 1),
         generators_cpu_rounds_pct=round(sum(generator_pcts), 1),
         generators_cpu_max_pct=max(generator_pcts),
+        round_max_ms=round_max_ms,
     )
 
 
