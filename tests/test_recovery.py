@@ -16,6 +16,7 @@ from devtools.stack import Stack
 from services.gateway.recovery import ALPHABET
 from shared import keys
 from tests.conftest import Player, StackFactory
+from tests.test_input import assert_error as assert_json_error
 
 BOARD = "leaderboards:survivor-Recovered"  # a board of its own: the shared stack's tests read theirs whole
 CODE_SHAPE = re.compile(f"[{ALPHABET}]{{4}}(-[{ALPHABET}]{{4}}){{4}}")
@@ -28,10 +29,8 @@ def db(redis_url: str) -> redis.Redis:
 
 
 def assert_error(answer: httpx.Response, status: int, contains: str = "") -> None:
-    assert answer.status_code == status, answer.text
-    assert answer.headers["content-type"] == "application/json"
-    body = answer.json()
-    assert body["status"] == status and contains in body["message"], body
+    """As test_input's, and an answer to a caller without a cookie hands out no session."""
+    assert_json_error(answer, status, contains)
     if "cookie" not in answer.request.headers:
         assert "set-cookie" not in answer.headers  # no session handed out
 
