@@ -183,6 +183,25 @@ def test_preconditions_merges_and_deletes_answer_alike(
     assert answer.status_code == status
 
 
+@pytest.mark.parametrize("key", [BOARD, "leaderboards:survivor-Nowhere", "x" * 300])
+def test_live_streams_answer_alike(stack: Stack, fastapi_only: str, key: str) -> None:
+    """The live route is public on the fast path: with no session at all, the same headers and first
+    event (or the same JSON refusal) from both gateways."""
+    answers = []
+    for base in (stack.url, fastapi_only):
+        with (
+            httpx.Client(base_url=base, timeout=30) as client,
+            client.stream("GET", f"/api/leaderboard/{key}/live") as answer,
+        ):
+            first = next(answer.iter_raw()) if answer.status_code == 200 else answer.read()
+            headers = {name: answer.headers.get(name) for name in ("content-type", "cache-control", "set-cookie")}
+            answers.append((answer.status_code, headers, first))
+    hot, full = answers
+    assert hot == full
+    assert hot[0] == 200 if key == BOARD else hot[0] == 400
+    assert hot[2].startswith(b"event: top\ndata: [") if key == BOARD else b'"status":400' in hot[2]
+
+
 def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
     outer = create_app(Settings(redis_url=redis_url))
     assert isinstance(outer, ExpressPaths) and isinstance(outer.app, Observe)
@@ -195,6 +214,7 @@ def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
         ("PATCH", "/api/playerstate"),
         ("POST", "/api/gamestate"),
         ("POST", "/api/leaderboard"),
+        ("GET", f"/api/leaderboard/{BOARD}/live"),
     ]:
         assert served(hot, method, path), (method, path)
     for method, path in [

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -28,6 +29,7 @@ from services.gateway.commands import CommandBus
 from services.gateway.hotpath import HotPath
 from services.gateway.observe import Observe
 from services.gateway.paths import ExpressPaths, GameFiles
+from services.gateway.server import ON_SHUTDOWN
 from services.gateway.sessions import SessionMiddleware
 from services.gateway.store import Store
 from shared.connection import redact
@@ -48,10 +50,16 @@ ROUTERS = (
     live.router,
 )
 
+# The collector's thresholds (Python's are 700, 10, 10) for a process that may hold thousands of
+# open event streams: young collections come 14 times more rarely, so far fewer short-lived objects
+# live long enough to be promoted, and full collections, which walk every stream's objects (a pause
+# of some 150 ms at 2,000 listeners), seldom come due (docs/benchmarks.md, "The live tail").
+GC_THRESHOLDS = (10_000, 20, 10)
+
 
 def create_app(settings: Settings) -> ASGIApp:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         app.state.settings = settings
         app.state.store = store = Store(
             PipelinedRedis(
@@ -67,7 +75,8 @@ def create_app(settings: Settings) -> ASGIApp:
         # What start-up built (FastAPI, pydantic, the modules) lives as long as the process: out of the
         # collector's sight, full collections under load pause far less (docs/benchmarks.md).
         gc.freeze()
-        yield
+        gc.set_threshold(*GC_THRESHOLDS)
+        yield {ON_SHUTDOWN: live_tops.end_all}
         await live_tops.aclose()
         await store.aclose()
 

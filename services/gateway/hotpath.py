@@ -2,13 +2,14 @@
 
 On the hot routes FastAPI's routing, dependencies and validation took about half of the gateway's
 CPU (docs/benchmarks.md). A route opts in by carrying `@fast(handler)` under its FastAPI decorator;
-this layer matches a request against the same route objects (their compiled paths), in FastAPI's order, and
-when the first that matches is marked and the caller's session was confirmed in Redis within
-SESSION_REFRESH_S, the handler answers. It validates the body with the route's own model and calls
-the same function the route does; it returns None for anything unusual (a body the model refuses, an
-odd query), and the request goes on, body and all, to FastAPI, which answers it as if this layer
-were not there, every error in its own words. So a route is declared once, and a new route is never
-mistaken for another. HOT_PATH=false turns this layer off.
+this layer matches a request against the same route objects (their compiled paths), in FastAPI's
+order, and when the first that matches is marked and the caller's session was confirmed in Redis
+within SESSION_REFRESH_S (or the route is public), the handler answers. It validates the body with
+the route's own model and calls the same function the route does; it returns None for anything
+unusual (a body the model refuses, an odd query), and the request goes on, body and all, to
+FastAPI, which answers it as if this layer were not there, every error in its own words. So a
+route is declared once, and a new route is never mistaken for another. HOT_PATH=false turns this
+layer off.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Call:
     """One request as a fast handler sees it: the caller is a confirmed session."""
 
     scope: Scope
-    caller: str
+    caller: str  # "" on a public route
     body: bytes
     params: dict[str, Any]
     state: State  # what the app's lifespan opened
@@ -52,11 +53,15 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def fast(handler: FastHandler) -> Callable[[Endpoint], Endpoint]:
-    """Mark a FastAPI endpoint as answered by `handler` on the fast path (put it under the route decorator)."""
+def fast(handler: FastHandler, *, public: bool = False) -> Callable[[Endpoint], Endpoint]:
+    """Mark a FastAPI endpoint as answered by `handler` on the fast path (put it under the route decorator).
+
+    `public`: a route that needs no session (a GET): the handler answers every caller, session or not.
+    """
 
     def mark(endpoint: Endpoint) -> Endpoint:
         endpoint.fast = handler  # type: ignore[attr-defined]
+        endpoint.fast_public = public  # type: ignore[attr-defined]
         return endpoint
 
     return mark
@@ -86,6 +91,7 @@ class Candidate:
     literal: str  # the path up to its first parameter: a cheap test before the regex
     route: APIRoute
     handler: FastHandler | None
+    public: bool
     tail: str | None  # that one string parameter's name, if the path is `literal{tail}`
 
     @classmethod
@@ -94,7 +100,9 @@ class Candidate:
         name = rest.removesuffix("}")
         convertor = route.param_convertors.get(name)
         plain = rest.endswith("}") and "{" not in name and type(convertor) is StringConvertor
-        return cls(literal, route, getattr(route.endpoint, "fast", None), name if plain else None)
+        endpoint = route.endpoint
+        handler, public = getattr(endpoint, "fast", None), getattr(endpoint, "fast_public", False)
+        return cls(literal, route, handler, public, name if plain else None)
 
     def params(self, path: str) -> dict[str, Any] | None:
         """The path parameters if the route's path matches, else None."""
@@ -131,33 +139,45 @@ class HotPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.find(scope) if scope["type"] == "http" else None
+        if found is not None and found[0].public:
+            await self.answer(found[0], Call(scope, "", b"", found[1], self.app.state), scope, receive, send)
+            return
         now = int(time.time())
         claim = self.cookies.read(scope, now) if found else None
         if found is None or claim is None or not self.cookies.is_current(claim[1], now):
             await self.app(scope, receive, send)
             return
-        handler, params = found
+        candidate, params = found
         session_id, _confirmed_at, token = claim
         body = (
             b"" if scope["method"] == "GET" else await bounded_body(scope, receive, send, self.settings.max_body_bytes)
         )
         if body is None:  # answered 413, or the client left
             return
+        call = Call(scope, session_id, body, params, self.app.state)
+        await self.answer(candidate, call, scope, receive, send, self.cookies.set_cookie(token))
+
+    async def answer(
+        self, candidate: Candidate, call: Call, scope: Scope, receive: Receive, send: Send, cookie: str | None = None
+    ) -> None:
+        """The fast handler's answer (with the refreshed session's cookie), or FastAPI's if it declines."""
+        assert candidate.handler is not None
         try:
-            response = await handler(Call(scope, session_id, body, params, self.app.state))
+            response = await candidate.handler(call)
         except Exception as error:
             response = response_for(error)
         if response is None:
-            await self.app(scope, replaying(body, receive), send)
+            await self.app(scope, replaying(call.body, receive), send)
             return
-        response.raw_headers.append((b"set-cookie", self.cookies.set_cookie(token).encode("latin-1")))
+        if cookie is not None:
+            response.raw_headers.append((b"set-cookie", cookie.encode("latin-1")))
         await response(scope, receive, send)
 
-    def find(self, scope: Scope) -> tuple[FastHandler, dict[str, Any]] | None:
-        """The fast handler and path parameters of the route FastAPI would pick, if that route has one."""
+    def find(self, scope: Scope) -> tuple[Candidate, dict[str, Any]] | None:
+        """The route FastAPI would pick, if that route has a fast handler, and its path parameters."""
         path: str = scope["path"]  # the app is served at the root: no root_path to strip
         for candidate in self.table.get(scope["method"], ()):
             if path.startswith(candidate.literal) and (params := candidate.params(path)) is not None:
                 scope["route"] = candidate.route  # as Starlette's router does: the metrics' label
-                return None if candidate.handler is None else (candidate.handler, params)
+                return None if candidate.handler is None else (candidate, params)
         return None

@@ -12,7 +12,7 @@ to the newest top when it catches up, its memory never grows, and the others nev
 Redis that is away is retried with backoff while the listeners keep their streams and heartbeats;
 once it is back, the tops are read again, so what changed meanwhile arrives as one event. Boards are public, so no
 session is needed; the caps are per process: LIVE_MAX_PER_ADDRESS streams per address (429), and
-LIVE_MAX_LISTENERS in all (503). On SIGTERM sse-starlette ends every stream within half a second.
+LIVE_MAX_LISTENERS in all (503). On SIGTERM every stream ends cleanly at once (server.ON_SHUTDOWN).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +28,16 @@ import orjson
 from fastapi import APIRouter, Request
 from prometheus_client import Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.datastructures import State
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from services.gateway.dependencies import ERRORS, Address
+from services.gateway.hotpath import Call, fast
 from services.gateway.leaderboard import as_number, check_board
 from services.gateway.paths import HEAD_AS_GET
 from services.gateway.responses import error_response
+from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys
 from shared.connection import unavailable
@@ -48,7 +51,7 @@ LISTENERS = Gauge(
     "cachequest_live_listeners", "Live-top event streams open, over every gateway process", multiprocess_mode="livesum"
 )
 SEP = "\n"
-HEARTBEAT = ServerSentEvent(comment="heartbeat", sep=SEP)
+HEARTBEAT = ServerSentEvent(comment="heartbeat", sep=SEP).encode()
 READ_WAIT_MS = 10_000  # how long one XREAD waits; it is issued again at once
 FIRST_RETRY_S, LAST_RETRY_S = 0.1, 5.0  # the backoff while Redis is away
 
@@ -62,25 +65,51 @@ def top_event(rows: Sequence[tuple[str, float]]) -> bytes:
 
 
 class Mailbox:
-    """One listener's next event. Only the newest is kept: a listener that falls behind skips to it."""
+    """One listener's next event. Only the newest is kept: a listener that falls behind skips to it.
 
-    __slots__ = ("_event", "_ready")
+    A bare future, not an asyncio.Event (a deque, a set and a future more): every object a listener
+    keeps alive is one more that each full garbage collection walks (docs/benchmarks.md).
+    """
+
+    __slots__ = ("_event", "_waiter", "open")
 
     def __init__(self) -> None:
         self._event: bytes | None = None
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        self.open = True
 
     def put(self, event: bytes) -> None:
         self._event = event
-        self._ready.set()
+        self._wake()
 
-    async def events(self) -> AsyncIterator[bytes]:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            event, self._event = self._event, None
-            if event is not None:
-                yield event
+    def beat(self) -> None:
+        """A heartbeat, unless an event is already waiting to go (it keeps the connection alive as well)."""
+        if self._event is None:
+            self.put(HEARTBEAT)
+
+    def close(self) -> None:
+        self.open = False
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def next(self) -> bytes | None:
+        """The newest event not yet taken; None once the mailbox is closed."""
+        while self.open and self._event is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        event, self._event = self._event, None
+        return event if self.open else None
+
+    async def close_on_disconnect(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.close()
 
 
 @dataclass(eq=False)
@@ -112,16 +141,38 @@ class LiveTops:
         self.boards = {key: Board(key, keys.live_top(key)) for key in boards}
         self.per_address: dict[str, int] = {}
         self.listening = 0
-        self.reader: asyncio.Task[None] | None = None
+        self.ending = False
+        self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self.reader = asyncio.create_task(self.follow_all(), name="live tops")
+        self.tasks = [
+            asyncio.create_task(self.follow_all(), name="live tops"),
+            asyncio.create_task(self.beat(), name="live heartbeats"),
+        ]
 
     async def aclose(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
+        self.end_all()
+        for task in self.tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self.reader
+                await task
+
+    def end_all(self) -> None:
+        """End every stream cleanly and admit no more: the server is shutting down (server.ON_SHUTDOWN)."""
+        if self.ending:
+            return
+        self.ending = True
+        for board in self.boards.values():
+            for mailbox in board.listeners:
+                mailbox.close()
+
+    async def beat(self) -> None:
+        """Every listener's heartbeat from one task, not a timer each."""
+        while True:
+            await asyncio.sleep(self.settings.live_heartbeat_s)
+            for board in self.boards.values():
+                for mailbox in board.listeners:
+                    mailbox.beat()
 
     async def follow_all(self) -> None:
         """One read for every board on a single Redis; one per board on a cluster (a read is in one slot)."""
@@ -170,6 +221,8 @@ class LiveTops:
         if held >= settings.live_max_per_address:
             message = f"At most {settings.live_max_per_address} live streams per address; close one first"
             return error_response(429, message, {"Retry-After": "10"})
+        if self.ending:
+            return error_response(503, "The server is shutting down; try again shortly", {"Retry-After": "1"})
         if self.listening >= settings.live_max_listeners:
             return error_response(503, "Too many live streams on this server; try again shortly", {"Retry-After": "10"})
         self.per_address[address] = held + 1
@@ -190,43 +243,42 @@ class LiveTops:
 
 
 class LiveResponse(EventSourceResponse):
-    """One listener's event stream: admitted against the caps as it starts, released however it ends."""
+    """One listener's event stream: admitted against the caps as it starts, released however it ends.
+
+    sse-starlette gives the headers and the answer to HEAD; the stream itself is a loop of our own.
+    sse-starlette's runs four tasks, a task group and a cancel scope around each send for every
+    stream: some 280 objects a listener, which each full garbage collection walked, and about half
+    the gateway's CPU in a fan-out (docs/benchmarks.md). Here a listener is its request's task plus
+    one that waits for the client to leave; heartbeats come from one task for the process
+    (LiveTops.beat), the end on SIGTERM from the server (LiveTops.end_all). No send times out: a
+    client that stops reading holds its one event, its socket's buffers and a place within the
+    caps, until its connection goes.
+    """
 
     def __init__(self, live: LiveTops, board: Board, address: str) -> None:
         self.live = live
         self.board = board
         self.address = address
-        self.mailbox = Mailbox()
-        super().__init__(
-            self.mailbox.events(),
-            ping=live.settings.live_heartbeat_s,
-            ping_message_factory=lambda: HEARTBEAT,
-            sep=SEP,
-        )
-
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        """sse-starlette's send, less the anyio cancel scope it enters around each one for its
-        `send_timeout`: that scope was nearly half the gateway's CPU in a fan-out to 2,000 listeners
-        (docs/benchmarks.md). So no send times out: a client that stops reading holds its one event,
-        its socket's buffers and a place within the caps, until its connection goes."""
-        try:
-            await send(message)
-        except BaseException:
-            self._send_interrupted = True
-            raise
+        super().__init__(iter(()), sep=SEP)  # no body iterator: __call__ streams the mailbox
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get(HEAD_AS_GET):  # the headers alone, as sse-starlette answers HEAD: no stream is opened
             await super().__call__({**scope, "method": "HEAD"}, receive, send)
             return
-        refusal = self.live.join(self.board, self.mailbox, self.address)
+        mailbox = Mailbox()
+        refusal = self.live.join(self.board, mailbox, self.address)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        watcher = asyncio.get_running_loop().create_task(mailbox.close_on_disconnect(receive))
         try:
-            await super().__call__(scope, receive, send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            while (event := await mailbox.next()) is not None:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            self.live.leave(self.board, self.mailbox, self.address)
+            watcher.cancel()
+            self.live.leave(self.board, mailbox, self.address)
 
 
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
@@ -235,9 +287,20 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+async def live_fast(call: Call) -> Response:
+    """On the fast path: a stream lives as long as its client, and every layer it passes through stays
+    in memory, and in each full garbage collection, as long (FastAPI's own: some 25 objects)."""
+    return open_stream(call.state, call.params["key"], client_address(call.scope))
+
+
+def open_stream(state: State, key: str, address: str) -> Response:
+    check_board(state.settings, key)
+    live: LiveTops = state.live
+    return LiveResponse(live, live.boards[key], address)
+
+
 @router.get("/{key}/live", response_class=EventSourceResponse, responses={**EVENT_STREAM, **ERRORS})
+@fast(live_fast, public=True)
 async def live_top(key: str, request: Request, address: Address) -> Response:
     """The board's top 10 as server-sent events, at once and at every change; public, as a board is."""
-    check_board(request.app.state.settings, key)
-    live: LiveTops = request.app.state.live
-    return LiveResponse(live, live.boards[key], address)
+    return open_stream(request.app.state, key, address)

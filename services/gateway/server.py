@@ -36,6 +36,10 @@ RESERVED_FDS = 512
 # A read of up to this many bytes cannot complete a head over MAX_HEAD_BYTES (at least this much) that
 # began in it, so only bigger reads, and heads left incomplete by a read, have their head measured.
 CHECKED_READ = 8 * 1024
+# The app's lifespan state may hold, under this key, what ends its long-lived responses (the live
+# event streams): uvicorn waits for every response to end before it stops, and its shutdown tells
+# each connection, through its protocol, to finish.
+ON_SHUTDOWN = "cachequest.on_shutdown"
 
 
 class NoRoom(Exception):
@@ -255,10 +259,13 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def shutdown(self) -> None:
         """On SIGTERM uvicorn closes idle connections and unfinished heads; an unfinished body is closed
-        too (its request has not begun), rather than waited for up to GRACEFUL_SHUTDOWN_S."""
+        too (its request has not begun), rather than waited for up to GRACEFUL_SHUTDOWN_S; and the
+        app ends its event streams (ON_SHUTDOWN), which would otherwise never end."""
         if self.awaited() is not None:
             self.transport.close()
         else:
+            if (end_streams := self.app_state.get(ON_SHUTDOWN)) is not None:
+                end_streams()
             super().shutdown()
 
     def refuse(self, status: int, message: str) -> None:
