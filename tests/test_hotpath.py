@@ -203,10 +203,9 @@ def test_live_streams_answer_alike(stack: Stack, fastapi_only: str, key: str) ->
 
 
 def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
-    outer = create_app(Settings(redis_url=redis_url))
-    assert isinstance(outer, ExpressPaths) and isinstance(outer.app, Observe)
-    hot = outer.app.app
+    hot = create_app(Settings(redis_url=redis_url))
     assert isinstance(hot, HotPath)
+    assert isinstance(hot.fallback, ExpressPaths) and isinstance(hot.fallback.app, Observe)
     for method, path in [
         ("GET", "/api/playerstate/abc"),
         ("GET", "/api/gamestate/abc"),
@@ -215,6 +214,8 @@ def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
         ("POST", "/api/gamestate"),
         ("POST", "/api/leaderboard"),
         ("GET", f"/api/leaderboard/{BOARD}/live"),
+        ("POST", "/api/playerstate/"),  # the seed's client saves with the slash
+        ("GET", "/api/playerstate/abc/"),
     ]:
         assert served(hot, method, path), (method, path)
     for method, path in [
@@ -224,6 +225,7 @@ def test_only_the_hot_routes_are_served_before_fastapi(redis_url: str) -> None:
         ("DELETE", "/api/playerstate"),
         ("PUT", "/api/playerstate"),
         ("GET", "/api/playerstate/a/b"),
+        ("HEAD", "/api/playerstate/abc"),
         ("GET", "/"),
     ]:
         assert not served(hot, method, path), (method, path)
@@ -241,7 +243,7 @@ def test_a_new_route_is_never_taken_for_a_fast_one(redis_url: str) -> None:
     async def export() -> dict[str, str]:
         return {}
 
-    hot = HotPath(FastAPI(), [*extra.routes, *saves.router.routes], Settings(redis_url=redis_url))
+    hot = HotPath(FastAPI(), FastAPI(), [*extra.routes, *saves.router.routes], Settings(redis_url=redis_url), None)
     assert not served(hot, "GET", "/api/playerstate/export")
     assert served(hot, "GET", "/api/playerstate/abc")
     assert served(hot, "PATCH", "/api/playerstate")

@@ -63,6 +63,7 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
         access_log=settings.access_log,
+        server_header=False,  # `server: uvicorn` tells a caller what to attack, and costs every answer a header
         log_level=settings.log_level.lower(),
         log_config=logging_config(settings),
     )

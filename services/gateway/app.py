@@ -97,10 +97,11 @@ def create_app(settings: Settings) -> ASGIApp:
         app.include_router(router)
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
-    routes = [route for router in ROUTERS for route in router.routes]
-    served = HotPath(app, routes, settings) if settings.hot_path else app
     app.state.http_metrics = http_metrics = metrics.http_metrics(settings)
-    return ExpressPaths(Observe(served, http_metrics))
+    served = ExpressPaths(Observe(app, http_metrics))
+    if not settings.hot_path:
+        return served
+    return HotPath(app, served, [route for router in ROUTERS for route in router.routes], settings, http_metrics)
 
 
 def from_environment() -> ASGIApp:

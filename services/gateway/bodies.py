@@ -48,16 +48,14 @@ async def read_body(receive: Receive, max_bytes: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def bounded_body(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> bytes | None:
-    """The request's body; None once the request is over: refused with a 413 (before any parsing,
-    with or without Content-Length), or left by its client."""
+async def bounded_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes | Response | None:
+    """The request's body; or the 413 that refuses it (before any parsing, with or without
+    Content-Length); or None if its client left."""
     try:
         body = None if declared_too_large(scope, max_bytes) else await read_body(receive, max_bytes)
     except ClientGone:
         return None
-    if body is None:
-        await error_response(413, f"Request body is over the {max_bytes}-byte limit")(scope, receive, send)
-    return body
+    return error_response(413, f"Request body is over the {max_bytes}-byte limit") if body is None else body
 
 
 def replaying(body: bytes, receive: Receive) -> Receive:
@@ -85,8 +83,10 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        body = await bounded_body(scope, receive, send, self.max_bytes)
-        if body is not None:
+        body = await bounded_body(scope, receive, self.max_bytes)
+        if isinstance(body, Response):
+            await body(scope, receive, send)
+        elif body is not None:
             await self.app(scope, replaying(body, receive), send)
 
 

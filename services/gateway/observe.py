@@ -1,7 +1,8 @@
 """What the gateway tells its operators about each request: its request id, and its metrics.
 
-Outermost but for the path rewriting (ExpressPaths), so every answer, from the fast path, FastAPI or
-the game's files, carries `X-Request-Id` and is counted. The id is the caller's own if it is sane
+Outermost but for the path rewriting (ExpressPaths), so every answer from FastAPI or the game's
+files carries `X-Request-Id` and is counted; the fast path, in front of both, does the same for the
+requests it answers itself, without the layer (services/gateway/hotpath.py). The id is the caller's own if it is sane
 (shared/logs.py), else a new one, and is set for the task answering the request, so every log line
 about the request, and the envelope of the command it sends, carry it. The request is counted under
 the template of the route that answered it, which the router or the fast path leaves in the scope.
@@ -17,6 +18,9 @@ from services.gateway.bodies import header
 from services.gateway.metrics import HttpMetrics, route_of
 from shared.logs import current_request_id, request_id_from
 
+# The request id the fast path gave a request it then left to FastAPI after all: kept, not made again.
+REQUEST_ID = "cachequest.request_id"
+
 
 class Observe:
     def __init__(self, app: ASGIApp, metrics: HttpMetrics | None) -> None:
@@ -29,7 +33,7 @@ class Observe:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = request_id_from(header(scope, b"x-request-id"))
+        request_id = scope.get(REQUEST_ID) or request_id_from(header(scope, b"x-request-id"))
         current_request_id.set(request_id)
         id_header = (b"x-request-id", request_id.encode())
         status = 500  # if the app fails before it answers, uvicorn answers 500
