@@ -31,7 +31,7 @@ from services.gateway.models import (
     SearchResult,
     count_values,
 )
-from services.gateway.responses import json_response
+from services.gateway.responses import JSONBytes, json_response
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from services.gateway.versions import etag, not_modified, read_precondition, write_precondition
@@ -129,10 +129,10 @@ async def read(store: Store, kind: Kind, caller: str, document_id: str, scope: S
     raw, version = await store.versioned_document(kind.key(document_id))
     if raw is None:
         return json_response(404, NOT_FOUND)
-    headers = {"ETag": etag(version)}
+    tag = etag(version)
     if not_modified(tags, version):
-        return Response(status_code=304, headers=headers)
-    return Response(raw, media_type="application/json", headers=headers)
+        return Response(status_code=304, headers={"ETag": tag})
+    return JSONBytes(raw, 200, [(b"etag", tag.encode())])
 
 
 def escape(term: str) -> str:

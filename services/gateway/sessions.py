@@ -113,7 +113,7 @@ class CookieSigner:
         self._key = hashlib.sha256(secret.encode()).digest()
 
     def _mac(self, claim: str) -> str:
-        digest = hmac.new(self._key, claim.encode(), hashlib.sha256).digest()
+        digest = hmac.digest(self._key, claim.encode(), "sha256")  # one C call: hmac.new() is five in Python
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def sign(self, session_id: str, confirmed_at: int) -> str:
@@ -148,6 +148,8 @@ class SessionCookies:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.signer = CookieSigner(settings.session_secret or stored_secret(settings.session_secret_file))
+        secure = "; Secure" if settings.cookie_secure else ""
+        self.attributes = f"; Path=/; Max-Age={settings.session_max_age_s}; HttpOnly; SameSite=Lax{secure}"
 
     def read(self, scope: Scope, now: int) -> tuple[str, int, str] | None:
         """The session id, when Redis last confirmed it, and the signed token; None if absent, forged
@@ -164,11 +166,7 @@ class SessionCookies:
 
     def set_cookie(self, token: str) -> str:
         """The rolling Set-Cookie header value: every response restarts the max age."""
-        max_age = self.settings.session_max_age_s
-        parts = [f"{COOKIE_NAME}={token}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
-        if self.settings.cookie_secure:
-            parts.append("Secure")
-        return "; ".join(parts)
+        return f"{COOKIE_NAME}={token}{self.attributes}"
 
 
 class SessionMiddleware:
