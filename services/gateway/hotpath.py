@@ -156,30 +156,36 @@ class HotPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.find(scope) if scope["type"] == "http" else None
-        if found is not None and found[0].public:
-            await self.answer(found[0], Call(scope, "", b"", found[1], self.app.state), receive, send)
-            return
-        now = int(time.time())
-        claim = self.cookies.read(scope, now) if found else None
-        if found is None or claim is None or not self.cookies.is_current(claim[1], now):
+        if found is None:
             await self.fallback(scope, receive, send)
             return
+        started = time.perf_counter()
         candidate, params = found
+        if candidate.public:
+            await self.answer(candidate, Call(scope, "", b"", params, self.app.state), receive, send, started)
+            return
+        now = int(time.time())
+        claim = self.cookies.read(scope, now)
+        if claim is None or not self.cookies.is_current(claim[1], now):
+            await self.fallback(scope, receive, send)
+            return
         session_id, _confirmed_at, token = claim
         body = b"" if scope["method"] == "GET" else await bounded_body(scope, receive, self.settings.max_body_bytes)
         if body is None:  # the client left
             return
         cookie = self.cookies.set_cookie(token)
         if isinstance(body, Response):  # the 413
-            await self.deliver(body, scope, receive, send, new_request_id(scope), time.perf_counter(), cookie)
+            await self.deliver(body, scope, receive, send, new_request_id(scope), started, cookie)
             return
         call = Call(scope, session_id, body, params, self.app.state)
-        await self.answer(candidate, call, receive, send, cookie)
+        await self.answer(candidate, call, receive, send, started, cookie)
 
-    async def answer(self, candidate: Candidate, call: Call, receive: Receive, send: Send, cookie: str = "") -> None:
+    async def answer(
+        self, candidate: Candidate, call: Call, receive: Receive, send: Send, started: float, cookie: str = ""
+    ) -> None:
         """The fast handler's answer, or FastAPI's if it declines."""
         assert candidate.handler is not None
-        scope, started = call.scope, time.perf_counter()
+        scope = call.scope
         request_id = new_request_id(scope)
         try:
             response = await candidate.handler(call)
