@@ -86,32 +86,36 @@ class Candidate:
     """A route as the fast path tries it: Starlette's own compiled path and parameter convertors.
 
     Route.matches() would build a child scope for every request (some 4 us here); the route's
-    path_regex and param_convertors are what it matches with, so the answer is the same. A path that
-    ends in its one parameter, a plain string (`/api/playerstate/{document_id}`), is matched without
-    the regex: its `[^/]+$` takes exactly a non-empty rest without a slash.
+    path_regex and param_convertors are what it matches with, so the answer is the same. A path with
+    one parameter, a plain string, between two literals (`/api/playerstate/{document_id}`,
+    `/api/leaderboard/{key}/me`) is matched without the regex: its `[^/]+` takes exactly a
+    non-empty middle without a slash.
     """
 
     literal: str  # the path up to its first parameter: a cheap test before the regex
     route: APIRoute
     handler: FastHandler | None
     public: bool
-    tail: str | None  # that one string parameter's name, if the path is `literal{tail}`
+    param: str | None  # that one string parameter's name, if the path is `literal{param}suffix`
+    suffix: str
 
     @classmethod
     def of(cls, route: APIRoute) -> Candidate:
         literal, _, rest = route.path_format.partition("{")
-        name = rest.removesuffix("}")
+        name, _, suffix = rest.partition("}")
         convertor = route.param_convertors.get(name)
-        plain = rest.endswith("}") and "{" not in name and type(convertor) is StringConvertor
+        plain = bool(rest) and "{" not in suffix and type(convertor) is StringConvertor
         endpoint = route.endpoint
         handler, public = getattr(endpoint, "fast", None), getattr(endpoint, "fast_public", False)
-        return cls(literal, route, handler, public, name if plain else None)
+        return cls(literal, route, handler, public, name if plain else None, suffix)
 
     def params(self, path: str) -> dict[str, Any] | None:
         """The path parameters if the route's path matches, else None."""
-        if self.tail is not None:
-            rest = path[len(self.literal) :]
-            return {self.tail: rest} if rest and "/" not in rest else None
+        if self.param is not None and path[-1:] != "\n":  # the regex's `$` also matches before a last newline
+            if not path.endswith(self.suffix):
+                return None
+            middle = path[len(self.literal) : len(path) - len(self.suffix)]
+            return {self.param: middle} if middle and "/" not in middle else None
         found = self.route.path_regex.match(path)
         if found is None:
             return None
