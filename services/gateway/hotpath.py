@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.gateway.bodies import bounded_body, declares_json, declares_merge_patch, header, replaying
 from services.gateway.metrics import HttpMetrics, route_of
 from services.gateway.observe import REQUEST_ID
+from services.gateway.paths import without_slash
 from services.gateway.responses import response_for
 from services.gateway.sessions import SessionCookies
 from shared.logs import current_request_id, request_id_from
@@ -229,9 +230,7 @@ class HotPath:
         The path as ExpressPaths makes it: without a trailing slash (the seed's client saves to
         `/api/playerstate/`); HEAD, which it answers as GET, is never on the fast path.
         """
-        path: str = scope["path"]  # the app is served at the root: no root_path to strip
-        if path.endswith("/") and len(path) > 1:
-            path = path[:-1]
+        path = without_slash(scope["path"])  # the app is served at the root: no root_path to strip
         for candidate in self.table.get(scope["method"], ()):
             if path.startswith(candidate.literal) and (params := candidate.params(path)) is not None:
                 if candidate.handler is None:

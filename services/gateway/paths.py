@@ -26,6 +26,11 @@ def is_api(path: str) -> bool:
     return path.startswith(API_PREFIX) or path in OTHER_ROUTES or path == "/api"
 
 
+def without_slash(path: str) -> str:
+    """An API path as Express matches it: its trailing slash is optional."""
+    return path[:-1] if path.endswith("/") and len(path) > 1 and is_api(path[:-1]) else path
+
+
 class ExpressPaths:
     """An optional trailing slash, and `HEAD` as `GET` without the body, on every API route."""
 
@@ -34,9 +39,7 @@ class ExpressPaths:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.endswith("/") and len(path) > 1 and is_api(path[:-1]):
-                scope["path"] = path = path[:-1]
+            scope["path"] = path = without_slash(scope["path"])
             if scope["method"] == "HEAD" and is_api(path):
                 # A copy: uvicorn keeps its own scope's HEAD and so sends the headers without the body.
                 scope = {**scope, "method": "GET", HEAD_AS_GET: True}

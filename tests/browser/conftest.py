@@ -11,6 +11,7 @@ import base64
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -225,16 +226,24 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture
-def game(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Game]:
-    """A fresh browser context (so a fresh session cookie) per test; uncaught page errors fail the test."""
+@contextmanager
+def fresh_game(browser: Browser, url: str, name: str) -> Iterator[Game]:
+    """A game in a browser context of its own (its own cookie jar, so its own session); uncaught
+    page errors fail the test once it is done."""
     context = browser.new_context(viewport={"width": 960, "height": 540})
     page = context.new_page()
     page_errors: list[str] = []
     page.on("pageerror", lambda error: page_errors.append(str(error)))
-    yield Game(page, stack.url, request.node.name)
+    yield Game(page, url, name)
     context.close()
-    assert not page_errors, f"uncaught errors in the page: {page_errors}"
+    assert not page_errors, f"uncaught errors in the page {name}: {page_errors}"
+
+
+@pytest.fixture
+def game(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Game]:
+    """A fresh browser context (so a fresh session cookie) per test; uncaught page errors fail the test."""
+    with fresh_game(browser, stack.url, request.node.name) as fresh:
+        yield fresh
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import redis
 from playwright.sync_api import Browser
 
 from devtools.stack import Stack
-from tests.browser.conftest import CHROMIUM, SKIP_REASON, Game
+from tests.browser.conftest import CHROMIUM, SKIP_REASON, Game, fresh_game
 from tests.browser.test_game import js_round, wait_for_field
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason=SKIP_REASON)]
@@ -20,13 +20,8 @@ WRONG_CODE = "ABCD-EFGH-JKMN-PQRS-TVWX"
 @pytest.fixture
 def other_browser(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Game]:
     """A second browser context: its own cookie jar, as another device would have."""
-    context = browser.new_context(viewport={"width": 960, "height": 540})
-    page = context.new_page()
-    page_errors: list[str] = []
-    page.on("pageerror", lambda error: page_errors.append(str(error)))
-    yield Game(page, stack.url, f"{request.node.name}-other")
-    context.close()
-    assert not page_errors, f"uncaught errors in the other page: {page_errors}"
+    with fresh_game(browser, stack.url, f"{request.node.name}-other") as other:
+        yield other
 
 
 def test_a_code_from_the_pause_menu_carries_the_hero_to_another_browser(
