@@ -7,6 +7,7 @@ import os
 import string
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import orjson
@@ -15,8 +16,9 @@ import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.gateway.models import PlayerDocument, count_values, surely_within
 from services.gateway.saves import escape
-from services.gateway.sessions import CookieSigner, new_session_id
+from services.gateway.sessions import VERIFIED_TOKENS, CookieSigner, new_session_id
 from shared.protocol import Event, EventType, PoisonEvent, Reply
 from tests.conftest import ROOT, Player, StackFactory
 
@@ -129,8 +131,49 @@ def test_only_the_signed_session_id_comes_back(session: str, stamp: int, secret:
     assert signer.unsign(tamper + cookie) is None
     assert signer.unsign(cookie.replace(f".{stamp}.", f".{stamp + 1}.")) is None  # a later stamp can't be forged
     assert CookieSigner(secret + "x").unsign(cookie) is None
+    assert signer.unsign(cookie) == (session, stamp)  # verified once, then remembered: the same answer
+
+
+def test_remembered_tokens_are_bounded_and_only_verified_ones() -> None:
+    signer = CookieSigner("secret")
+    genuine = signer.sign("ab", 1)
+    forged = genuine[:-1] + ("A" if genuine[-1] != "A" else "B")
+    for _ in range(3):
+        assert signer.unsign(forged) is None
+    tokens = [signer.sign(f"{n:032x}", n) for n in range(VERIFIED_TOKENS + 10)]
+    assert [signer.unsign(token) for token in tokens] == [(f"{n:032x}", n) for n in range(VERIFIED_TOKENS + 10)]
+    assert forged not in signer._verified and len(signer._verified) <= VERIFIED_TOKENS
 
 
 def test_session_ids_are_128_random_bits() -> None:
     ids = {new_session_id() for _ in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 32 and set(i) <= set(string.hexdigits) for i in ids)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=6), st.integers(0, 6))
+def test_a_documents_json_is_what_model_dump_gives(fields: dict[str, Any], at: int) -> None:
+    # The save's JSON is built without model_dump's walk: the same keys, in the same order, the same values.
+    items = [item for item in fields.items() if item[0] != "id"]
+    sent = dict([*items[:at], ("id", "abc123"), *items[at:]])
+    document = PlayerDocument.model_validate(sent)
+    assert orjson.dumps(document.as_json()) == orjson.dumps(document.model_dump())
+
+
+@given(JSON_VALUES, st.integers(1, 40), st.integers(1, 200))
+def test_a_body_surely_within_the_limits_is_within_them(value: Any, max_depth: int, max_values: int) -> None:
+    # The byte counts that spare a save's walk never pass what the walk would refuse.
+    document = {"id": "abc123", "value": value}
+    if surely_within(orjson.dumps({"playerData": document}), max_depth, max_values):
+        values = count_values(document, max_depth)
+        assert values is not None and values <= max_values

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import replace
 from typing import Any
 
 from fastapi import HTTPException
@@ -63,7 +62,7 @@ class CommandBus:
             )
         if reply.status == 503:  # Redis was full: the worker applied nothing (shared/worker.py)
             raise HTTPException(503, str(reply.body["message"]), headers={"Retry-After": "1"})
-        return replace(reply, version=entry_id)
+        return Reply(reply.status, reply.body, entry_id)
 
     async def admit_and_publish(self, event: Event, stream: str, partition: int, session_id: str, address: str) -> str:
         """Publish the command if its session is live (else 401) and its write limits allow it (else 429);

@@ -10,6 +10,7 @@ reads answer it as empty. A past season is read from its archive with `?season=<
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -54,8 +55,14 @@ EMPTY = {"status": 404, "message": "No leaderboard entries found"}
 NO_ENTRY = {"status": 404, "message": "You have no entry on this leaderboard"}
 
 
+@lru_cache(maxsize=8)
+def boards_of(maps: tuple[str, ...]) -> tuple[str, ...]:
+    """Cached: every board request checks its key against these."""
+    return tuple(keys.leaderboard(name) for name in maps)
+
+
 def check_board(settings: Settings, key: str) -> None:
-    boards = [keys.leaderboard(name) for name in settings.leaderboard_maps]
+    boards = boards_of(settings.leaderboard_maps)
     if key not in boards:
         raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}; expected one of {', '.join(boards)}")
 

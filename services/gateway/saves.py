@@ -30,6 +30,7 @@ from services.gateway.models import (
     SaveDocument,
     SearchResult,
     count_values,
+    surely_within,
 )
 from services.gateway.responses import JSONBytes, json_response
 from services.gateway.sessions import client_address
@@ -37,6 +38,7 @@ from services.gateway.store import Store
 from services.gateway.versions import etag, not_modified, read_precondition, write_precondition
 from shared import keys
 from shared.protocol import EventType, Reply
+from shared.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
 
@@ -77,10 +79,18 @@ GAMES = Kind(
 
 
 async def save(
-    commands: CommandBus, kind: Kind, caller: str, address: str, data: dict[str, Any], event: EventType, scope: Scope
+    commands: CommandBus,
+    kind: Kind,
+    caller: str,
+    address: str,
+    data: dict[str, Any],
+    event: EventType,
+    scope: Scope,
+    body: bytes | None = None,
 ) -> Response:
     """`data` is a validated document: a JSON object with an `id` of the right shape, first; for a
-    merge patch (RFC 7396), the fields to change, `null` removing one.
+    merge patch (RFC 7396), the fields to change, `null` removing one. `body`, when given, is the
+    JSON text it came from, which can spare counting its values.
 
     The hot path and the FastAPI routes both check the rest here, so they answer alike. A merge patch
     is checked as a document; what the merged document comes to, the worker checks as it merges.
@@ -93,12 +103,17 @@ async def save(
         raise HTTPException(400, f"{kind.field}.name must be {NAME_RULE}")
     expect = write_precondition(scope)
     settings = commands.settings
+    if body is None or not surely_within(body, settings.max_json_depth, settings.max_json_values):
+        check_size(kind, data, settings)
+    return answer(await commands.call(event, caller, address, data, expect))
+
+
+def check_size(kind: Kind, data: dict[str, Any], settings: Settings) -> None:
     values = count_values(data, settings.max_json_depth)
     if values is None:
         raise HTTPException(400, f"{kind.field} nests deeper than {settings.max_json_depth} levels")
     if values > settings.max_json_values:
         raise HTTPException(413, f"{kind.field} holds more than {settings.max_json_values} JSON values")
-    return answer(await commands.call(event, caller, address, data, expect))
 
 
 async def delete(
@@ -114,7 +129,7 @@ def answer(reply: Reply) -> Response:
     """A worker's reply to a save; one that was written carries its new version as the ETag."""
     response = json_response(reply.status, reply.body)
     if reply.status == 200 and reply.version:
-        response.headers["ETag"] = etag(reply.version)
+        response.raw_headers.append((b"etag", etag(reply.version).encode()))
     return response
 
 
@@ -206,7 +221,8 @@ def add_document_routes(kind: Kind) -> None:
             if body is None:
                 return None
             data = kind.document(body).as_json()
-            return await save(call.state.bus, kind, call.caller, client_address(call.scope), data, event, call.scope)
+            address = client_address(call.scope)
+            return await save(call.state.bus, kind, call.caller, address, data, event, call.scope, call.body)
 
         return handle
 
