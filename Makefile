@@ -16,10 +16,10 @@ BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
 ARGS ?= list
 
-.PHONY: help install run run-cluster test test-fast bench deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
+.PHONY: help install run run-cluster test test-fast bench bench-instructions deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml web/package-lock.json
 	@echo "==> creating $(VENV) and installing the project (first run takes a minute)"
@@ -55,6 +55,9 @@ $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml bench/baseline-node/package-lock
 bench: install $(BENCH_INSTALLED) ## benchmark beside the baselines: a table, bench-results/ (JSON, PNG), docs/benchmarks.md; BENCH_ARGS="--compare main" also beside main
 	@bash bench/ensure_wrk.sh
 	@$(PY) -m bench $(BENCH_ARGS)
+
+bench-instructions: install ## the gateway's CPU instructions per request (callgrind, needs valgrind); BENCH_ARGS="--compare main"
+	@$(PY) -m bench.measure.instructions $(BENCH_ARGS)
 
 deadletters: $(INSTALLED) ## inspect, replay or drop dead letters: ARGS="list" (default), "show ID", "replay ID", "drop ID"
 	@$(PY) -m devtools.deadletters $(ARGS)
