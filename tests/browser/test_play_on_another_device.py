@@ -50,8 +50,12 @@ def test_a_code_from_the_pause_menu_carries_the_hero_to_another_browser(
     refused = other.wait_for("the refusal", lambda snap: "Unknown" in snap["codeEntry"]["message"])
     other.screenshot("wrong-code")
     assert refused["scene"] == "recover" and refused["sessionId"] != session_id
+    # The game reads Backspace once a frame (KAPLAY's onKeyPressRepeat): two presses within one frame
+    # are one, as a fast Playwright loop once made them, so each waits for the frame after.
     for _ in WRONG_CODE:
         other.press("Backspace")
+        other.let_frames_pass(1)
+    other.wait_for("the entry cleared", lambda snap: snap["codeEntry"]["code"] == "")
     other.page.keyboard.type(code.lower().replace("-", " "))  # as a person might type it
     other.wait_for("the typed code", lambda snap: snap["codeEntry"]["code"] == code.replace("-", " "))
     other.press("Enter")
