@@ -201,7 +201,11 @@ class Bench:
             self.profile(
                 target,
                 sessions,
-                {"gateway": stack.processes["gateway-1"].pid, "saves worker": stack.processes["saves-1"].pid},
+                {
+                    "gateway": stack.processes["gateway-1"].pid,
+                    "saves worker": stack.processes["saves-1"].pid,
+                    "leaderboard worker": stack.processes["leaderboard-1"].pid,
+                },
             )
             self.soak(target, sessions)
             self.remember_memory("ours, 1 worker of each", watch)
@@ -289,13 +293,15 @@ class Bench:
                 self.remember_memory(f"ours, {gateways} gateway(s), {count} worker(s) of each", watch)
 
     def profile(self, target: Target, sessions: list[Session], pids: dict[str, int]) -> None:
-        """py-spy on the gateway and a saves worker under saves, then on the gateway under top-10 reads."""
+        """py-spy on the gateway and a saves worker under saves, on the gateway under top-10 reads, then on
+        every process under mixed (where the workers' share decides the rate)."""
         if self.args.profile_seconds <= 0:
             return
         if profile.py_spy() is None:
             say("py-spy is not installed: no profile (pip install py-spy)")
             return
-        plans = {"save": pids, "top": {"gateway": pids["gateway"]}}
+        saves = {name: pids[name] for name in ("gateway", "saves worker")}
+        plans = {"save": saves, "top": {"gateway": pids["gateway"]}, "mixed": pids}
         for operation, profiled in plans.items():
             seconds = self.args.profile_seconds
             say(f"profiling {', '.join(profiled)} under {operation} at 64 connections ({seconds:.0f} s)")

@@ -120,6 +120,23 @@ OPERATIONS['season.post'] = function(board, extra, args)
   return post(board, members, args[1], args[2], args[3])
 end
 
+-- A board's top on its live stream, when it changed (docs/protocol.md, "Live tops"): every score's
+-- follow-up, once a batch per board, and each board's at every leaderboard worker's sweep. extra:
+-- the live stream, keys.live_top(board). args: how many entries make the top, how many entries the
+-- stream keeps. The top is compared with the stream's last entry and appended only when it differs:
+-- any number of workers may run this at once, or again, and listeners hear of each change once.
+-- Returns 1 when it announced, 0 when the top was already the last one announced.
+OPERATIONS['top.announce'] = function(board, extra, args)
+  local top = redis.call('ZRANGE', board, 0, tonumber(args[1]) - 1, 'REV', 'WITHSCORES')
+  local encoded = #top == 0 and '[]' or cjson.encode(top) -- cjson makes {} of an empty table
+  local last = redis.call('XREVRANGE', extra[1], '+', '-', 'COUNT', 1)[1]
+  if last and last[2][2] == encoded then
+    return 0
+  end
+  redis.call('XADD', extra[1], 'MAXLEN', args[2], '*', 'top', encoded)
+  return 1
+end
+
 -- Each command's outcome, or Redis's OOM error (nothing written yet) as the second value.
 local function apply_commands(commands)
   local clock = redis.call('TIME')

@@ -19,9 +19,8 @@ partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
 
 A handler's action may name one of apply_commands.lua's operations instead of a
-Redis command, and bring follow-ups on keys in other slots (Action).
-A service may add a step after each settled batch and at each sweep (AfterSettle): the leaderboard
-worker announces its boards' new tops to the gateways' live listeners there.
+Redis command, and bring follow-ups on keys in other slots (Action). A service may also name
+actions to apply at each sweep (the leaderboard worker announces every board's top there).
 """
 
 from __future__ import annotations
@@ -35,12 +34,13 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import orjson
+import uvloop
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import OutOfMemoryError, ResponseError
@@ -125,21 +125,6 @@ Handler = Callable[[Event], Action]
 """Pure: validates the event and says what to do; raises PoisonEvent when it can't be applied."""
 
 
-class AfterSettle(Protocol):
-    """A service's own step after its batches are settled (the leaderboard worker announces its boards'
-    new tops: services/leaderboard/live.py). It must not raise for a Redis that is away: the batch is
-    settled already, and the next batch or sweep catches up."""
-
-    async def settled(self, targets: Collection[str]) -> None:
-        """After each batch, with the keys its commands targeted, whatever their outcome."""
-
-    async def sweep(self) -> None:
-        """Once per sweep (every CLAIM_IDLE_MS / 2): what a worker that died after a settle left undone."""
-
-
-AfterSettleFactory = Callable[["Redis | RedisCluster", Settings], AfterSettle]
-
-
 Prepare = Callable[[Redis | RedisCluster], Awaitable[None]]
 """A service's own start-up step (an idempotent migration, say), run once connected, before reading."""
 
@@ -161,6 +146,7 @@ OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command
 # anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
 # caller's retry.
 REFUSED = -3
+COUNTS_EVERY_S = 1.0  # how often, at most, a worker adds its outcomes to keys.EVENT_COUNTS
 
 
 def same_slot(key: str) -> int:
@@ -173,6 +159,20 @@ def cluster_slot(key: str) -> int:
 
 
 Ready = tuple[bytes, Event, Action]  # a command to apply: its entry id, its event, what to do
+Command = tuple[Action, str, int]  # what to do, its stream entry id (a document's version), its deadline (0: none)
+
+
+def command_of(ready: Ready, *, follow_up: bool = False) -> Command:
+    """A follow-up skips the deadline check: it lands wherever its action may have."""
+    entry_id, event, action = ready
+    return action, entry_id.decode(), 0 if follow_up else event.deadline_ms
+
+
+def once_each(follow_ups: list[Ready]) -> list[Ready]:
+    """A batch's follow-ups with each repeated one applied once, at its last place: follow-ups are
+    idempotent, and every score of a batch on one board follows up with the same announcement."""
+    last = {(action.command, action.key, action.args): index for index, (_, _, action) in enumerate(follow_ups)}
+    return [follow_ups[index] for index in sorted(last.values())] if len(last) < len(follow_ups) else follow_ups
 
 
 @dataclass(slots=True)
@@ -209,24 +209,24 @@ class Worker:
     redis: Redis | RedisCluster  # which one, run() learns from Redis itself
     slot_of: Callable[[str], int]  # groups a batch's targets by the script call that may write them
 
-    after_settle: AfterSettle | None = None
-
     def __init__(
         self,
         stream: CommandStream,
         handlers: Mapping[EventType, Handler],
         settings: Settings,
-        after_settle: AfterSettleFactory | None = None,
+        sweep: Sequence[Action] = (),
         prepare: Prepare | None = None,
     ) -> None:
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
-        self.make_after_settle = after_settle
+        self.sweep = sweep
         self.prepare = prepare
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = Stats()
         self.published: dict[str, int] = {}  # the counts already added to keys.EVENT_COUNTS
+        self.counts_due: asyncio.Task[None] | None = None  # the next publish_counts, at most one waiting
+        self.counts_published_at = -COUNTS_EVERY_S  # on the event loop's clock
         self.stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -248,6 +248,9 @@ class Worker:
         )  # fmt: skip
         gc.freeze()  # start-up's objects live as long as the process: keep them out of every collection
         await asyncio.gather(*(Partition(self, number).run() for number in partitions))
+        if self.counts_due is not None:
+            await self.counts_due  # stopping, it publishes at once
+        await self.publish_counts()
         await self.redis.aclose()
         stats = self.stats
         log.info(
@@ -275,8 +278,6 @@ class Worker:
         self.apply_script = self.redis.register_script(APPLY_SCRIPT)
         self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
-        if self.make_after_settle is not None:
-            self.after_settle = self.make_after_settle(self.redis, self.settings)
 
     async def ensure_indexes(self) -> None:
         if isinstance(self.redis, RedisCluster):
@@ -284,12 +285,25 @@ class Worker:
         else:
             await ensure_indexes(self.redis.execute_command)
 
+    def count_settled(self) -> None:
+        """After a batch: its outcomes reach the counts GET /metrics reads within COUNTS_EVERY_S, with
+        every other batch's meanwhile (a round trip a batch was a tenth of a worker's CPU, measured)."""
+        if self.counts_due is None or self.counts_due.done():
+            self.counts_due = asyncio.create_task(self._publish_counts_soon())
+
+    async def _publish_counts_soon(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), self.counts_published_at + COUNTS_EVERY_S - loop.time())
+        self.counts_published_at = loop.time()
+        await self.publish_counts()
+
     async def publish_counts(self) -> None:
         """Add what was settled since the last call to the counts GET /metrics reads: one round trip.
 
         The new counts are taken before the await, so partitions settling at once never add the same
         ones twice; if Redis does not take them (busy, full, gone), they are added with the next
-        batch's, and the batch, already settled, goes on.
+        call's, and the batches, already settled, go on.
         """
         now = self.stats.outcomes()
         added = {outcome: count - self.published.get(outcome, 0) for outcome, count in now.items()}
@@ -455,6 +469,7 @@ class Partition:
                 except PoisonEvent as error:
                     batch.dead.append((entry, str(error)))
                     batch.replies.append((event.reply_to, DEAD_LETTERED))
+        batch.follow_ups = once_each(batch.follow_ups)
         return batch
 
     def _expired(self, batch: Batch, entry: Entry, delivered: int) -> None:
@@ -481,7 +496,9 @@ class Partition:
             return
         here, elsewhere = self._by_slot(batch.ready)
         follow_ups_here, follow_ups_elsewhere = self._by_slot(batch.follow_ups)
-        outcomes_elsewhere = await self._apply(elsewhere, follow_ups_elsewhere)
+        outcomes_elsewhere = await self._apply(
+            [*map(command_of, elsewhere), *(command_of(ready, follow_up=True) for ready in follow_ups_elsewhere)]
+        )
         self._check_follow_ups(follow_ups_elsewhere, outcomes_elsewhere[len(elsewhere) :])
         replies = [*batch.replies, *self._replies(batch, elsewhere, outcomes_elsewhere[: len(elsewhere)])]
         script_keys, args = self._settlement(batch, here, replies, follow_ups_here)
@@ -493,9 +510,7 @@ class Partition:
         self._replies(batch, here, [outcome_of(raw) for raw in outcomes[: len(here)]])
         self._check_follow_ups(follow_ups_here, [outcome_of(raw) for raw in outcomes[len(here) :]])
         self._count_dead(batch)
-        await self.worker.publish_counts()
-        if self.worker.after_settle is not None and batch.ready:
-            await self.worker.after_settle.settled({action.key for _, _, action in batch.ready})
+        self.worker.count_settled()
 
     def _replies(self, batch: Batch, ready: list[Ready], outcomes: list[int | str]) -> list[tuple[str, Reply]]:
         """Count the outcomes; the reply each caller gets (none past its deadline)."""
@@ -540,22 +555,20 @@ class Partition:
                 what = (event.id, event.type, action.key, outcome)
                 log.error("event %s (%s): follow-up on %s failed: %s", *what, extra=about)
 
-    async def _apply(self, ready: list[Ready], follow_ups: list[Ready] | None = None) -> list[int | str]:
-        """Apply commands outside the partition's slot: apply.lua once per slot, all at once. A slot
-        Redis refused for want of memory (before it wrote anything) gives REFUSED outcomes. The
-        outcomes of `ready`, then of `follow_ups`."""
-        answered = len(ready)
-        ready = [*ready, *(follow_ups or ())]
+    async def _apply(self, commands: list[Command]) -> list[int | str]:
+        """Apply commands outside the partition's slot (or no partition's: a sweep's), in order:
+        apply.lua once per slot, all at once. A slot Redis refused for want of memory (before it
+        wrote anything) gives REFUSED outcomes."""
         by_slot: dict[int, list[int]] = {}
-        for index, (_, _, action) in enumerate(ready):
+        for index, (action, _, _) in enumerate(commands):
             by_slot.setdefault(self.worker.slot_of(action.key), []).append(index)
-        outcomes: list[int | str] = [NOT_APPLIED] * len(ready)
+        outcomes: list[int | str] = [NOT_APPLIED] * len(commands)
 
         async def apply_slot(indexes: list[int]) -> None:
             script_keys: list[str] = []
-            commands = [self._command(ready[index], script_keys, follow_up=index >= answered) for index in indexes]
+            packed = [self._command(commands[index], script_keys) for index in indexes]
             try:
-                found = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": commands})])
+                found = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": packed})])
             except OutOfMemoryError:
                 found = [REFUSED] * len(indexes)
             for index, raw in zip(indexes, found, strict=True):
@@ -565,30 +578,30 @@ class Partition:
         return outcomes
 
     @staticmethod
-    def _command(ready: Ready, script_keys: list[str], *, follow_up: bool = False) -> dict[str, Any]:
+    def _command(command: Command, script_keys: list[str]) -> dict[str, Any]:
         """One command as apply_commands.lua takes it, its keys appended to `script_keys`."""
-        entry_id, event, action = ready
+        action, seq, deadline_ms = command
 
         def key_index(key: str) -> int:
             script_keys.append(key)
             return len(script_keys)  # Lua counts from 1
 
-        command = {
+        packed = {
             "command": action.command,
             "key": key_index(action.key),
             "version": key_index(keys.version(action.key)) if action.versioned else 0,
             "args": action.args,
             "expire_s": action.expire_s,
-            "deadline_ms": 0 if follow_up else event.deadline_ms,
-            "seq": entry_id.decode(),
+            "deadline_ms": deadline_ms,
+            "seq": seq,
         }
         if action.expect:
-            command["expect"] = action.expect
+            packed["expect"] = action.expect
         if action.limits is not None:
-            command["limits"] = asdict(action.limits)
+            packed["limits"] = asdict(action.limits)
         if action.extra_keys:
-            command["extra_keys"] = [key_index(key) for key in action.extra_keys]
-        return command
+            packed["extra_keys"] = [key_index(key) for key in action.extra_keys]
+        return packed
 
     def _settlement(
         self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]], follow_ups: list[Ready] | None = None
@@ -613,7 +626,7 @@ class Partition:
 
         commands = [
             {
-                **self._command(ready, script_keys),
+                **self._command(command_of(ready), script_keys),
                 "reply_to": key_index(ready[1].reply_to),
                 "if_true": answer(ready[2].if_true),
                 "if_false": answer(ready[2].if_false),
@@ -625,7 +638,7 @@ class Partition:
             }
             for ready in here
         ]
-        commands += (self._command(ready, script_keys, follow_up=True) for ready in follow_ups or ())
+        commands += (self._command(command_of(ready, follow_up=True), script_keys) for ready in follow_ups or ())
         packed = {
             "stream": 1,
             "dead_letters": 2,
@@ -656,7 +669,7 @@ class Partition:
         log.warning("Redis is out of memory: %d commands answered 503, none applied", len(refused))
         self.stats.refused += len(refused)
         self._count_dead(batch)
-        await self.worker.publish_counts()
+        self.worker.count_settled()
 
     def _count_dead(self, batch: Batch) -> None:
         for (entry_id, fields), reason in batch.dead:
@@ -666,8 +679,8 @@ class Partition:
 
     async def _sweep(self) -> None:
         """Claim entries that other consumers left idle too long, then forget consumers long gone."""
-        if self.number == 0 and self.worker.after_settle is not None:  # once per process, not per partition
-            await self.worker.after_settle.sweep()
+        if self.number == 0 and self.worker.sweep:  # once per process, not per partition
+            await self._apply_sweep()
         cursor = "0-0"
         while True:
             cursor_raw, claimed, _deleted = await self.redis.xautoclaim(
@@ -684,6 +697,18 @@ class Partition:
             name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
             if name != self.consumer and consumer["pending"] == 0 and consumer["idle"] > self.settings.consumer_reap_ms:
                 await self.redis.xgroup_delconsumer(self.key, self.group, name)
+
+    async def _apply_sweep(self) -> None:
+        """The service's sweep actions; one that fails waits for the next sweep."""
+        sweep = self.worker.sweep
+        try:
+            outcomes = await self._apply([(action, "0-0", 0) for action in sweep])
+        except (*REDIS_DOWN, ResponseError) as error:
+            outcomes = [str(error)] * len(sweep)
+        for action, outcome in zip(sweep, outcomes, strict=True):
+            if isinstance(outcome, str) or outcome == REFUSED:
+                what = (action.command, action.key, outcome)
+                log.warning("sweep's %s on %s failed (%s): the next sweep tries again", *what)
 
     async def _deliveries(self, claimed: list[Entry]) -> dict[bytes, int]:
         pending = await self.redis.xpending_range(
@@ -713,13 +738,14 @@ def run_worker(
     stream: CommandStream,
     handlers: Callable[[Settings], Mapping[EventType, Handler]],
     settings: Settings,
-    after_settle: AfterSettleFactory | None = None,
+    sweep: Callable[[Settings], Sequence[Action]] | None = None,
     prepare: Callable[[Settings], Prepare] | None = None,
 ) -> None:
     """Entry point shared by `python -m services.saves` and `python -m services.leaderboard`."""
     prepared = None if prepare is None else prepare(settings)
-    worker = Worker(stream, handlers(settings), settings, after_settle, prepared)
+    worker = Worker(stream, handlers(settings), settings, () if sweep is None else sweep(settings), prepared)
     try:
-        asyncio.run(worker.run())
+        # uvloop, as the gateway runs on: with a few events a batch, the event loop is half a worker's CPU.
+        uvloop.run(worker.run())
     except RedisNotReady as error:
         sys.exit(f"{stream.group}: {error}")

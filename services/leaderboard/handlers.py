@@ -8,6 +8,11 @@ every worker puts it in the same one however late it is applied. With seasons, o
 actions, each in its own key's slot: the current board (whose outcome answers the caller), and, as
 follow-ups, its season's archive and the all-time board.
 
+Every score also announces its board's top to the gateways' live listeners (`top.announce`, a
+follow-up in the board's slot, applied once a batch per board and in the same script as the
+board's scores, so no batch's change goes unannounced); each sweep announces every board's again,
+for what reached a board some other way (a start-up's migration, a follow-up Redis refused).
+
 The gateway has already checked the caller; the checks are repeated here
 because a stream entry is only as trustworthy as whoever could write it.
 """
@@ -21,12 +26,13 @@ from pathlib import Path
 from redis.asyncio import Redis, RedisCluster
 
 from shared import keys, seasons
-from shared.protocol import Event, EventType, PoisonEvent, Reply, is_finite_number
+from shared.protocol import LIVE_STREAM_MAXLEN, LIVE_TOP_SIZE, Event, EventType, PoisonEvent, Reply, is_finite_number
 from shared.settings import Settings
 from shared.worker import Action, Handler, Prepare
 
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
+ANNOUNCED = Reply.message(200, "Top announced")  # a follow-up's, which answers no one
 NEVER = "0"  # board.post's expiry: none
 HERE = Path(__file__).parent
 INDEX_MEMBERS = (HERE / "index_members.lua").read_text()
@@ -34,7 +40,7 @@ CARRY_ALL_TIME = (HERE / "carry_all_time.lua").read_text()
 CHUNK = 1000
 
 
-def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER) -> Action:
+def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER, also: tuple[Action, ...] = ()) -> Action:
     return Action(
         "board.post",
         board,
@@ -42,7 +48,24 @@ def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER) -> Action
         if_true=RECORDED,
         if_false=NOT_HIGHER,
         extra_keys=(keys.board_members(board),),
+        also=also,
     )
+
+
+@lru_cache(maxsize=64)
+def announce(board: str) -> Action:
+    return Action(
+        "top.announce",
+        board,
+        (str(LIVE_TOP_SIZE), str(LIVE_STREAM_MAXLEN)),
+        if_true=ANNOUNCED,
+        if_false=ANNOUNCED,
+        extra_keys=(keys.live_top(board),),
+    )
+
+
+def sweep(settings: Settings) -> list[Action]:
+    return [announce(keys.leaderboard(name)) for name in settings.leaderboard_maps]
 
 
 @lru_cache(maxsize=64)
@@ -68,7 +91,7 @@ def submit_handler(settings: Settings) -> Handler:
         board = entry["key"]
         args = (event.session, member, repr(score))
         if mode == "none":
-            return post(board, args)
+            return post(board, args, also=(announce(board),))
         season = seasons.season_at(mode, event.admitted_ms)
         oldest_kept_ms, archive_expires_ms = kept_bounds(mode, kept, season)
         return Action(
@@ -79,6 +102,7 @@ def submit_handler(settings: Settings) -> Handler:
             if_false=NOT_HIGHER,
             extra_keys=(keys.board_members(board), keys.season_marker(board), keys.board_seasons(board)),
             also=(
+                announce(board),
                 post(keys.season_board(board, season.label), args, str(archive_expires_ms)),
                 post(keys.all_time_board(board), args),
             ),
