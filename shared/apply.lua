@@ -6,7 +6,8 @@
 -- On a Redis Cluster every key of one call shares a hash slot (a version key is tagged with its
 -- document's key), and the replies and acknowledgements come after, from settle.lua.
 --
--- ARGV[1], JSON: {"commands": [{"command", "key", "version" (0: none), "args" (after the key),
+-- ARGV[1], JSON: {"commands": [{"command", "key", "version" (0: none), "args" (after the key: their
+--                 first index in ARGV and their count, {first, count}; they follow ARGV[1]),
 --                 "expire_s" (0: none), "deadline_ms" (0: none), "seq" (its stream entry id),
 --                 optional "expect" (a precondition: '*', '!' or versions, see apply_commands.lua),
 --                 optional "limits" ({"max_bytes", "max_values", "max_depth"}: what the written JSON

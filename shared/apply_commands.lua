@@ -137,6 +137,13 @@ OPERATIONS['top.announce'] = function(board, extra, args)
   return 1
 end
 
+-- A command's arguments: `args` is {first, count}, where they are in ARGV (not in the JSON: Redis's
+-- cjson decoding a document escaped inside it cost more than the write).
+local function args_of(command)
+  local first = command.args[1]
+  return { unpack(ARGV, first, first + command.args[2] - 1) }
+end
+
 -- Each command's outcome, or Redis's OOM error (nothing written yet) as the second value.
 local function apply_commands(commands)
   local clock = redis.call('TIME')
@@ -160,10 +167,10 @@ local function apply_commands(commands)
         for j, index in ipairs(command.extra_keys or {}) do
           extra[j] = KEYS[index]
         end
-        local ok, answer = pcall(operation, key, extra, command.args)
+        local ok, answer = pcall(operation, key, extra, args_of(command))
         result = ok and answer or { err = type(answer) == 'table' and answer.err or tostring(answer) }
       else
-        result = redis.pcall(command.command, key, unpack(command.args))
+        result = redis.pcall(command.command, key, unpack(args_of(command)))
       end
       if type(result) == 'table' and result.err then
         if string.sub(result.err, 1, 4) == 'OOM ' then

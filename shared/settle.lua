@@ -4,16 +4,17 @@
 -- here is in the partition's slot. Commands in other slots (on a Redis Cluster) were applied
 -- before, by apply.lua, and arrive as plain replies. See shared/worker.py.
 --
--- ARGV[1], the batch as JSON; every key in it is an index into KEYS:
+-- ARGV[1], the batch as JSON; every key in it is an index into KEYS, every answer the index in ARGV
+-- of a reply's status, its body the next (ARGV[2...] hold the commands' arguments, the answers and
+-- the dead letters, binary-safe):
 --   {"stream", "dead_letters", "group", "reply_ttl_s",
---    "commands": [as apply.lua's, plus "reply_to", "if_true", "if_false": {"status", "body"},
---                 optional "refusals": {outcome as text: {"status", "body"}} for the other outcomes;
+--    "commands": [as apply.lua's, plus "reply_to", and the answers "if_true", "if_false",
+--                 optional "refusals": {outcome as text: answer} for the other outcomes;
 --                 a command without "reply_to" is another's follow-up, and its outcome answers no one],
---    "failed": {"status", "body"}  (the reply to a command Redis refused),
---    "replies": [{"reply_to", "status", "body"}, ...],
+--    "failed": the answer to a command Redis refused,
+--    "replies": [{"reply_to", "answer"}, ...],
 --    "ack": [entry ids],
---    "letters": [the number of ARGV values of each dead letter, in order]}
--- ARGV[2...]: the dead letters, binary-safe, field and value after field and value.
+--    "letters": [{first, count} of each dead letter's fields and values in ARGV, in order]}
 -- Returns the outcomes of its commands, as apply.lua does; or Redis's OOM error, nothing written,
 -- when Redis refuses its first write for memory.
 -- (apply_commands, from shared/apply_commands.lua, comes first.)
@@ -21,7 +22,7 @@ local batch = cjson.decode(ARGV[1])
 
 local function reply(key_index, answer)
   local key = KEYS[key_index]
-  redis.call('XADD', key, 'MAXLEN', '1', '*', 'status', answer.status, 'body', answer.body)
+  redis.call('XADD', key, 'MAXLEN', '1', '*', 'status', ARGV[answer], 'body', ARGV[answer + 1])
   redis.call('EXPIRE', key, batch.reply_ttl_s)
 end
 
@@ -42,13 +43,12 @@ for i, command in ipairs(batch.commands) do
     reply(command.reply_to, batch.failed)
   end
 end
-for _, answer in ipairs(batch.replies) do
-  reply(answer.reply_to, answer)
+for _, only in ipairs(batch.replies) do
+  reply(only.reply_to, only.answer)
 end
-local first = 2
-for _, count in ipairs(batch.letters) do
-  redis.call('XADD', KEYS[batch.dead_letters], 'MAXLEN', '~', '10000', '*', unpack(ARGV, first, first + count - 1))
-  first = first + count
+for _, letter in ipairs(batch.letters) do
+  local first = letter[1]
+  redis.call('XADD', KEYS[batch.dead_letters], 'MAXLEN', '~', '10000', '*', unpack(ARGV, first, first + letter[2] - 1))
 end
 if #batch.ack > 0 then
   redis.call('XACK', KEYS[batch.stream], batch.group, unpack(batch.ack))

@@ -168,6 +168,39 @@ def command_of(ready: Ready, *, follow_up: bool = False) -> Command:
     return action, entry_id.decode(), 0 if follow_up else event.deadline_ms
 
 
+class ScriptCall:
+    """A script's KEYS and ARGV as they are built. ARGV[1] is a JSON document naming the rest by
+    index (Lua counts from 1); the strings (a command's arguments, a reply's status and body) go in
+    ARGV of their own, not inside the JSON: Redis decoding a save's document escaped inside it cost
+    8-11 us a command, more than the JSON.SET (docs/benchmarks.md, "The workers' scripts")."""
+
+    def __init__(self, *script_keys: str) -> None:
+        self.keys = list(script_keys)
+        self.argv: list[bytes | str] = [b""]
+        self._answers: dict[int, int] = {}  # id(Reply) -> its status's index: each reply once a call
+
+    def key(self, key: str) -> int:
+        self.keys.append(key)
+        return len(self.keys)
+
+    def values(self, values: Sequence[bytes | str]) -> list[int]:
+        """Where `values` are in ARGV: [first index, count]."""
+        first = len(self.argv) + 1
+        self.argv += values
+        return [first, len(values)]
+
+    def answer(self, reply: Reply) -> int:
+        """The index of the reply's status in ARGV; its body is the next."""
+        index = self._answers.get(id(reply))
+        if index is None:
+            index = self._answers[id(reply)] = self.values(reply.wire())[0]
+        return index
+
+    def args(self, packed: dict[str, Any]) -> list[bytes | str]:
+        self.argv[0] = orjson.dumps(packed)
+        return self.argv
+
+
 def once_each(follow_ups: list[Ready]) -> list[Ready]:
     """A batch's follow-ups with each repeated one applied once, at its last place: follow-ups are
     idempotent, and every score of a batch on one board follows up with the same announcement."""
@@ -565,10 +598,10 @@ class Partition:
         outcomes: list[int | str] = [NOT_APPLIED] * len(commands)
 
         async def apply_slot(indexes: list[int]) -> None:
-            script_keys: list[str] = []
-            packed = [self._command(commands[index], script_keys) for index in indexes]
+            call = ScriptCall()
+            packed = {"commands": [self._command(commands[index], call) for index in indexes]}
             try:
-                found = await self.worker.apply_script(keys=script_keys, args=[orjson.dumps({"commands": packed})])
+                found = await self.worker.apply_script(keys=call.keys, args=call.args(packed))
             except OutOfMemoryError:
                 found = [REFUSED] * len(indexes)
             for index, raw in zip(indexes, found, strict=True):
@@ -578,19 +611,14 @@ class Partition:
         return outcomes
 
     @staticmethod
-    def _command(command: Command, script_keys: list[str]) -> dict[str, Any]:
-        """One command as apply_commands.lua takes it, its keys appended to `script_keys`."""
+    def _command(command: Command, call: ScriptCall) -> dict[str, Any]:
+        """One command as apply_commands.lua takes it, its keys and arguments added to `call`."""
         action, seq, deadline_ms = command
-
-        def key_index(key: str) -> int:
-            script_keys.append(key)
-            return len(script_keys)  # Lua counts from 1
-
         packed = {
             "command": action.command,
-            "key": key_index(action.key),
-            "version": key_index(keys.version(action.key)) if action.versioned else 0,
-            "args": action.args,
+            "key": call.key(action.key),
+            "version": call.key(keys.version(action.key)) if action.versioned else 0,
+            "args": call.values(action.args),
             "expire_s": action.expire_s,
             "deadline_ms": deadline_ms,
             "seq": seq,
@@ -600,61 +628,44 @@ class Partition:
         if action.limits is not None:
             packed["limits"] = asdict(action.limits)
         if action.extra_keys:
-            packed["extra_keys"] = [key_index(key) for key in action.extra_keys]
+            packed["extra_keys"] = [call.key(key) for key in action.extra_keys]
         return packed
 
     def _settlement(
         self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]], follow_ups: list[Ready] | None = None
     ) -> tuple[list[str], list[bytes | str]]:
-        """settle.lua's keys and arguments: every key an index into KEYS, named in one JSON argument;
-        the dead letters after it, binary-safe (a poison entry's fields need not be text). The
-        `follow_ups` come after the commands that answer, with no reply of their own."""
-        script_keys = [self.key, self.dead_letters]
+        """settle.lua's keys and arguments (ScriptCall); the dead letters binary-safe in ARGV (a
+        poison entry's fields need not be text). The `follow_ups` come after the commands that
+        answer, with no reply of their own."""
+        call = ScriptCall(self.key, self.dead_letters)
         stream = self.key.encode()
-        letters = [
-            {**fields, b"dead_reason": reason.encode(), b"dead_entry": entry_id, b"dead_stream": stream}
-            for (entry_id, fields), reason in batch.dead
-        ]
-
-        def key_index(key: str) -> int:
-            script_keys.append(key)
-            return len(script_keys)
-
-        def answer(reply: Reply) -> dict[str, str]:
-            status, body = reply.wire()
-            return {"status": status, "body": body}
-
         commands = [
             {
-                **self._command(command_of(ready), script_keys),
-                "reply_to": key_index(ready[1].reply_to),
-                "if_true": answer(ready[2].if_true),
-                "if_false": answer(ready[2].if_false),
+                **self._command(command_of(ready), call),
+                "reply_to": call.key(ready[1].reply_to),
+                "if_true": call.answer(ready[2].if_true),
+                "if_false": call.answer(ready[2].if_false),
                 **(
-                    {"refusals": {str(outcome): answer(reply) for outcome, reply in ready[2].refusals.items()}}
+                    {"refusals": {str(outcome): call.answer(reply) for outcome, reply in ready[2].refusals.items()}}
                     if ready[2].expect or ready[2].limits  # what can refuse a command: none on the usual save
                     else {}
                 ),
             }
             for ready in here
         ]
-        commands += (self._command(command_of(ready, follow_up=True), script_keys) for ready in follow_ups or ())
+        commands += (self._command(command_of(ready, follow_up=True), call) for ready in follow_ups or ())
         packed = {
             "stream": 1,
             "dead_letters": 2,
             "group": self.group,
             "reply_ttl_s": self.settings.reply_ttl_s,
             "commands": commands,
-            "failed": answer(STORAGE_ERROR),
-            "replies": [{"reply_to": key_index(reply_to), **answer(reply)} for reply_to, reply in replies],
+            "failed": call.answer(STORAGE_ERROR),
+            "replies": [{"reply_to": call.key(reply_to), "answer": call.answer(reply)} for reply_to, reply in replies],
             "ack": [entry_id.decode() for entry_id in batch.entry_ids],
-            "letters": [2 * len(letter) for letter in letters],
+            "letters": [call.values(dead_letter(entry, reason, stream)) for entry, reason in batch.dead],
         }
-        args: list[bytes | str] = [orjson.dumps(packed)]
-        for letter in letters:
-            for name, value in letter.items():
-                args += (name, value)
-        return script_keys, args
+        return call.keys, call.args(packed)
 
     async def _refuse(self, batch: Batch, refused: list[Ready], replies: list[tuple[str, Reply]]) -> None:
         """Settle a batch whose commands Redis refused for want of memory: those answered 503, unapplied.
@@ -727,6 +738,13 @@ class Partition:
                 await self.redis.xgroup_delconsumer(self.key, self.group, self.consumer)
         except (*REDIS_DOWN, ResponseError) as error:
             log.warning("could not leave the group of %s cleanly: %s", self.key, error)
+
+
+def dead_letter(entry: Entry, reason: str, stream: bytes) -> list[bytes]:
+    """A dead letter's fields and values, one after the other: the entry's own and why it is here."""
+    entry_id, fields = entry
+    letter = {**fields, b"dead_reason": reason.encode(), b"dead_entry": entry_id, b"dead_stream": stream}
+    return [part for field in letter.items() for part in field]
 
 
 def outcome_of(raw: object) -> int | str:

@@ -241,10 +241,11 @@ def test_an_older_command_redelivered_after_a_delete_does_not_bring_the_save_bac
     key = keys.player("resurrect")
     db.set(keys.version(key), "2000-0", ex=60)  # what a delete with stream id 2000-0 leaves
     older_create = {
-        "command": "JSON.SET", "key": 1, "version": 2, "args": ["$", '{"id":"resurrect"}'],
+        "command": "JSON.SET", "key": 1, "version": 2, "args": [2, 2],
         "expire_s": 60, "deadline_ms": 2**50, "seq": "1999-5",
     }  # fmt: skip
-    outcomes = db.eval(APPLY_SCRIPT, 2, key, keys.version(key), orjson.dumps({"commands": [older_create]}))
+    batch = orjson.dumps({"commands": [older_create]})
+    outcomes = db.eval(APPLY_SCRIPT, 2, key, keys.version(key), batch, "$", '{"id":"resurrect"}')
     assert outcomes == [SUPERSEDED]
     assert db.exists(key) == 0
 
