@@ -21,7 +21,7 @@ from services.saves.handlers import handlers
 from shared import keys
 from shared.protocol import SAVES, Event, EventType, Reply
 from shared.settings import Settings
-from shared.worker import APPLIED, EXPIRED, SUPERSEDED, Partition, Worker, stream_entries
+from shared.worker import APPLIED, EXPIRED, SUPERSEDED, Partition, Worker, command_of, stream_entries
 from tests.conftest import StackFactory
 
 
@@ -77,7 +77,7 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
         old = save(session, 1)
         await a.redis.xadd(SAVES.key(0), old.encode())  # type: ignore[arg-type]
         (batch,) = first._prepare(await first._read(100))
-        applied = await first._apply(batch.ready)  # ...and the process dies here: no settle
+        applied = await first._apply([*map(command_of, batch.ready)])  # ...and the process dies here: no settle
         b = Worker(SAVES, handlers(settings(redis_url)), settings(redis_url))
         await b.connect()
         second = Partition(b, 0)
@@ -88,7 +88,7 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
         assert document(db, session) == {"id": session, "level": 2}
         first._read_backlog = True  # A comes back (a lost connection): its own pending entries first
         (again,) = first._prepare(await first._read(0))
-        outcomes = await first._apply(again.ready)
+        outcomes = await first._apply([*map(command_of, again.ready)])
         await first._settle(again)
         await a.redis.aclose()
         await b.redis.aclose()
@@ -116,7 +116,7 @@ def test_a_command_past_its_deadline_on_redis_clock_is_not_applied(redis_url: st
         await worker.redis.xadd(SAVES.key(0), late.encode())  # type: ignore[arg-type]
         (batch,) = partition._prepare(await partition._read(100))  # prepared in time...
         await asyncio.sleep(0.4)  # ...applied after the deadline (a slow worker, a paused process)
-        outcomes = await partition._apply(batch.ready)
+        outcomes = await partition._apply([*map(command_of, batch.ready)])
         await partition._settle(batch)
         await worker.redis.aclose()
         return outcomes
