@@ -78,10 +78,12 @@ def by_player(entries: list[tuple[str, float]]) -> dict[str, float]:
 
 
 def snapshot(db: redis.Redis) -> dict[str, Any]:
-    """Every key but the sessions, rate limits and reply streams a request itself may touch, with its content."""
+    """Every key but the sessions, rate limits and reply streams a request itself may touch, with its
+    content; and but the workers' event counts, which they publish on their own clock (a second
+    after the fixture's last score, say)."""
     found: dict[str, Any] = {}
     for key in db.scan_iter(count=1000):
-        if key.startswith(("sessions:", "ratelimit:")) or ":reply:" in key:
+        if key.startswith(("sessions:", "ratelimit:")) or ":reply:" in key or key == keys.EVENT_COUNTS:
             continue
         kind = db.type(key)
         if kind == "zset":
