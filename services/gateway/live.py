@@ -1,11 +1,12 @@
 """`GET /api/leaderboard/{key}/live`: a board's top 10 as server-sent events, from one Redis read per process.
 
 The leaderboard workers announce each change of a board's top on the board's live stream
-(keys.live_top; services/leaderboard/live.py). Each gateway process follows those streams with one
-task, started in the app's lifespan: it reads every board's top and its stream's last id together,
-then waits on all the streams in one `XREAD BLOCK` (on a Redis Cluster the streams live in different
-slots: one read per board), keeps each board's newest top as a ready-made event, and hands that one
-object to every listener of the board. So a thousand listeners cost Redis what one does.
+(keys.live_top: a `top.announce` follow-up of every score, shared/apply_commands.lua). Each gateway
+process follows those streams with one task, started in the app's lifespan: it reads every board's
+top and its stream's last id together, then waits on all the streams in one `XREAD BLOCK` (on a
+Redis Cluster the streams live in different slots: one read per board), keeps each board's newest
+top as a ready-made event, and hands that one object to every listener of the board. So a thousand
+listeners cost Redis what one does.
 
 A listener holds only the newest event not yet sent to it (a mailbox of one): a slow client skips
 to the newest top when it catches up, its memory never grows, and the others never wait for it. A
