@@ -90,7 +90,9 @@ class PoisonEvent(ValueError):
     """An entry no handler can apply however often it is retried: it goes to the dead-letter stream."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: one is built per command, and a frozen dataclass's __init__ costs
+# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+@dataclass(slots=True)
 class Event:
     id: str
     type: EventType
@@ -182,7 +184,9 @@ def request_id_in(fields: dict[bytes, bytes]) -> str:
     return request_id.decode() if SANE_REQUEST_ID.fullmatch(request_id) else ""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: one is built per command, and a frozen dataclass's __init__ costs
+# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+@dataclass(slots=True)
 class Reply:
     """What the gateway answers over HTTP: a status code and a JSON body.
 

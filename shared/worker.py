@@ -76,7 +76,9 @@ def stream_entries(answer: Any) -> list[Entry]:
     return entries
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though never changed: one is built per command, and a frozen dataclass's __init__ costs
+# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+@dataclass(slots=True)
 class Action:
     """A handler's verdict on one event: one Redis command on one key, and the reply for each outcome.
 
