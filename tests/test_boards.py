@@ -10,11 +10,16 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 
 from devtools.stack import Stack
+from services.gateway.store import rows_of
 from shared import keys, seasons
-from shared.protocol import SCORES
+from shared.protocol import SCORES, as_number
+from shared.settings import MAX_EXACT_INTEGER
 from tests.conftest import ARTIFACTS, Player, eventually, fresh_redis, spawn_fastapi_gateway, started
 
 Db = redis.Redis | RedisCluster
@@ -380,3 +385,21 @@ def test_turning_seasons_on_carries_the_scores_from_before_into_all_time(seasona
     assert board(sdb, all_time) == [(f"Other-{other.id}", 50), (f"Old-{player.id}", 700)]
     assert post(player, MOVES, 10, "New").status_code == 200
     assert board(sdb, all_time) == [(f"Other-{other.id}", 50), (f"New-{player.id}", 700)]
+
+
+@given(st.lists(st.floats(-MAX_EXACT_INTEGER, MAX_EXACT_INTEGER) | st.integers(-(2**53), 2**53), min_size=1))
+@hypothesis_settings(max_examples=50, deadline=None)
+def test_scores_as_redis_writes_them_read_as_the_numbers_they_are(boards_url: str, scores: list[float]) -> None:
+    # rows_of reads whole scores with int(): the same numbers float() and as_number would give.
+    with redis.Redis.from_url(boards_url, protocol=2) as client:  # RESP2, as the gateway's client reads
+        client.delete("scores-read")
+        client.zadd("scores-read", {f"m{index}": score for index, score in enumerate(scores)})
+        connection = client.connection_pool.get_connection()
+        try:  # the reply as Redis wrote it, before redis-py's own parsing of scores
+            connection.send_command("ZRANGE", "scores-read", 0, -1, "WITHSCORES")
+            flat = connection.read_response()
+        finally:
+            client.connection_pool.release(connection)
+    expected = [as_number(float(written)) for written in flat[1::2]]
+    read = [score for _, score in rows_of(flat)]
+    assert read == expected and [type(score) for score in read] == [type(score) for score in expected]

@@ -10,6 +10,7 @@ reads answer it as empty. A past season is read from its archive with `?season=<
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -31,9 +32,9 @@ from services.gateway.models import (
 )
 from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
-from services.gateway.store import Rows, Store
+from services.gateway.store import Store
 from shared import keys, seasons
-from shared.protocol import EventType, now_ms
+from shared.protocol import EventType, as_number, now_ms
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
@@ -88,12 +89,9 @@ def current_season(settings: Settings) -> seasons.Season | None:
     return None if mode == "none" else seasons.season_at(mode, now_ms())
 
 
-def ranked(rows: Rows, first_rank: int) -> list[dict[str, Any]]:
+def ranked(rows: Sequence[tuple[str, int | float]], first_rank: int) -> list[dict[str, Any]]:
     """Entries in the list shape, each with its 1-based rank; `first_rank` is the first row's."""
-    return [
-        {"value": member, "score": as_number(score), "rank": rank}
-        for rank, (member, score) in enumerate(rows, start=first_rank)
-    ]
+    return [{"value": member, "score": score, "rank": rank} for rank, (member, score) in enumerate(rows, first_rank)]
 
 
 async def top_entries(
@@ -220,8 +218,3 @@ async def board_seasons(key: str, store: Redis, request: Request) -> Any:
     oldest = seasons.seasons_before(settings.leaderboard_season, season, settings.leaderboard_seasons_kept)
     labels = await store.seasons(keys.board_seasons(key), oldest.start_ms)
     return json_response(200, {"current": season.label, "seasons": labels})
-
-
-def as_number(score: float) -> int | float:
-    """1200, not 1200.0: the shape a JavaScript client of the seed's server saw."""
-    return int(score) if score.is_integer() else score

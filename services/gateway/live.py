@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.gateway.dependencies import ERRORS, Address
 from services.gateway.hotpath import Call, fast
-from services.gateway.leaderboard import as_number, check_board
+from services.gateway.leaderboard import check_board, ranked
 from services.gateway.paths import HEAD_AS_GET
 from services.gateway.responses import error_response
 from services.gateway.sessions import client_address
@@ -57,12 +57,9 @@ READ_WAIT_MS = 10_000  # how long one XREAD waits; it is issued again at once
 FIRST_RETRY_S, LAST_RETRY_S = 0.1, 5.0  # the backoff while Redis is away
 
 
-def top_event(rows: Sequence[tuple[str, float]]) -> bytes:
+def top_event(rows: Sequence[tuple[str, int | float]]) -> bytes:
     """Event `top`: the list read's shape, each entry with its 1-based rank."""
-    entries = [
-        {"value": member, "score": as_number(score), "rank": rank} for rank, (member, score) in enumerate(rows, 1)
-    ]
-    return b"event: top\ndata: " + orjson.dumps(entries) + b"\n\n"
+    return b"event: top\ndata: " + orjson.dumps(ranked(rows, 1)) + b"\n\n"
 
 
 class Mailbox:
@@ -123,7 +120,7 @@ class Board:
     last_id: bytes = b"0-0"  # of the last entry of the live stream seen
     listeners: set[Mailbox] = field(default_factory=set)
 
-    def publish(self, rows: Sequence[tuple[str, float]]) -> None:
+    def publish(self, rows: Sequence[tuple[str, int | float]]) -> None:
         event = top_event(rows)
         if event == self.event:  # read again after a reconnect, or announced twice
             return

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from shared import keys
 from shared.connection import ensure_indexes, module_names
 from shared.pipelined import Arg, PipelinedRedis, Script, as_map
-from shared.protocol import LIVE_TOP_FIELD, Reply, live_top_rows
+from shared.protocol import LIVE_TOP_FIELD, Reply, live_top_rows, scores_of
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
 ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
@@ -77,7 +77,7 @@ return {rank, first, redis.call('ZRANGE', KEYS[1], first, rank + around, 'REV', 
 """
 )
 
-Rows = list[tuple[str, float]]  # board members and their scores, highest first
+Rows = list[tuple[str, int | float]]  # board members and their scores (as_number), highest first
 
 
 # Not frozen, though never changed: one is built per write, and a frozen dataclass's __init__ costs
@@ -400,4 +400,4 @@ class Store:
 
 def rows_of(flat: list[bytes]) -> Rows:
     """A `ZRANGE ... WITHSCORES` answer (RESP2: member, score, ...) as pairs."""
-    return [(member.decode(), float(score)) for member, score in zip(flat[::2], flat[1::2], strict=True)]
+    return list(zip(map(bytes.decode, flat[::2]), scores_of(flat[1::2]), strict=True))
