@@ -15,6 +15,7 @@ from redis.cluster import RedisCluster
 
 from devtools import redis_cluster, redis_stack
 from devtools.stack import Stack
+from services.gateway.store import Store
 from shared import keys
 from shared.pipelined import PipelinedRedis
 from shared.protocol import SAVES, SCORES, partition_of
@@ -414,3 +415,34 @@ def test_boards_on_a_cluster_one_entry_seasons_and_around_me(tmp_path: Path) -> 
             return True
 
         eventually(around_me_answers, 10, "GET .../me finds the leader")
+
+
+def test_a_save_and_its_version_are_read_while_their_slot_migrates(cluster_url: str, db: RedisCluster) -> None:
+    """A transaction cannot follow ASK: mid-migration the read falls back to a script, which does;
+    once the slot has moved, the transaction follows MOVED."""
+    key = keys.player("cluster-test-migrating")
+    db.execute_command("JSON.SET", key, "$", '{"level": 3}')
+    db.set(keys.version(key), "1700000000000-0")
+    slot = db.keyslot(key)
+    source = db.get_node_from_key(key)
+    target = next(node for node in db.get_primaries() if node.name != source.name)
+    ids = {node.name: db.cluster_myid(node) for node in (source, target)}
+    db.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name], target_nodes=target)
+    db.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name], target_nodes=source)
+    migrated = (key, keys.version(key))
+    db.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *migrated, target_nodes=source)
+
+    async def body() -> list[tuple[bytes | None, str | None]]:
+        store = Store(PipelinedRedis(cluster_url))
+        try:
+            await store.redis.discover()
+            try:
+                during = await store.versioned_document(key)  # ASK: the script's way
+            finally:
+                for node in db.get_primaries():  # the slot is the target's now
+                    db.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name], target_nodes=node)
+            return [during, await store.versioned_document(key)]  # MOVED: followed
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(body()) == [(b'{"level":3}', "1700000000000-0")] * 2
