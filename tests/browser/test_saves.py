@@ -9,12 +9,16 @@ import pytest
 import redis
 from playwright.sync_api import Request
 
-from tests.browser.conftest import CHROMIUM, SKIP_REASON, Game
+from tests.browser.conftest import CHROMIUM, SKIP_REASON, Game, Snapshot, is_paused
 from tests.browser.test_game import CLEARING, document, wait_for_field
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason=SKIP_REASON)]
 
 NEWER_SAVE_LOADED = "Another tab or device saved this game since: its newer save is loaded."
+
+
+def paused_or_reloaded(snap: Snapshot) -> bool:
+    return is_paused(snap) or snap["save"]["phase"] == "reloaded"
 
 
 def test_a_tab_behind_another_loads_the_newer_save_and_says_so(game: Game, store: redis.Redis) -> None:
@@ -29,7 +33,11 @@ def test_a_tab_behind_another_loads_the_newer_save_and_says_so(game: Game, store
     newer = document(store, f"players:{session_id}")
     assert newer["currentMap"] == "Mountains"
 
-    game.pause()  # pausing saves: over a version the other tab has replaced
+    # Pausing saves, over a version the other tab has replaced: the pause menu may be gone, the
+    # newer save loaded, before a look at the page catches it open.
+    game.press_until(
+        "Escape", "the pause menu or the newer save", paused_or_reloaded, lambda snap: snap["menu"] is None
+    )
     snap = game.wait_for("the newer save", lambda snap: snap["save"]["phase"] == "reloaded")
     assert snap["save"]["detail"] == NEWER_SAVE_LOADED
     notice = game.page.locator("#save-notice")
