@@ -245,10 +245,9 @@ class PipelinedRedis:
         """Send one command; on a cluster, to the master of `route`'s slot (any server when None)."""
         if self._slots is not None:
             return await self._execute_routed(args, route)
-        server = self._seed
-        connection = server.shared
+        connection = self._seed.shared  # _connection_to inlined: every command of a single Redis passes here
         if connection is None or connection.lost:
-            connection = await self._shared_connection(server)
+            connection = await self._shared_connection(self._seed)
         return await connection.send(args, self._timeout_s)
 
     async def transaction(self, commands: Sequence[tuple[Arg, ...]], route: Arg) -> list[Any]:
@@ -271,9 +270,7 @@ class PipelinedRedis:
         return answers
 
     async def _transaction_on(self, server: Server, commands: Sequence[tuple[Arg, ...]]) -> Any:
-        connection = server.shared
-        if connection is None or connection.lost:
-            connection = await self._shared_connection(server)
+        connection = await self._connection_to(server)
         return await connection.send_transaction(commands, self._timeout_s)
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg], route: Arg | None = None) -> Any:
@@ -404,10 +401,15 @@ class PipelinedRedis:
             self._refreshing.add_done_callback(self._refreshed)
 
     async def _send(self, server: Server, args: tuple[Arg, ...]) -> Any:
+        connection = await self._connection_to(server)
+        return await connection.send(args, self._timeout_s)
+
+    async def _connection_to(self, server: Server) -> Connection:
+        """The server's shared connection, made again if it was lost."""
         connection = server.shared
         if connection is None or connection.lost:
             connection = await self._shared_connection(server)
-        return await connection.send(args, self._timeout_s)
+        return connection
 
     async def _block_on(self, server: Server, command: Callable[[int], tuple[Arg, ...]], give_up_at: float) -> Any:
         loop = asyncio.get_running_loop()

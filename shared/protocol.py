@@ -200,8 +200,7 @@ def request_id_in(fields: dict[bytes, bytes]) -> str:
     return request_id.decode() if SANE_REQUEST_ID.fullmatch(request_id) else ""
 
 
-# Not frozen, though never changed: one is built per command, and a frozen dataclass's __init__ costs
-# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+# Not frozen, for the reason Event is not (above).
 @dataclass(slots=True)
 class Reply:
     """What the gateway answers over HTTP: a status code and a JSON body.

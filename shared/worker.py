@@ -76,8 +76,7 @@ def stream_entries(answer: Any) -> list[Entry]:
     return entries
 
 
-# Not frozen, though never changed: one is built per command, and a frozen dataclass's __init__ costs
-# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+# Not frozen, for the reason Event is not (shared/protocol.py).
 @dataclass(slots=True)
 class Action:
     """A handler's verdict on one event: one Redis command on one key, and the reply for each outcome.

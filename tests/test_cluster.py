@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -200,21 +200,31 @@ def test_the_pipelined_client_follows_moved_to_the_new_owner(cluster_url: str, d
     assert not still_wrong and now == owner  # MOVED re-read the map
 
 
+def migrate_ahead(db: RedisCluster, *moved: str) -> tuple[Any, Any, Callable[[], None]]:
+    """Begin moving the slot of `moved` (keys of one slot) to another master, and move those keys
+    ahead: the old owner answers ASK for them. The source node, the target node, and what ends the
+    migration (the slot the target's)."""
+    slot = db.keyslot(moved[0])
+    source = db.get_node_from_key(moved[0])
+    target = next(node for node in db.get_primaries() if node.name != source.name)
+    ids = {node.name: db.cluster_myid(node) for node in (source, target)}
+    db.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name], target_nodes=target)
+    db.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name], target_nodes=source)
+    db.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *moved, target_nodes=source)
+
+    def finish() -> None:
+        for node in db.get_primaries():
+            db.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name], target_nodes=node)
+
+    return source, target, finish
+
+
 def test_the_pipelined_client_follows_ask_while_a_slot_migrates(cluster_url: str, db: RedisCluster) -> None:
     """Mid-migration the old owner answers ASK for a key that has gone ahead; once it is done, MOVED."""
     key = "cluster-test:ask"
     db.set(key, "moved ahead")
     slot = db.keyslot(key)
-    source = db.get_node_from_key(key)
-    target = next(node for node in db.get_primaries() if node.name != source.name)
-    ids = {node.name: db.cluster_myid(node) for node in (source, target)}
-    db.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name], target_nodes=target)
-    db.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name], target_nodes=source)
-    db.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", key, target_nodes=source)
-
-    def finish_migration() -> None:
-        for node in db.get_primaries():  # the slot is the target's now
-            db.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name], target_nodes=node)
+    source, target, finish_migration = migrate_ahead(db, key)
 
     async def body() -> list[tuple[Any, str]]:
         client = PipelinedRedis(cluster_url)
@@ -423,14 +433,7 @@ def test_a_save_and_its_version_are_read_while_their_slot_migrates(cluster_url: 
     key = keys.player("cluster-test-migrating")
     db.execute_command("JSON.SET", key, "$", '{"level": 3}')
     db.set(keys.version(key), "1700000000000-0")
-    slot = db.keyslot(key)
-    source = db.get_node_from_key(key)
-    target = next(node for node in db.get_primaries() if node.name != source.name)
-    ids = {node.name: db.cluster_myid(node) for node in (source, target)}
-    db.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source.name], target_nodes=target)
-    db.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target.name], target_nodes=source)
-    migrated = (key, keys.version(key))
-    db.execute_command("MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", *migrated, target_nodes=source)
+    _, _, finish_migration = migrate_ahead(db, key, keys.version(key))
 
     async def body() -> list[tuple[bytes | None, str | None]]:
         store = Store(PipelinedRedis(cluster_url))
@@ -439,8 +442,7 @@ def test_a_save_and_its_version_are_read_while_their_slot_migrates(cluster_url: 
             try:
                 during = await store.versioned_document(key)  # ASK: the script's way
             finally:
-                for node in db.get_primaries():  # the slot is the target's now
-                    db.execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target.name], target_nodes=node)
+                finish_migration()
             return [during, await store.versioned_document(key)]  # MOVED: followed
         finally:
             await store.aclose()

@@ -81,8 +81,7 @@ return {rank, first, redis.call('ZRANGE', KEYS[1], first, rank + around, 'REV', 
 Rows = list[tuple[str, int | float]]  # board members and their scores (as_number), highest first
 
 
-# Not frozen, though never changed: one is built per write, and a frozen dataclass's __init__ costs
-# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+# Not frozen, for the reason Event is not (shared/protocol.py).
 @dataclass(slots=True)
 class Limit:
     """A rate limit counted in one key: `count` requests per `period_ms` (GCRA, see admit.lua)."""
@@ -111,8 +110,7 @@ class GroupInfo:
         return cls(fields[b"name"].decode(), int(fields[b"pending"]), None if lag is None else int(lag))
 
 
-# Not frozen, though never changed: one is built per write, and a frozen dataclass's __init__ costs
-# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+# Not frozen, for the reason Event is not (shared/protocol.py).
 @dataclass(slots=True)
 class Command:
     """A command to publish: the stream, the stream's trim MINID, the entry."""
