@@ -11,6 +11,30 @@ local function at_or_after(a, b)
   return a_ms > b_ms or (a_ms == b_ms and a_seq >= b_seq)
 end
 
+-- A version key holds its stream id as a JSON string, so a read takes a save and its version in one
+-- JSON.MGET (services/gateway/store.py). One written as a plain string, before they were JSON, is
+-- still read (the second value says so) and replaced by the next write.
+local function version_of(key)
+  local json = redis.pcall('JSON.GET', key)
+  if type(json) == 'table' then -- the wrong type: a plain string
+    return redis.call('GET', key), true
+  end
+  return json and string.sub(json, 2, -2), false
+end
+
+-- A version written (JSON.SET keeps a key's expiry, so it is set or removed each time).
+local function set_version(key, seq, expire_s, plain)
+  if plain then
+    redis.call('DEL', key)
+  end
+  redis.call('JSON.SET', key, '$', '"' .. seq .. '"')
+  if expire_s > 0 then
+    redis.call('EXPIRE', key, expire_s)
+  else
+    redis.call('PERSIST', key)
+  end
+end
+
 -- Whether a document meets a command's precondition: '*' it exists, '!' it does not, else it has one
 -- of the versions listed (separated by spaces; '0-0' is a document written before versions).
 local function meets(expect, key, version)
@@ -151,7 +175,10 @@ local function apply_commands(commands)
   local outcomes = {}
   for i, command in ipairs(commands) do
     local key = KEYS[command.key]
-    local version = command.version > 0 and redis.call('GET', KEYS[command.version])
+    local version, plain = false, false
+    if command.version > 0 then
+      version, plain = version_of(KEYS[command.version])
+    end
     if command.deadline_ms > 0 and now_ms > command.deadline_ms then
       outcomes[i] = EXPIRED
     elseif version and at_or_after(version, command.seq) then
@@ -185,11 +212,7 @@ local function apply_commands(commands)
           redis.call('EXPIRE', key, command.expire_s)
         end
         if command.version > 0 then
-          if command.expire_s > 0 then
-            redis.call('SET', KEYS[command.version], command.seq, 'EX', command.expire_s)
-          else
-            redis.call('SET', KEYS[command.version], command.seq)
-          end
+          set_version(KEYS[command.version], command.seq, command.expire_s, plain)
         end
         outcomes[i] = APPLIED
       else

@@ -14,8 +14,6 @@ REDIS_DOWN and unavailable()). It speaks RESP2, and takes host, port, password, 
 the same REDIS_URL as redis-py. A dropped connection fails the commands in flight (the gateway
 answers 503) and the next command reconnects; a command unanswered after `timeout_s` drops it.
 On a Redis Cluster (`discover`) it keeps one such connection per master, and routes (PipelinedRedis).
-A transaction (MULTI, its commands, EXEC) is written in one piece down the shared connection, so no
-other caller's command comes between.
 """
 
 from __future__ import annotations
@@ -74,36 +72,13 @@ def reply_error(message: str) -> Exception:
     return exceptions.ResponseError(message)
 
 
-MULTI, EXEC = hiredis.pack_command(("MULTI",)), hiredis.pack_command(("EXEC",))
-
-
-class Queued:
-    """Stands in as the caller of a transaction's MULTI and of each command it queues: their `OK` and
-    `QUEUED` are dropped, and an error (MOVED, OOM...) fails the transaction with that command's own
-    error rather than EXEC's EXECABORT, so it is handled as the same command outside one would be."""
-
-    __slots__ = ("transaction",)
-
-    def __init__(self, transaction: asyncio.Future[Any]) -> None:
-        self.transaction = transaction
-
-    def done(self) -> bool:
-        return self.transaction.done()
-
-    def set_result(self, _reply: Any) -> None:
-        pass
-
-    def set_exception(self, error: BaseException) -> None:
-        self.transaction.set_exception(error)
-
-
 class Connection(asyncio.Protocol):
     """One socket: commands written once per loop turn, replies handed to their callers in order."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader(replyError=reply_error)
-        self._waiting: deque[tuple[asyncio.Future[Any] | Queued, float]] = deque()  # (caller, give up at)
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # (caller, give up at)
         self._out: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -130,31 +105,16 @@ class Connection(asyncio.Protocol):
         self.close(exceptions.ConnectionError(f"Redis closed the connection ({exc or 'end of stream'})"))
 
     def send(self, args: tuple[Arg, ...], timeout_s: float) -> asyncio.Future[Any]:
-        caller, deadline = self._expect(timeout_s)
-        self._waiting.append((caller, deadline))
-        self._out.append(hiredis.pack_command(args))  # type: ignore[arg-type]  # the stub says a 1-tuple
-        return caller
-
-    def send_transaction(self, commands: Sequence[tuple[Arg, ...]], timeout_s: float) -> asyncio.Future[Any]:
-        """MULTI, `commands` and EXEC, written together so nothing comes between them on this
-        connection: EXEC's answer, each command's in a list (an error among them as an exception)."""
-        caller, deadline = self._expect(timeout_s)
-        self._waiting.extend([(Queued(caller), deadline)] * (len(commands) + 1))
-        self._waiting.append((caller, deadline))
-        self._out.append(MULTI)
-        self._out += [hiredis.pack_command(args) for args in commands]  # type: ignore[arg-type]
-        self._out.append(EXEC)
-        return caller
-
-    def _expect(self, timeout_s: float) -> tuple[asyncio.Future[Any], float]:
-        """A future for a reply and when to give up on it; the write and the watchdog scheduled."""
         if self.lost:
             raise exceptions.ConnectionError("connection to Redis lost")
+        caller = self._loop.create_future()
+        self._waiting.append((caller, self._loop.time() + timeout_s))
         if not self._out:
             self._loop.call_soon(self._flush)
+        self._out.append(hiredis.pack_command(args))  # type: ignore[arg-type]  # the stub says a 1-tuple
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(1, self._check_overdue)
-        return self._loop.create_future(), self._loop.time() + timeout_s
+        return caller
 
     def close(self, error: Exception) -> None:
         """Fail every command in flight with `error` and drop the socket."""
@@ -245,33 +205,10 @@ class PipelinedRedis:
         """Send one command; on a cluster, to the master of `route`'s slot (any server when None)."""
         if self._slots is not None:
             return await self._execute_routed(args, route)
-        connection = self._seed.shared  # _connection_to inlined: every command of a single Redis passes here
+        connection = self._seed.shared  # _send inlined: every command of a single Redis passes here
         if connection is None or connection.lost:
             connection = await self._shared_connection(self._seed)
         return await connection.send(args, self._timeout_s)
-
-    async def transaction(self, commands: Sequence[tuple[Arg, ...]], route: Arg) -> list[Any]:
-        """Commands applied at one instant (MULTI/EXEC), all in `route`'s slot: their answers. Cheaper
-        for Redis than a script doing the same (no Lua). On a cluster a MOVED is followed once; an
-        ASK (the slot half-migrated) is raised: ASKING lasts one command, not a transaction."""
-        server = self._owner(route)
-        try:
-            answers: list[Any] = await self._transaction_on(server, commands)
-        except exceptions.MovedError as moved:
-            await self.refresh_slots()
-            answers = await self._transaction_on(self._server_at(moved.host, moved.port), commands)
-        except (exceptions.ConnectionError, exceptions.TimeoutError):
-            if self._slots is not None:
-                self._refresh_soon()
-            raise
-        for answer in answers:
-            if isinstance(answer, Exception):
-                raise answer
-        return answers
-
-    async def _transaction_on(self, server: Server, commands: Sequence[tuple[Arg, ...]]) -> Any:
-        connection = await self._connection_to(server)
-        return await connection.send_transaction(commands, self._timeout_s)
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[Arg], route: Arg | None = None) -> Any:
         """Run a script, routed by its first key (a script's keys share one slot on a cluster), or by
@@ -401,15 +338,10 @@ class PipelinedRedis:
             self._refreshing.add_done_callback(self._refreshed)
 
     async def _send(self, server: Server, args: tuple[Arg, ...]) -> Any:
-        connection = await self._connection_to(server)
-        return await connection.send(args, self._timeout_s)
-
-    async def _connection_to(self, server: Server) -> Connection:
-        """The server's shared connection, made again if it was lost."""
         connection = server.shared
         if connection is None or connection.lost:
             connection = await self._shared_connection(server)
-        return connection
+        return await connection.send(args, self._timeout_s)
 
     async def _block_on(self, server: Server, command: Callable[[int], tuple[Arg, ...]], give_up_at: float) -> Any:
         loop = asyncio.get_running_loop()

@@ -61,48 +61,6 @@ def test_a_script_is_sent_whole_when_redis_has_forgotten_it(redis_url: str) -> N
     assert run(redis_url, body) == (b"a-key", b"b-key")
 
 
-def test_a_transaction_is_read_at_one_instant_among_concurrent_writes(redis_url: str) -> None:
-    # Two keys always written together, by another connection; a read must never see one ahead.
-    async def body(client: PipelinedRedis) -> list[list[Any]]:
-        writer = PipelinedRedis(redis_url)
-        writing = True
-
-        async def write() -> None:
-            nonlocal writing
-            for n in range(2000):
-                await writer.transaction([("SET", "tx:{a}", n), ("SET", "tx:{a}:b", n)], route="tx:{a}")
-            writing = False
-
-        async def read() -> list[list[Any]]:
-            answers = []
-            while writing:
-                answers.append(await client.transaction([("GET", "tx:{a}"), ("GET", "tx:{a}:b")], route="tx:{a}"))
-            return answers
-
-        writing_all = asyncio.ensure_future(write())
-        try:
-            return await read()
-        finally:
-            await writing_all
-            await writer.aclose()
-
-    answers = run(redis_url, body)
-    assert len({first for first, _ in answers}) > 100  # the reads saw the writes go by
-    assert all(first == second for first, second in answers)
-
-
-def test_a_transaction_fails_with_its_commands_own_error(redis_url: str) -> None:
-    async def body(client: PipelinedRedis) -> Any:
-        await client.execute("HSET", "tx:hash", "f", "v")
-        with pytest.raises(exceptions.ResponseError, match="wrong number of arguments"):  # refused as queued
-            await client.transaction([("GET", "tx:hash"), ("GET",)], route="tx:hash")
-        with pytest.raises(exceptions.ResponseError, match="WRONGTYPE"):  # failed as EXEC ran it
-            await client.transaction([("HGET", "tx:hash", "f"), ("GET", "tx:hash")], route="tx:hash")
-        return await client.transaction([("HGET", "tx:hash", "f"), ("EXISTS", "tx:hash")], route="tx:hash")
-
-    assert run(redis_url, body) == [b"v", 1]
-
-
 def test_the_database_in_the_url_is_selected(redis_url: str) -> None:
     url = redis_url.rsplit("/", 1)[0] + "/3"
     run(url, lambda client: client.execute("SET", "pipelined:db", "three"))

@@ -7,7 +7,9 @@ Redis is checked to hold exactly what it held before.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,9 @@ import pytest
 import redis
 
 from devtools.stack import Stack
+from services.gateway.store import Store
 from shared import keys
+from shared.pipelined import PipelinedRedis
 from shared.settings import Settings
 from shared.worker import APPLY_SCRIPT, SUPERSEDED
 from tests.conftest import spawn_fastapi_gateway
@@ -82,9 +86,10 @@ def refused(answer: httpx.Response, status: int) -> str:
 
 
 def stored(db: redis.Redis, tab: Tab, kind: str = "playerstate") -> tuple[Any, Any]:
-    """The document and its version key as Redis holds them."""
+    """The document and its version as Redis holds them (the version key is a JSON string)."""
     key = keys.player(tab.id) if kind == "playerstate" else keys.game(tab.id)
-    return db.execute_command("JSON.GET", key), db.get(keys.version(key))
+    version = db.execute_command("JSON.GET", keys.version(key))
+    return db.execute_command("JSON.GET", key), version and orjson.loads(version).encode()
 
 
 # Versions
@@ -149,6 +154,51 @@ def test_a_save_written_before_versions_has_a_stable_one(tab: Tab, db: redis.Red
     assert etags == {'"0-0"'}
     assert tab.write("PATCH", "playerstate", {"If-Match": '"0-0"'}, old=False).status_code == 200
     assert tab.get("playerstate").headers["etag"] != '"0-0"'
+
+
+def test_a_version_written_before_versions_were_json_still_holds(tab: Tab, db: redis.Redis) -> None:
+    """A version key from before it was a JSON string (a plain string) reads and matches as it did;
+    the next write makes it JSON."""
+    key = keys.player(tab.id)
+    db.execute_command("JSON.SET", key, "$", orjson.dumps({"id": tab.id, "level": 1}))
+    db.set(keys.version(key), "1700000000000-0")
+    assert tab.get("playerstate").headers["etag"] == '"1700000000000-0"'
+    refused(tab.write("PATCH", "playerstate", {"If-Match": '"0-0"'}, level=2), 412)
+    written = tab.write("PATCH", "playerstate", {"If-Match": '"1700000000000-0"'}, level=2)
+    assert written.status_code == 200
+    assert db.type(keys.version(key)) == b"ReJSON-RL" and db.ttl(keys.version(key)) > 0
+    assert tab.get("playerstate").headers["etag"] == written.headers["etag"] == f'"{stored(db, tab)[1].decode()}"'
+
+
+def test_a_save_and_its_version_are_read_at_one_instant(redis_url: str, db: redis.Redis) -> None:
+    """Written together by another client, never read one ahead of the other."""
+    key = keys.player("one-instant")
+
+    async def body() -> set[tuple[bytes | None, str | None]]:
+        store = Store(PipelinedRedis(redis_url))
+        seen = set()
+        writer = threading.Thread(target=write_versions, args=(db, key, 1500))
+        writer.start()
+        try:
+            while writer.is_alive():
+                seen.add(await store.versioned_document(key))
+        finally:
+            writer.join()
+            await store.aclose()
+        return seen
+
+    seen = asyncio.run(body()) - {(None, None)}
+    assert len(seen) > 50  # the reads saw the writes go by
+    for document, version in seen:
+        assert document is not None and version == f"{orjson.loads(document)['n']}-0"
+
+
+def write_versions(db: redis.Redis, key: str, count: int) -> None:
+    for n in range(1, count + 1):
+        with db.pipeline(transaction=True) as pipe:
+            pipe.execute_command("JSON.SET", key, "$", orjson.dumps({"n": n}))
+            pipe.execute_command("JSON.SET", keys.version(key), "$", f'"{n}-0"')
+            pipe.execute()
 
 
 @pytest.mark.parametrize(
@@ -239,7 +289,7 @@ def test_a_conditional_delete_takes_only_that_version(tab: Tab, db: redis.Redis)
 def test_an_older_command_redelivered_after_a_delete_does_not_bring_the_save_back(db: redis.Redis) -> None:
     """apply_commands.lua as the worker runs it: a create whose stream id is older than the delete's."""
     key = keys.player("resurrect")
-    db.set(keys.version(key), "2000-0", ex=60)  # what a delete with stream id 2000-0 leaves
+    db.execute_command("JSON.SET", keys.version(key), "$", '"2000-0"')  # what a delete with stream id 2000-0 leaves
     older_create = {
         "command": "JSON.SET", "key": 1, "version": 2, "args": [2, 2],
         "expire_s": 60, "deadline_ms": 2**50, "seq": "1999-5",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import AskError, ResponseError
+from redis.exceptions import ResponseError
 
 from shared import keys
 from shared.connection import ensure_indexes, module_names
@@ -28,9 +28,20 @@ ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
 # A script that may write but writes nothing: Redis refuses it exactly when it refuses writes for want
 # of memory (maxmemory), which PING does not show; a busy or unreachable Redis fails it as it would PING.
 WRITE_PROBE = Script("#!lua\nreturn 1")
-# A save and its version, read together (KEYS: the document, its version key; one slot): where a
-# transaction cannot be used (Store.versioned_document).
-READ_VERSIONED = Script("return {redis.call('JSON.GET', KEYS[1]) or false, redis.call('GET', KEYS[2]) or false}")
+# A save and its version, read together (KEYS: the document, its version key; one slot), whichever
+# type the version key has: for a save whose JSON.MGET found no version (Store.versioned_document).
+READ_VERSIONED = Script(
+    """#!lua flags=no-writes
+local document = redis.call('JSON.GET', KEYS[1])
+local version = document and redis.pcall('JSON.GET', KEYS[2])
+if type(version) == 'table' then
+  version = redis.call('GET', KEYS[2])
+elseif version then
+  version = string.sub(version, 2, -2)
+end
+return {document or false, version or false}
+"""
+)
 # A save's expiry extended, and its version's with it, so its ETag lasts as long as it does; a deleted
 # save's version key keeps its own, shorter expiry (KEYS: the document, its version key; ARGV: seconds).
 EXTEND_SAVE = Script(
@@ -135,12 +146,20 @@ class Store:
         return raw
 
     async def versioned_document(self, key: str) -> tuple[bytes | None, str | None]:
-        """A JSON document and its version (shared/keys.py version()), read in one atomic step."""
+        """A JSON document and its version (shared/keys.py version()), read in one atomic step.
+
+        The version key holds a JSON string, so one JSON.MGET reads both (cheaper for the gateway
+        and for Redis than MULTI/EXEC: docs/benchmarks.md). A save without a JSON version is read
+        once more by a script: it has none (written before versions), or a plain string from before
+        versions were JSON (shared/apply_commands.lua), until its next write.
+        """
         version_key = keys.version(key)
-        try:
-            document, version = await self.redis.transaction([("JSON.GET", key), ("GET", version_key)], route=key)
-        except AskError:  # the slot is moving (a reshard): a script follows an ASK, a transaction cannot
-            document, version = await self.redis.script(READ_VERSIONED, [key, version_key], [])
+        document, version = await self.redis.execute("JSON.MGET", key, version_key, ".", route=key)
+        if version is not None:
+            return document, version[1:-1].decode()
+        if document is None:
+            return None, None
+        document, version = await self.redis.script(READ_VERSIONED, [key, version_key], [])
         return document, None if version is None else version.decode()
 
     async def top(self, key: str, count: int, offset: int = 0) -> Rows:
