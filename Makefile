@@ -16,7 +16,7 @@ BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
 ARGS ?= list
 
-.PHONY: help install run run-cluster test test-fast bench bench-instructions deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
+.PHONY: help install run run-cluster test test-fast bench bench-instructions bench-loaded deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,10 @@ bench: install $(BENCH_INSTALLED) ## benchmark beside the baselines: a table, be
 
 bench-instructions: install ## the gateway's CPU instructions per request (callgrind, needs valgrind); BENCH_ARGS="--compare main"
 	@$(PY) -m bench.measure.instructions $(BENCH_ARGS)
+
+bench-loaded: install $(BENCH_INSTALLED) ## the gateway's or Redis's instructions per request under a wrk load (callgrind); BENCH_ARGS="--compare main --process redis"
+	@bash bench/ensure_wrk.sh
+	@$(PY) -m bench.measure.loaded $(BENCH_ARGS)
 
 deadletters: $(INSTALLED) ## inspect, replay or drop dead letters: ARGS="list" (default), "show ID", "replay ID", "drop ID"
 	@$(PY) -m devtools.deadletters $(ARGS)

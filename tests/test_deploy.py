@@ -128,7 +128,17 @@ def test_the_dockerfile_copies_what_the_services_import() -> None:
         assert f"COPY {path}" in dockerfile or f"COPY {path} " in dockerfile
 
 
-@pytest.mark.parametrize("module", ["services.gateway", "services.saves", "services.leaderboard", "devtools.stack"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "services.gateway",
+        "services.saves",
+        "services.leaderboard",
+        "devtools.stack",
+        "bench.measure.instructions",
+        "bench.measure.loaded",
+    ],
+)
 def test_every_command_has_help(module: str) -> None:
     result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "usage:" in result.stdout
