@@ -27,9 +27,10 @@ REQUIRED_MODULES = {"ReJSON": "JSON", "search": "Search"}
 # What a dropped, refused or restarting (still loading) Redis raises.
 REDIS_DOWN = (exceptions.ConnectionError, exceptions.TimeoutError, OSError)
 # What redis-py's asyncio client can raise instead of ConnectionError when it writes to a connection the
-# server closed (redis/redis-py#4287; seen here when a cluster master died): unreachable() tells them
-# from our own mistakes by where they were raised.
-TRANSPORT_LEAKS = (AttributeError, TypeError)
+# server closed (redis/redis-py#4287; seen here when a cluster master died), and uvloop's RuntimeError
+# for a write to a closed transport (seen as a master came back: a worker died of it): unavailable()
+# tells them from our own mistakes by where they were raised.
+TRANSPORT_LEAKS = (AttributeError, TypeError, RuntimeError)
 REDIS_CONNECTION_MODULE = os.path.join("redis", "asyncio", "connection.py")
 
 

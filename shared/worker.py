@@ -412,7 +412,7 @@ class Partition:
         if in_hand is not None:
             try:
                 await self._settle_all(in_hand)
-            except (*REDIS_DOWN, ResponseError) as error:
+            except (*REDIS_DOWN, ResponseError, *TRANSPORT_LEAKS) as error:
                 if unavailable(error) is None:
                     raise
                 log.warning("could not settle the last batch (%s); it stays pending for another consumer", error)

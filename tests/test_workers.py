@@ -13,6 +13,7 @@ import redis
 
 from devtools.stack import Stack
 from shared import keys
+from shared.connection import TRANSPORT_LEAKS, unavailable
 from shared.protocol import SAVES, SCORES, Event, EventType, Reply
 from tests.conftest import ARTIFACTS, FAST, Player, StackFactory, eventually, fresh_redis, run_python
 
@@ -214,3 +215,22 @@ def test_a_command_redis_refuses_gets_an_error_reply_and_is_acknowledged(make_st
     assert db.get(keys.player(broken.session)) == b"not a JSON document"
     eventually(lambda: pending(db) == 0, 5, "both acknowledged")
     assert dead_letters(db) == []
+
+
+def raised_in(filename: str, error: Exception) -> Exception:
+    """`error`, raised by code that claims to live in `filename`."""
+    try:
+        exec(compile("raise error", filename, "exec"), {"error": error})
+    except Exception as raised:
+        return raised
+    raise AssertionError("nothing was raised")
+
+
+def test_a_closed_transport_inside_redis_py_is_a_lost_connection_and_nothing_else_is() -> None:
+    """uvloop raises RuntimeError for a write to a closed transport, where asyncio's loop does not: raised
+    inside redis-py's connection code as a master came back, it killed a worker (the retry loops catch
+    what unavailable() calls unreachable)."""
+    closed = "unable to perform operation on <TCPTransport closed=True>; the handler is closed"
+    inside = raised_in("/venv/site-packages/redis/asyncio/connection.py", RuntimeError(closed))
+    assert isinstance(inside, TRANSPORT_LEAKS) and unavailable(inside) == "unreachable"
+    assert unavailable(raised_in("/work/shared/worker.py", RuntimeError(closed))) is None
