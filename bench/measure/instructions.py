@@ -59,10 +59,7 @@ def main() -> None:
             sys.exit(f"{tool} is not installed: `sudo apt-get install valgrind` (Debian) brings both")
     with ExitStack() as exits:
         work = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="instructions-")))
-        sides = {"ours": servers.ROOT}
-        if args.compare:
-            revision = revisions.resolve(args.compare)
-            sides[revision.label] = revisions.check_out(exits, revision, work / "checkout")
+        sides = revisions.sides(exits, args.compare, work)
         counts = {name: count_side(name, root, args.operations, args.requests, work) for name, root in sides.items()}
     report(counts, args.operations)
 

@@ -55,10 +55,7 @@ def main() -> None:
         sys.exit("valgrind is not installed: `sudo apt-get install valgrind` (Debian)")
     with ExitStack() as exits:
         work = Path(exits.enter_context(tempfile.TemporaryDirectory(prefix="loaded-")))
-        sides = {"ours": servers.ROOT}
-        if args.compare:
-            revision = revisions.resolve(args.compare)
-            sides[revision.label] = revisions.check_out(exits, revision, work / "checkout")
+        sides = revisions.sides(exits, args.compare, work)
         counts = {name: count_side(name, root, args, work / name.split()[0]) for name, root in sides.items()}
     print(f"\n{args.process}, instructions per request under {CONNECTIONS} connections:")
     report(counts, args.operations)

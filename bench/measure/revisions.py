@@ -71,3 +71,12 @@ def remove(folder: Path) -> None:
     """The checkout and git's record of it (also of a folder already gone); quiet, as it runs while unwinding."""
     subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, capture_output=True, check=False)
     shutil.rmtree(folder, ignore_errors=True)  # what git left half made is no worktree it would remove
+
+
+def sides(exits: ExitStack, compare: str | None, work: Path) -> dict[str, Path]:
+    """The checkouts to measure by name: ours, and `compare`'s (checked out under `work`) if given."""
+    found = {"ours": ROOT}
+    if compare:
+        revision = resolve(compare)
+        found[revision.label] = check_out(exits, revision, work / "checkout")
+    return found
