@@ -43,13 +43,17 @@ from bench.measure import (
 from bench.measure import saves as conditional_saves
 from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
 from bench.measure.workload import BOARD, OPERATIONS, SLASHED, Session, requests_for
+from devtools import redis_cluster
 
 ROOT = servers.ROOT
 BASELINE_OPERATIONS = ("save", "score", "top", "read")
 COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
-PHASES = ("ours", "scaling", "baselines", "workers", "costly", "metrics", "saves", "live")
+PHASES = ("ours", "scaling", "cluster", "baselines", "workers", "costly", "metrics", "saves", "live")
+# The cluster phase's stacks: (topology, stream partitions, processes of each worker), one Redis first.
+CLUSTER_SHAPES = (("one Redis", 1, 1), ("cluster", 1, 1), ("cluster", 3, 1), ("cluster", 3, 2), ("cluster", 6, 2))
+CLUSTER_OPERATIONS = ["save", "score", "read", "top"]
 COMPARE = "compare"  # not a default phase: --compare REF adds it
 PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
 DEFAULT_CONNECTIONS = [16, 64, 256]
@@ -292,6 +296,33 @@ class Bench:
                 self.result["scaling"] += self.drive(target, operations, [64], sessions)
                 self.remember_memory(f"ours, {gateways} gateway(s), {count} worker(s) of each", watch)
 
+    def cluster(self, redis_url: str, redis_pid: int | None) -> None:
+        """Saves, scores, reads and the top 10 at 64 connections on a local 3-master Redis Cluster (as
+        `make run-cluster` starts it) beside one Redis, in one run; the cluster with more partitions and workers."""
+        with ExitStack() as exits:
+            say("a local Redis Cluster of three masters, beside one Redis")
+            nodes = exits.enter_context(redis_cluster.running(redis_cluster.spare_ports(), self.out / "redis-cluster"))
+            fixtures.fill_board(nodes.url, self.args.board_size)
+            node_pids = {f"redis-{port}": node.pid for port, node in zip(nodes.ports, nodes.processes, strict=True)}
+            for topology, partitions, workers in CLUSTER_SHAPES:
+                url, redis_pids = (
+                    (redis_url, {"redis": redis_pid} if redis_pid else {})
+                    if topology == "one Redis"
+                    else (nodes.url, node_pids)
+                )
+                say(f"{topology}: STREAM_PARTITIONS={partitions}, {workers} process(es) of each worker")
+                with ExitStack() as stack_exits:
+                    partitioned = {"STREAM_PARTITIONS": str(partitions)}
+                    stack = servers.start_ours(
+                        stack_exits, url, workers, self.log, self.args.log_level, settings=partitioned
+                    )
+                    watch = {**servers.stack_pids(stack), **redis_pids}
+                    target = Target("ours", stack.url, watch, workers=workers, redis_url=url)
+                    sessions = fixtures.sessions(stack.url, self.args.sessions, url)
+                    shape = {"topology": topology, "partitions": partitions}
+                    cells = self.drive(target, CLUSTER_OPERATIONS, [64], sessions)
+                    self.result.setdefault("cluster", []).extend({**cell, **shape} for cell in cells)
+
     def profile(self, target: Target, sessions: list[Session], pids: dict[str, int]) -> None:
         """py-spy on the gateway and a saves worker under saves, on the gateway under top-10 reads, then on
         every process under mixed (where the workers' share decides the rate)."""
@@ -481,6 +512,8 @@ def run(bench: Bench) -> None:
             bench.ours(redis_url, redis_pid)
         if "scaling" in phases:
             bench.scaling(redis_url, redis_pid)
+        if "cluster" in phases:
+            bench.cluster(redis_url, redis_pid)
         if "baselines" in phases:
             bench.baselines(redis_url, redis_pid)
         if "workers" in phases:

@@ -168,16 +168,17 @@ local function args_of(command)
   return { unpack(ARGV, first, first + command.args[2] - 1) }
 end
 
--- Each command's outcome, or Redis's OOM error (nothing written yet) as the second value.
-local function apply_commands(commands)
+-- Each command's outcome, or Redis's OOM error (nothing written yet) as the second value. A command's
+-- keys are indexes into `targets`: KEYS, or the key names a node-wide call brings in ARGV[1] (apply.lua).
+local function apply_commands(commands, targets)
   local clock = redis.call('TIME')
   local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local outcomes = {}
   for i, command in ipairs(commands) do
-    local key = KEYS[command.key]
+    local key = targets[command.key]
     local version, plain = false, false
     if command.version > 0 then
-      version, plain = version_of(KEYS[command.version])
+      version, plain = version_of(targets[command.version])
     end
     if command.deadline_ms > 0 and now_ms > command.deadline_ms then
       outcomes[i] = EXPIRED
@@ -192,7 +193,7 @@ local function apply_commands(commands)
       if operation then
         local extra = {}
         for j, index in ipairs(command.extra_keys or {}) do
-          extra[j] = KEYS[index]
+          extra[j] = targets[index]
         end
         local ok, answer = pcall(operation, key, extra, args_of(command))
         result = ok and answer or { err = type(answer) == 'table' and answer.err or tostring(answer) }
@@ -212,7 +213,7 @@ local function apply_commands(commands)
           redis.call('EXPIRE', key, command.expire_s)
         end
         if command.version > 0 then
-          set_version(KEYS[command.version], command.seq, command.expire_s, plain)
+          set_version(targets[command.version], command.seq, command.expire_s, plain)
         end
         outcomes[i] = APPLIED
       else

@@ -41,7 +41,10 @@ def unavailable(error: BaseException) -> str | None:
     A busy Redis (a script past busy-reply-threshold) answers every command `BUSY ...`, and one at
     maxmemory refuses writes with `OOM ...`: both pass, as a lost connection does, so a request is
     answered 503 and a worker waits and carries on. So does a Redis Cluster that lost a master
-    (`CLUSTERDOWN`, until it is back or replaced) or moves a slot under a multi-key command (`TRYAGAIN`).
+    (`CLUSTERDOWN`, until it is back or replaced) or moves a slot under a multi-key command (`TRYAGAIN`),
+    and a command redis-py gave up redirecting: its asyncio cluster client sends ASKING and the command
+    on different connections of its pool, so a script whose keys went ahead to a slot's new master
+    mid-migration bounces until the migration ends.
     """
     if isinstance(error, REDIS_DOWN) or leaked_by_transport(error):
         return "unreachable"
@@ -49,6 +52,8 @@ def unavailable(error: BaseException) -> str | None:
         return "out of memory"
     if isinstance(error, exceptions.ClusterDownError | exceptions.TryAgainError):
         return "cluster down"
+    if isinstance(error, exceptions.ClusterError):  # redirections past redis-py's limit: a slot mid-move
+        return "cluster moving a slot"
     if isinstance(error, exceptions.ResponseError) and str(error).startswith("BUSY "):  # not BUSYGROUP
         return "busy"
     return None

@@ -26,7 +26,7 @@ local function reply(key_index, answer)
   redis.call('EXPIRE', key, batch.reply_ttl_s)
 end
 
-local outcomes, refused = apply_commands(batch.commands)
+local outcomes, refused = apply_commands(batch.commands, KEYS)
 if refused then
   return refused
 end

@@ -17,6 +17,9 @@ late or repeated command never overwrites a newer one; then shared/settle.lua
 writes the replies and the dead letters and acknowledges, atomically, in the
 partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
+On a cluster apply.lua runs once per master a batch touches, not once per slot: a
+batch of many players' documents is a few calls whatever its size, within the
+connection pool (docs/scaling.md, "The write path on a cluster").
 
 A handler's action may name one of apply_commands.lua's operations instead of a
 Redis command, and bring follow-ups on keys in other slots (Action). A service may also name
@@ -43,7 +46,7 @@ import orjson
 import uvloop
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import ClusterError, MaxConnectionsError, OutOfMemoryError, ResponseError
 
 from shared import keys
 from shared.connection import (
@@ -131,7 +134,8 @@ Prepare = Callable[[Redis | RedisCluster], Awaitable[None]]
 
 HERE = Path(__file__).parent
 APPLY_COMMANDS = (HERE / "apply_commands.lua").read_text()  # the Lua both scripts apply commands with
-APPLY_SCRIPT = APPLY_COMMANDS + (HERE / "apply.lua").read_text()
+# Flagged so that on a cluster one call may write keys of every slot its master serves (apply.lua).
+APPLY_SCRIPT = "#!lua flags=allow-cross-slot-keys\n" + APPLY_COMMANDS + (HERE / "apply.lua").read_text()
 SETTLE_SCRIPT = APPLY_COMMANDS + (HERE / "settle.lua").read_text()
 # The settle script let past maxmemory: replies, dead letters and acknowledgements are small, and a
 # batch Redis refused to apply must still be answered (Partition._refuse).
@@ -142,6 +146,7 @@ DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
 PRECONDITION_FAILED, OVER_LIMITS = -4, -5  # nothing written; answered from the Action's `refusals`
+ELSEWHERE = -6  # apply.lua's answer to a whole call: a key is not on the master it was sent to; nothing written
 OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command"}
 # Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
 # anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
@@ -157,6 +162,9 @@ def same_slot(key: str) -> int:
 
 def cluster_slot(key: str) -> int:
     return key_slot(key.encode())
+
+
+POOL_EXHAUSTED_PAUSE_S = 0.05  # a client-side pool exhausted is our bug, not Redis's state: no long wait
 
 
 Ready = tuple[bytes, Event, Action]  # a command to apply: its entry id, its event, what to do
@@ -176,7 +184,7 @@ class ScriptCall:
     8-11 us a command, more than the JSON.SET (docs/benchmarks.md, "The workers' scripts")."""
 
     def __init__(self, *script_keys: str) -> None:
-        self.keys = list(script_keys)
+        self.keys = list(script_keys)  # KEYS, or the names a node-wide apply call sends in ARGV[1]
         self.argv: list[bytes | str] = [b""]
         self._answers: dict[int, int] = {}  # id(Reply) -> its status's index: each reply once a call
 
@@ -241,7 +249,8 @@ class Worker:
     """One process: a consumer of every partition of its command stream, sharing one Redis client."""
 
     redis: Redis | RedisCluster  # which one, run() learns from Redis itself
-    slot_of: Callable[[str], int]  # groups a batch's targets by the script call that may write them
+    slot_of: Callable[[str], int]  # which targets the settle script may write: those in its partition's slot
+    node_of: Callable[[str], str]  # groups the other targets by the master one apply call writes them on
 
     def __init__(
         self,
@@ -300,15 +309,20 @@ class Worker:
             cluster = await wait_until_ready(probe, url)
         finally:
             await probe.aclose()
-        # Each partition holds a connection blocked in XREADGROUP and uses others to apply and settle.
+        # Each partition holds a connection blocked in XREADGROUP and, while it reads, one that applies
+        # or settles (a batch's apply calls go to different masters, one each); the sweep's claims run
+        # between its reads, and the event counts' pipeline takes one more.
         connections = 2 * self.settings.stream_partitions + 2
         if cluster:
-            self.redis = connect_cluster(url, max_connections_per_node=connections)
-            await self.redis.initialize()
+            cluster_client = connect_cluster(url, max_connections_per_node=connections)
+            await cluster_client.initialize()
+            self.redis = cluster_client
             self.slot_of = cluster_slot
+            self.node_of = lambda key: getattr(cluster_client.get_node_from_key(key), "name", "")
         else:
             self.redis = connect(url, max_connections=connections)
             self.slot_of = same_slot
+            self.node_of = str
         self.apply_script = self.redis.register_script(APPLY_SCRIPT)
         self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
@@ -397,7 +411,11 @@ class Partition:
                     await self._process(await self._read(block_ms))
                 else:
                     in_hand = await self._step(in_hand, block_ms)
-            except (*REDIS_DOWN, ResponseError, *TRANSPORT_LEAKS) as error:
+            except MaxConnectionsError:
+                log.exception("bug: this worker's Redis connection pool is exhausted; retrying the batch")
+                self._read_backlog = True
+                await self._sleep_unless_stopping(POOL_EXHAUSTED_PAUSE_S)
+            except (*REDIS_DOWN, ResponseError, ClusterError, *TRANSPORT_LEAKS) as error:
                 reason = unavailable(error)
                 if reason is None and "NOGROUP" in str(error):
                     log.warning("consumer group of %s vanished (Redis emptied?); recreating it", self.key)
@@ -412,7 +430,7 @@ class Partition:
         if in_hand is not None:
             try:
                 await self._settle_all(in_hand)
-            except (*REDIS_DOWN, ResponseError, *TRANSPORT_LEAKS) as error:
+            except (*REDIS_DOWN, ResponseError, ClusterError, *TRANSPORT_LEAKS) as error:
                 if unavailable(error) is None:
                     raise
                 log.warning("could not settle the last batch (%s); it stays pending for another consumer", error)
@@ -590,26 +608,49 @@ class Partition:
                 log.error("event %s (%s): follow-up on %s failed: %s", *what, extra=about)
 
     async def _apply(self, commands: list[Command]) -> list[int | str]:
-        """Apply commands outside the partition's slot (or no partition's: a sweep's), in order:
-        apply.lua once per slot, all at once. A slot Redis refused for want of memory (before it
-        wrote anything) gives REFUSED outcomes."""
-        by_slot: dict[int, list[int]] = {}
+        """Apply commands outside the partition's slot (or no partition's: a sweep's), in order: one
+        apply.lua call per master (on a single Redis, one call), the masters' at once. A call that
+        finds its master no longer serves a key (the slot map moved) is made again one slot at a time,
+        through the client's routing. Redis refusing a call for want of memory (before it wrote
+        anything) gives REFUSED outcomes."""
+        by_node: dict[str, list[int]] = {}
         for index, (action, _, _) in enumerate(commands):
-            by_slot.setdefault(self.worker.slot_of(action.key), []).append(index)
+            by_node.setdefault(self.worker.node_of(action.key), []).append(index)
         outcomes: list[int | str] = [NOT_APPLIED] * len(commands)
+        node_wide = isinstance(self.redis, RedisCluster)
 
-        async def apply_slot(indexes: list[int]) -> None:
-            call = ScriptCall()
-            packed = {"commands": [self._command(commands[index], call) for index in indexes]}
-            try:
-                found = await self.worker.apply_script(keys=call.keys, args=call.args(packed))
-            except OutOfMemoryError:
-                found = [REFUSED] * len(indexes)
-            for index, raw in zip(indexes, found, strict=True):
-                outcomes[index] = outcome_of(raw)
+        async def apply_on_node(indexes: list[int]) -> None:
+            if await self._apply_call(commands, indexes, outcomes, node_wide):
+                return
+            log.info("the slot map moved under a batch: applying its %d commands slot by slot", len(indexes))
+            by_slot: dict[int, list[int]] = {}
+            for index in indexes:
+                by_slot.setdefault(cluster_slot(commands[index][0].key), []).append(index)
+            for slot_indexes in by_slot.values():
+                await self._apply_call(commands, slot_indexes, outcomes, node_wide=False)
 
-        await asyncio.gather(*(apply_slot(indexes) for indexes in by_slot.values()))
+        await asyncio.gather(*(apply_on_node(indexes) for indexes in by_node.values()))
         return outcomes
+
+    async def _apply_call(
+        self, commands: list[Command], indexes: list[int], outcomes: list[int | str], node_wide: bool
+    ) -> bool:
+        """One apply.lua call for `commands[indexes]`, its outcomes set in `outcomes`. `node_wide`: the
+        keys go by name in ARGV[1], only the first declared. False if it wrote nothing for ELSEWHERE."""
+        call = ScriptCall()
+        packed: dict[str, Any] = {"commands": [self._command(commands[index], call) for index in indexes]}
+        script_keys = call.keys
+        if node_wide:
+            packed["keys"], script_keys = call.keys, call.keys[:1]
+        try:
+            found = await self.worker.apply_script(keys=script_keys, args=call.args(packed))
+        except OutOfMemoryError:
+            found = [REFUSED] * len(indexes)
+        if found == ELSEWHERE:
+            return False
+        for index, raw in zip(indexes, found, strict=True):
+            outcomes[index] = outcome_of(raw)
+        return True
 
     @staticmethod
     def _command(command: Command, call: ScriptCall) -> dict[str, Any]:

@@ -56,30 +56,37 @@ def sessions(base_url: str, count: int, redis_url: str | None = None) -> list[Se
     return made
 
 
+def client(redis_url: str) -> redis.Redis | redis.RedisCluster:
+    """A client of the server at `redis_url`, a cluster's if it is one: the board lives on its slot's master."""
+    with redis.Redis.from_url(redis_url) as probe:
+        clustered = bool(probe.info("cluster").get("cluster_enabled"))
+    return redis.RedisCluster.from_url(redis_url) if clustered else redis.Redis.from_url(redis_url)
+
+
 def fill_board(redis_url: str, members: int) -> int:
     """Top the board up to `members` bot entries (member `Bot{n}-{32 hex}` like a real one, in the
     board's member index too, as the leaderboard worker would have put it); its size. Pipelined,
     a chunk at a time: a million members take seconds."""
-    client = redis.Redis.from_url(redis_url)
+    db = client(redis_url)
     try:
-        present = int(client.zcard(BOARD))
-        pipeline = client.pipeline(transaction=False)
+        present = int(db.zcard(BOARD))
+        pipeline = db.pipeline(transaction=False)
         for start in range(present, members, FILL_CHUNK):
             ids = {n: secrets.token_hex(16) for n in range(start, min(members, start + FILL_CHUNK))}
             pipeline.zadd(BOARD, {f"Bot{n}-{bot}": (n * 7919) % 1_000_000 for n, bot in ids.items()})
             pipeline.hset(keys.board_members(BOARD), mapping={bot: f"Bot{n}-{bot}" for n, bot in ids.items()})
             pipeline.execute()
-        return int(client.zcard(BOARD))
+        return int(db.zcard(BOARD))
     finally:
-        client.close()
+        db.close()
 
 
 def place_on_board(redis_url: str, sessions: list[Session], seed: int = 14) -> None:
     """An entry for each session, at a random place on the board, so `me?around=5` finds one anywhere."""
     rng = random.Random(seed)
     members = {session.id: f"Bench-{session.id}" for session in sessions}
-    with redis.Redis.from_url(redis_url) as client:
-        pipeline = client.pipeline(transaction=False)
+    with client(redis_url) as db:
+        pipeline = db.pipeline(transaction=False)
         pipeline.zadd(BOARD, {member: rng.randint(1, 1_000_000) for member in members.values()}, gt=True)
         pipeline.hset(keys.board_members(BOARD), mapping=members)
         pipeline.execute()

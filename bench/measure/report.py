@@ -155,6 +155,22 @@ def scaling_table(result: Result) -> str:
     return table(columns, rows)
 
 
+def cluster_table(result: Result) -> str:
+    """Each shape's figures beside one Redis's for the same operation, measured in the same run."""
+    found = result.get("cluster", [])
+    single = {cell["operation"]: cell for cell in found if cell["topology"] == "one Redis"}
+    columns = [("topology", TEXT), *figures("partitions", "workers of each"), ("operation (c=64)", TEXT)]
+    columns += figures("req/s", "p99 ms", "non-2xx and errors", "beside one Redis")
+    rows = []
+    for cell in found:
+        base = single.get(cell["operation"])
+        ratio = f"{cell['rps'] / base['rps']:.2f}" if base and base["rps"] else "-"
+        failed = cell["non_2xx"] + cell["errors"]
+        rows.append([cell["topology"], cell["partitions"], cell["workers"], cell["operation"]])
+        rows[-1] += [f"{cell['rps']:,.0f}", f"{cell['p99_ms']:.1f}", failed, ratio]
+    return table(columns, rows)
+
+
 def compare_title(result: Result) -> str:
     return f"Beside {result['compare']['label']}"
 
@@ -370,6 +386,8 @@ def markdown(result: Result) -> str:
         sections.append(("A player's saves beside the costliest saves the limits allow", costly_table(result)))
     if result.get("metrics_cost"):
         sections.append(("What the HTTP metrics cost: the gateway with them on beside off", metrics_cost_table(result)))
+    if result.get("cluster"):
+        sections.append(("A Redis Cluster of three masters beside one Redis", cluster_table(result)))
     if result.get("live"):
         title = "Live fan-out: a new leader reaching every listener of one gateway process"
         sections.append((title, live_table(result)))
