@@ -10,8 +10,8 @@
 -- worker sends the names in ARGV[1]'s "keys" and declares only the first (so the call reaches that
 -- master), and the script runs with allow-cross-slot-keys (the worker prepends the flag). If the
 -- slot map moved under the worker, a key is not served here: then nothing is written and the call
--- returns ELSEWHERE, and the worker applies those commands one slot at a time (KEYS, which the
--- client routes, following MOVED and ASK).
+-- returns ELSEWHERE (targets_of, in apply_commands.lua), and the worker applies those commands one
+-- slot at a time (KEYS, which the client routes, following MOVED).
 --
 -- ARGV[1], JSON: {"commands": [{"command", "key", "version" (0: none), "args" (after the key: their
 --                 first index in ARGV and their count, {first, count}; they follow ARGV[1]),
@@ -28,16 +28,10 @@
 -- -5 (the written document broke its limits; restored), or Redis's error text; or Redis's
 -- OOM error, nothing written, when Redis refuses its first write for memory; or ELSEWHERE, alone.
 -- (apply_commands, from shared/apply_commands.lua, comes first.)
-local ELSEWHERE = -6
 local batch = cjson.decode(ARGV[1])
-local targets = KEYS
-if batch.keys then
-  for _, key in ipairs(batch.keys) do -- before any write: all of the call, or none of it
-    if type(redis.pcall('EXISTS', key)) == 'table' then
-      return ELSEWHERE
-    end
-  end
-  targets = batch.keys
+local targets = targets_of(batch)
+if not targets then
+  return ELSEWHERE
 end
 local outcomes, refused = apply_commands(batch.commands, targets)
 return refused or outcomes

@@ -168,8 +168,27 @@ local function args_of(command)
   return { unpack(ARGV, first, first + command.args[2] - 1) }
 end
 
+-- A whole call's answer, before anything is written: a key it names is not one this master serves.
+local ELSEWHERE = -6
+
+-- The keys a call's commands name by index: KEYS; or, in a node-wide call on a Redis Cluster (one
+-- call for every slot a master serves, the script flagged allow-cross-slot-keys), the names in the
+-- batch's "keys", each checked to be served here before anything is written: nil if one is not (the
+-- slot moved, or is moving, and the worker's map is behind).
+local function targets_of(batch)
+  if not batch.keys then
+    return KEYS
+  end
+  for _, key in ipairs(batch.keys) do
+    if type(redis.pcall('EXISTS', key)) == 'table' then
+      return nil
+    end
+  end
+  return batch.keys
+end
+
 -- Each command's outcome, or Redis's OOM error (nothing written yet) as the second value. A command's
--- keys are indexes into `targets`: KEYS, or the key names a node-wide call brings in ARGV[1] (apply.lua).
+-- keys are indexes into `targets` (targets_of).
 local function apply_commands(commands, targets)
   local clock = redis.call('TIME')
   local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)

@@ -1,13 +1,16 @@
 -- Settle one batch of a partition's stream entries in one atomic step: apply the commands whose
--- targets share the partition's slot (on a single Redis, all of them: one script per batch), write
--- each caller's reply, dead-letter what could not be applied, acknowledge every entry. Every key
--- here is in the partition's slot. Commands in other slots (on a Redis Cluster) were applied
--- before, by apply.lua, and arrive as plain replies. See shared/worker.py.
+-- targets the partition's master serves (on a single Redis, all of them: one script per batch), write
+-- each caller's reply, dead-letter what could not be applied, acknowledge every entry. KEYS are in
+-- the partition's slot; on a Redis Cluster the commands' targets come by name, in other slots of the
+-- same master, as in apply.lua, and a target not served here makes the whole call write nothing and
+-- return ELSEWHERE. Commands on other masters were applied before, by apply.lua, and arrive as plain
+-- replies. See shared/worker.py.
 --
 -- ARGV[1], the batch as JSON; every key in it is an index into KEYS, every answer the index in ARGV
 -- of a reply's status, its body the next (ARGV[2...] hold the commands' arguments, the answers and
 -- the dead letters, binary-safe):
 --   {"stream", "dead_letters", "group", "reply_ttl_s",
+--    optional "keys" (the commands' targets by name, as apply.lua's),
 --    "commands": [as apply.lua's, plus "reply_to", and the answers "if_true", "if_false",
 --                 optional "refusals": {outcome as text: answer} for the other outcomes;
 --                 a command without "reply_to" is another's follow-up, and its outcome answers no one],
@@ -16,7 +19,7 @@
 --    "ack": [entry ids],
 --    "letters": [{first, count} of each dead letter's fields and values in ARGV, in order]}
 -- Returns the outcomes of its commands, as apply.lua does; or Redis's OOM error, nothing written,
--- when Redis refuses its first write for memory.
+-- when Redis refuses its first write for memory; or ELSEWHERE, alone.
 -- (apply_commands, from shared/apply_commands.lua, comes first.)
 local batch = cjson.decode(ARGV[1])
 
@@ -26,7 +29,11 @@ local function reply(key_index, answer)
   redis.call('EXPIRE', key, batch.reply_ttl_s)
 end
 
-local outcomes, refused = apply_commands(batch.commands, KEYS)
+local targets = targets_of(batch)
+if not targets then
+  return ELSEWHERE
+end
+local outcomes, refused = apply_commands(batch.commands, targets)
 if refused then
   return refused
 end

@@ -135,18 +135,19 @@ Prepare = Callable[[Redis | RedisCluster], Awaitable[None]]
 HERE = Path(__file__).parent
 APPLY_COMMANDS = (HERE / "apply_commands.lua").read_text()  # the Lua both scripts apply commands with
 # Flagged so that on a cluster one call may write keys of every slot its master serves (apply.lua).
-APPLY_SCRIPT = "#!lua flags=allow-cross-slot-keys\n" + APPLY_COMMANDS + (HERE / "apply.lua").read_text()
-SETTLE_SCRIPT = APPLY_COMMANDS + (HERE / "settle.lua").read_text()
+CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
+APPLY_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "apply.lua").read_text()
+SETTLE_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "settle.lua").read_text()
 # The settle script let past maxmemory: replies, dead letters and acknowledgements are small, and a
 # batch Redis refused to apply must still be answered (Partition._refuse).
-SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom\n" + SETTLE_SCRIPT
+SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom,allow-cross-slot-keys\n" + SETTLE_SCRIPT.removeprefix(CROSS_SLOT)
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
 STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
 PRECONDITION_FAILED, OVER_LIMITS = -4, -5  # nothing written; answered from the Action's `refusals`
-ELSEWHERE = -6  # apply.lua's answer to a whole call: a key is not on the master it was sent to; nothing written
+ELSEWHERE = -6  # a script's answer to a whole call: a key is not on the master it was sent to; nothing written
 OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command"}
 # Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
 # anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
@@ -155,9 +156,9 @@ REFUSED = -3
 COUNTS_EVERY_S = 1.0  # how often, at most, a worker adds its outcomes to keys.EVENT_COUNTS
 
 
-def same_slot(key: str) -> int:
-    """A single Redis: every key in one group, the partition's own, so the settle script applies all."""
-    return 0
+def same_node(key: str) -> str:
+    """A single Redis: every key on the partition's own server, so the settle script applies all."""
+    return ""
 
 
 def cluster_slot(key: str) -> int:
@@ -183,14 +184,29 @@ class ScriptCall:
     ARGV of their own, not inside the JSON: Redis decoding a save's document escaped inside it cost
     8-11 us a command, more than the JSON.SET (docs/benchmarks.md, "The workers' scripts")."""
 
-    def __init__(self, *script_keys: str) -> None:
-        self.keys = list(script_keys)  # KEYS, or the names a node-wide apply call sends in ARGV[1]
+    def __init__(self, *script_keys: str, node_wide: bool = False) -> None:
+        self.keys = list(script_keys)
+        # A node-wide call (a cluster's): the commands' keys go by name in ARGV[1]'s "keys", and the
+        # script checks that its master serves each before it writes (apply.lua).
+        self.names: list[str] | None = [] if node_wide else None
         self.argv: list[bytes | str] = [b""]
         self._answers: dict[int, int] = {}  # id(Reply) -> its status's index: each reply once a call
 
     def key(self, key: str) -> int:
+        """A key in KEYS: the call's own, in the slot it is routed to."""
         self.keys.append(key)
         return len(self.keys)
+
+    def target(self, key: str) -> int:
+        """A command's key: in KEYS, or by name in a node-wide call."""
+        if self.names is None:
+            return self.key(key)
+        self.names.append(key)
+        return len(self.names)
+
+    def routed_by(self) -> list[str]:
+        """KEYS as sent: a node-wide call with none of its own declares its first target, to reach its master."""
+        return self.keys if self.keys or self.names is None else self.names[:1]
 
     def values(self, values: Sequence[bytes | str]) -> list[int]:
         """Where `values` are in ARGV: [first index, count]."""
@@ -206,6 +222,8 @@ class ScriptCall:
         return index
 
     def args(self, packed: dict[str, Any]) -> list[bytes | str]:
+        if self.names is not None:
+            packed["keys"] = self.names
         self.argv[0] = orjson.dumps(packed)
         return self.argv
 
@@ -249,8 +267,7 @@ class Worker:
     """One process: a consumer of every partition of its command stream, sharing one Redis client."""
 
     redis: Redis | RedisCluster  # which one, run() learns from Redis itself
-    slot_of: Callable[[str], int]  # which targets the settle script may write: those in its partition's slot
-    node_of: Callable[[str], str]  # groups the other targets by the master one apply call writes them on
+    node_of: Callable[[str], str]  # the master a key is on: a batch's script calls are one per master it touches
 
     def __init__(
         self,
@@ -317,12 +334,10 @@ class Worker:
             cluster_client = connect_cluster(url, max_connections_per_node=connections)
             await cluster_client.initialize()
             self.redis = cluster_client
-            self.slot_of = cluster_slot
             self.node_of = lambda key: getattr(cluster_client.get_node_from_key(key), "name", "")
         else:
             self.redis = connect(url, max_connections=connections)
-            self.slot_of = same_slot
-            self.node_of = str
+            self.node_of = same_node
         self.apply_script = self.redis.register_script(APPLY_SCRIPT)
         self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
@@ -540,29 +555,53 @@ class Partition:
     async def _settle(self, batch: Batch) -> None:
         """Apply the commands, answer, dead-letter and acknowledge.
 
-        Commands whose target shares the partition's hash slot (on a single Redis, every command) are
-        applied by the settle script itself: one atomic step, one round trip. The others (on a Redis
-        Cluster) are applied first by apply.lua, one call per slot, and then settled.
+        Commands whose targets are on the partition's own master (on a single Redis, every command)
+        are applied by the settle script itself: one atomic step, one round trip. The others (on a
+        Redis Cluster) are applied first by apply.lua, one call per master, and then settled. Should
+        the settle script find the slot map moved (ELSEWHERE, nothing written), its commands go the
+        apply path too.
         """
         if not batch.entry_ids:
             return
-        here, elsewhere = self._by_slot(batch.ready)
-        follow_ups_here, follow_ups_elsewhere = self._by_slot(batch.follow_ups)
-        outcomes_elsewhere = await self._apply(
-            [*map(command_of, elsewhere), *(command_of(ready, follow_up=True) for ready in follow_ups_elsewhere)]
-        )
-        self._check_follow_ups(follow_ups_elsewhere, outcomes_elsewhere[len(elsewhere) :])
-        replies = [*batch.replies, *self._replies(batch, elsewhere, outcomes_elsewhere[: len(elsewhere)])]
-        script_keys, args = self._settlement(batch, here, replies, follow_ups_here)
-        try:
-            outcomes = await self.worker.settle_script(keys=script_keys, args=args)
-        except OutOfMemoryError:  # nothing of this script written; what other slots applied stands
-            await self._refuse(batch, here, replies)
+        here, elsewhere = self._split(batch.ready)
+        follow_ups_here, follow_ups_elsewhere = self._split(batch.follow_ups)
+        replies = [*batch.replies, *await self._apply_answering(batch, elsewhere, follow_ups_elsewhere)]
+        outcomes = await self._settle_call(batch, here, replies, follow_ups_here)
+        if outcomes == ELSEWHERE:
+            log.info("the slot map moved under a batch: applying its commands before settling it")
+            replies += await self._apply_answering(batch, here, follow_ups_here)
+            here, follow_ups_here = [], []
+            outcomes = await self._settle_call(batch, here, replies, follow_ups_here)
+        if not isinstance(outcomes, list):  # refused for want of memory: answered 503, unapplied
             return
         self._replies(batch, here, [outcome_of(raw) for raw in outcomes[: len(here)]])
         self._check_follow_ups(follow_ups_here, [outcome_of(raw) for raw in outcomes[len(here) :]])
         self._count_dead(batch)
         self.worker.count_settled()
+
+    async def _apply_answering(
+        self, batch: Batch, ready: list[Ready], follow_ups: list[Ready]
+    ) -> list[tuple[str, Reply]]:
+        """Apply commands and their follow-ups outside the settle script; the replies of the commands."""
+        if not ready and not follow_ups:
+            return []
+        commands = [*map(command_of, ready), *(command_of(one, follow_up=True) for one in follow_ups)]
+        outcomes = await self._apply(commands)
+        self._check_follow_ups(follow_ups, outcomes[len(ready) :])
+        return self._replies(batch, ready, outcomes[: len(ready)])
+
+    async def _settle_call(
+        self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]], follow_ups: list[Ready]
+    ) -> list[Any] | int | None:
+        """The settle script's outcomes, or ELSEWHERE; None when Redis refused it for want of memory
+        (nothing of it written; what apply.lua applied stands), and the batch is answered as such."""
+        script_keys, args = self._settlement(batch, here, replies, follow_ups)
+        try:
+            outcomes: list[Any] | int = await self.worker.settle_script(keys=script_keys, args=args)
+        except OutOfMemoryError:
+            await self._refuse(batch, here, replies)
+            return None
+        return outcomes
 
     def _replies(self, batch: Batch, ready: list[Ready], outcomes: list[int | str]) -> list[tuple[str, Reply]]:
         """Count the outcomes; the reply each caller gets (none past its deadline)."""
@@ -589,13 +628,13 @@ class Partition:
                 replies.append((event.reply_to, STORAGE_ERROR))
         return replies
 
-    def _by_slot(self, ready: list[Ready]) -> tuple[list[Ready], list[Ready]]:
-        """Those whose target shares the partition's slot (the settle script applies them), and the others."""
-        own = self.worker.slot_of(self.key)
+    def _split(self, ready: list[Ready]) -> tuple[list[Ready], list[Ready]]:
+        """Those whose target is on the partition's master (the settle script applies them), and the others."""
+        own = self.worker.node_of(self.key)
         here: list[Ready] = []
         elsewhere: list[Ready] = []
         for one in ready:
-            (here if self.worker.slot_of(one[2].key) == own else elsewhere).append(one)
+            (here if self.worker.node_of(one[2].key) == own else elsewhere).append(one)
         return here, elsewhere
 
     @staticmethod
@@ -637,13 +676,10 @@ class Partition:
     ) -> bool:
         """One apply.lua call for `commands[indexes]`, its outcomes set in `outcomes`. `node_wide`: the
         keys go by name in ARGV[1], only the first declared. False if it wrote nothing for ELSEWHERE."""
-        call = ScriptCall()
-        packed: dict[str, Any] = {"commands": [self._command(commands[index], call) for index in indexes]}
-        script_keys = call.keys
-        if node_wide:
-            packed["keys"], script_keys = call.keys, call.keys[:1]
+        call = ScriptCall(node_wide=node_wide)
+        packed = {"commands": [self._command(commands[index], call) for index in indexes]}
         try:
-            found = await self.worker.apply_script(keys=script_keys, args=call.args(packed))
+            found = await self.worker.apply_script(keys=call.routed_by(), args=call.args(packed))
         except OutOfMemoryError:
             found = [REFUSED] * len(indexes)
         if found == ELSEWHERE:
@@ -658,8 +694,8 @@ class Partition:
         action, seq, deadline_ms = command
         packed = {
             "command": action.command,
-            "key": call.key(action.key),
-            "version": call.key(keys.version(action.key)) if action.versioned else 0,
+            "key": call.target(action.key),
+            "version": call.target(keys.version(action.key)) if action.versioned else 0,
             "args": call.values(action.args),
             "expire_s": action.expire_s,
             "deadline_ms": deadline_ms,
@@ -670,7 +706,7 @@ class Partition:
         if action.limits is not None:
             packed["limits"] = asdict(action.limits)
         if action.extra_keys:
-            packed["extra_keys"] = [call.key(key) for key in action.extra_keys]
+            packed["extra_keys"] = [call.target(key) for key in action.extra_keys]
         return packed
 
     def _settlement(
@@ -679,7 +715,7 @@ class Partition:
         """settle.lua's keys and arguments (ScriptCall); the dead letters binary-safe in ARGV (a
         poison entry's fields need not be text). The `follow_ups` come after the commands that
         answer, with no reply of their own."""
-        call = ScriptCall(self.key, self.dead_letters)
+        call = ScriptCall(self.key, self.dead_letters, node_wide=isinstance(self.redis, RedisCluster))
         stream = self.key.encode()
         commands = [
             {
