@@ -144,6 +144,11 @@ def embedded_cluster(first_port: int, data_dir: Path) -> Iterator[str]:
         log("Redis Cluster stopped")
 
 
+# `--cluster`'s STREAM_PARTITIONS unless one is set, as deploy/compose.cluster.yml has it: two a master, so
+# that every master holds partitions and a batch's documents on its partition's master settle in one call.
+CLUSTER_PARTITIONS = "6"
+
+
 def configured(name: str, default: str) -> str:
     """The environment first, then .env, as the services themselves read it."""
     return os.environ.get(name) or str(dotenv_values(ROOT / ".env").get(name) or default)
@@ -175,8 +180,13 @@ def main() -> None:
     if url:
         log("REDIS_URL is set: using it, starting no Redis")
     redis: AbstractContextManager[str] = nullcontext(url) if url else embedded(cluster=args.cluster)
+    env = {}
+    if args.cluster:
+        partitions = configured("STREAM_PARTITIONS", CLUSTER_PARTITIONS)
+        log(f"STREAM_PARTITIONS={partitions}: the command streams spread over the masters (docs/scaling.md)")
+        env["STREAM_PARTITIONS"] = partitions
     with redis as redis_url:
-        sys.exit(run(Stack(redis_url, port), args.saves, args.leaderboard))
+        sys.exit(run(Stack(redis_url, port, env), args.saves, args.leaderboard))
 
 
 def run(stack: Stack, saves: int, leaderboard: int) -> int:
