@@ -1,4 +1,5 @@
-"""A local Redis Cluster: three masters of the embedded Redis Stack server, JSON and Search on each.
+"""A local Redis Cluster: three masters of the embedded Redis Stack server, JSON and Search on each,
+and, if asked, replicas of each (which the cluster promotes when their master fails).
 
 For `make run-cluster` and the tests of cluster support. Each node is
 devtools/redis_stack.py's server with cluster mode on, in a folder of its own
@@ -72,8 +73,12 @@ class Cluster:
                 process.wait()
 
 
-def consecutive_ports(first: int) -> list[int]:
-    return [first + n for n in range(MASTERS)]
+def nodes_for(replicas: int) -> int:
+    return MASTERS * (1 + replicas)
+
+
+def consecutive_ports(first: int, replicas: int = 0) -> list[int]:
+    return [first + n for n in range(nodes_for(replicas))]
 
 
 def is_free(port: int) -> bool:
@@ -128,12 +133,16 @@ def already_joined(ports: list[int], data_dir: Path) -> bool:
     )
 
 
-def create(ports: list[int]) -> None:
+def create(ports: list[int], replicas: int = 0) -> None:
     """`redis-cli --cluster create`, answering its question with `yes`."""
     server = redis_stack.provision()
     command = [str(server.binary.with_name("redis-cli")), "--cluster", "create"]
-    command += [f"{HOST}:{port}" for port in ports] + ["--cluster-replicas", "0"]
-    say(f"joining them: redis-cli --cluster create ... --cluster-replicas 0 ({SLOTS} slots over {len(ports)} masters)")
+    command += [f"{HOST}:{port}" for port in ports] + ["--cluster-replicas", str(replicas)]
+    masters = len(ports) // (1 + replicas)
+    say(
+        f"joining them: redis-cli --cluster create ... --cluster-replicas {replicas} "
+        f"({SLOTS} slots over {masters} masters, {replicas} replica(s) each)"
+    )
     result = subprocess.run(command, input="yes\n", env=server.env, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         output = ANSI_COLOUR.sub("", result.stdout + result.stderr).strip()
@@ -158,29 +167,49 @@ def wait_until_ok(ports: list[int], data_dir: Path, timeout_s: float = READY_TIM
                     f"see {log_of(port, data_dir)}"
                 )
             time.sleep(0.1)
+    wait_for_replicas(ports, data_dir, deadline)
+
+
+def wait_for_replicas(ports: list[int], data_dir: Path, deadline: float) -> None:
+    """Until every replica's link to its master is up (its first sync done): until then, a failover
+    would promote a replica that has nothing."""
+    for port in ports:
+        while True:
+            with redis.Redis(host=HOST, port=port, socket_timeout=5) as client:
+                replication = client.info("replication")
+            if replication["role"] != "slave" or replication.get("master_link_status") == "up":
+                break
+            if time.monotonic() > deadline:
+                raise ProvisionError(
+                    f"replica {HOST}:{port} is not in sync with its master; see {log_of(port, data_dir)}"
+                )
+            time.sleep(0.1)
 
 
 def log_of(port: int, data_dir: Path) -> Path:
     return data_dir / str(port) / "redis.log"
 
 
-def start(ports: list[int], data_dir: Path) -> Cluster:
-    """Start a node on each port (data in data_dir/<port>/), join them unless they already are one,
-    and wait for cluster_state:ok; whatever fails, the nodes started so far are stopped."""
+def start(ports: list[int], data_dir: Path, replicas: int = 0, node_timeout_ms: int | None = None) -> Cluster:
+    """Start a node on each port (data in data_dir/<port>/), join them unless they already are one (with
+    `replicas` replicas a master: len(ports) is nodes_for(replicas)), and wait for cluster_state:ok and
+    every replica in sync; whatever fails, the nodes started so far are stopped. `node_timeout_ms`: how
+    long a master may not answer before the others fail it over (Redis's default: 15 s)."""
     check_ports(ports)
+    if len(ports) != nodes_for(replicas):
+        raise ProvisionError(f"{replicas} replica(s) for each of {MASTERS} masters need {nodes_for(replicas)} ports")
     began = time.monotonic()
     cluster = Cluster(ports, [])
+    flags = [*CLUSTER_FLAGS, *(("--cluster-node-timeout", str(node_timeout_ms)) if node_timeout_ms else ())]
     try:
         for port in ports:
-            node = redis_stack.start(
-                port, data_dir / str(port), log_file=log_of(port, data_dir), extra_args=CLUSTER_FLAGS
-            )
+            node = redis_stack.start(port, data_dir / str(port), log_file=log_of(port, data_dir), extra_args=flags)
             cluster.processes.append(node)
         say(f"{len(ports)} nodes on ports {', '.join(map(str, ports))}, data and logs in {data_dir}")
         if already_joined(ports, data_dir):
             say("they formed a cluster on an earlier run: rejoining it")
         else:
-            create(ports)
+            create(ports, replicas)
         wait_until_ok(ports, data_dir)
     except BaseException:
         cluster.stop()
@@ -190,8 +219,10 @@ def start(ports: list[int], data_dir: Path) -> Cluster:
 
 
 @contextmanager
-def running(ports: list[int], data_dir: Path) -> Iterator[Cluster]:
-    cluster = start(ports, data_dir)
+def running(
+    ports: list[int], data_dir: Path, replicas: int = 0, node_timeout_ms: int | None = None
+) -> Iterator[Cluster]:
+    cluster = start(ports, data_dir, replicas, node_timeout_ms)
     try:
         yield cluster
     finally:
@@ -224,14 +255,15 @@ def serve(cluster: Cluster) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.redis_cluster",
-        description="A local Redis Cluster: three masters with JSON and Search, from the embedded Redis Stack.",
+        description="A local Redis Cluster: three masters with JSON and Search, from the embedded Redis Stack, "
+        "and optionally replicas of each.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     start_command = commands.add_parser(
         "start",
         help="start it and keep it in the foreground until Ctrl-C",
-        description="Start three masters on consecutive ports, join them into a cluster (or rejoin the one "
-        "their folders hold), print the REDIS_URL to use, and stop them on Ctrl-C.",
+        description="Start three masters (and their replicas) on consecutive ports, join them into a cluster (or "
+        "rejoin the one their folders hold), print the REDIS_URL to use, and stop them on Ctrl-C.",
     )
     start_command.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"the first node's port; the others take the next ones "
@@ -243,9 +275,13 @@ def main() -> None:
         default=DEFAULT_DIR,
         help="data folder, one sub-folder per node (default .data/redis-cluster)",
     )
+    start_command.add_argument(
+        "--replicas", type=int, default=0, choices=range(3),
+        help="replicas of each master, on the ports after the masters' (default 0; the folder's cluster keeps its own)",
+    )  # fmt: skip
     args = parser.parse_args()
     try:
-        cluster = start(consecutive_ports(args.port), args.dir)
+        cluster = start(consecutive_ports(args.port, args.replicas), args.dir, args.replicas)
     except ProvisionError as error:
         sys.exit(f"[redis-cluster] {error}")
     except KeyboardInterrupt:

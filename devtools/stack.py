@@ -132,9 +132,9 @@ def embedded_redis(port: int, data_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def embedded_cluster(first_port: int, data_dir: Path) -> Iterator[str]:
+def embedded_cluster(first_port: int, replicas: int, data_dir: Path) -> Iterator[str]:
     try:
-        cluster = redis_cluster.start(redis_cluster.consecutive_ports(first_port), data_dir)
+        cluster = redis_cluster.start(redis_cluster.consecutive_ports(first_port, replicas), data_dir, replicas)
     except redis_stack.ProvisionError as error:
         sys.exit(f"[stack] the embedded Redis Cluster could not start: {error}")
     try:
@@ -156,7 +156,10 @@ def configured(name: str, default: str) -> str:
 
 def embedded(*, cluster: bool) -> AbstractContextManager[str]:
     if cluster:
-        return embedded_cluster(int(configured("EMBEDDED_CLUSTER_PORT", "7000")), ROOT / ".data/redis-cluster")
+        replicas = int(configured("EMBEDDED_CLUSTER_REPLICAS", "0"))
+        first_port = int(configured("EMBEDDED_CLUSTER_PORT", "7000"))
+        folder = ".data/redis-cluster" + (f"-{replicas}-replicas" if replicas else "")  # a cluster keeps its shape
+        return embedded_cluster(first_port, replicas, ROOT / folder)
     return embedded_redis(
         int(configured("EMBEDDED_REDIS_PORT", "6379")), ROOT / configured("EMBEDDED_REDIS_DIR", ".data/redis")
     )
@@ -166,8 +169,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.stack",
         description="Run Redis (unless REDIS_URL is set), the gateway and the workers until Ctrl-C.",
-        epilog="PORT, REDIS_URL, EMBEDDED_REDIS_PORT, EMBEDDED_CLUSTER_PORT and every service setting come from "
-        "the environment or .env.",
+        epilog="PORT, REDIS_URL, EMBEDDED_REDIS_PORT, EMBEDDED_CLUSTER_PORT, EMBEDDED_CLUSTER_REPLICAS and every "
+        "service setting come from the environment or .env.",
     )
     parser.add_argument("--saves", type=int, default=1, help="saves worker processes (default 1)")
     parser.add_argument("--leaderboard", type=int, default=1, help="leaderboard worker processes (default 1)")

@@ -20,7 +20,8 @@
 --                 optional "limits" ({"max_bytes", "max_values", "max_depth"}: what the written JSON
 --                 document must keep within, else it is restored),
 --                 optional "extra_keys" (an operation's further keys)}, ...],
---                 optional "keys": [key names]},
+--                 optional "keys": [key names],
+--                 optional "mark": a key, keys.replication_mark, written last (DURABILITY=replicated)},
 --                 each key an index into KEYS, or into "keys" when it is there. "command" is a Redis
 --                 command or the name of one of apply_commands.lua's OPERATIONS.
 -- Returns, per command: 1 (applied: OK or a non-zero count), 0 (not: nil or zero), -1 (past its
@@ -34,4 +35,10 @@ if not targets then
   return ELSEWHERE
 end
 local outcomes, refused = apply_commands(batch.commands, targets)
-return refused or outcomes
+if refused then
+  return refused
+end
+if batch.mark then -- DURABILITY=replicated: a write of this call's own, so its WAIT covers every earlier one
+  redis.call('SET', targets[batch.mark], '1', 'PX', 60000)
+end
+return outcomes

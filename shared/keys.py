@@ -168,6 +168,20 @@ def version(key: str) -> str:
     return f"{VERSION_PREFIX}{{{key}}}"
 
 
+def replication_mark(key: str) -> str:
+    """Written by every replicated apply call, in `key`'s slot, so that its WAIT covers every earlier
+    write on that master, even when none of its commands wrote (shared/worker.py); it expires soon."""
+    return f"{STREAM_PREFIX}replicated:{{{hash_tag(key)}}}"
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes of `key`: the text between its first `{` and the next `}` if not empty;
+    else all of it."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    return key[start + 1 : end] if end > start + 1 else key
+
+
 def command_stream(name: str, partition: int) -> str:
     return f"{STREAM_PREFIX}{{{partition}}}:{name}"
 

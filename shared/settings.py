@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     # share the hash tag {N}: on a Redis Cluster a partition lives in one slot, the partitions spread
     # over the masters. Lowering it strands what the dropped partitions hold: drain them first.
     stream_partitions: int = Field(1, ge=1, le=1024)
+    # What a write's 2xx promises (docs/reliability.md, "Durability"). local: it is applied on its
+    # master, which replicates it a moment later (a failover in that moment loses it). replicated: it
+    # is on its master and on DURABILITY_REPLICAS of that master's replicas (Redis WAIT) before anyone
+    # is answered; a write whose replicas do not confirm within DURABILITY_TIMEOUT_MS is answered 503.
+    durability: Literal["local", "replicated"] = "local"
+    durability_replicas: int = Field(1, ge=1, le=16)
+    durability_timeout_ms: int = Field(1000, ge=1, le=60_000)
 
     # Connections (services/gateway/server.py). A browser's head is under 2 KiB; 16 KiB, as in
     # Node and h11, leaves room for cookies of other apps on the same host, and bounds what a
@@ -247,6 +254,9 @@ class Settings(BaseSettings):
         every = seasons.EVERY.fullmatch(self.leaderboard_season)
         if every and int(every[1]) * 1000 * self.leaderboard_seasons_kept <= self.request_timeout_ms:
             raise ValueError("LEADERBOARD_SEASONS_KEPT seasons of LEADERBOARD_SEASON must outlast REQUEST_TIMEOUT_MS")
+        # A write waits for its replicas within its caller's deadline, with time left to answer.
+        if self.durability == "replicated" and self.durability_timeout_ms >= self.request_timeout_ms:
+            raise ValueError("DURABILITY_TIMEOUT_MS must be below REQUEST_TIMEOUT_MS")
         if self.score_min >= self.score_max:
             raise ValueError("SCORE_MIN must be below SCORE_MAX")
         # Past 2^53 a JSON integer can't be stored exactly as Redis's (and JavaScript's) double.

@@ -41,12 +41,21 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import uvloop
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import ClusterError, MaxConnectionsError, OutOfMemoryError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    MaxConnectionsError,
+    MovedError,
+    NoScriptError,
+    OutOfMemoryError,
+    ResponseError,
+)
 
 from shared import keys
 from shared.connection import (
@@ -143,11 +152,14 @@ SETTLE_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "settle.lua").read_text()
 SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom,allow-cross-slot-keys\n" + SETTLE_SCRIPT.removeprefix(CROSS_SLOT)
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
 STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
+NOT_REPLICATED = Reply.message(503, "The write was not confirmed by a replica in time; try again shortly")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
 # apply.lua's outcomes besides an error's text.
 APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
 PRECONDITION_FAILED, OVER_LIMITS = -4, -5  # nothing written; answered from the Action's `refusals`
 ELSEWHERE = -6  # a script's answer to a whole call: a key is not on the master it was sent to; nothing written
+# Not apply.lua's: applied on its master, whose replicas did not confirm it in time (DURABILITY=replicated).
+UNREPLICATED = -7
 OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command"}
 # Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
 # anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
@@ -252,6 +264,7 @@ class Stats:
     expired: int = 0
     dead_lettered: int = 0
     refused: int = 0  # answered 503, unapplied: Redis was out of memory
+    unreplicated: int = 0  # answered 503, applied on the master only (DURABILITY=replicated)
 
     def outcomes(self) -> dict[str, int]:
         """The counts by the outcome names GET /metrics shows."""
@@ -260,6 +273,7 @@ class Stats:
             "expired": self.expired,
             "dead-lettered": self.dead_lettered,
             "refused": self.refused,
+            "unreplicated": self.unreplicated,
         }
 
 
@@ -288,6 +302,8 @@ class Worker:
         self.counts_due: asyncio.Task[None] | None = None  # the next publish_counts, at most one waiting
         self.counts_published_at = -COUNTS_EVERY_S  # on the event loop's clock
         self.stopping = asyncio.Event()
+        self.replicated = settings.durability == "replicated"
+        self.masters: dict[str, Redis] = {}  # DURABILITY=replicated on a cluster: a client of each master
 
     def stop(self) -> None:
         if not self.stopping.is_set():
@@ -312,6 +328,8 @@ class Worker:
             await self.counts_due  # stopping, it publishes at once
         await self.publish_counts()
         await self.redis.aclose()
+        for client in self.masters.values():
+            await client.aclose()
         stats = self.stats
         log.info(
             "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
@@ -341,6 +359,59 @@ class Worker:
         self.apply_script = self.redis.register_script(APPLY_SCRIPT)
         self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
         self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
+        if self.replicated:
+            await self.check_replicas()
+
+    async def check_replicas(self) -> None:
+        """DURABILITY=replicated: say which masters lack the replicas a write must reach (their writes
+        are answered 503 until a replica is in sync), rather than let it be found out write by write."""
+        wanted = self.settings.durability_replicas
+        if isinstance(self.redis, RedisCluster):
+            infos = await self.redis.info("replication", target_nodes=RedisCluster.PRIMARIES)
+            found = {name: int(info.get("connected_slaves", 0)) for name, info in infos.items()}
+        else:
+            found = {"Redis": int((await self.redis.info("replication")).get("connected_slaves", 0))}
+        for master, replicas in found.items():
+            if replicas < wanted:
+                log.error(
+                    "DURABILITY=replicated wants %d replica(s) of every master; %s has %d: its writes are answered "
+                    "503 until one is in sync", wanted, master, replicas,
+                )  # fmt: skip
+
+    def master(self, node: str) -> Redis:
+        """A client of one master by its cluster name (host:port), or of the single Redis (""), for calls
+        that must share a connection with their WAIT: redis-py's cluster client picks one per command."""
+        if not node or not isinstance(self.redis, RedisCluster):
+            return cast(Redis, self.redis)
+        client = self.masters.get(node)
+        if client is None:
+            host, _, port = node.rpartition(":")
+            parts = urlsplit(self.settings.redis_url)
+            auth = parts.netloc.rpartition("@")[0]
+            netloc = f"{auth}@{host}:{port}" if auth else f"{host}:{port}"
+            url = urlunsplit(parts._replace(netloc=netloc))
+            client = self.masters[node] = connect(url, max_connections=2 * self.settings.stream_partitions + 2)
+        return client
+
+    async def apply_replicated(self, node: str, script_keys: list[str], args: list[bytes | str]) -> tuple[Any, int]:
+        """apply.lua, then WAIT on the same connection: its answer, and how many replicas confirmed every
+        write on that master up to its own (the script always writes, keys.replication_mark). A key
+        the master does not serve (MOVED, ASK) answers ELSEWHERE."""
+        client = self.master(node)
+        wanted, timeout_ms = self.settings.durability_replicas, self.settings.durability_timeout_ms
+        for _ in range(2):
+            pipeline = client.pipeline(transaction=False)
+            pipeline.evalsha(self.apply_script.sha, len(script_keys), *script_keys, *args)
+            pipeline.execute_command("WAIT", wanted, timeout_ms)
+            found, acked = await pipeline.execute(raise_on_error=False)
+            if not isinstance(found, NoScriptError):
+                break
+            await client.script_load(APPLY_SCRIPT)  # a promoted replica, or a Redis restarted empty
+        if isinstance(found, MovedError | AskError):
+            return ELSEWHERE, 0
+        if isinstance(found, Exception):
+            raise found
+        return found, int(acked)
 
     async def ensure_indexes(self) -> None:
         if isinstance(self.redis, RedisCluster):
@@ -623,13 +694,22 @@ class Partition:
             elif outcome == REFUSED:
                 self.stats.refused += 1
                 replies.append((event.reply_to, STORAGE_FULL))
+            elif outcome == UNREPLICATED:
+                self.stats.unreplicated += 1
+                replies.append((event.reply_to, NOT_REPLICATED))
+                log.warning(
+                    "%s %s on %s: no replica confirmed it in time", event.type, event.id, action.key, extra=about
+                )
             else:
                 log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome, extra=about)
                 replies.append((event.reply_to, STORAGE_ERROR))
         return replies
 
     def _split(self, ready: list[Ready]) -> tuple[list[Ready], list[Ready]]:
-        """Those whose target is on the partition's master (the settle script applies them), and the others."""
+        """Those whose target is on the partition's master (the settle script applies them), and the others.
+        DURABILITY=replicated: none, as a reply must not be written before its write is on a replica."""
+        if self.worker.replicated:
+            return [], ready
         own = self.worker.node_of(self.key)
         here: list[Ready] = []
         elsewhere: list[Ready] = []
@@ -641,7 +721,7 @@ class Partition:
     def _check_follow_ups(follow_ups: list[Ready], outcomes: list[int | str]) -> None:
         """A follow-up answers no one: only a failure is worth a line (Redis's error, or out of memory)."""
         for (_, event, action), outcome in zip(follow_ups, outcomes, strict=True):
-            if isinstance(outcome, str) or outcome == REFUSED:
+            if isinstance(outcome, str) or outcome in (REFUSED, UNREPLICATED):
                 about = {"request_id": event.request_id or None}
                 what = (event.id, event.type, action.key, outcome)
                 log.error("event %s (%s): follow-up on %s failed: %s", *what, extra=about)
@@ -661,6 +741,9 @@ class Partition:
         async def apply_on_node(indexes: list[int]) -> None:
             if await self._apply_call(commands, indexes, outcomes, node_wide):
                 return
+            if self.worker.replicated:  # a slot's call through redis-py could not WAIT on its own connection
+                await cast(RedisCluster, self.redis).nodes_manager.initialize()
+                raise ClusterError("the slot map moved under a batch: it is applied again on the new map")
             log.info("the slot map moved under a batch: applying its %d commands slot by slot", len(indexes))
             by_slot: dict[int, list[int]] = {}
             for index in indexes:
@@ -677,15 +760,25 @@ class Partition:
         """One apply.lua call for `commands[indexes]`, its outcomes set in `outcomes`. `node_wide`: the
         keys go by name in ARGV[1], only the first declared. False if it wrote nothing for ELSEWHERE."""
         call = ScriptCall(node_wide=node_wide)
-        packed = {"commands": [self._command(commands[index], call) for index in indexes]}
+        packed: dict[str, Any] = {"commands": [self._command(commands[index], call) for index in indexes]}
+        wanted = self.settings.durability_replicas
+        acked = wanted
+        first_key = commands[indexes[0]][0].key
         try:
-            found = await self.worker.apply_script(keys=call.routed_by(), args=call.args(packed))
+            if self.worker.replicated:
+                packed["mark"] = call.target(keys.replication_mark(first_key))
+                node = self.worker.node_of(first_key)
+                found, acked = await self.worker.apply_replicated(node, call.routed_by(), call.args(packed))
+            else:
+                found = await self.worker.apply_script(keys=call.routed_by(), args=call.args(packed))
         except OutOfMemoryError:
             found = [REFUSED] * len(indexes)
         if found == ELSEWHERE:
             return False
         for index, raw in zip(indexes, found, strict=True):
-            outcomes[index] = outcome_of(raw)
+            outcome = outcome_of(raw)
+            # Applied on the master only: not to be answered 2xx.
+            outcomes[index] = UNREPLICATED if acked < wanted and outcome in (APPLIED, SUPERSEDED) else outcome
         return True
 
     @staticmethod
