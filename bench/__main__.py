@@ -50,10 +50,11 @@ BASELINE_OPERATIONS = ("save", "score", "top", "read")
 COMMITTED = ROOT / "bench/results"  # the figures docs/benchmarks.md shows
 DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
-PHASES = ("ours", "scaling", "cluster", "baselines", "workers", "costly", "metrics", "saves", "live")
+PHASES = ("ours", "scaling", "cluster", "durability", "baselines", "workers", "costly", "metrics", "saves", "live")
 # The cluster phase's stacks: (topology, stream partitions, processes of each worker), one Redis first.
-CLUSTER_SHAPES = (("one Redis", 1, 1), ("cluster", 1, 1), ("cluster", 3, 1), ("cluster", 3, 2), ("cluster", 6, 2))
+CLUSTER_SHAPES = (("one Redis", 1, 1), ("cluster", 1, 1), ("cluster", 3, 1), ("cluster", 6, 1), ("cluster", 6, 2))
 CLUSTER_OPERATIONS = ["save", "score", "read", "top"]
+DURABILITY_OPERATIONS = ["save", "score"]
 COMPARE = "compare"  # not a default phase: --compare REF adds it
 PHASE_SECTIONS = ("http", "scaling", "baselines", "workers_alone")  # where the other phases' figures go
 DEFAULT_CONNECTIONS = [16, 64, 256]
@@ -303,7 +304,7 @@ class Bench:
             say("a local Redis Cluster of three masters, beside one Redis")
             nodes = exits.enter_context(redis_cluster.running(redis_cluster.spare_ports(), self.out / "redis-cluster"))
             fixtures.fill_board(nodes.url, self.args.board_size)
-            node_pids = {f"redis-{port}": node.pid for port, node in zip(nodes.ports, nodes.processes, strict=True)}
+            node_pids = servers.cluster_pids(nodes)
             for topology, partitions, workers in CLUSTER_SHAPES:
                 url, redis_pids = (
                     (redis_url, {"redis": redis_pid} if redis_pid else {})
@@ -322,6 +323,41 @@ class Bench:
                     shape = {"topology": topology, "partitions": partitions}
                     cells = self.drive(target, CLUSTER_OPERATIONS, [64], sessions)
                     self.result.setdefault("cluster", []).extend({**cell, **shape} for cell in cells)
+
+    def durability(self) -> None:
+        """Saves and scores with DURABILITY=replicated beside local, on one Redis with a replica and on a
+        three-master cluster with a replica each (as `EMBEDDED_CLUSTER_REPLICAS=1 make run-cluster`)."""
+        with ExitStack() as exits:
+            say("one Redis with a replica, and a cluster of three masters with a replica each")
+            primary_url, primary_pid = servers.start_redis(exits, self.out / "durability/primary")
+            replica_pid = servers.start_replica(exits, primary_url, self.out / "durability/replica")
+            nodes = exits.enter_context(
+                redis_cluster.running(
+                    redis_cluster.spare_ports(redis_cluster.nodes_for(1)), self.out / "durability/cluster", replicas=1
+                )
+            )
+            topologies = [
+                ("one Redis + replica", primary_url, 1, {"redis": primary_pid, "replica": replica_pid}),
+                (
+                    "cluster + replicas",
+                    nodes.url,
+                    6,
+                    servers.cluster_pids(nodes),
+                ),
+            ]
+            for topology, url, partitions, redis_pids in topologies:
+                fixtures.fill_board(url, min(self.args.board_size, 100_000))
+                for durability in ("local", "replicated"):
+                    say(f"{topology}: DURABILITY={durability}")
+                    with ExitStack() as stack_exits:
+                        env = {"STREAM_PARTITIONS": str(partitions), "DURABILITY": durability}
+                        stack = servers.start_ours(stack_exits, url, 1, self.log, self.args.log_level, settings=env)
+                        watch = {**servers.stack_pids(stack), **redis_pids}
+                        target = Target("ours", stack.url, watch, workers=1, redis_url=url)
+                        sessions = fixtures.sessions(stack.url, self.args.sessions, url)
+                        shape = {"topology": topology, "durability": durability}
+                        cells = self.drive(target, DURABILITY_OPERATIONS, [64], sessions)
+                        self.result.setdefault("durability", []).extend({**cell, **shape} for cell in cells)
 
     def profile(self, target: Target, sessions: list[Session], pids: dict[str, int]) -> None:
         """py-spy on the gateway and a saves worker under saves, on the gateway under top-10 reads, then on
@@ -514,6 +550,8 @@ def run(bench: Bench) -> None:
             bench.scaling(redis_url, redis_pid)
         if "cluster" in phases:
             bench.cluster(redis_url, redis_pid)
+        if "durability" in phases:
+            bench.durability()
         if "baselines" in phases:
             bench.baselines(redis_url, redis_pid)
         if "workers" in phases:

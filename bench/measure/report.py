@@ -171,6 +171,21 @@ def cluster_table(result: Result) -> str:
     return table(columns, rows)
 
 
+def durability_table(result: Result) -> str:
+    """Each DURABILITY=replicated figure beside local's for the same topology and operation, same run."""
+    found = result.get("durability", [])
+    local = {(cell["topology"], cell["operation"]): cell for cell in found if cell["durability"] == "local"}
+    columns = [("topology", TEXT), ("DURABILITY", TEXT), ("operation (c=64)", TEXT)]
+    columns += figures("req/s", "p99 ms", "non-2xx and errors", "beside local")
+    rows = []
+    for cell in found:
+        base = local.get((cell["topology"], cell["operation"]))
+        ratio = f"{cell['rps'] / base['rps']:.2f}" if base and base["rps"] else "-"
+        rows.append([cell["topology"], cell["durability"], cell["operation"], f"{cell['rps']:,.0f}"])
+        rows[-1] += [f"{cell['p99_ms']:.1f}", cell["non_2xx"] + cell["errors"], ratio]
+    return table(columns, rows)
+
+
 def compare_title(result: Result) -> str:
     return f"Beside {result['compare']['label']}"
 
@@ -388,6 +403,8 @@ def markdown(result: Result) -> str:
         sections.append(("What the HTTP metrics cost: the gateway with them on beside off", metrics_cost_table(result)))
     if result.get("cluster"):
         sections.append(("A Redis Cluster of three masters beside one Redis", cluster_table(result)))
+    if result.get("durability"):
+        sections.append(("DURABILITY=replicated beside local (replicas in sync)", durability_table(result)))
     if result.get("live"):
         title = "Live fan-out: a new leader reaching every listener of one gateway process"
         sections.append((title, live_table(result)))

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import redis
 
 from bench.measure import procs
-from devtools import redis_stack
+from devtools import redis_cluster, redis_stack
 from devtools.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,32 @@ def start_redis(exits: ExitStack, data_dir: Path) -> tuple[str, int]:
         raise StartError(f"the embedded Redis could not start: {error}") from error
     exits.callback(stop_process, server)
     return f"redis://127.0.0.1:{port}/0", server.pid
+
+
+def cluster_pids(cluster: redis_cluster.Cluster) -> dict[str, int]:
+    """Each node's process, to watch, by its port."""
+    return {f"redis-{port}": node.pid for port, node in zip(cluster.ports, cluster.processes, strict=True)}
+
+
+def start_replica(exits: ExitStack, primary_url: str, data_dir: Path) -> int:
+    """An embedded Redis replicating `primary_url`, in sync; its pid."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    port = free_port()
+    primary = primary_url.rsplit(":", 1)[1].split("/")[0]
+    try:
+        server = redis_stack.start(
+            port, data_dir, log_file=data_dir.parent / "replica.log", extra_args=("--replicaof", "127.0.0.1", primary)
+        )
+    except redis_stack.ProvisionError as error:
+        raise StartError(f"the embedded replica could not start: {error}") from error
+    exits.callback(stop_process, server)
+    with redis.Redis(port=port) as client:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while client.info("replication").get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise StartError(f"the replica on port {port} did not sync with {primary_url}")
+            time.sleep(0.1)
+    return server.pid
 
 
 def start_ours(
