@@ -28,17 +28,6 @@
 -- deadline), -2 (this or a newer command was applied already), -4 (its precondition does not hold),
 -- -5 (the written document broke its limits; restored), or Redis's error text; or Redis's
 -- OOM error, nothing written, when Redis refuses its first write for memory; or ELSEWHERE, alone.
--- (apply_commands, from shared/apply_commands.lua, comes first.)
-local batch = cjson.decode(ARGV[1])
-local targets = targets_of(batch)
-if not targets then
-  return ELSEWHERE
-end
-local outcomes, refused = apply_commands(batch.commands, targets)
-if refused then
-  return refused
-end
-if batch.mark then -- DURABILITY=replicated: a write of this call's own, so its WAIT covers every earlier one
-  redis.call('SET', targets[batch.mark], '1', 'PX', 60000)
-end
-return outcomes
+-- (apply_batch, from shared/apply_commands.lua, comes first.)
+local outcomes, answer = apply_batch(cjson.decode(ARGV[1]))
+return answer or outcomes

@@ -242,3 +242,21 @@ local function apply_commands(commands, targets)
   end
   return outcomes
 end
+
+-- A batch's commands applied (apply.lua, settle.lua): their outcomes; or nil and what the call answers
+-- at once, nothing written: ELSEWHERE (targets_of), or Redis's OOM error. A "mark" (DURABILITY=
+-- replicated) is written last, so the WAIT after the call covers every earlier write on its master.
+local function apply_batch(batch)
+  local targets = targets_of(batch)
+  if not targets then
+    return nil, ELSEWHERE
+  end
+  local outcomes, refused = apply_commands(batch.commands, targets)
+  if refused then
+    return nil, refused
+  end
+  if batch.mark then
+    redis.call('SET', targets[batch.mark], '1', 'PX', 60000)
+  end
+  return outcomes
+end

@@ -20,7 +20,7 @@
 --    "letters": [{first, count} of each dead letter's fields and values in ARGV, in order]}
 -- Returns the outcomes of its commands, as apply.lua does; or Redis's OOM error, nothing written,
 -- when Redis refuses its first write for memory; or ELSEWHERE, alone.
--- (apply_commands, from shared/apply_commands.lua, comes first.)
+-- (apply_batch, from shared/apply_commands.lua, comes first.)
 local batch = cjson.decode(ARGV[1])
 
 local function reply(key_index, answer)
@@ -29,13 +29,9 @@ local function reply(key_index, answer)
   redis.call('EXPIRE', key, batch.reply_ttl_s)
 end
 
-local targets = targets_of(batch)
-if not targets then
-  return ELSEWHERE
-end
-local outcomes, refused = apply_commands(batch.commands, targets)
-if refused then
-  return refused
+local outcomes, answer = apply_batch(batch)
+if answer then
+  return answer
 end
 for i, command in ipairs(batch.commands) do
   local outcome = outcomes[i]
