@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -180,14 +180,25 @@ def cluster_slot(key: str) -> int:
 POOL_EXHAUSTED_PAUSE_S = 0.05  # a client-side pool exhausted is our bug, not Redis's state: no long wait
 
 
-Ready = tuple[bytes, Event, Action]  # a command to apply: its entry id, its event, what to do
-Command = tuple[Action, str, int]  # what to do, its stream entry id (a document's version), its deadline (0: none)
+class Ready(NamedTuple):
+    """A command to apply: the stream entry it came in, its event, and what its handler says to do."""
+
+    entry_id: bytes
+    event: Event
+    action: Action
+
+
+class Command(NamedTuple):
+    """What a script applies: the action, its stream entry id (a document's version), its deadline (0: none)."""
+
+    action: Action
+    seq: str
+    deadline_ms: int
 
 
 def command_of(ready: Ready, *, follow_up: bool = False) -> Command:
     """A follow-up skips the deadline check: it lands wherever its action may have."""
-    entry_id, event, action = ready
-    return action, entry_id.decode(), 0 if follow_up else event.deadline_ms
+    return Command(ready.action, ready.entry_id.decode(), 0 if follow_up else ready.event.deadline_ms)
 
 
 class ScriptCall:
@@ -602,8 +613,8 @@ class Partition:
             else:
                 try:
                     action = self.worker.action(event, self.key)
-                    batch.ready.append((entry_id, event, action))
-                    batch.follow_ups += ((entry_id, event, follow_up) for follow_up in action.also)
+                    batch.ready.append(Ready(entry_id, event, action))
+                    batch.follow_ups += (Ready(entry_id, event, follow_up) for follow_up in action.also)
                 except PoisonEvent as error:
                     batch.dead.append((entry, str(error)))
                     batch.replies.append((event.reply_to, DEAD_LETTERED))
@@ -714,7 +725,7 @@ class Partition:
         here: list[Ready] = []
         elsewhere: list[Ready] = []
         for one in ready:
-            (here if self.worker.node_of(one[2].key) == own else elsewhere).append(one)
+            (here if self.worker.node_of(one.action.key) == own else elsewhere).append(one)
         return here, elsewhere
 
     @staticmethod
@@ -733,8 +744,8 @@ class Partition:
         through the client's routing. Redis refusing a call for want of memory (before it wrote
         anything) gives REFUSED outcomes."""
         by_node: dict[str, list[int]] = {}
-        for index, (action, _, _) in enumerate(commands):
-            by_node.setdefault(self.worker.node_of(action.key), []).append(index)
+        for index, command in enumerate(commands):
+            by_node.setdefault(self.worker.node_of(command.action.key), []).append(index)
         outcomes: list[int | str] = [NOT_APPLIED] * len(commands)
         node_wide = isinstance(self.redis, RedisCluster)
 
@@ -747,7 +758,7 @@ class Partition:
             log.info("the slot map moved under a batch: applying its %d commands slot by slot", len(indexes))
             by_slot: dict[int, list[int]] = {}
             for index in indexes:
-                by_slot.setdefault(cluster_slot(commands[index][0].key), []).append(index)
+                by_slot.setdefault(cluster_slot(commands[index].action.key), []).append(index)
             for slot_indexes in by_slot.values():
                 await self._apply_call(commands, slot_indexes, outcomes, node_wide=False)
 
@@ -763,7 +774,7 @@ class Partition:
         packed: dict[str, Any] = {"commands": [self._command(commands[index], call) for index in indexes]}
         wanted = self.settings.durability_replicas
         acked = wanted
-        first_key = commands[indexes[0]][0].key
+        first_key = commands[indexes[0]].action.key
         try:
             if self.worker.replicated:
                 packed["mark"] = call.target(keys.replication_mark(first_key))
@@ -813,12 +824,12 @@ class Partition:
         commands = [
             {
                 **self._command(command_of(ready), call),
-                "reply_to": call.key(ready[1].reply_to),
-                "if_true": call.answer(ready[2].if_true),
-                "if_false": call.answer(ready[2].if_false),
+                "reply_to": call.key(ready.event.reply_to),
+                "if_true": call.answer(ready.action.if_true),
+                "if_false": call.answer(ready.action.if_false),
                 **(
-                    {"refusals": {str(outcome): call.answer(reply) for outcome, reply in ready[2].refusals.items()}}
-                    if ready[2].expect or ready[2].limits  # what can refuse a command: none on the usual save
+                    {"refusals": {str(outcome): call.answer(reply) for outcome, reply in ready.action.refusals.items()}}
+                    if ready.action.expect or ready.action.limits  # what can refuse a command: none on the usual save
                     else {}
                 ),
             }
@@ -884,7 +895,7 @@ class Partition:
         """The service's sweep actions; one that fails waits for the next sweep."""
         sweep = self.worker.sweep
         try:
-            outcomes = await self._apply([(action, "0-0", 0) for action in sweep])
+            outcomes = await self._apply([Command(action, "0-0", 0) for action in sweep])
         except (*REDIS_DOWN, ResponseError) as error:
             outcomes = [str(error)] * len(sweep)
         for action, outcome in zip(sweep, outcomes, strict=True):

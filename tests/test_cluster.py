@@ -482,7 +482,9 @@ def batch_of_saves(worker: Worker, players: int, level: int) -> tuple[list[Event
     events = [Event.new(EventType.PLAYER_CREATE, secrets.token_hex(8), None, 30_000, 0) for _ in range(players)]
     for event in events:
         event.payload = {"id": event.session, "level": level}
-    commands = [(worker.action(event, "test"), f"{now_ms()}-{n}", event.deadline_ms) for n, event in enumerate(events)]
+    commands = [
+        Command(worker.action(event, "test"), f"{now_ms()}-{n}", event.deadline_ms) for n, event in enumerate(events)
+    ]
     return events, commands
 
 
@@ -563,7 +565,9 @@ def test_a_batch_whose_slot_moves_mid_migration_is_applied_once_it_can_be(cluste
 def commands_again(worker: Worker, events: list[Event]) -> list[Command]:
     """The events' commands again, each newer than the last (its version a later stream id)."""
     time.sleep(0.002)
-    return [(worker.action(event, "test"), f"{now_ms()}-{n}", event.deadline_ms) for n, event in enumerate(events)]
+    return [
+        Command(worker.action(event, "test"), f"{now_ms()}-{n}", event.deadline_ms) for n, event in enumerate(events)
+    ]
 
 
 def test_an_exhausted_connection_pool_is_logged_as_a_bug_and_retried_at_once(
