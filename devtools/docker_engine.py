@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SOCKET = Path("/var/run/docker.sock")
 CA_DIR = Path("/usr/local/share/ca-certificates")
 DEFAULT_IMAGES = {"PYTHON_IMAGE": "python:3.11-slim", "NODE_IMAGE": "node:20-slim", "REDIS_IMAGE": "redis:8"}
-ENGINE_PACKAGES = ("docker.io", "docker-compose", "mmdebstrap")
 MODULES_DIR = "/usr/local/lib/redis/modules"
 # Like the official image's: redis-server gets the bundled modules appended, and no protected mode
 # (the container's network is the boundary).
@@ -83,37 +82,37 @@ def compose_command() -> list[str]:
     raise EngineError("no docker compose: install Docker's compose plugin, or docker-compose (Debian: apt-get)")
 
 
-def missing_tools() -> list[str]:
-    wanted = {"dockerd": "docker.io", "docker-compose": "docker-compose", "mmdebstrap": "mmdebstrap"}
-    return [package for tool, package in wanted.items() if shutil.which(tool) is None]
+def has_compose() -> bool:
+    try:
+        compose_command()
+        return True
+    except EngineError:
+        return False
 
 
-def install_packages() -> None:
-    """apt-get the engine, compose and mmdebstrap; `update` first only if the lists are too old to have them."""
-    say(f"installing {', '.join(ENGINE_PACKAGES)} with apt-get")
+def provide(packages: list[str], purpose: str) -> None:
+    """apt-get install the packages as root on Debian (`update` first only if that fails), else say what to install."""
+    if not packages:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise EngineError(f"{purpose} needs {', '.join(packages)}: install them (Debian/Ubuntu: apt-get install)")
+    say(f"installing {', '.join(packages)} with apt-get ({purpose})")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *ENGINE_PACKAGES]
     if subprocess.run(install, capture_output=True, env=env, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600, check=True)
-        subprocess.run(install, capture_output=True, env=env, timeout=900, check=True)
+        run(["apt-get", "update", "-q"], timeout=600)
+        run(install, timeout=900)
 
 
 def ensure_engine(log_file: Path) -> None:
-    """Make a Docker engine answer: install and start one as root on Debian, else say what is missing.
+    """Make a Docker engine and compose answer: install and start them as root on Debian, else say what is missing.
 
     The engine it starts keeps running after this process (its images are the cache of later runs).
     """
-    if answers() and not missing_tools():
-        return
-    root_on_debian = os.geteuid() == 0 and shutil.which("apt-get") is not None
-    if missing_tools():
-        if not root_on_debian:
-            raise EngineError(
-                f"missing {', '.join(missing_tools())}: install them (Debian/Ubuntu: apt-get install "
-                f"{' '.join(ENGINE_PACKAGES)}), or Docker Engine with its compose plugin, and start the engine"
-            )
-        install_packages()
-    if answers():
+    engine = answers()
+    needed = [] if engine or shutil.which("dockerd") else ["docker.io"]
+    provide(needed + ([] if has_compose() else ["docker-compose"]), "the compose deployment")
+    if engine or answers():
         return
     if os.geteuid() != 0:
         raise EngineError("no Docker engine answers: start one (`sudo dockerd`, or your system's docker service)")
@@ -157,6 +156,7 @@ class StandIn:
         return f"{self.repository}:{digest.hexdigest()[:12]}"
 
     def build(self, tag: str) -> None:
+        provide([] if shutil.which("mmdebstrap") else ["mmdebstrap"], "a stand-in base image")
         say(f"building {tag} from Debian {self.suite} packages (no registry answers)")
         with tempfile.TemporaryDirectory() as tmp:
             hooks = [f'--customize-hook=mkdir -p "$1{place}"' for place in sorted({p for _, p in self.files})]
@@ -268,7 +268,7 @@ def main() -> None:
     try:
         ensure_engine(args.log)
         images = base_images()
-    except (EngineError, subprocess.CalledProcessError) as error:
+    except EngineError as error:
         sys.exit(f"[docker] {error}")
     for variable, image in images.items():
         print(f"export {variable}={image}")

@@ -43,7 +43,6 @@ def images() -> dict[str, str]:
     """A Docker engine that answers, and the base images for PYTHON_IMAGE, NODE_IMAGE and REDIS_IMAGE."""
     try:
         docker_engine.ensure_engine(ARTIFACTS / "logs/dockerd.log")
-        docker_engine.compose_command()
         return docker_engine.base_images()
     except docker_engine.EngineError as error:
         pytest.fail(str(error))
@@ -54,18 +53,17 @@ class Deployment:
     """One compose project of deploy/, driven through the Makefile and compose as README says."""
 
     file: str
+    project_variable: str  # the Makefile's variable for the project's name
     project: str
     env: dict[str, str]
     port: int
-    started: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def make(self, target: str, *variables: str) -> None:
-        project = "CLUSTER_PROJECT" if "cluster" in self.file else "PROJECT"
-        argv = ["make", "--no-print-directory", target, f"{project}={self.project}", *variables]
+        argv = ["make", "--no-print-directory", target, f"{self.project_variable}={self.project}", *variables]
         finished = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=1800)
         assert finished.returncode == 0, f"make {target}: {finished.stderr[-3000:]}"
 
@@ -119,6 +117,11 @@ def docker(*args: str) -> str:
     return finished.stdout
 
 
+def docker_inspect(container: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = json.loads(docker("inspect", container))
+    return found[0]
+
+
 def environment(images: dict[str, str], port: int) -> dict[str, str]:
     """This process's environment (proxies included) with the images, a new secret and the port;
     without an enclosing make's variables, which would confuse the make the tests run."""
@@ -127,10 +130,10 @@ def environment(images: dict[str, str], port: int) -> dict[str, str]:
     return {**env, **images, "SESSION_SECRET": secrets.token_hex(32), "PORT": str(port)}
 
 
-def deployed(images: dict[str, str], file: str, target: str, *variables: str) -> Iterator[Deployment]:
+def deployed(images: dict[str, str], file: str, variable: str, target: str, *variables: str) -> Iterator[Deployment]:
     """A project of its own on a free port, up through the Makefile; its logs kept, then `down -v`."""
     port = free_port()
-    deployment = Deployment(file, f"cqtest{secrets.token_hex(3)}", environment(images, port), port)
+    deployment = Deployment(file, variable, f"cqtest{secrets.token_hex(3)}", environment(images, port), port)
     try:
         deployment.make(target, *variables)
         yield deployment
@@ -143,13 +146,13 @@ def deployed(images: dict[str, str], file: str, target: str, *variables: str) ->
 @pytest.fixture(scope="class")
 def stack(images: dict[str, str]) -> Iterator[Deployment]:
     """README's `make up SAVES=3 LEADERBOARD=2`."""
-    yield from deployed(images, "deploy/compose.yml", "up", "SAVES=3", "LEADERBOARD=2")
+    yield from deployed(images, "deploy/compose.yml", "PROJECT", "up", "SAVES=3", "LEADERBOARD=2")
 
 
 @pytest.fixture(scope="class")
 def cluster(images: dict[str, str]) -> Iterator[Deployment]:
     """README's `make up-cluster SAVES=2`."""
-    yield from deployed(images, "deploy/compose.cluster.yml", "up-cluster", "SAVES=2")
+    yield from deployed(images, "deploy/compose.cluster.yml", "CLUSTER_PROJECT", "up-cluster", "SAVES=2")
 
 
 @dataclass
@@ -272,13 +275,15 @@ class TestScaledStack:
         assert not [line for saver in savers for line in saver.misread]
         assert all(saver.acknowledged > max((count for count, _ in saver.failures), default=0) for saver in savers)
 
-        # The dead consumer's entries are claimed (then expired, past their deadline): nothing stays pending.
+        # The dead consumer's saves are claimed by another worker and, past their deadline, dead-lettered
+        # as abandoned, not applied: nothing stays pending.
         pending = "?"
         deadline = time.monotonic() + 90
         while pending != "0":
             assert time.monotonic() < deadline, f"{pending} saves still pending after 90 s"
             time.sleep(1)
             pending = stack.redis_cli("XPENDING", SAVES.key(0), SAVES.group).split()[0]
+        assert stack.redis_cli("XLEN", keys.dead_letters(0)).strip() == str(in_flight)
         for saver in savers:  # nothing acknowledged lost, nothing failed applied late
             stored = saver.player.http.get(f"/api/playerstate/{saver.player.id}").json()
             assert stored["count"] == saver.acknowledged
@@ -302,11 +307,6 @@ class TestScaledStack:
         assert stack.containers() == []
         volumes = docker("volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={stack.project}")
         assert volumes.split() == []
-
-
-def docker_inspect(container: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = json.loads(docker("inspect", container))
-    return found[0]
 
 
 class TestClusterStack:
