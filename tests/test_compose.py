@@ -34,8 +34,12 @@ pytestmark = pytest.mark.slow
 BOARD = "leaderboards:survivor-Grassland"
 APP_SERVICES = ("gateway", "saves", "leaderboard")
 PLAYERS = 16
-# Each player's pace: the 16 share one client address, whose write limit is 2400 a minute.
+# Each player's pace: all share one client address, whose write limit (RATE_LIMIT_ADDRESS_WRITES) must
+# never be what fails a save.
 SAVE_EVERY_S = 0.6
+
+
+PROJECT_PREFIX = "cqtest"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +47,24 @@ def images() -> dict[str, str]:
     """A Docker engine that answers, and the base images for PYTHON_IMAGE, NODE_IMAGE and REDIS_IMAGE."""
     try:
         docker_engine.ensure_engine(ARTIFACTS / "logs/dockerd.log")
+        sweep_leftovers()
         return docker_engine.base_images()
     except docker_engine.EngineError as error:
         pytest.fail(str(error))
+
+
+def sweep_leftovers() -> None:
+    """Remove what a run killed mid-test left behind: its networks would hold the compose files' fixed subnets."""
+    removals = (
+        (["ps", "-a", "--format"], "{{.ID}}", ["rm", "-f"]),
+        (["network", "ls", "--format"], "{{.Name}}", ["network", "rm"]),
+        (["volume", "ls", "--format"], "{{.Name}}", ["volume", "rm"]),
+    )
+    for listing, name, remove in removals:
+        rows = docker(*listing, f'{name} {{{{.Label "com.docker.compose.project"}}}}').split("\n")
+        left = [row.split()[0] for row in rows if row.partition(" ")[2].startswith(PROJECT_PREFIX)]
+        if left:
+            docker(*remove, *left)
 
 
 @dataclass
@@ -133,7 +152,7 @@ def environment(images: dict[str, str], port: int) -> dict[str, str]:
 def deployed(images: dict[str, str], file: str, variable: str, target: str, *variables: str) -> Iterator[Deployment]:
     """A project of its own on a free port, up through the Makefile; its logs kept, then `down -v`."""
     port = free_port()
-    deployment = Deployment(file, variable, f"cqtest{secrets.token_hex(3)}", environment(images, port), port)
+    deployment = Deployment(file, variable, f"{PROJECT_PREFIX}{secrets.token_hex(3)}", environment(images, port), port)
     try:
         deployment.make(target, *variables)
         yield deployment
