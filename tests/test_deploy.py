@@ -258,6 +258,8 @@ def test_the_cluster_services_start_from_one_node_with_partitioned_streams(clust
         assert set(environment) <= SETTING_NAMES
         assert urlsplit(environment["REDIS_URL"]).hostname in NODES
         assert int(environment["STREAM_PARTITIONS"]) >= len(NODES)
+        assert environment["SESSION_SECRET"].startswith("${SESSION_SECRET:?")  # the published default is refused
+    assert PUBLISHED_SESSION_SECRET not in (ROOT / "deploy/compose.cluster.yml").read_text()
 
 
 @pytest.fixture(scope="module")
