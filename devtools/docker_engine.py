@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SOCKET = Path("/var/run/docker.sock")
+PIDFILES = ((Path("/var/run/docker.pid"), "dockerd"), (Path("/var/run/docker/containerd/containerd.pid"), "containerd"))
 CA_DIR = Path("/usr/local/share/ca-certificates")
 DEFAULT_IMAGES = {"PYTHON_IMAGE": "python:3.11-slim", "NODE_IMAGE": "node:20-slim", "REDIS_IMAGE": "redis:8"}
 MODULES_DIR = "/usr/local/lib/redis/modules"
@@ -120,15 +121,39 @@ def ensure_engine(log_file: Path) -> None:
         return
     if os.geteuid() != 0:
         raise EngineError("no Docker engine answers: start one (`sudo dockerd`, or your system's docker service)")
+    clear_stale_pidfiles()
     say(f"starting dockerd (its log: {log_file})")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as sink:
-        subprocess.Popen(["dockerd"], stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, start_new_session=True)
+        daemon = subprocess.Popen(
+            ["dockerd"], stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     deadline = time.monotonic() + 60
     while not (SOCKET.exists() and answers()):
+        if daemon.poll() is not None:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:]
+            raise EngineError(f"dockerd exited with {daemon.returncode}: {' '.join(tail)} (its log: {log_file})")
         if time.monotonic() > deadline:
             raise EngineError(f"dockerd did not answer within 60 s: see {log_file}")
         time.sleep(0.5)
+
+
+def clear_stale_pidfiles() -> None:
+    """Remove the pid files of a dockerd (and its containerd) that were killed: a new dockerd waits
+    on, or refuses to start beside, the pid a file names while it is a process, and a killed one may
+    stay a zombie for a while."""
+    for pidfile, name in PIDFILES:
+        try:
+            stat = Path(f"/proc/{int(pidfile.read_text().strip())}/stat").read_text()
+        except FileNotFoundError:
+            pidfile.unlink(missing_ok=True)  # no pid file, or its process is gone
+            continue
+        except ValueError:
+            pidfile.unlink()
+            continue
+        command, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+        if command != name or state == "Z":
+            pidfile.unlink()
 
 
 def image_exists(name: str) -> bool:
