@@ -109,16 +109,17 @@ def provide(packages: list[str], purpose: str) -> None:
         run(install, timeout=900)
 
 
-def ensure_engine(log_file: Path) -> None:
+def ensure_engine(log_file: Path) -> subprocess.Popen[bytes] | None:
     """Make a Docker engine and compose answer: install and start them as root on Debian, else say what is missing.
 
-    The engine it starts keeps running after this process (its images are the cache of later runs).
+    Returns the dockerd it started, if any, which outlives this process unless the caller stops it
+    (its images stay on disk either way: the cache of later runs).
     """
     engine = answers()
     needed = [] if engine or shutil.which("dockerd") else ["docker.io"]
     provide(needed + ([] if has_compose() else ["docker-compose"]), "the compose deployment")
     if engine or answers():
-        return
+        return None
     if os.geteuid() != 0:
         raise EngineError("no Docker engine answers: start one (`sudo dockerd`, or your system's docker service)")
     clear_stale_pidfiles()
@@ -134,8 +135,20 @@ def ensure_engine(log_file: Path) -> None:
             tail = log_file.read_text(errors="replace").strip().splitlines()[-1:]
             raise EngineError(f"dockerd exited with {daemon.returncode}: {' '.join(tail)} (its log: {log_file})")
         if time.monotonic() > deadline:
+            daemon.kill()
             raise EngineError(f"dockerd did not answer within 60 s: see {log_file}")
         time.sleep(0.5)
+    return daemon
+
+
+def stop_engine(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: dockerd stops its containers and its containerd, then exits."""
+    daemon.terminate()
+    try:
+        daemon.wait(60)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
 
 
 def clear_stale_pidfiles() -> None:

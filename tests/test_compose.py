@@ -43,14 +43,24 @@ PROJECT_PREFIX = "cqtest"
 
 
 @pytest.fixture(scope="module")
-def images() -> dict[str, str]:
-    """A Docker engine that answers, and the base images for PYTHON_IMAGE, NODE_IMAGE and REDIS_IMAGE."""
+def images() -> Iterator[dict[str, str]]:
+    """A Docker engine that answers, and the base images for PYTHON_IMAGE, NODE_IMAGE and REDIS_IMAGE.
+
+    An engine started here is stopped after these tests (the images stay on disk for the next run):
+    a running engine that cannot pull would fail the Redis of test suites without this one's fallback.
+    """
+    daemon: subprocess.Popen[bytes] | None = None
     try:
-        docker_engine.ensure_engine(ARTIFACTS / "logs/dockerd.log")
-        sweep_leftovers()
-        return docker_engine.base_images()
-    except docker_engine.EngineError as error:
-        pytest.fail(str(error))
+        try:
+            daemon = docker_engine.ensure_engine(ARTIFACTS / "logs/dockerd.log")
+            sweep_leftovers()
+            chosen = docker_engine.base_images()
+        except docker_engine.EngineError as error:
+            pytest.fail(str(error))
+        yield chosen
+    finally:
+        if daemon is not None:
+            docker_engine.stop_engine(daemon)
 
 
 def sweep_leftovers() -> None:
