@@ -9,8 +9,12 @@ INSTALLED := $(VENV)/.installed
 SAVES ?= 1
 LEADERBOARD ?= 1
 PYTEST_ARGS ?=
-COMPOSE := docker compose -f deploy/compose.yml
-COMPOSE_CLUSTER := docker compose -f deploy/compose.cluster.yml
+# Compose v2 where installed, else docker-compose (v1.29, Debian's); the project names are set here.
+COMPOSE_BIN = $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+PROJECT ?= cache-quest
+CLUSTER_PROJECT ?= cache-quest-cluster
+COMPOSE = $(COMPOSE_BIN) -p $(PROJECT) -f deploy/compose.yml
+COMPOSE_CLUSTER = $(COMPOSE_BIN) -p $(CLUSTER_PROJECT) -f deploy/compose.cluster.yml
 
 BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
@@ -77,13 +81,13 @@ format: install ## ruff: fix what can be fixed
 typecheck: install ## mypy --strict
 	@$(VENV)/bin/mypy
 
-up: ## docker compose: Redis 8, the gateway and SAVES/LEADERBOARD workers
+up: ## docker compose (v2 or docker-compose): Redis 8, the gateway and SAVES/LEADERBOARD workers; PROJECT=cache-quest
 	$(COMPOSE) up --build -d --scale saves=$(SAVES) --scale leaderboard=$(LEADERBOARD)
 
 down: ## docker compose: stop and remove the stack (the Redis volume stays)
 	$(COMPOSE) down
 
-up-cluster: ## docker compose: a 3-master Redis 8 cluster, the gateway and SAVES/LEADERBOARD workers
+up-cluster: ## docker compose: a 3-master Redis 8 cluster, the gateway and SAVES/LEADERBOARD workers; CLUSTER_PROJECT=cache-quest-cluster
 	$(COMPOSE_CLUSTER) up --build -d --scale saves=$(SAVES) --scale leaderboard=$(LEADERBOARD)
 
 down-cluster: ## docker compose: stop and remove the cluster stack (the nodes' volumes stay)

@@ -1,14 +1,16 @@
 """Real parts only: a Redis with JSON and Search, and the services as real processes.
 
 Where the Redis comes from, in order: REDIS_URL if set (a disposable server:
-the tests flush it), else a `redis:8` container when a Docker engine answers,
-else the embedded Redis Stack server (devtools/redis_stack.py) on a free port.
+the tests flush it), else a `redis:8` container when a Docker engine answers and
+can start one (tried once per session), else the embedded Redis Stack server
+(devtools/redis_stack.py) on a free port.
 The cluster tests' Redis Cluster: REDIS_CLUSTER_URL if set (flushed too), else
 three embedded masters (devtools/redis_cluster.py).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import signal
@@ -44,6 +46,9 @@ FAST = {"REQUEST_TIMEOUT_MS": "1000", "CLAIM_IDLE_MS": "2000", "BLOCK_MS": "200"
 # A generous deadline, so a busy CI machine is not mistaken for a lost reply (fault tests set their own).
 PATIENT = {"REQUEST_TIMEOUT_MS": "10000", "CLAIM_IDLE_MS": "20000"}
 
+# The session's configuration: its terminal, which output capture leaves alone, says which Redis the tests use.
+CONFIG: pytest.Config | None = None
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """A SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C, so the fixtures still stop the Redis
@@ -53,6 +58,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, interrupt)
+    global CONFIG
+    CONFIG = config
     # Every service the tests start signs cookies with it (so a test can sign one), and none writes
     # a generated secret into the checkout's .data/.
     os.environ.setdefault("SESSION_SECRET", secrets.token_urlsafe(32))
@@ -75,6 +82,35 @@ def docker_answers() -> bool:
         return False
 
 
+@functools.cache
+def redis_containers_start() -> bool:
+    """Whether the tests' Redis can be a `redis:8` container: decided once per session, so an engine
+    that answers but cannot pull (no registry) costs one failed try, and an engine started later in
+    the session (the compose test's) changes nothing."""
+    if not docker_answers():
+        return False
+    from testcontainers.redis import RedisContainer
+
+    try:
+        with RedisContainer("redis:8"):
+            return True
+    except Exception as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        say(f"A Docker engine answers but cannot start a redis:8 container ({reason}): using the embedded Redis")
+        return False
+
+
+def say(line: str) -> None:
+    """One line on pytest's terminal, past its output capture."""
+    if CONFIG is None:
+        return
+    terminal = CONFIG.pluginmanager.get_plugin("terminalreporter")
+    capture = CONFIG.pluginmanager.get_plugin("capturemanager")
+    if terminal is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line(line)
+
+
 @contextmanager
 def fresh_redis(data_dir: Path) -> Iterator[str]:
     """An empty Redis with JSON and Search, for as long as the block runs."""
@@ -82,7 +118,7 @@ def fresh_redis(data_dir: Path) -> Iterator[str]:
     if url:
         redis.Redis.from_url(url).flushall()
         yield url
-    elif docker_answers():
+    elif redis_containers_start():
         from testcontainers.redis import RedisContainer
 
         with RedisContainer("redis:8") as container:
