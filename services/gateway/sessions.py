@@ -14,7 +14,7 @@ A cookie stamped in the future (past SESSION_CLOCK_SKEW_S) is no session, so
 none can skip the re-confirmation; and a write still needs the Redis key
 (admit.lua checks it while admitting it).
 
-A request carrying the cookie twice is refused (400, no cookie set): a sibling subdomain or a
+A request carrying two different values of the cookie is refused (400, no cookie set): a sibling subdomain or a
 plain-HTTP man in the middle can plant a second one beside the player's, and which of the two is
 the player's cannot be told. A Secure cookie (production's default) is named `__Host-cq_session`,
 which browsers accept only over HTTPS, host-only and for Path=/, so none can be planted beside it;
@@ -170,14 +170,17 @@ class TwoSessions(HTTPException):
 
 
 def cookie_token(headers: Iterable[tuple[bytes, bytes]], cookie_name: str = COOKIE_NAME) -> str | None:
-    """The cookie's value, straight from the raw headers; TwoSessions if it comes more than once."""
+    """The cookie's value, straight from the raw headers; TwoSessions if it comes twice, with two values.
+
+    The same value twice names one session: a client's jar may hold the cookie under two domains
+    (httpx's, given a cookie for no domain, then sent it by the server)."""
     found = None
     for name, value in headers:
         if name == b"cookie":
             for pair in value.decode("latin-1").split(";"):
                 key, _, token = pair.strip().partition("=")
                 if key == cookie_name:
-                    if found is not None:
+                    if found is not None and token != found:
                         raise TwoSessions
                     found = token
     return found
