@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway.bodies import bounded_body, declares_json, declares_merge_patch, header, replaying
 from services.gateway.metrics import HttpMetrics, route_of
-from services.gateway.observe import REQUEST_ID
+from services.gateway.observe import CLIENT_GONE, REQUEST_ID
 from services.gateway.paths import without_slash
 from services.gateway.responses import response_for
 from services.gateway.sessions import SessionCookies, TwoSessions, has_two
@@ -213,6 +213,8 @@ class HotPath:
         session_id, _confirmed_at, token = claim
         body = b"" if scope["method"] == "GET" else await bounded_body(scope, receive, self.settings.max_body_bytes)
         if body is None:  # the client left
+            if self.metrics is not None:
+                self.metrics.record(route_of(scope), scope["method"], CLIENT_GONE, time.perf_counter() - started)
             return
         cookie = self.cookies.set_cookie(token)
         if isinstance(body, Response):  # the 413
