@@ -62,7 +62,7 @@ def rss_mb(stack: Stack) -> float:
 def answers(connection: socket.socket, count: int, timeout_s: float = 10) -> list[bytes]:
     """The heads of `count` answers on a keep-alive connection, their bodies read too (Content-Length)."""
     connection.settimeout(timeout_s)
-    received, heads = b"", []
+    received, heads = b"", list[bytes]()
     while len(heads) < count:
         end = received.find(b"\r\n\r\n")
         if end < 0:
@@ -246,7 +246,8 @@ def test_a_client_that_stops_reading_is_cut_after_the_send_timeout(gateway: Stac
 MALFORMED = {
     "content-length-and-chunked": b"POST /api/leaderboard HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    "two-content-lengths": b"POST /api/leaderboard HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "two-content-lengths": b"POST /api/leaderboard HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+    b"Content-Length: 4\r\n\r\nabcd",
     "obs-fold": b"GET /livez HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
     "bare-lf": b"GET /livez HTTP/1.1\nHost: x\n\n",
     "nul-in-header": b"GET /livez HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
