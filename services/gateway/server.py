@@ -320,9 +320,10 @@ class Flow(FlowControl):
     made to read only while the connection has room for another request (MAX_PIPELINED parsed and
     not yet begun) and its client takes what it is sent; with what was read beyond that room, unparsed."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: GatewayProtocol) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: GatewayProtocol, host: str | None) -> None:
         super().__init__(transport)
         self.protocol = protocol
+        self.host = host  # the peer's address as admitted: released as the connection goes
         self.limit = protocol.limits.max_pipelined
         self.held = b""  # read past the room: parsed once there is room again
         self.releasing = False  # a parse of `held` is scheduled
@@ -330,6 +331,7 @@ class Flow(FlowControl):
         self.body_bytes = 0  # body bytes the parser gave in the bytes being parsed: not head bytes
 
     def room(self) -> bool:
+        """Fewer than MAX_PIPELINED requests parsed and not yet begun (data_received tests it inline)."""
         return len(self.protocol.pipeline) < self.limit
 
     def pause_writing(self) -> None:
@@ -343,7 +345,7 @@ class Flow(FlowControl):
         self.resume_reading()
 
     def resume_reading(self) -> None:
-        if self.write_paused or not self.room():
+        if self.write_paused or not self.room() or self.protocol.transport.is_closing():
             return
         if self.held:
             if not self.releasing:
@@ -360,7 +362,7 @@ class Flow(FlowControl):
         if protocol.transport.is_closing() or not self.held or self.write_paused or not self.room():
             return
         held, self.held = self.held, b""
-        protocol.feed(held)
+        protocol.data_received(held)
         self.resume_reading()
 
 
@@ -402,43 +404,38 @@ class GatewayProtocol(HttpToolsProtocol):
             transport.abort()
             return
         super().connection_made(transport)
-        self.flow = Flow(transport, self)
+        self.flow = Flow(transport, self, host)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is None:  # refused in connection_made
             return
-        if self.client is not None:
-            Sweeper.of[self.server_state].release(self.client[0])
+        if self.flow.host is not None:
+            Sweeper.of[self.server_state].release(self.flow.host)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        flow = self.flow
-        if flow.held:  # a read the transport delivered as reading paused
-            flow.held += data
-            return
-        self.feed(data)
-
-    def feed(self, data: bytes) -> None:
         """Parse `data` a head at a time while there is room for another request; hold the rest."""
         flow = self.flow
-        checked = self.checked_head() if len(data) > CHECKED_READ else None
-        start, size = 0, len(data)
+        size = len(data)
+        checked = self.checked_head() if size > CHECKED_READ else None
+        start = 0
         while True:
-            if not flow.room():
+            if len(self.pipeline) >= flow.limit:
                 flow.held = data[start:]
                 flow.pause_reading()
                 break
             end = data.find(HEAD_END, start) + len(HEAD_END)
-            if end < len(HEAD_END) or end > size:
+            if end < len(HEAD_END):
                 end = size
             flow.body_bytes = 0
-            part = data if start == 0 and end == size else memoryview(data)[start:end]
-            HttpToolsProtocol.data_received(self, part)  # type: ignore[arg-type]  # httptools takes either
-            if self.transport.is_closing():
-                return
-            if self.head_in_progress():
+            if start == 0 and end == size:
+                HttpToolsProtocol.data_received(self, data)
+            else:
+                HttpToolsProtocol.data_received(self, memoryview(data)[start:end])  # type: ignore[arg-type]
+            cycle = self.cycle
+            if cycle is None or cycle.scope is not self.scope:  # a head in progress: count its bytes
                 self.checked_head().count(end - start - flow.body_bytes)
-            if end == size:
+            if end == size or self.transport.is_closing():
                 break
             start = end
         if checked is not None and self.app is checked and not self.head_in_progress():
