@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from devtools.stack import Stack
+from services.gateway.server import Limits, address_key
 from services.gateway.sessions import COOKIE_NAME, HOST_COOKIE_NAME, CookieSigner
 from shared.settings import Settings
 from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, fresh_redis, started
@@ -365,3 +366,20 @@ def test_production_moves_an_old_cookie_to_the_host_prefixed_name(make_stack: St
     assert planted.json()["id"] == player_id
     twice = httpx.get(f"{stack.url}/session", headers=two_cookies(old, "x.1.y", HOST_COOKIE_NAME))
     assert twice.status_code == 400 and "set-cookie" not in twice.headers
+
+
+def test_what_counts_as_one_address() -> None:
+    """An IPv4 address is one address; an IPv6 client is its /64 (one subscriber's block), so the
+    2^64 addresses an attacker has there count as one."""
+    assert address_key("2001:db8::1") == address_key("2001:db8:0:0:ffff::2")
+    assert address_key("2001:db8::1") != address_key("2001:db8:0:1::1")
+    assert address_key("203.0.113.7") != address_key("203.0.113.8")
+    assert address_key("::ffff:203.0.113.7") != address_key("::ffff:203.0.113.8")
+
+
+def test_connections_from_a_trusted_proxy_are_not_counted_per_address() -> None:
+    limits = Limits(16 * 1024, 10, 30, 4096, 256, 16, 30, "10.0.0.0/8,192.0.2.1")
+    assert not limits.counted("10.1.2.3") and not limits.counted("192.0.2.1")
+    assert limits.counted("192.0.2.2") and limits.counted("2001:db8::1")
+    assert not Limits(16 * 1024, 10, 30, 4096, 256, 16, 30, "*").counted("192.0.2.2")
+    assert Limits(16 * 1024, 10, 30, 4096, 256, 16, 30, "").counted("10.1.2.3")
