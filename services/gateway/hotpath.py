@@ -34,7 +34,7 @@ from services.gateway.metrics import HttpMetrics, route_of
 from services.gateway.observe import CLIENT_GONE, REQUEST_ID
 from services.gateway.paths import without_slash
 from services.gateway.responses import response_for
-from services.gateway.sessions import SessionCookies, TwoSessions, has_two
+from services.gateway.sessions import COOKIE_NAME, SessionCookies, TwoSessions, has_two
 from shared.logs import current_request_id, request_id_from
 from shared.settings import Settings
 
@@ -186,7 +186,7 @@ class HotPath:
         self.settings = settings
         self.metrics = metrics
         self.cookies = SessionCookies(settings)
-        self.cookie_name = self.cookies.name.encode()
+        self.cookie_name = COOKIE_NAME.encode()  # within `__Host-cq_session` too: either name twice
         self.table = candidates_by_method(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

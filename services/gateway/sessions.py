@@ -222,8 +222,11 @@ class SessionCookies:
         return f"{self.name}={token}{self.attributes}"
 
     def moving(self, scope: Scope) -> bool:
-        """Whether the session came under the cookie's old name, which the answer then expires."""
-        return self.name != COOKIE_NAME and cookie_token(scope["headers"], self.name) is None
+        """Whether the request has the cookie under its old name only: the answer then expires that one."""
+        headers = scope["headers"]
+        if self.name == COOKIE_NAME or cookie_token(headers, self.name) is not None:
+            return False
+        return cookie_token(headers, COOKIE_NAME) is not None
 
 
 class SessionMiddleware:
