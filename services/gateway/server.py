@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import resource
 import socket
+import struct
 import time
 import weakref
 from collections import Counter
@@ -31,7 +32,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from services.gateway.responses import error_response
@@ -196,7 +197,7 @@ class Sweeper:
                 self.awaited[connection] = (*awaited, since)
             elif kind == SEND:
                 self.stalled += 1
-                connection.transport.abort()  # close() would wait for the client to read what is buffered
+                connection.cut()
             elif kind == HEAD and not connection.head_begun():
                 connection.transport.close()  # no byte of a request yet (an idle or preconnected socket): no answer
             else:
@@ -329,6 +330,9 @@ class Flow(FlowControl):
         self.releasing = False  # a parse of `held` is scheduled
         self.pauses = 0  # times writing paused: the sweeper tells a stalled client from a slow one by it
         self.body_bytes = 0  # body bytes the parser gave in the bytes being parsed: not head bytes
+        # The request being answered while others queue behind it, which uvicorn does not tell of a
+        # lost connection (it marks only the newest): its answer would be written to a closed transport.
+        self.running: RequestResponseCycle | None = None
 
     def room(self) -> bool:
         """Fewer than MAX_PIPELINED requests parsed and not yet begun (data_received tests it inline)."""
@@ -409,9 +413,27 @@ class GatewayProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is None:  # refused in connection_made
             return
-        if self.flow.host is not None:
-            Sweeper.of[self.server_state].release(self.flow.host)
+        flow = self.flow
+        if flow.host is not None:
+            Sweeper.of[self.server_state].release(flow.host)
+        if flow.running is not None:
+            flow.running.disconnected = True
+            flow.running.message_event.set()
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        """Before uvicorn begins the next request queued, which is then the one running."""
+        pipeline = self.pipeline
+        self.flow.running = pipeline[-1][0] if len(pipeline) > 1 else None  # the newest is uvicorn's to tell
+        super().on_response_complete()
+
+    def cut(self) -> None:
+        """Close at once, dropping what the client has not read, in this process and in the kernel: a
+        close would wait for the client to read it, and the kernel keeps trying after the process let go."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+        self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         """Parse `data` a head at a time while there is room for another request; hold the rest."""
@@ -428,10 +450,13 @@ class GatewayProtocol(HttpToolsProtocol):
             if end < len(HEAD_END):
                 end = size
             flow.body_bytes = 0
+            running = self.cycle
             if start == 0 and end == size:
                 HttpToolsProtocol.data_received(self, data)
             else:
                 HttpToolsProtocol.data_received(self, memoryview(data)[start:end])  # type: ignore[arg-type]
+            if self.pipeline and flow.running is None:  # the first request queued: `running` is answered
+                flow.running = running
             cycle = self.cycle
             if cycle is None or cycle.scope is not self.scope:  # a head in progress: count its bytes
                 self.checked_head().count(end - start - flow.body_bytes)
