@@ -96,7 +96,7 @@ def closed_answer(connection: socket.socket) -> bytes:
 def test_a_pipelining_flood_that_reads_nothing_is_bounded_and_others_are_answered(gateway: Stack) -> None:
     """8 connections send pipelined GETs (240 per 8 KB write) for 4 s and never read. Unbounded, 4
     such connections grew the gateway by 1.5 GiB in 5 s and nobody else was answered. (What the
-    kernel buffers for them is the kernel's; the test after this one sees them cut.)"""
+    kernel buffers for them is the kernel's; the send-timeout test below sees such connections cut.)"""
     before = rss_mb(gateway)
     stop = threading.Event()
     sent = [0]
