@@ -4,8 +4,8 @@ httptools has no bound on a request's head: a 64 MiB header was answered, a half
 stayed open forever, and enough of them used up the process's file descriptors. uvicorn parses
 every request a read holds and reads again after each answer: one connection pipelining requests it
 never read the answers of grew the process by gigabytes. Here a read is parsed a head at a time
-while the connection has fewer than MAX_PIPELINED requests unanswered and its client reads what it
-is sent; the rest waits, unparsed, and reading pauses. A head is counted as it arrives (431 past
+while the connection has fewer than MAX_PIPELINED requests queued (parsed, not yet begun) and its
+client reads what it is sent; the rest waits, unparsed, and reading pauses. A head is counted as it arrives (431 past
 MAX_HEAD_BYTES); one timer per process closes connections whose head or body is late (408) or whose
 client reads nothing for SEND_TIMEOUT_S; connections past MAX_CONNECTIONS, or past
 MAX_CONNECTIONS_PER_ADDRESS from one address, are closed as they come. Malformed requests get a
