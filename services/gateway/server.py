@@ -129,7 +129,7 @@ class Limits:
 
 @lru_cache(maxsize=4096)
 def is_untrusted(host: str, trusted_peers: str) -> bool:
-    """Cached: parsing an address costs a microsecond, and the same ones come again and again."""
+    """Cached: parsing the address is what costs, and the same ones come again and again."""
     if "*" in trusted_peers.split(","):
         return False
     try:
