@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     session_refresh_s: int = Field(60, ge=0)
     # How far in the future a cookie's stamp may be (gateways' clocks differ a little); beyond: no session.
     session_clock_skew_s: int = Field(5, ge=0, le=300)
-    cookie_secure: bool = False
+    # The cookie's Secure attribute; unset: on in production, off in development (plain-HTTP localhost).
+    # A Secure cookie is named `__Host-cq_session` (host-only, Path=/, HTTPS only: a sibling subdomain
+    # or a plain-HTTP man in the middle cannot set it); COOKIE_SECURE=false in production says otherwise.
+    cookie_secure: bool | None = None
 
     # Command round trip: the gateway waits this long for a reply; the event's deadline is the same.
     request_timeout_ms: int = Field(5000, gt=0)
@@ -129,6 +132,14 @@ class Settings(BaseSettings):
     # Per gateway process. Each costs a descriptor and 5 KiB (20 with an unfinished 15 KiB head):
     # 4096 is at most about 85 MB. Lowered, with a warning, if the open-file limit leaves less room.
     max_connections: int = Field(4096, ge=16, le=1_000_000)
+    # Per gateway process, connections one client address may hold (an IPv6 client: its /64), so one
+    # address cannot take the slots of others; room for players behind one NAT. Not counted for peers
+    # in FORWARDED_ALLOW_IPS: a proxy carries many players, and the proxy limits each of them.
+    max_connections_per_address: int = Field(256, ge=1, le=1_000_000)
+    # Requests a connection may have parsed and not yet answered (pipelined): past it, reading pauses.
+    max_pipelined: int = Field(16, ge=1, le=1024)
+    # A connection whose client reads none of its answers (the write buffer stays full) this long is cut.
+    send_timeout_s: float = Field(30, ge=0.5, le=600)
     # On SIGTERM the gateway stops accepting, closes idle connections and unfinished requests at once,
     # and gives requests being answered this long (by default a command's own deadline, REQUEST_TIMEOUT_MS).
     graceful_shutdown_s: int = Field(5, ge=1, le=300)
@@ -225,6 +236,11 @@ class Settings(BaseSettings):
         if not maps or not all(name.isalnum() and name.isascii() for name in maps):
             raise ValueError("LEADERBOARD_MAPS must be a comma-separated list of letters-and-digits names")
         return maps
+
+    @property
+    def secure_cookie(self) -> bool:
+        """COOKIE_SECURE, or, unset, whether this is production."""
+        return self.environment == "production" if self.cookie_secure is None else self.cookie_secure
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -28,7 +28,13 @@ from services.gateway.server import RESERVED_FDS, connection_cap
 from shared.settings import Settings
 from tests.conftest import ARTIFACTS, ROOT, free_port, fresh_redis, started
 
-LIMITS = {"HEAD_TIMEOUT_S": "1", "BODY_TIMEOUT_S": "1", "KEEP_ALIVE_S": "1", "MAX_CONNECTIONS": "400"}
+LIMITS = {
+    "HEAD_TIMEOUT_S": "1",
+    "BODY_TIMEOUT_S": "1",
+    "KEEP_ALIVE_S": "1",
+    "MAX_CONNECTIONS": "400",
+    "MAX_CONNECTIONS_PER_ADDRESS": "1000",  # these tests measure the cap of the process
+}
 HEAD_LIMIT = Settings().max_head_bytes
 READ = b"GET /api/leaderboard/leaderboards:survivor-Grassland?count=10 HTTP/1.1\r\nHost: x\r\n"
 

@@ -31,10 +31,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway.bodies import bounded_body, declares_json, declares_merge_patch, header, replaying
 from services.gateway.metrics import HttpMetrics, route_of
-from services.gateway.observe import REQUEST_ID
+from services.gateway.observe import CLIENT_GONE, REQUEST_ID
 from services.gateway.paths import without_slash
 from services.gateway.responses import response_for
-from services.gateway.sessions import SessionCookies
+from services.gateway.sessions import COOKIE_NAME, SessionCookies, TwoSessions, has_two
 from shared.logs import current_request_id, request_id_from
 from shared.settings import Settings
 
@@ -186,6 +186,7 @@ class HotPath:
         self.settings = settings
         self.metrics = metrics
         self.cookies = SessionCookies(settings)
+        self.cookie_name = COOKIE_NAME.encode()  # within `__Host-cq_session` too: either name twice
         self.table = candidates_by_method(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -196,16 +197,24 @@ class HotPath:
         started = time.perf_counter()
         candidate, params = found
         if candidate.public:
+            if has_two(scope["headers"], self.cookie_name):  # FastAPI's path refuses it, or not
+                await self.fallback(scope, receive, send)
+                return
             await self.answer(candidate, Call(scope, "", b"", params, self.app.state), receive, send, started)
             return
         now = int(time.time())
-        claim = self.cookies.read(scope, now)
+        try:
+            claim = self.cookies.read(scope, now)
+        except TwoSessions:
+            claim = None  # FastAPI's path refuses it
         if claim is None or not self.cookies.is_current(claim[1], now):
             await self.fallback(scope, receive, send)
             return
         session_id, _confirmed_at, token = claim
         body = b"" if scope["method"] == "GET" else await bounded_body(scope, receive, self.settings.max_body_bytes)
         if body is None:  # the client left
+            if self.metrics is not None:
+                self.metrics.record(route_of(scope), scope["method"], CLIENT_GONE, time.perf_counter() - started)
             return
         cookie = self.cookies.set_cookie(token)
         if isinstance(body, Response):  # the 413

@@ -13,6 +13,13 @@ The cookie is only as good as its secret: no published one is ever accepted
 A cookie stamped in the future (past SESSION_CLOCK_SKEW_S) is no session, so
 none can skip the re-confirmation; and a write still needs the Redis key
 (admit.lua checks it while admitting it).
+
+A request carrying two different values of the cookie is refused (400, no cookie set): a sibling subdomain or a
+plain-HTTP man in the middle can plant a second one beside the player's, and which of the two is
+the player's cannot be told. A Secure cookie (production's default) is named `__Host-cq_session`,
+which browsers accept only over HTTPS, host-only and for Path=/, so none can be planted beside it;
+a player's older `cq_session` is still read while they have no `__Host-` one, and the answer moves
+it: the session under the new name, the old name expired.
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ from shared.settings import MIN_SECRET_LENGTH, Settings, parse_rate
 log = logging.getLogger(__name__)
 
 COOKIE_NAME = "cq_session"
+HOST_COOKIE_NAME = "__Host-" + COOKIE_NAME  # the name of a Secure cookie
+# Expires a player's cookie of the old name once the answer sets the new one.
+EXPIRE_OLD_COOKIE = f"{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+TWO_SESSIONS = "The request carries more than one session cookie"
 VERIFIED_TOKENS = 8_192  # tokens a gateway process remembers as verified: under 3 MB
 SESSION_PATHS = ("/api/", "/session")
 
@@ -151,15 +162,33 @@ class CookieSigner:
         return verified
 
 
-def cookie_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """Our cookie's value, straight from the raw headers (a browser sends one Cookie header)."""
+class TwoSessions(HTTPException):
+    """The session cookie came more than once: whose session the request is in cannot be told."""
+
+    def __init__(self) -> None:
+        super().__init__(400, TWO_SESSIONS)
+
+
+def cookie_token(headers: Iterable[tuple[bytes, bytes]], cookie_name: str = COOKIE_NAME) -> str | None:
+    """The cookie's value, straight from the raw headers; TwoSessions if it comes twice, with two values.
+
+    The same value twice names one session: a client's jar may hold the cookie under two domains
+    (httpx's, given a cookie for no domain, then sent it by the server)."""
+    found = None
     for name, value in headers:
         if name == b"cookie":
             for pair in value.decode("latin-1").split(";"):
                 key, _, token = pair.strip().partition("=")
-                if key == COOKIE_NAME:
-                    return token
-    return None
+                if key == cookie_name:
+                    if found is not None and token != found:
+                        raise TwoSessions
+                    found = token
+    return found
+
+
+def has_two(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> bool:
+    """Whether the cookie may come twice: a cheap test for the requests that never read it."""
+    return any(name == b"cookie" and value.count(cookie_name) > 1 for name, value in headers)
 
 
 class SessionCookies:
@@ -168,13 +197,17 @@ class SessionCookies:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.signer = CookieSigner(settings.session_secret or stored_secret(settings.session_secret_file))
-        secure = "; Secure" if settings.cookie_secure else ""
+        secure = "; Secure" if settings.secure_cookie else ""
+        self.name = HOST_COOKIE_NAME if settings.secure_cookie else COOKIE_NAME
         self.attributes = f"; Path=/; Max-Age={settings.session_max_age_s}; HttpOnly; SameSite=Lax{secure}"
 
-    def read(self, scope: Scope, now: int) -> tuple[str, int, str] | None:
+    def read(self, scope: Scope, now: int, *, old_name: bool = False) -> tuple[str, int, str] | None:
         """The session id, when Redis last confirmed it, and the signed token; None if absent, forged
-        or stamped in the future (no gateway could have confirmed it then)."""
-        token = cookie_token(scope["headers"])
+        or stamped in the future (no gateway could have confirmed it then). TwoSessions if the cookie
+        came twice. `old_name`: a cookie named as before `__Host-` counts when the new one is absent."""
+        token = cookie_token(scope["headers"], self.name)
+        if token is None and old_name and self.name != COOKIE_NAME:
+            token = cookie_token(scope["headers"], COOKIE_NAME)
         claim = self.signer.unsign(token)
         if claim is None or token is None or claim[1] > now + self.settings.session_clock_skew_s:
             return None
@@ -186,7 +219,14 @@ class SessionCookies:
 
     def set_cookie(self, token: str) -> str:
         """The rolling Set-Cookie header value: every response restarts the max age."""
-        return f"{COOKIE_NAME}={token}{self.attributes}"
+        return f"{self.name}={token}{self.attributes}"
+
+    def moving(self, scope: Scope) -> bool:
+        """Whether the request has the cookie under its old name only: the answer then expires that one."""
+        headers = scope["headers"]
+        if self.name == COOKIE_NAME or cookie_token(headers, self.name) is not None:
+            return False
+        return cookie_token(headers, COOKIE_NAME) is not None
 
 
 class SessionMiddleware:
@@ -204,8 +244,8 @@ class SessionMiddleware:
             return
         store: Store = scope["app"].state.store
         now = int(time.time())
-        session_id, confirmed_at, _token = self.cookies.read(scope, now) or (None, 0, "")
         try:
+            session_id, confirmed_at, _token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
             if session_id is not None and not self.cookies.is_current(confirmed_at, now):
                 confirmed_at = now
                 if not await write_session(store, self.settings, session_id, create=False):
@@ -228,12 +268,15 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         cookie = self.cookies.set_cookie(self.cookies.signer.sign(session_id, confirmed_at))
+        moving = self.cookies.moving(scope)
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 if "set-cookie" not in headers:  # a route that set the cookie itself (recovery) chose the session
                     headers.append("set-cookie", cookie)
+                if moving:
+                    headers.append("set-cookie", EXPIRE_OLD_COOKIE)
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)

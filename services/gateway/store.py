@@ -134,6 +134,7 @@ class Command:
 class Store:
     def __init__(self, redis: PipelinedRedis) -> None:
         self.redis = redis
+        self.unlinks: set[asyncio.Task[Any]] = set()  # reply streams being removed: kept until done
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -361,8 +362,21 @@ class Store:
             answer = await self.redis.execute("XREAD", "COUNT", 1, "STREAMS", reply_to, "0-0", route=reply_to)
         if not answer:
             return None
+        self.forget(reply_to)
         [[_stream, [[_entry_id, fields]]]] = answer  # RESP2: one stream, one entry, fields flat
         return Reply.decode(dict(zip(fields[::2], fields[1::2], strict=True)))
+
+    def forget(self, reply_to: str) -> None:
+        """Remove a reply stream once read, rather than keep it REPLY_TTL_S (at the rate of writes), in
+        the background: the caller's answer does not wait for it; if it fails, the stream expires."""
+        unlink = asyncio.ensure_future(self.redis.execute("UNLINK", reply_to, route=reply_to))
+        self.unlinks.add(unlink)
+        unlink.add_done_callback(self.unlinked)
+
+    def unlinked(self, unlink: asyncio.Task[Any]) -> None:
+        self.unlinks.discard(unlink)
+        if not unlink.cancelled():
+            unlink.exception()  # retrieved: a Redis error here leaves the stream to its expiry
 
     # Health and start-up
 
