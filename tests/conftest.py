@@ -37,6 +37,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 TEST_MAPS = "Grassland,Mountains,Badlands,Scores,Empty,Recovered,Seed"
 # Every test client comes from 127.0.0.1: per-address limits are tested on their own.
 UNLIMITED_ADDRESS = {
+    "MAX_CONNECTIONS_PER_ADDRESS": "100000",
     "RATE_LIMIT_ADDRESS_SESSIONS": "100000/minute",
     "RATE_LIMIT_ADDRESS_WRITES": "100000/minute",
     "RATE_LIMIT_ADDRESS_RECOVERIES": "100000/minute",

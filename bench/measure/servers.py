@@ -29,6 +29,7 @@ START_TIMEOUT_S = 60
 # All load comes from 127.0.0.1 and each session writes several times a second: limits high enough
 # never to refuse, so the limiter still counts every write (its cost is measured) but sheds nothing.
 UNREFUSING_RATE_LIMITS = {
+    "MAX_CONNECTIONS_PER_ADDRESS": "1000000",  # wrk's connections and the live phase's listeners
     "RATE_LIMIT_SESSION_WRITES": "1000000/minute",
     "RATE_LIMIT_ADDRESS_WRITES": "1000000/minute",
     "RATE_LIMIT_ADDRESS_SESSIONS": "1000000/minute",
