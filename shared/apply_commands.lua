@@ -91,24 +91,44 @@ end
 -- runs it again. The worker's Action names them (shared/worker.py; services/leaderboard/handlers.py).
 local OPERATIONS = {}
 
--- One entry per player: `id`'s single member on `board` becomes `member`, with the better of its
--- score and `score`. `members` (a hash, id to member) says which member is the player's; a player
--- it doesn't know yet is looked for under `member` itself, as a board from before the index has it.
--- Returns 1 when the board changed (a better score, or a new name), else 0.
-local function post(board, members, id, member, score)
+-- One entry per player, with its best score, written here only: `id`'s single entry on `board` gets
+-- the better of its score and `score`. `members` (a hash, id to member) says which member is the
+-- player's; a player it doesn't know yet is looked for under `member` itself, as a board from before
+-- the index has it. With `rename` (a new score: post), the entry takes `member`'s name; without (the
+-- start-up migrations, services/leaderboard/*.lua), it keeps the name `members` has, and `member`'s
+-- entry, if any, merges into it. Returns 1 when the board changed (a better score, or a new name),
+-- else 0.
+local function keep_best(board, members, id, member, score, rename)
   local current = redis.call('HGET', members, id) or member
   if current == member then
     redis.call('HSET', members, id, member)
     return redis.call('ZADD', board, 'GT', 'CH', score, member)
   end
-  local best = redis.call('ZSCORE', board, current)
-  redis.call('ZREM', board, current)
-  if best and tonumber(best) > tonumber(score) then
-    score = best
+  local best = score
+  for _, entry in ipairs({ current, member }) do
+    local found = redis.call('ZSCORE', board, entry)
+    if found and tonumber(found) > tonumber(best) then
+      best = found
+    end
   end
-  redis.call('ZADD', board, score, member)
-  redis.call('HSET', members, id, member)
+  local kept, gone = current, member
+  if rename then
+    kept, gone = member, current
+  end
+  redis.call('ZREM', board, gone)
+  redis.call('ZADD', board, best, kept)
+  redis.call('HSET', members, id, kept)
   return 1
+end
+
+local function post(board, members, id, member, score)
+  return keep_best(board, members, id, member, score, true)
+end
+
+-- The player whose entry a member `{name}-{id}` is: the rule of shared/protocol.py's owner_of
+-- (tests/test_boards.py holds the two to it).
+local function owner_of(member)
+  return string.match(member, '^[^-]*%-(.+)$')
 end
 
 -- extra: the board's member index. args: id, member, score, and (0: never) when the board and its

@@ -97,6 +97,14 @@ def as_number(score: float) -> int | float:
     return int(score) if score.is_integer() else score
 
 
+def owner_of(member: str) -> tuple[str, str]:
+    """A board member `{name}-{id}` as its name and the id of the player whose entry it is ("" if it has
+    no `-`). The one rule, here and in apply_commands.lua's owner_of (tests/test_boards.py holds them
+    to it): the name has no `-`, so the first one ends it."""
+    name, _, owner = member.partition("-")
+    return name, owner
+
+
 def partition_of(session_id: str, partitions: int) -> int:
     """The partition of every command of one session: one player's commands stay in order."""
     return zlib.crc32(session_id.encode()) % partitions

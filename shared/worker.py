@@ -308,6 +308,10 @@ class Worker:
         sweep: Sequence[Action] = (),
         prepare: Prepare | None = None,
     ) -> None:
+        unhandled, stray = stream.events - handlers.keys(), handlers.keys() - stream.events
+        if unhandled or stray:  # at start, not as a dead letter a command later
+            names = ", ".join(sorted(unhandled | stray))
+            raise ValueError(f"{stream.group}'s handlers must be those of {stream.name}'s command types: {names}")
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
