@@ -115,7 +115,7 @@ class PoisonEvent(ValueError):
 
 
 # Not frozen, though never changed: one is built per command, and a frozen dataclass's __init__ costs
-# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+# more (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
 @dataclass(slots=True)
 class Event:
     id: str
@@ -143,7 +143,7 @@ class Event:
         request_id: str = "",
         expect: str = "",
     ) -> Event:
-        event_id = os.urandom(16).hex()  # 128 random bits: uuid4's 122 cost five times as much (5 us)
+        event_id = os.urandom(16).hex()  # 128 random bits, cheaper than uuid4's 122 (docs/benchmarks.md)
         reply_to = keys.reply(partition, event_id)
         return cls(event_id, type, session, payload, reply_to, now_ms() + timeout_ms, request_id, expect)
 

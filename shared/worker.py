@@ -211,7 +211,7 @@ class ScriptCall:
     """A script's KEYS and ARGV as they are built. ARGV[1] is a JSON document naming the rest by
     index (Lua counts from 1); the strings (a command's arguments, a reply's status and body) go in
     ARGV of their own, not inside the JSON: Redis decoding a save's document escaped inside it cost
-    8-11 us a command, more than the JSON.SET (docs/benchmarks.md, "The workers' scripts")."""
+    more than the JSON.SET (docs/benchmarks.md, "The workers' scripts")."""
 
     def __init__(self, *script_keys: str, node_wide: bool = False) -> None:
         self.keys = list(script_keys)
@@ -442,7 +442,8 @@ class Worker:
 
     def count_settled(self) -> None:
         """After a batch: its outcomes reach the counts GET /metrics reads within COUNTS_EVERY_S, with
-        every other batch's meanwhile (a round trip a batch was a tenth of a worker's CPU, measured)."""
+        every other batch's meanwhile (a round trip a batch was a large share of a worker's CPU,
+        docs/benchmarks.md)."""
         if self.counts_due is None or self.counts_due.done():
             self.counts_due = asyncio.create_task(self._publish_counts_soon())
 
@@ -589,8 +590,8 @@ class Partition:
 
     def _prepare(self, entries: list[Entry], deliveries: Mapping[bytes, int] | None = None) -> list[Batch]:
         """The entries as batches of at most BATCH_MAX_BYTES of payload (one entry at least), each
-        applied by a script of its own: Redis runs a script alone, and one of 200 of the largest saves
-        kept every other client waiting 140 ms (over a second while names were unbounded)."""
+        applied by a script of its own: Redis runs a script alone, and one batch of the largest saves
+        kept every other client waiting (docs/benchmarks.md)."""
         batches: list[Batch] = []
         part: list[Entry] = []
         size = 0
