@@ -1,7 +1,6 @@
 -- Applies commands to their target keys (shared by apply.lua and settle.lua; see apply.lua).
-local APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
--- Refused, nothing written: the caller's precondition does not hold; the written document broke its limits.
-local PRECONDITION_FAILED, OVER_LIMITS = -4, -5
+-- The outcome codes (APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED, PRECONDITION_FAILED, OVER_LIMITS,
+-- ELSEWHERE, ...) come first: shared/worker.py's Outcome, where each is defined and explained once.
 
 -- Whether stream id `a` ("ms-seq") is at or after stream id `b`.
 local function at_or_after(a, b)
@@ -92,24 +91,44 @@ end
 -- runs it again. The worker's Action names them (shared/worker.py; services/leaderboard/handlers.py).
 local OPERATIONS = {}
 
--- One entry per player: `id`'s single member on `board` becomes `member`, with the better of its
--- score and `score`. `members` (a hash, id to member) says which member is the player's; a player
--- it doesn't know yet is looked for under `member` itself, as a board from before the index has it.
--- Returns 1 when the board changed (a better score, or a new name), else 0.
-local function post(board, members, id, member, score)
+-- One entry per player, with its best score, written here only: `id`'s single entry on `board` gets
+-- the better of its score and `score`. `members` (a hash, id to member) says which member is the
+-- player's; a player it doesn't know yet is looked for under `member` itself, as a board from before
+-- the index has it. With `rename` (a new score: post), the entry takes `member`'s name; without (the
+-- start-up migrations, services/leaderboard/*.lua), it keeps the name `members` has, and `member`'s
+-- entry, if any, merges into it. Returns 1 when the board changed (a better score, or a new name),
+-- else 0.
+local function keep_best(board, members, id, member, score, rename)
   local current = redis.call('HGET', members, id) or member
   if current == member then
     redis.call('HSET', members, id, member)
     return redis.call('ZADD', board, 'GT', 'CH', score, member)
   end
-  local best = redis.call('ZSCORE', board, current)
-  redis.call('ZREM', board, current)
-  if best and tonumber(best) > tonumber(score) then
-    score = best
+  local best = score
+  for _, entry in ipairs({ current, member }) do
+    local found = redis.call('ZSCORE', board, entry)
+    if found and tonumber(found) > tonumber(best) then
+      best = found
+    end
   end
-  redis.call('ZADD', board, score, member)
-  redis.call('HSET', members, id, member)
+  local kept, gone = current, member
+  if rename then
+    kept, gone = member, current
+  end
+  redis.call('ZREM', board, gone)
+  redis.call('ZADD', board, best, kept)
+  redis.call('HSET', members, id, kept)
   return 1
+end
+
+local function post(board, members, id, member, score)
+  return keep_best(board, members, id, member, score, true)
+end
+
+-- The player whose entry a member `{name}-{id}` is: the rule of shared/protocol.py's owner_of
+-- (tests/test_boards.py holds the two to it).
+local function owner_of(member)
+  return string.match(member, '^[^-]*%-(.+)$')
 end
 
 -- extra: the board's member index. args: id, member, score, and (0: never) when the board and its
@@ -168,9 +187,6 @@ local function args_of(command)
   return { unpack(ARGV, first, first + command.args[2] - 1) }
 end
 
--- A whole call's answer, before anything is written: a key it names is not one this master serves.
-local ELSEWHERE = -6
-
 -- The keys a call's commands name by index: KEYS; or, in a node-wide call on a Redis Cluster (one
 -- call for every slot a master serves, the script flagged allow-cross-slot-keys), the names in the
 -- batch's "keys", each checked to be served here before anything is written: nil if one is not (the
@@ -187,57 +203,71 @@ local function targets_of(batch)
   return batch.keys
 end
 
--- Each command's outcome, or Redis's OOM error (nothing written yet) as the second value. A command's
--- keys are indexes into `targets` (targets_of).
+-- One command's outcome; or nil and Redis's OOM error, when Redis refused its write for want of
+-- memory (as a script's first write only, nothing is written yet). Its keys are indexes into
+-- `targets` (targets_of).
+local function apply_one(command, targets, now_ms)
+  local key = targets[command.key]
+  local version, plain = false, false
+  if command.version > 0 then
+    version, plain = version_of(targets[command.version])
+  end
+  if command.deadline_ms > 0 and now_ms > command.deadline_ms then
+    return EXPIRED
+  elseif version and at_or_after(version, command.seq) then
+    return SUPERSEDED
+  elseif command.expect and not meets(command.expect, key, version) then
+    return PRECONDITION_FAILED
+  end
+  local before = command.limits and redis.call('JSON.GET', key)
+  local result
+  local operation = OPERATIONS[command.command]
+  if operation then
+    local extra = {}
+    for j, index in ipairs(command.extra_keys or {}) do
+      extra[j] = targets[index]
+    end
+    local ok, answer = pcall(operation, key, extra, args_of(command))
+    result = ok and answer or { err = type(answer) == 'table' and answer.err or tostring(answer) }
+  else
+    result = redis.pcall(command.command, key, unpack(args_of(command)))
+  end
+  if type(result) == 'table' and result.err then
+    if string.sub(result.err, 1, 4) == 'OOM ' then
+      return nil, result
+    end
+    return result.err
+  elseif result and result ~= 0 and command.limits and not within(key, command.limits) then
+    redis.call('JSON.SET', key, '$', before) -- within this script nobody saw the document over them
+    return OVER_LIMITS
+  elseif result and result ~= 0 then
+    if command.expire_s > 0 then
+      redis.call('EXPIRE', key, command.expire_s)
+    end
+    if command.version > 0 then
+      set_version(targets[command.version], command.seq, command.expire_s, plain)
+    end
+    return APPLIED
+  end
+  return NOT_APPLIED
+end
+
+-- Each command's outcome, or nil and Redis's OOM error (nothing written: the worker answers the batch
+-- 503). A command that brings its "outcome" was applied before, by apply.lua on its own master:
+-- settle.lua only answers it.
 local function apply_commands(commands, targets)
   local clock = redis.call('TIME')
   local now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   local outcomes = {}
   for i, command in ipairs(commands) do
-    local key = targets[command.key]
-    local version, plain = false, false
-    if command.version > 0 then
-      version, plain = version_of(targets[command.version])
-    end
-    if command.deadline_ms > 0 and now_ms > command.deadline_ms then
-      outcomes[i] = EXPIRED
-    elseif version and at_or_after(version, command.seq) then
-      outcomes[i] = SUPERSEDED
-    elseif command.expect and not meets(command.expect, key, version) then
-      outcomes[i] = PRECONDITION_FAILED
+    if command.outcome ~= nil then
+      outcomes[i] = command.outcome
     else
-      local before = command.limits and redis.call('JSON.GET', key)
-      local result
-      local operation = OPERATIONS[command.command]
-      if operation then
-        local extra = {}
-        for j, index in ipairs(command.extra_keys or {}) do
-          extra[j] = targets[index]
-        end
-        local ok, answer = pcall(operation, key, extra, args_of(command))
-        result = ok and answer or { err = type(answer) == 'table' and answer.err or tostring(answer) }
-      else
-        result = redis.pcall(command.command, key, unpack(args_of(command)))
+      local outcome, refused = apply_one(command, targets, now_ms)
+      if refused then
+        return nil, refused
       end
-      if type(result) == 'table' and result.err then
-        if string.sub(result.err, 1, 4) == 'OOM ' then
-          return nil, result -- refused before anything was written: the worker answers the batch 503
-        end
-        outcomes[i] = result.err
-      elseif result and result ~= 0 and command.limits and not within(key, command.limits) then
-        redis.call('JSON.SET', key, '$', before) -- within this script nobody saw the document over them
-        outcomes[i] = OVER_LIMITS
-      elseif result and result ~= 0 then
-        if command.expire_s > 0 then
-          redis.call('EXPIRE', key, command.expire_s)
-        end
-        if command.version > 0 then
-          set_version(targets[command.version], command.seq, command.expire_s, plain)
-        end
-        outcomes[i] = APPLIED
-      else
-        outcomes[i] = NOT_APPLIED
-      end
+      outcomes[i] = outcome
     end
   end
   return outcomes

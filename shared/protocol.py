@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any, TypeGuard
 
 import orjson
@@ -97,6 +97,14 @@ def as_number(score: float) -> int | float:
     return int(score) if score.is_integer() else score
 
 
+def owner_of(member: str) -> tuple[str, str]:
+    """A board member `{name}-{id}` as its name and the id of the player whose entry it is ("" if it has
+    no `-`). The one rule, here and in apply_commands.lua's owner_of (tests/test_boards.py holds them
+    to it): the name has no `-`, so the first one ends it."""
+    name, _, owner = member.partition("-")
+    return name, owner
+
+
 def partition_of(session_id: str, partitions: int) -> int:
     """The partition of every command of one session: one player's commands stay in order."""
     return zlib.crc32(session_id.encode()) % partitions
@@ -107,7 +115,7 @@ class PoisonEvent(ValueError):
 
 
 # Not frozen, though never changed: one is built per command, and a frozen dataclass's __init__ costs
-# three times as much (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
+# more (an object.__setattr__ a field; docs/benchmarks.md, "Instructions per request").
 @dataclass(slots=True)
 class Event:
     id: str
@@ -135,7 +143,7 @@ class Event:
         request_id: str = "",
         expect: str = "",
     ) -> Event:
-        event_id = os.urandom(16).hex()  # 128 random bits: uuid4's 122 cost five times as much (5 us)
+        event_id = os.urandom(16).hex()  # 128 random bits, cheaper than uuid4's 122 (docs/benchmarks.md)
         reply_to = keys.reply(partition, event_id)
         return cls(event_id, type, session, payload, reply_to, now_ms() + timeout_ms, request_id, expect)
 
@@ -224,6 +232,36 @@ class Reply:
     @classmethod
     def message(cls, status: int, message: str) -> Reply:
         return cls(status, {"status": status, "message": message})
+
+
+class Outcome(IntEnum):
+    """What applying one command came to: the codes shared/apply_commands.lua returns (it is given
+    them as its first lines, LUA_OUTCOMES) and the worker's own. An outcome's reply is chosen in one
+    place, shared/settle.lua: APPLIED and SUPERSEDED answer the action's `if_true`, NOT_APPLIED its
+    `if_false`, EXPIRED nothing (the caller has had its 504), an error's text a 500, and the others
+    the reply the action or the worker names for them (`refusals`, WORKER_REPLIES)."""
+
+    APPLIED = 1  # OK, or a non-zero count
+    NOT_APPLIED = 0  # nil or zero: JSON.SET ... XX on a missing key, ZADD GT CH that changed nothing
+    EXPIRED = -1  # past its deadline on Redis's clock: not applied
+    SUPERSEDED = -2  # this command, or a newer one of the same player, was applied already
+    REFUSED = -3  # the worker's: Redis refused the call for want of memory before it wrote anything
+    PRECONDITION_FAILED = -4  # the caller's If-Match / If-None-Match does not hold; nothing written
+    OVER_LIMITS = -5  # the written document broke its limits, and was restored
+    ELSEWHERE = -6  # a whole call's: a key it names is not on the master it was sent to; nothing written
+    UNREPLICATED = -7  # the worker's: applied on its master, not confirmed by a replica in time
+
+
+LUA_OUTCOMES = "".join(f"local {outcome.name} = {outcome.value}\n" for outcome in Outcome)
+
+# The worker's answers where a command's own action has none. A refused command, acknowledged with its
+# 503, is never applied later, over a newer save of its caller's retry.
+STORAGE_ERROR = Reply.message(500, "The save could not be stored")
+DEAD_LETTERED = Reply.message(500, "The request could not be processed")
+WORKER_REPLIES = {
+    Outcome.REFUSED: Reply.message(503, "Storage is full; try again shortly"),
+    Outcome.UNREPLICATED: Reply.message(503, "The write was not confirmed by a replica in time; try again shortly"),
+}
 
 
 def now_ms() -> int:

@@ -3,8 +3,9 @@
 -- each caller's reply, dead-letter what could not be applied, acknowledge every entry. KEYS are in
 -- the partition's slot; on a Redis Cluster the commands' targets come by name, in other slots of the
 -- same master, as in apply.lua, and a target not served here makes the whole call write nothing and
--- return ELSEWHERE. Commands on other masters were applied before, by apply.lua, and arrive as plain
--- replies. See shared/worker.py.
+-- return ELSEWHERE. Commands on other masters were applied before, by apply.lua, and arrive with
+-- their outcome: each command's reply is chosen here, by one rule, wherever it was applied.
+-- See shared/worker.py.
 --
 -- ARGV[1], the batch as JSON; every key in it is an index into KEYS, every answer the index in ARGV
 -- of a reply's status, its body the next (ARGV[2...] hold the commands' arguments, the answers and
@@ -13,6 +14,7 @@
 --    optional "keys" (the commands' targets by name, as apply.lua's),
 --    "commands": [as apply.lua's, plus "reply_to", and the answers "if_true", "if_false",
 --                 optional "refusals": {outcome as text: answer} for the other outcomes;
+--                 a command with an "outcome" was applied before and brings only that and its answers;
 --                 a command without "reply_to" is another's follow-up, and its outcome answers no one],
 --    "failed": the answer to a command Redis refused,
 --    "replies": [{"reply_to", "answer"}, ...],

@@ -70,7 +70,20 @@ from shared.connection import (
     unavailable,
     wait_until_ready,
 )
-from shared.protocol import CommandStream, Event, EventType, PoisonEvent, Reply, now_ms, request_id_in
+from shared.protocol import (
+    DEAD_LETTERED,
+    LUA_OUTCOMES,
+    STORAGE_ERROR,
+    WORKER_REPLIES,
+    CommandStream,
+    Event,
+    EventType,
+    Outcome,
+    PoisonEvent,
+    Reply,
+    now_ms,
+    request_id_in,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,7 +133,7 @@ class Action:
     versioned: bool = False
     expect: str = ""
     limits: Limits | None = None
-    refusals: Mapping[int, Reply] = field(default_factory=dict)
+    refusals: Mapping[Outcome, Reply] = field(default_factory=dict)
     extra_keys: tuple[str, ...] = ()
     also: tuple[Action, ...] = ()
 
@@ -142,7 +155,8 @@ Prepare = Callable[[Redis | RedisCluster], Awaitable[None]]
 """A service's own start-up step (an idempotent migration, say), run once connected, before reading."""
 
 HERE = Path(__file__).parent
-APPLY_COMMANDS = (HERE / "apply_commands.lua").read_text()  # the Lua both scripts apply commands with
+# The Lua both scripts apply commands with, after the outcome codes it returns.
+APPLY_COMMANDS = LUA_OUTCOMES + (HERE / "apply_commands.lua").read_text()
 # Flagged so that on a cluster one call may write keys of every slot its master serves (apply.lua).
 CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 APPLY_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "apply.lua").read_text()
@@ -150,21 +164,6 @@ SETTLE_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "settle.lua").read_text()
 # The settle script let past maxmemory: replies, dead letters and acknowledgements are small, and a
 # batch Redis refused to apply must still be answered (Partition._refuse).
 SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom,allow-cross-slot-keys\n" + SETTLE_SCRIPT.removeprefix(CROSS_SLOT)
-STORAGE_ERROR = Reply.message(500, "The save could not be stored")
-STORAGE_FULL = Reply.message(503, "Storage is full; try again shortly")
-NOT_REPLICATED = Reply.message(503, "The write was not confirmed by a replica in time; try again shortly")
-DEAD_LETTERED = Reply.message(500, "The request could not be processed")
-# apply.lua's outcomes besides an error's text.
-APPLIED, NOT_APPLIED, EXPIRED, SUPERSEDED = 1, 0, -1, -2
-PRECONDITION_FAILED, OVER_LIMITS = -4, -5  # nothing written; answered from the Action's `refusals`
-ELSEWHERE = -6  # a script's answer to a whole call: a key is not on the master it was sent to; nothing written
-# Not apply.lua's: applied on its master, whose replicas did not confirm it in time (DURABILITY=replicated).
-UNREPLICATED = -7
-OUTCOMES = {APPLIED: "applied", SUPERSEDED: "already applied, or a newer command"}
-# Not apply.lua's: Redis refused the script of this command's slot for want of memory, before it wrote
-# anything. Acknowledged with a 503, a refused command is never applied later, over a newer save of its
-# caller's retry.
-REFUSED = -3
 COUNTS_EVERY_S = 1.0  # how often, at most, a worker adds its outcomes to keys.EVENT_COUNTS
 
 
@@ -196,6 +195,13 @@ class Command(NamedTuple):
     deadline_ms: int
 
 
+class Applied(NamedTuple):
+    """A command applied by apply.lua, before the settle script answers it."""
+
+    ready: Ready
+    outcome: int | str
+
+
 def command_of(ready: Ready, *, follow_up: bool = False) -> Command:
     """A follow-up skips the deadline check: it lands wherever its action may have."""
     return Command(ready.action, ready.entry_id.decode(), 0 if follow_up else ready.event.deadline_ms)
@@ -205,7 +211,7 @@ class ScriptCall:
     """A script's KEYS and ARGV as they are built. ARGV[1] is a JSON document naming the rest by
     index (Lua counts from 1); the strings (a command's arguments, a reply's status and body) go in
     ARGV of their own, not inside the JSON: Redis decoding a save's document escaped inside it cost
-    8-11 us a command, more than the JSON.SET (docs/benchmarks.md, "The workers' scripts")."""
+    more than the JSON.SET (docs/benchmarks.md, "The workers' scripts")."""
 
     def __init__(self, *script_keys: str, node_wide: bool = False) -> None:
         self.keys = list(script_keys)
@@ -302,6 +308,10 @@ class Worker:
         sweep: Sequence[Action] = (),
         prepare: Prepare | None = None,
     ) -> None:
+        unhandled, stray = stream.events - handlers.keys(), handlers.keys() - stream.events
+        if unhandled or stray:  # at start, not as a dead letter a command later
+            names = ", ".join(sorted(unhandled | stray))
+            raise ValueError(f"{stream.group}'s handlers must be those of {stream.name}'s command types: {names}")
         self.stream = stream
         self.handlers = handlers
         self.settings = settings
@@ -419,7 +429,7 @@ class Worker:
                 break
             await client.script_load(APPLY_SCRIPT)  # a promoted replica, or a Redis restarted empty
         if isinstance(found, MovedError | AskError):
-            return ELSEWHERE, 0
+            return Outcome.ELSEWHERE, 0
         if isinstance(found, Exception):
             raise found
         return found, int(acked)
@@ -432,7 +442,8 @@ class Worker:
 
     def count_settled(self) -> None:
         """After a batch: its outcomes reach the counts GET /metrics reads within COUNTS_EVERY_S, with
-        every other batch's meanwhile (a round trip a batch was a tenth of a worker's CPU, measured)."""
+        every other batch's meanwhile (a round trip a batch was a large share of a worker's CPU,
+        docs/benchmarks.md)."""
         if self.counts_due is None or self.counts_due.done():
             self.counts_due = asyncio.create_task(self._publish_counts_soon())
 
@@ -579,8 +590,8 @@ class Partition:
 
     def _prepare(self, entries: list[Entry], deliveries: Mapping[bytes, int] | None = None) -> list[Batch]:
         """The entries as batches of at most BATCH_MAX_BYTES of payload (one entry at least), each
-        applied by a script of its own: Redis runs a script alone, and one of 200 of the largest saves
-        kept every other client waiting 140 ms (over a second while names were unbounded)."""
+        applied by a script of its own: Redis runs a script alone, and one batch of the largest saves
+        kept every other client waiting (docs/benchmarks.md)."""
         batches: list[Batch] = []
         part: list[Entry] = []
         size = 0
@@ -639,82 +650,69 @@ class Partition:
 
         Commands whose targets are on the partition's own master (on a single Redis, every command)
         are applied by the settle script itself: one atomic step, one round trip. The others (on a
-        Redis Cluster) are applied first by apply.lua, one call per master, and then settled. Should
-        the settle script find the slot map moved (ELSEWHERE, nothing written), its commands go the
-        apply path too.
+        Redis Cluster) are applied first by apply.lua, one call per master, and settled with their
+        outcomes. Should the settle script find the slot map moved (ELSEWHERE, nothing written), its
+        commands go the apply path too.
         """
         if not batch.entry_ids:
             return
         here, elsewhere = self._split(batch.ready)
         follow_ups_here, follow_ups_elsewhere = self._split(batch.follow_ups)
-        replies = [*batch.replies, *await self._apply_answering(batch, elsewhere, follow_ups_elsewhere)]
-        outcomes = await self._settle_call(batch, here, replies, follow_ups_here)
-        if outcomes == ELSEWHERE:
+        applied = await self._apply_ahead(elsewhere, follow_ups_elsewhere)
+        outcomes = await self._settle_call(batch, here, applied, follow_ups_here)
+        if outcomes == Outcome.ELSEWHERE:
             log.info("the slot map moved under a batch: applying its commands before settling it")
-            replies += await self._apply_answering(batch, here, follow_ups_here)
+            applied += await self._apply_ahead(here, follow_ups_here)
             here, follow_ups_here = [], []
-            outcomes = await self._settle_call(batch, here, replies, follow_ups_here)
+            outcomes = await self._settle_call(batch, here, applied, follow_ups_here)
         if not isinstance(outcomes, list):  # refused for want of memory: answered 503, unapplied
             return
-        self._replies(batch, here, [outcome_of(raw) for raw in outcomes[: len(here)]])
-        self._check_follow_ups(follow_ups_here, [outcome_of(raw) for raw in outcomes[len(here) :]])
+        answered = len(here) + len(applied)
+        self._count(batch, [*here, *(one.ready for one in applied)], [*map(outcome_of, outcomes[:answered])])
+        self._check_follow_ups(follow_ups_here, [outcome_of(raw) for raw in outcomes[answered:]])
         self._count_dead(batch)
         self.worker.count_settled()
 
-    async def _apply_answering(
-        self, batch: Batch, ready: list[Ready], follow_ups: list[Ready]
-    ) -> list[tuple[str, Reply]]:
-        """Apply commands and their follow-ups outside the settle script; the replies of the commands."""
+    async def _apply_ahead(self, ready: list[Ready], follow_ups: list[Ready]) -> list[Applied]:
+        """Apply commands and their follow-ups before the settle script, which then answers the commands."""
         if not ready and not follow_ups:
             return []
         commands = [*map(command_of, ready), *(command_of(one, follow_up=True) for one in follow_ups)]
         outcomes = await self._apply(commands)
         self._check_follow_ups(follow_ups, outcomes[len(ready) :])
-        return self._replies(batch, ready, outcomes[: len(ready)])
+        return [Applied(one, outcome) for one, outcome in zip(ready, outcomes[: len(ready)], strict=True)]
 
     async def _settle_call(
-        self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]], follow_ups: list[Ready]
+        self, batch: Batch, here: list[Ready], applied: list[Applied], follow_ups: list[Ready]
     ) -> list[Any] | int | None:
         """The settle script's outcomes, or ELSEWHERE; None when Redis refused it for want of memory
         (nothing of it written; what apply.lua applied stands), and the batch is answered as such."""
-        script_keys, args = self._settlement(batch, here, replies, follow_ups)
+        script_keys, args = self._settlement(batch, here, applied, follow_ups)
         try:
             outcomes: list[Any] | int = await self.worker.settle_script(keys=script_keys, args=args)
         except OutOfMemoryError:
-            await self._refuse(batch, here, replies)
+            await self._refuse(batch, here, applied)
             return None
         return outcomes
 
-    def _replies(self, batch: Batch, ready: list[Ready], outcomes: list[int | str]) -> list[tuple[str, Reply]]:
-        """Count the outcomes; the reply each caller gets (none past its deadline)."""
-        replies = []
+    def _count(self, batch: Batch, ready: list[Ready], outcomes: list[int | str]) -> None:
+        """Count the outcomes and say what is worth a line (their replies are settle.lua's)."""
         for (entry_id, event, action), outcome in zip(ready, outcomes, strict=True):
             about = {"request_id": event.request_id or None}
-            if outcome in (APPLIED, SUPERSEDED):  # superseded: this command or a newer one is applied
-                self.stats.applied += outcome == APPLIED
-                replies.append((event.reply_to, action.if_true))
-                log.debug("%s %s on %s: %s", event.type, event.id, action.key, OUTCOMES[outcome], extra=about)
-            elif outcome == NOT_APPLIED:
-                replies.append((event.reply_to, action.if_false))
-                log.debug("%s %s on %s: not applied", event.type, event.id, action.key, extra=about)
-            elif isinstance(outcome, int) and outcome in action.refusals:
-                replies.append((event.reply_to, action.refusals[outcome]))
-                log.debug("%s %s on %s: refused (%d)", event.type, event.id, action.key, outcome, extra=about)
-            elif outcome == EXPIRED:  # past its deadline on Redis's clock
+            what = (event.type, event.id, action.key)
+            if outcome == Outcome.APPLIED:
+                self.stats.applied += 1
+            elif outcome == Outcome.EXPIRED:  # past its deadline on Redis's clock
                 self._expired(batch, (entry_id, event.encode()), 1)
-            elif outcome == REFUSED:
+            elif outcome == Outcome.REFUSED:
                 self.stats.refused += 1
-                replies.append((event.reply_to, STORAGE_FULL))
-            elif outcome == UNREPLICATED:
+            elif outcome == Outcome.UNREPLICATED:
                 self.stats.unreplicated += 1
-                replies.append((event.reply_to, NOT_REPLICATED))
-                log.warning(
-                    "%s %s on %s: no replica confirmed it in time", event.type, event.id, action.key, extra=about
-                )
-            else:
-                log.error("event %s (%s) failed in Redis: %s", event.id, event.type, outcome, extra=about)
-                replies.append((event.reply_to, STORAGE_ERROR))
-        return replies
+                log.warning("%s %s on %s: no replica confirmed it in time", *what, extra=about)
+            elif isinstance(outcome, str):
+                log.error("%s %s on %s failed in Redis: %s", *what, outcome, extra=about)
+            if log.isEnabledFor(logging.DEBUG) and isinstance(outcome, int):
+                log.debug("%s %s on %s: %s", *what, Outcome(outcome).name.lower(), extra=about)
 
     def _split(self, ready: list[Ready]) -> tuple[list[Ready], list[Ready]]:
         """Those whose target is on the partition's master (the settle script applies them), and the others.
@@ -732,7 +730,7 @@ class Partition:
     def _check_follow_ups(follow_ups: list[Ready], outcomes: list[int | str]) -> None:
         """A follow-up answers no one: only a failure is worth a line (Redis's error, or out of memory)."""
         for (_, event, action), outcome in zip(follow_ups, outcomes, strict=True):
-            if isinstance(outcome, str) or outcome in (REFUSED, UNREPLICATED):
+            if isinstance(outcome, str) or outcome in (Outcome.REFUSED, Outcome.UNREPLICATED):
                 about = {"request_id": event.request_id or None}
                 what = (event.id, event.type, action.key, outcome)
                 log.error("event %s (%s): follow-up on %s failed: %s", *what, extra=about)
@@ -746,7 +744,7 @@ class Partition:
         by_node: dict[str, list[int]] = {}
         for index, command in enumerate(commands):
             by_node.setdefault(self.worker.node_of(command.action.key), []).append(index)
-        outcomes: list[int | str] = [NOT_APPLIED] * len(commands)
+        outcomes: list[int | str] = [Outcome.NOT_APPLIED] * len(commands)
         node_wide = isinstance(self.redis, RedisCluster)
 
         async def apply_on_node(indexes: list[int]) -> None:
@@ -783,13 +781,15 @@ class Partition:
             else:
                 found = await self.worker.apply_script(keys=call.routed_by(), args=call.args(packed))
         except OutOfMemoryError:
-            found = [REFUSED] * len(indexes)
-        if found == ELSEWHERE:
+            found = [Outcome.REFUSED] * len(indexes)
+        if found == Outcome.ELSEWHERE:
             return False
         for index, raw in zip(indexes, found, strict=True):
             outcome = outcome_of(raw)
             # Applied on the master only: not to be answered 2xx.
-            outcomes[index] = UNREPLICATED if acked < wanted and outcome in (APPLIED, SUPERSEDED) else outcome
+            outcomes[index] = (
+                Outcome.UNREPLICATED if acked < wanted and outcome in (Outcome.APPLIED, Outcome.SUPERSEDED) else outcome
+            )
         return True
 
     @staticmethod
@@ -814,28 +814,16 @@ class Partition:
         return packed
 
     def _settlement(
-        self, batch: Batch, here: list[Ready], replies: list[tuple[str, Reply]], follow_ups: list[Ready] | None = None
+        self, batch: Batch, here: list[Ready], applied: list[Applied], follow_ups: list[Ready]
     ) -> tuple[list[str], list[bytes | str]]:
-        """settle.lua's keys and arguments (ScriptCall); the dead letters binary-safe in ARGV (a
-        poison entry's fields need not be text). The `follow_ups` come after the commands that
-        answer, with no reply of their own."""
+        """settle.lua's keys and arguments (ScriptCall): the commands it applies, those applied before
+        with their outcomes, each with its answers, then the follow-ups with none; the dead letters
+        binary-safe in ARGV (a poison entry's fields need not be text)."""
         call = ScriptCall(self.key, self.dead_letters, node_wide=isinstance(self.redis, RedisCluster))
         stream = self.key.encode()
-        commands = [
-            {
-                **self._command(command_of(ready), call),
-                "reply_to": call.key(ready.event.reply_to),
-                "if_true": call.answer(ready.action.if_true),
-                "if_false": call.answer(ready.action.if_false),
-                **(
-                    {"refusals": {str(outcome): call.answer(reply) for outcome, reply in ready.action.refusals.items()}}
-                    if ready.action.expect or ready.action.limits  # what can refuse a command: none on the usual save
-                    else {}
-                ),
-            }
-            for ready in here
-        ]
-        commands += (self._command(command_of(ready, follow_up=True), call) for ready in follow_ups or ())
+        commands = [{**self._command(command_of(ready), call), **self._answers(ready, call)} for ready in here]
+        commands += ({"outcome": outcome, **self._answers(ready, call, outcome)} for ready, outcome in applied)
+        commands += (self._command(command_of(ready, follow_up=True), call) for ready in follow_ups)
         packed = {
             "stream": 1,
             "dead_letters": 2,
@@ -843,24 +831,43 @@ class Partition:
             "reply_ttl_s": self.settings.reply_ttl_s,
             "commands": commands,
             "failed": call.answer(STORAGE_ERROR),
-            "replies": [{"reply_to": call.key(reply_to), "answer": call.answer(reply)} for reply_to, reply in replies],
+            "replies": [
+                {"reply_to": call.key(reply_to), "answer": call.answer(reply)} for reply_to, reply in batch.replies
+            ],
             "ack": [entry_id.decode() for entry_id in batch.entry_ids],
             "letters": [call.values(dead_letter(entry, reason, stream)) for entry, reason in batch.dead],
         }
         return call.keys, call.args(packed)
 
-    async def _refuse(self, batch: Batch, refused: list[Ready], replies: list[tuple[str, Reply]]) -> None:
-        """Settle a batch whose commands Redis refused for want of memory: those answered 503, unapplied.
+    @staticmethod
+    def _answers(ready: Ready, call: ScriptCall, outcome: int | str | None = None) -> dict[str, Any]:
+        """A command's reply stream and the replies settle.lua chooses from; `outcome`, if known already."""
+        action = ready.action
+        refusals = dict(action.refusals) if action.expect or action.limits else {}  # none on the usual save
+        if outcome in WORKER_REPLIES:
+            refusals[Outcome(outcome)] = WORKER_REPLIES[Outcome(outcome)]
+        answers: dict[str, Any] = {
+            "reply_to": call.key(ready.event.reply_to),
+            "if_true": call.answer(action.if_true),
+            "if_false": call.answer(action.if_false),
+        }
+        if refusals:
+            answers["refusals"] = {str(int(code)): call.answer(reply) for code, reply in refusals.items()}
+        return answers
 
-        Redis refuses for memory only a script's first write (past it, a script runs to its end), and
-        the scripts give up at that refusal: nothing of theirs was written. Acknowledged, a refused
-        command is never applied later, over a newer save of its caller's retry.
+    async def _refuse(self, batch: Batch, refused: list[Ready], applied: list[Applied]) -> None:
+        """Settle a batch whose settle script Redis refused for want of memory: its own commands
+        answered 503, unapplied, and those applied before answered as they came out.
+
+        Redis refuses a script for memory before it runs or at its first write (past it, a script
+        runs to its end), so nothing of it was written. Acknowledged, a refused command is never
+        applied later, over a newer save of its caller's retry.
         """
-        replies = [*replies, *((event.reply_to, STORAGE_FULL) for _, event, _ in refused)]
-        script_keys, args = self._settlement(batch, [], replies)
+        answered = [*applied, *(Applied(ready, Outcome.REFUSED) for ready in refused)]
+        script_keys, args = self._settlement(batch, [], answered, [])
         await self.worker.settle_past_maxmemory(keys=script_keys, args=args)
         log.warning("Redis is out of memory: %d commands answered 503, none applied", len(refused))
-        self.stats.refused += len(refused)
+        self._count(batch, [one.ready for one in answered], [one.outcome for one in answered])
         self._count_dead(batch)
         self.worker.count_settled()
 
@@ -899,7 +906,7 @@ class Partition:
         except (*REDIS_DOWN, ResponseError) as error:
             outcomes = [str(error)] * len(sweep)
         for action, outcome in zip(sweep, outcomes, strict=True):
-            if isinstance(outcome, str) or outcome == REFUSED:
+            if isinstance(outcome, str) or outcome == Outcome.REFUSED:
                 what = (action.command, action.key, outcome)
                 log.warning("sweep's %s on %s failed (%s): the next sweep tries again", *what)
 

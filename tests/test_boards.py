@@ -18,8 +18,9 @@ from redis.cluster import RedisCluster
 from devtools.stack import Stack
 from services.gateway.store import rows_of
 from shared import keys, seasons
-from shared.protocol import SCORES, as_number
+from shared.protocol import SCORES, as_number, owner_of
 from shared.settings import MAX_EXACT_INTEGER
+from shared.worker import APPLY_COMMANDS
 from tests.conftest import ARTIFACTS, Player, eventually, fresh_redis, spawn_fastapi_gateway, started
 
 Db = redis.Redis | RedisCluster
@@ -403,3 +404,13 @@ def test_scores_as_redis_writes_them_read_as_the_numbers_they_are(boards_url: st
     expected = [as_number(float(written)) for written in flat[1::2]]
     read = [score for _, score in rows_of(flat)]
     assert read == expected and [type(score) for score in read] == [type(score) for score in expected]
+
+
+@given(st.text(alphabet="ab-_1é{}", max_size=12))
+@hypothesis_settings(max_examples=80, deadline=None)
+def test_the_member_rule_is_the_same_in_python_and_lua(boards_url: str, member: str) -> None:
+    """A member's owner, `{name}-{id}`: protocol.owner_of and apply_commands.lua's owner_of agree."""
+    script = APPLY_COMMANDS + "return owner_of(ARGV[1]) or ''"
+    with redis.Redis.from_url(boards_url) as client:
+        in_lua = client.eval(script, 0, member)
+    assert in_lua.decode() == owner_of(member)[1]

@@ -24,9 +24,9 @@ from services.saves.handlers import handlers
 from shared import keys
 from shared.connection import unavailable
 from shared.pipelined import PipelinedRedis
-from shared.protocol import SAVES, SCORES, CommandStream, Event, EventType, now_ms, partition_of
+from shared.protocol import SAVES, SCORES, CommandStream, Event, EventType, Outcome, now_ms, partition_of
 from shared.settings import Settings
-from shared.worker import APPLIED, SUPERSEDED, Command, Entry, Partition, Worker
+from shared.worker import Command, Entry, Partition, Worker
 from tests.conftest import ARTIFACTS, TEST_MAPS, Player, eventually, run_python, started
 from tests.test_boards import PERIOD, UNLIMITED, assert_each_in_its_season, post, post_across_boundaries
 from tests.test_faults import NO_SESSION_LIMIT, Load, wait_for
@@ -512,7 +512,7 @@ def test_a_batch_of_many_slots_is_applied_in_one_call_per_master_within_the_pool
             await worker.redis.aclose()
 
     events, outcomes, calls = asyncio.run(scenario())
-    assert outcomes == [APPLIED] * 48
+    assert outcomes == [Outcome.APPLIED] * 48
     assert len({db.keyslot(keys.player(event.session)) for event in events}) > 40
     assert calls == 3, "a call per master"
     for event in events:
@@ -531,7 +531,7 @@ def test_a_batch_whose_slot_moves_mid_migration_is_applied_once_it_can_be(cluste
         await worker.connect()
         try:
             events, commands = batch_of_saves(worker, 12, 1)
-            assert await Partition(worker, 0)._apply(commands) == [APPLIED] * 12
+            assert await Partition(worker, 0)._apply(commands) == [Outcome.APPLIED] * 12
             moved = keys.player(events[0].session)
             _, target, finish_migration = migrate_ahead(db, moved, keys.version(moved))
             for event in events:
@@ -555,11 +555,11 @@ def test_a_batch_whose_slot_moves_mid_migration_is_applied_once_it_can_be(cluste
 
     first_try, again, after = asyncio.run(scenario())
     if isinstance(first_try, list):
-        assert first_try == [APPLIED] * 12 and again == [SUPERSEDED] * 12
+        assert first_try == [Outcome.APPLIED] * 12 and again == [Outcome.SUPERSEDED] * 12
     else:
         assert first_try is not None, "the partition's loop waits it out rather than exiting"
-        assert set(again) <= {APPLIED, SUPERSEDED} and again[0] == APPLIED
-    assert after == [APPLIED] * 12
+        assert set(again) <= {Outcome.APPLIED, Outcome.SUPERSEDED} and again[0] == Outcome.APPLIED
+    assert after == [Outcome.APPLIED] * 12
 
 
 def commands_again(worker: Worker, events: list[Event]) -> list[Command]:

@@ -22,8 +22,9 @@ from devtools.stack import Stack
 from services.gateway.store import Store
 from shared import keys
 from shared.pipelined import PipelinedRedis
+from shared.protocol import Outcome
 from shared.settings import Settings
-from shared.worker import APPLY_SCRIPT, SUPERSEDED
+from shared.worker import APPLY_SCRIPT
 from tests.conftest import spawn_fastapi_gateway
 
 MERGE = {"content-type": "application/merge-patch+json"}
@@ -296,7 +297,7 @@ def test_an_older_command_redelivered_after_a_delete_does_not_bring_the_save_bac
     }  # fmt: skip
     batch = orjson.dumps({"commands": [older_create]})
     outcomes = db.eval(APPLY_SCRIPT, 2, key, keys.version(key), batch, "$", '{"id":"resurrect"}')
-    assert outcomes == [SUPERSEDED]
+    assert outcomes == [Outcome.SUPERSEDED]
     assert db.exists(key) == 0
 
 

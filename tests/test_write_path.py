@@ -19,9 +19,9 @@ import redis
 
 from services.saves.handlers import handlers
 from shared import keys
-from shared.protocol import SAVES, Event, EventType, Reply
+from shared.protocol import SAVES, Event, EventType, Outcome, Reply
 from shared.settings import Settings
-from shared.worker import APPLIED, EXPIRED, SUPERSEDED, Partition, Worker, command_of, stream_entries
+from shared.worker import Partition, Worker, command_of, stream_entries
 from tests.conftest import StackFactory
 
 
@@ -95,8 +95,8 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
         return applied, outcomes
 
     applied, outcomes = run(scenario())
-    assert applied == [APPLIED]
-    assert outcomes == [SUPERSEDED]
+    assert applied == [Outcome.APPLIED]
+    assert outcomes == [Outcome.SUPERSEDED]
     assert document(db, session) == {"id": session, "level": 2}  # the newer save stands
     groups = db.xinfo_groups(SAVES.key(0))
     assert groups[0]["pending"] == 0  # and the old entry is acknowledged
@@ -121,5 +121,5 @@ def test_a_command_past_its_deadline_on_redis_clock_is_not_applied(redis_url: st
         await worker.redis.aclose()
         return outcomes
 
-    assert run(scenario()) == [EXPIRED]
+    assert run(scenario()) == [Outcome.EXPIRED]
     assert document(db, session) is None

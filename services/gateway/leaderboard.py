@@ -34,7 +34,7 @@ from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys, seasons
-from shared.protocol import EventType, as_number, now_ms
+from shared.protocol import EventType, as_number, now_ms, owner_of
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
@@ -71,7 +71,7 @@ def check_board(settings: Settings, key: str) -> None:
 async def submit(commands: CommandBus, caller: str, address: str, key: str, score: float, member: str) -> Response:
     settings = commands.settings
     check_board(settings, key)
-    name, _, owner = member.partition("-")
+    name, owner = owner_of(member)
     if owner != caller:
         raise HTTPException(403, "member must be `{name}-{your session id}`")
     if not MEMBER_NAME.fullmatch(name):  # not .match: `$` also matches before a trailing newline

@@ -26,17 +26,27 @@ from pathlib import Path
 from redis.asyncio import Redis, RedisCluster
 
 from shared import keys, seasons
-from shared.protocol import LIVE_STREAM_MAXLEN, LIVE_TOP_SIZE, Event, EventType, PoisonEvent, Reply, is_finite_number
+from shared.protocol import (
+    LIVE_STREAM_MAXLEN,
+    LIVE_TOP_SIZE,
+    Event,
+    EventType,
+    PoisonEvent,
+    Reply,
+    is_finite_number,
+    owner_of,
+)
 from shared.settings import Settings
-from shared.worker import Action, Handler, Prepare
+from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare
 
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
 ANNOUNCED = Reply.message(200, "Top announced")  # a follow-up's, which answers no one
 NEVER = "0"  # board.post's expiry: none
 HERE = Path(__file__).parent
-INDEX_MEMBERS = (HERE / "index_members.lua").read_text()
-CARRY_ALL_TIME = (HERE / "carry_all_time.lua").read_text()
+# The start-up migrations keep one entry per player by apply_commands.lua's own rule (keep_best).
+INDEX_MEMBERS = APPLY_COMMANDS + (HERE / "index_members.lua").read_text()
+CARRY_ALL_TIME = APPLY_COMMANDS + (HERE / "carry_all_time.lua").read_text()
 CHUNK = 1000
 
 
@@ -84,8 +94,8 @@ def submit_handler(settings: Settings) -> Handler:
         if not isinstance(entry, dict) or entry.get("key") not in boards:
             raise PoisonEvent("score must name a configured leaderboard")
         member, score = entry.get("member"), entry.get("score")
-        if not isinstance(member, str) or not member.endswith(f"-{event.session}"):
-            raise PoisonEvent("member must end with the caller's session id")
+        if not isinstance(member, str) or owner_of(member)[1] != event.session:
+            raise PoisonEvent("member must be `{name}-{the caller's session id}`")
         if not is_finite_number(score) or not settings.score_min <= score <= settings.score_max:
             raise PoisonEvent("score must be a finite number within the configured bounds")
         board = entry["key"]

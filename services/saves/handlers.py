@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping
 import orjson
 
 from shared import keys
-from shared.protocol import ANY_VERSION, Event, EventType, PoisonEvent, Reply
+from shared.protocol import ANY_VERSION, Event, EventType, Outcome, PoisonEvent, Reply
 from shared.settings import Settings
-from shared.worker import OVER_LIMITS, PRECONDITION_FAILED, Action, Handler, Limits
+from shared.worker import Action, Handler, Limits
 
 NOT_FOUND = Reply.message(404, "Not Found")
 CHANGED = Reply.message(412, "The save is not the version you named (If-Match / If-None-Match): read it again")
-IF_CHANGED = {PRECONDITION_FAILED: CHANGED}
+IF_CHANGED = {Outcome.PRECONDITION_FAILED: CHANGED}
 
 
 def document_of(event: Event, noun: str) -> str:
@@ -66,7 +66,7 @@ def merge_handler(key_of: Callable[[str], str], noun: str, ttl_s: int, limits: L
         return Action(
             "JSON.MERGE", key_of(event.session), ("$", body), if_true=done, if_false=NOT_FOUND, expire_s=ttl_s,
             versioned=True, expect=event.expect or ANY_VERSION, limits=limits,
-            refusals={PRECONDITION_FAILED: missing, OVER_LIMITS: over},
+            refusals={Outcome.PRECONDITION_FAILED: missing, Outcome.OVER_LIMITS: over},
         )  # fmt: skip
 
     return handle
