@@ -191,6 +191,11 @@ def has_two(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> bool:
     return any(name == b"cookie" and value.count(cookie_name) > 1 for name, value in headers)
 
 
+def sends_cookie(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> bool:
+    """Whether the request may carry the cookie (`cookie_name` is within `__Host-cq_session` too)."""
+    return any(name == b"cookie" and cookie_name in value for name, value in headers)
+
+
 class SessionCookies:
     """Reads, checks and writes the session cookie; shared by the middleware and the hot path."""
 
