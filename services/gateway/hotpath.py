@@ -1,6 +1,6 @@
 """The fast path: the usual requests of the busiest routes, answered before FastAPI, from FastAPI's own routes.
 
-On the hot routes FastAPI's routing, dependencies and validation took about half of the gateway's
+On the hot routes FastAPI's routing, dependencies and validation took much of the gateway's
 CPU (docs/benchmarks.md). A route opts in by carrying `@fast(handler)` under its FastAPI decorator;
 this layer matches a request against the same route objects (their compiled paths), in FastAPI's
 order (those that can match its path's first two segments), and when the first that matches is

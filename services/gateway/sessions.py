@@ -57,7 +57,7 @@ HOST_COOKIE_NAME = "__Host-" + COOKIE_NAME  # the name of a Secure cookie
 # Expires a player's cookie of the old name once the answer sets the new one.
 EXPIRE_OLD_COOKIE = f"{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
 TWO_SESSIONS = "The request carries more than one session cookie"
-VERIFIED_TOKENS = 8_192  # tokens a gateway process remembers as verified: under 3 MB
+VERIFIED_TOKENS = 8_192  # tokens a gateway process remembers as verified (their memory: docs/benchmarks.md)
 SESSION_PATHS = ("/api/", "/session")
 
 
@@ -110,7 +110,7 @@ def client_address(scope: Scope) -> str:
 
 @lru_cache(maxsize=4096)
 def is_ip_address(host: str) -> bool:
-    """Cached: the same few addresses come again and again, and parsing one costs a microsecond."""
+    """Cached: the same few addresses come again and again, and parsing one costs more than the lookup."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -123,12 +123,12 @@ class CookieSigner:
 
     A token that verified is remembered (up to VERIFIED_TOKENS, then forgotten all at once): a
     session sends the same token on every request until it is re-confirmed, and the MAC was a
-    few percent of a fast request's CPU (docs/benchmarks.md). Only tokens whose MAC matched are
+    visible share of a fast request's CPU (docs/benchmarks.md). Only tokens whose MAC matched are
     kept, so a forged one is checked in full every time and learns nothing from the cache.
     """
 
     def __init__(self, secret: str) -> None:
-        # Keyed once: each MAC copies it rather than keying afresh (a third cheaper than hmac.new or hmac.digest).
+        # Keyed once: each MAC copies it rather than keying afresh, cheaper than hmac.new or hmac.digest.
         self._keyed = hmac.new(hashlib.sha256(secret.encode()).digest(), digestmod=hashlib.sha256)
         self._verified: dict[str, tuple[str, int]] = {}
 
