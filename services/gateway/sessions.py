@@ -250,9 +250,9 @@ class SessionMiddleware:
         store: Store = scope["app"].state.store
         now = int(time.time())
         try:
-            session_id, confirmed_at, _token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
+            session_id, confirmed_at, token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
             if session_id is not None and not self.cookies.is_current(confirmed_at, now):
-                confirmed_at = now
+                confirmed_at, token = now, ""  # signed anew below
                 if not await write_session(store, self.settings, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
@@ -263,7 +263,7 @@ class SessionMiddleware:
                     too_many = error_response(429, "Too many new sessions; slow down", retry)
                     await too_many(scope, receive, send)
                     return
-                session_id, confirmed_at = new_session_id(), now
+                session_id, confirmed_at, token = new_session_id(), now, ""
                 await write_session(store, self.settings, session_id, create=True)
         except (*REDIS_DOWN, RedisError, HTTPException) as error:  # outside FastAPI's error handlers: answered here
             await response_for(error)(scope, receive, send)
@@ -272,7 +272,8 @@ class SessionMiddleware:
         if session_id is None:
             await self.app(scope, receive, send)
             return
-        cookie = self.cookies.set_cookie(self.cookies.signer.sign(session_id, confirmed_at))
+        # The token as sent while it is current (the same value, without computing its MAC again).
+        cookie = self.cookies.set_cookie(token or self.cookies.signer.sign(session_id, confirmed_at))
         moving = self.cookies.moving(scope)
 
         async def send_with_cookie(message: Message) -> None:
