@@ -5,11 +5,12 @@ CPU (docs/benchmarks.md). A route opts in by carrying `@fast(handler)` under its
 this layer matches a request against the same route objects (their compiled paths), in FastAPI's
 order (those that can match its path's first two segments), and when the first that matches is
 marked and the caller's session was confirmed in Redis within SESSION_REFRESH_S (or the route is
-public), the handler answers. It validates the body with the route's own model and calls the same
-function the route does; it returns None for anything unusual (a body the model refuses, an odd
-query), and the request goes on, body and all, to FastAPI, which answers it as if this layer were
-not there, every error in its own words. So a route is declared once, and a new route is never
-mistaken for another. HOT_PATH=false turns this layer off.
+public, or needs no session and the caller sends no cookie), the handler answers. It validates the
+body with the route's own model and calls the same function the route does; it returns None for
+anything unusual (a body the model refuses, an odd query), and the request goes on, body and all,
+to FastAPI, which answers it as if this layer were not there, every error in its own words. So a
+route's checks are written once, and a new route is never mistaken for another. HOT_PATH=false
+turns this layer off.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Call:
     """One request as a fast handler sees it: the caller is a confirmed session."""
 
     scope: Scope
-    caller: str  # "" on a public route
+    caller: str  # "" on a public route, or a cookieless one for a caller without a cookie
     body: bytes
     params: dict[str, Any]
     state: State  # what the app's lifespan opened
