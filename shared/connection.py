@@ -10,10 +10,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import hiredis
 from redis import exceptions
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
@@ -79,28 +77,6 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def packed_by_hiredis(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
-    """`connection_class` whose commands hiredis packs, in C, as redis-py's synchronous client does.
-
-    redis-py's asyncio connections pack in Python: for a worker's settle script that was 6.4 us
-    a command, hiredis takes 0.7 (docs/benchmarks.md, "The workers' scripts").
-    """
-
-    class PackedByHiredis(connection_class):  # type: ignore[valid-type, misc]
-        def pack_command(self, *args: Any) -> list[bytes]:
-            if isinstance(args[0], str):  # a command name may hold arguments: "XINFO CONSUMERS"
-                args = (*args[0].encode().split(), *args[1:])
-            elif b" " in args[0]:
-                args = (*args[0].split(), *args[1:])
-            try:
-                return [hiredis.pack_command(args)]
-            except TypeError as error:  # what redis-py's own packing would refuse
-                raise exceptions.DataError(str(error)) from error
-
-    PackedByHiredis.__name__ = f"PackedByHiredis{connection_class.__name__}"
-    return PackedByHiredis
-
-
 def connect(url: str, *, max_connections: int = 256) -> Redis:
     """A client whose commands retry briefly on a dropped connection, then fail fast."""
     pool = BlockingConnectionPool.from_url(
@@ -115,7 +91,6 @@ def connect(url: str, *, max_connections: int = 256) -> Redis:
         retry=Retry(ExponentialBackoff(cap=0.25, base=0.02), retries=3),
         retry_on_error=[exceptions.ConnectionError, exceptions.TimeoutError],
     )
-    pool.connection_class = packed_by_hiredis(pool.connection_class)
     return Redis(connection_pool=pool)
 
 

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from devtools.stack import Stack
-from services.gateway.server import Limits, address_key
+from services.gateway.server import ConnectionLimits, address_key
 from services.gateway.sessions import COOKIE_NAME, HOST_COOKIE_NAME, CookieSigner
 from shared.settings import Settings
 from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, fresh_redis, started
@@ -374,8 +374,8 @@ def test_what_counts_as_one_address() -> None:
 
 
 def test_connections_from_a_trusted_proxy_are_not_counted_per_address() -> None:
-    limits = Limits(16 * 1024, 10, 30, 4096, 256, 16, 30, "10.0.0.0/8,192.0.2.1")
+    limits = ConnectionLimits(16 * 1024, 10, 30, 4096, 256, 16, 30, "10.0.0.0/8,192.0.2.1")
     assert not limits.counted("10.1.2.3") and not limits.counted("192.0.2.1")
     assert limits.counted("192.0.2.2") and limits.counted("2001:db8::1")
-    assert not Limits(16 * 1024, 10, 30, 4096, 256, 16, 30, "*").counted("192.0.2.2")
-    assert Limits(16 * 1024, 10, 30, 4096, 256, 16, 30, "").counted("10.1.2.3")
+    assert not ConnectionLimits(16 * 1024, 10, 30, 4096, 256, 16, 30, "*").counted("192.0.2.2")
+    assert ConnectionLimits(16 * 1024, 10, 30, 4096, 256, 16, 30, "").counted("10.1.2.3")

@@ -45,4 +45,4 @@ async def store(request: Request) -> Store:
 SessionId = Annotated[str, Depends(session_id)]
 Address = Annotated[str, Depends(address)]
 Bus = Annotated[CommandBus, Depends(bus)]
-Redis = Annotated[Store, Depends(store)]
+AppStore = Annotated[Store, Depends(store)]

@@ -1,19 +1,21 @@
 """The fast path: the usual requests of the busiest routes, answered before FastAPI, from FastAPI's own routes.
 
-On the hot routes FastAPI's routing, dependencies and validation took about half of the gateway's
+On the hot routes FastAPI's routing, dependencies and validation took much of the gateway's
 CPU (docs/benchmarks.md). A route opts in by carrying `@fast(handler)` under its FastAPI decorator;
 this layer matches a request against the same route objects (their compiled paths), in FastAPI's
 order (those that can match its path's first two segments), and when the first that matches is
 marked and the caller's session was confirmed in Redis within SESSION_REFRESH_S (or the route is
-public), the handler answers. It validates the body with the route's own model and calls the same
-function the route does; it returns None for anything unusual (a body the model refuses, an odd
-query), and the request goes on, body and all, to FastAPI, which answers it as if this layer were
-not there, every error in its own words. So a route is declared once, and a new route is never
-mistaken for another. HOT_PATH=false turns this layer off.
+public, or needs no session and the caller sends no cookie), the handler answers. It validates the
+body with the route's own model and calls the same function the route does; it returns None for
+anything unusual (a body the model refuses, an odd query), and the request goes on, body and all,
+to FastAPI, which answers it as if this layer were not there, every error in its own words. So a
+route's checks are written once, and a new route is never mistaken for another. HOT_PATH=false
+turns this layer off.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,10 +25,10 @@ import orjson
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from starlette.convertors import StringConvertor
+from starlette.convertors import Convertor, StringConvertor
 from starlette.datastructures import State
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway.bodies import bounded_body, declares_json, declares_merge_patch, header, replaying
@@ -34,7 +36,7 @@ from services.gateway.metrics import HttpMetrics, route_of
 from services.gateway.observe import CLIENT_GONE, REQUEST_ID
 from services.gateway.paths import without_slash
 from services.gateway.responses import response_for
-from services.gateway.sessions import COOKIE_NAME, SessionCookies, TwoSessions, has_two
+from services.gateway.sessions import COOKIE_NAME, SessionCookies, TwoSessions, has_two, sends_cookie
 from shared.logs import current_request_id, request_id_from
 from shared.settings import Settings
 
@@ -44,7 +46,7 @@ class Call:
     """One request as a fast handler sees it: the caller is a confirmed session."""
 
     scope: Scope
-    caller: str  # "" on a public route
+    caller: str  # "" on a public route, or a cookieless one for a caller without a cookie
     body: bytes
     params: dict[str, Any]
     state: State  # what the app's lifespan opened
@@ -57,15 +59,18 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def fast(handler: FastHandler, *, public: bool = False) -> Callable[[Endpoint], Endpoint]:
+def fast(handler: FastHandler, *, public: bool = False, cookieless: bool = False) -> Callable[[Endpoint], Endpoint]:
     """Mark a FastAPI endpoint as answered by `handler` on the fast path (put it under the route decorator).
 
     `public`: a route that needs no session (a GET): the handler answers every caller, session or not.
+    `cookieless`: a route that needs no session but refreshes one it is sent (a board's page): the
+    handler answers a caller who sends no session cookie as it answers one with a confirmed session.
     """
 
     def mark(endpoint: Endpoint) -> Endpoint:
         endpoint.fast = handler  # type: ignore[attr-defined]
         endpoint.fast_public = public  # type: ignore[attr-defined]
+        endpoint.fast_cookieless = cookieless  # type: ignore[attr-defined]
         return endpoint
 
     return mark
@@ -84,31 +89,40 @@ def parse_body(model: type[Model], call: Call, *, merge_patch: bool = False) -> 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A route as the fast path tries it: Starlette's own compiled path and parameter convertors.
+    """A route as the fast path tries it: its path compiled by Starlette's public `compile_path`, as the
+    route compiled it for itself.
 
-    Route.matches() would build a child scope for every request (some 4 us here); the route's
-    path_regex and param_convertors are what it matches with, so the answer is the same. A path with
-    one parameter, a plain string, between two literals (`/api/playerstate/{document_id}`,
-    `/api/leaderboard/{key}/me`) is matched without the regex: its `[^/]+` takes exactly a
-    non-empty middle without a slash.
+    Route.matches() would build a child scope for every request; the compiled regex and convertors
+    are what it matches with, so the answer is the same. A path with one parameter, a plain string,
+    between two literals (`/api/playerstate/{document_id}`, `/api/leaderboard/{key}/me`) is matched
+    without the regex: its `[^/]+` takes exactly a non-empty middle without a slash.
     """
 
     literal: str  # the path up to its first parameter: a cheap test before the regex
     route: APIRoute
     handler: FastHandler | None
     public: bool
+    cookieless: bool
     param: str | None  # that one string parameter's name, if the path is `literal{param}suffix`
     suffix: str
+    regex: re.Pattern[str]
+    convertors: dict[str, Convertor[Any]]
 
     @classmethod
     def of(cls, route: APIRoute) -> Candidate:
-        literal, _, rest = route.path_format.partition("{")
+        regex, path_format, convertors = compile_path(route.path)
+        literal, _, rest = path_format.partition("{")
         name, _, suffix = rest.partition("}")
-        convertor = route.param_convertors.get(name)
-        plain = bool(rest) and "{" not in suffix and type(convertor) is StringConvertor
+        plain = bool(rest) and "{" not in suffix and type(convertors.get(name)) is StringConvertor
         endpoint = route.endpoint
-        handler, public = getattr(endpoint, "fast", None), getattr(endpoint, "fast_public", False)
-        return cls(literal, route, handler, public, name if plain else None, suffix)
+        handler = getattr(endpoint, "fast", None)
+        public, cookieless = getattr(endpoint, "fast_public", False), getattr(endpoint, "fast_cookieless", False)
+        return cls(literal, route, handler, public, cookieless, name if plain else None, suffix, regex, convertors)
+
+    @property
+    def whole_path(self) -> bool:
+        """Whether the path has no parameter."""
+        return not self.convertors
 
     def params(self, path: str) -> dict[str, Any] | None:
         """The path parameters if the route's path matches, else None."""
@@ -117,10 +131,10 @@ class Candidate:
                 return None
             middle = path[len(self.literal) : len(path) - len(self.suffix)]
             return {self.param: middle} if middle and "/" not in middle else None
-        found = self.route.path_regex.match(path)
+        found = self.regex.match(path)
         if found is None:
             return None
-        convertors = self.route.param_convertors
+        convertors = self.convertors
         return {name: convertors[name].convert(value) for name, value in found.groupdict().items()}
 
 
@@ -155,8 +169,7 @@ def by_section(candidates: list[Candidate]) -> Sections:
 def section_of(candidate: Candidate) -> str | None:
     """The section every path the candidate matches has; None if its paths differ in it."""
     literal = candidate.literal
-    whole_path = candidate.route.path_format == literal  # no parameter
-    return section(literal) if whole_path or literal.count("/") > 2 else None
+    return section(literal) if candidate.whole_path or literal.count("/") > 2 else None
 
 
 def section(path: str) -> str:
@@ -207,6 +220,10 @@ class HotPath:
             claim = self.cookies.read(scope, now)
         except TwoSessions:
             claim = None  # FastAPI's path refuses it
+        if claim is None and candidate.cookieless and not sends_cookie(scope["headers"], self.cookie_name):
+            # As FastAPI's path answers it: no session to refresh, so no Set-Cookie.
+            await self.answer(candidate, Call(scope, "", b"", params, self.app.state), receive, send, started)
+            return
         if claim is None or not self.cookies.is_current(claim[1], now):
             await self.fallback(scope, receive, send)
             return

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException
 from starlette.responses import Response
 
 from services.gateway.bodies import StrictJSONRoute
-from services.gateway.dependencies import ERRORS, Address, Redis, SessionId
+from services.gateway.dependencies import ERRORS, Address, AppStore, SessionId
 from services.gateway.models import Session
 from services.gateway.recovery import (
     NOT_A_CODE,
@@ -38,7 +38,7 @@ async def session(caller: SessionId) -> Session:
 
 
 @router.post("/session/recovery", response_model=RecoveryCode, responses=ERRORS)
-async def issue_recovery_code(made: Recoveries, caller: SessionId, store: Redis) -> RecoveryCode:
+async def issue_recovery_code(made: Recoveries, caller: SessionId, store: AppStore) -> RecoveryCode:
     """A new recovery code for your id, shown this once; the code issued before it stops working.
 
     Enter it in another browser (`POST /session/recover`) to play there as yourself, with your saves
@@ -55,7 +55,7 @@ async def issue_recovery_code(made: Recoveries, caller: SessionId, store: Redis)
     return RecoveryCode(code=grouped(code))
 
 
-async def recover(body: RecoverBody, made: Recoveries, address: Address, store: Redis) -> Response:
+async def recover(body: RecoverBody, made: Recoveries, address: Address, store: AppStore) -> Response:
     """Continue as the player a recovery code belongs to: this browser gets a session for their id
     (and so their saves and board entries), whatever session it had, also after theirs expired.
 

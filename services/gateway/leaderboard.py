@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
-from services.gateway.dependencies import ERRORS, Address, Bus, Redis, SessionId
+from services.gateway.dependencies import ERRORS, Address, AppStore, Bus, SessionId
 from services.gateway.hotpath import Call, fast, parse_body
 from services.gateway.models import (
     NAME_PATTERN,
@@ -182,9 +182,9 @@ async def page_fast(call: Call) -> Response | None:
 
 
 @router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
-@fast(page_fast)
+@fast(page_fast, cookieless=True)
 async def top_scores(
-    key: str, store: Redis, request: Request, count: Count = DEFAULT_COUNT, offset: Offset = 0, season: Season = None
+    key: str, store: AppStore, request: Request, count: Count = DEFAULT_COUNT, offset: Offset = 0, season: Season = None
 ) -> Any:
     """`count` entries from rank `offset + 1`, highest first, of the current season or of `season`;
     public, as a leaderboard is."""
@@ -201,14 +201,16 @@ async def around_fast(call: Call) -> Response | None:
 
 @router.get("/{key}/me", response_model=AroundMe, responses=ERRORS)
 @fast(around_fast)
-async def my_entry(key: str, store: Redis, request: Request, caller: SessionId, around: Around = DEFAULT_AROUND) -> Any:
+async def my_entry(
+    key: str, store: AppStore, request: Request, caller: SessionId, around: Around = DEFAULT_AROUND
+) -> Any:
     """Your entry, found by your session id whatever name you posted under, and up to `around`
     entries above and below it."""
     return await around_me(store, request.app.state.settings, key, caller, around)
 
 
 @router.get("/{key}/seasons", response_model=Seasons, responses=ERRORS)
-async def board_seasons(key: str, store: Redis, request: Request) -> Any:
+async def board_seasons(key: str, store: AppStore, request: Request) -> Any:
     """The current season and the seasons with scores still kept, newest first."""
     settings: Settings = request.app.state.settings
     check_board(settings, key)

@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from services.gateway.bodies import StrictJSONRoute, declares_merge_patch, takes_merge_patch
 from services.gateway.commands import CommandBus
-from services.gateway.dependencies import ERRORS, Address, Bus, Redis, SessionId
+from services.gateway.dependencies import ERRORS, Address, AppStore, Bus, SessionId
 from services.gateway.hotpath import Call, FastHandler, fast, parse_body
 from services.gateway.models import (
     ID_PATTERN,
@@ -175,14 +175,14 @@ NameTerm = Annotated[str | None, Query(pattern=NAME_PATTERN)]
 
 @router.get("/playerstate/search", response_model=SearchResult, responses=ERRORS)
 async def search_players(
-    store: Redis, caller: SessionId, request: Request, name: NameTerm = None, id: IdTerm = None
+    store: AppStore, caller: SessionId, request: Request, name: NameTerm = None, id: IdTerm = None
 ) -> Any:
     """Full-text search on `player-idx`; other players' saves show only their id and name."""
     return await search(store, PLAYERS, caller, request.app.state.settings.search_limit, id=id, name=name)
 
 
 @router.get("/gamestate/search", response_model=SearchResult, responses=ERRORS)
-async def search_games(store: Redis, caller: SessionId, request: Request, id: IdTerm = None) -> Any:
+async def search_games(store: AppStore, caller: SessionId, request: Request, id: IdTerm = None) -> Any:
     """Search on `game-idx`, which indexes `id` only."""
     return await search(store, GAMES, caller, request.app.state.settings.search_limit, id=id)
 
@@ -195,7 +195,7 @@ def add_document_routes(kind: Kind) -> None:
     def patch_event(scope: Scope) -> EventType:
         return kind.merge if declares_merge_patch(scope) else kind.update
 
-    async def read_document(store: Redis, caller: SessionId, document_id: str, request: Request) -> Response:
+    async def read_document(store: AppStore, caller: SessionId, document_id: str, request: Request) -> Response:
         return await read(store, kind, caller, document_id, request.scope)
 
     async def read_fast(call: Call) -> Response:

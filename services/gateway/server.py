@@ -94,7 +94,7 @@ def make_room(settings: Settings) -> None:
 
 
 @dataclass(frozen=True)
-class Limits:
+class ConnectionLimits:
     """This process's connection limits: the settings, and the cap its open-file limit allows."""
 
     max_head_bytes: int
@@ -108,10 +108,10 @@ class Limits:
 
     @staticmethod
     @cache
-    def of_this_process() -> Limits:
+    def of_this_process() -> ConnectionLimits:
         settings = get_settings()
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # raised by __main__ before uvicorn started
-        return Limits(
+        return ConnectionLimits(
             settings.max_head_bytes,
             settings.head_timeout_s,
             settings.body_timeout_s,
@@ -169,7 +169,7 @@ class Sweeper:
 
     of: ClassVar[weakref.WeakKeyDictionary[ServerState, Sweeper]] = weakref.WeakKeyDictionary()
 
-    def __init__(self, server_state: ServerState, loop: asyncio.AbstractEventLoop, limits: Limits) -> None:
+    def __init__(self, server_state: ServerState, loop: asyncio.AbstractEventLoop, limits: ConnectionLimits) -> None:
         self.connections = server_state.connections
         self.loop = loop
         self.limits = limits
@@ -293,7 +293,7 @@ class CheckedHead:
     def __init__(self, protocol: GatewayProtocol, app: ASGIApp) -> None:
         self.protocol = protocol
         self.app = app
-        self.limit = Limits.of_this_process().max_head_bytes
+        self.limit = ConnectionLimits.of_this_process().max_head_bytes
         self.counting: object = None  # the scope of the head in progress it counts
         self.head_bytes = 0  # that head's bytes so far
 
@@ -394,11 +394,11 @@ class GatewayProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         if server_state not in Sweeper.of:
-            Sweeper.of[server_state] = Sweeper(server_state, self.loop, Limits.of_this_process())
+            Sweeper.of[server_state] = Sweeper(server_state, self.loop, ConnectionLimits.of_this_process())
 
     @property
-    def limits(self) -> Limits:
-        return Limits.of_this_process()
+    def limits(self) -> ConnectionLimits:
+        return ConnectionLimits.of_this_process()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Refused, if over a cap, before uvicorn sets the connection up: a flood costs little each."""

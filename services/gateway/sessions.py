@@ -57,7 +57,7 @@ HOST_COOKIE_NAME = "__Host-" + COOKIE_NAME  # the name of a Secure cookie
 # Expires a player's cookie of the old name once the answer sets the new one.
 EXPIRE_OLD_COOKIE = f"{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
 TWO_SESSIONS = "The request carries more than one session cookie"
-VERIFIED_TOKENS = 8_192  # tokens a gateway process remembers as verified: under 3 MB
+VERIFIED_TOKENS = 8_192  # tokens a gateway process remembers as verified (their memory: docs/benchmarks.md)
 SESSION_PATHS = ("/api/", "/session")
 
 
@@ -110,7 +110,7 @@ def client_address(scope: Scope) -> str:
 
 @lru_cache(maxsize=4096)
 def is_ip_address(host: str) -> bool:
-    """Cached: the same few addresses come again and again, and parsing one costs a microsecond."""
+    """Cached: the same few addresses come again and again, and parsing one costs more than the lookup."""
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -123,12 +123,12 @@ class CookieSigner:
 
     A token that verified is remembered (up to VERIFIED_TOKENS, then forgotten all at once): a
     session sends the same token on every request until it is re-confirmed, and the MAC was a
-    few percent of a fast request's CPU (docs/benchmarks.md). Only tokens whose MAC matched are
+    visible share of a fast request's CPU (docs/benchmarks.md). Only tokens whose MAC matched are
     kept, so a forged one is checked in full every time and learns nothing from the cache.
     """
 
     def __init__(self, secret: str) -> None:
-        # Keyed once: each MAC copies it rather than keying afresh (a third cheaper than hmac.new or hmac.digest).
+        # Keyed once: each MAC copies it rather than keying afresh, cheaper than hmac.new or hmac.digest.
         self._keyed = hmac.new(hashlib.sha256(secret.encode()).digest(), digestmod=hashlib.sha256)
         self._verified: dict[str, tuple[str, int]] = {}
 
@@ -191,6 +191,11 @@ def has_two(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> bool:
     return any(name == b"cookie" and value.count(cookie_name) > 1 for name, value in headers)
 
 
+def sends_cookie(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> bool:
+    """Whether the request may carry the cookie (`cookie_name` is within `__Host-cq_session` too)."""
+    return any(name == b"cookie" and cookie_name in value for name, value in headers)
+
+
 class SessionCookies:
     """Reads, checks and writes the session cookie; shared by the middleware and the hot path."""
 
@@ -245,9 +250,9 @@ class SessionMiddleware:
         store: Store = scope["app"].state.store
         now = int(time.time())
         try:
-            session_id, confirmed_at, _token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
+            session_id, confirmed_at, token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
             if session_id is not None and not self.cookies.is_current(confirmed_at, now):
-                confirmed_at = now
+                confirmed_at, token = now, ""  # signed anew below
                 if not await write_session(store, self.settings, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
@@ -258,7 +263,7 @@ class SessionMiddleware:
                     too_many = error_response(429, "Too many new sessions; slow down", retry)
                     await too_many(scope, receive, send)
                     return
-                session_id, confirmed_at = new_session_id(), now
+                session_id, confirmed_at, token = new_session_id(), now, ""
                 await write_session(store, self.settings, session_id, create=True)
         except (*REDIS_DOWN, RedisError, HTTPException) as error:  # outside FastAPI's error handlers: answered here
             await response_for(error)(scope, receive, send)
@@ -267,7 +272,8 @@ class SessionMiddleware:
         if session_id is None:
             await self.app(scope, receive, send)
             return
-        cookie = self.cookies.set_cookie(self.cookies.signer.sign(session_id, confirmed_at))
+        # The token as sent while it is current (the same value, without computing its MAC again).
+        cookie = self.cookies.set_cookie(token or self.cookies.signer.sign(session_id, confirmed_at))
         moving = self.cookies.moving(scope)
 
         async def send_with_cookie(message: Message) -> None:
