@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from services.gateway.store import Command, Limit, Store
+from services.gateway.store import Command, RateLimit, Store
 from shared import keys
 from shared.logs import current_request_id
 from shared.protocol import STREAM_OF, Event, EventType, Reply, partition_of, trim_id
@@ -68,8 +68,8 @@ class CommandBus:
         """Publish the command if its session is live (else 401) and its write limits allow it (else 429);
         its stream entry id."""
         limits = [
-            *Limit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
-            *Limit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
+            *RateLimit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
+            *RateLimit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
         ]
         command = Command(stream, trim_id(self.settings.stream_retention_ms), event.encode())
         admitted = await self.store.admit_and_publish(limits, command, keys.session(session_id))

@@ -25,7 +25,7 @@ from services.gateway.recovery import (
 )
 from services.gateway.responses import error_response, json_response
 from services.gateway.sessions import write_session
-from services.gateway.store import Limit
+from services.gateway.store import RateLimit
 from shared import keys
 
 router = APIRouter(tags=["session"])
@@ -48,7 +48,7 @@ async def issue_recovery_code(made: Recoveries, caller: SessionId, store: AppSto
     """
     if not await store.exists(keys.session(caller)):
         raise HTTPException(401, "Your session has expired: call GET /session first")
-    issues = Limit.on(made.issues, keys.rate_limit("session-recovery-codes", caller))
+    issues = RateLimit.on(made.issues, keys.rate_limit("session-recovery-codes", caller))
     await refuse_if_limited(store, issues, "Too many recovery codes; slow down")
     code = new_code()
     await store.issue_recovery(caller, made.hasher.hash(code), made.ttl_s)
@@ -67,9 +67,9 @@ async def recover(body: RecoverBody, made: Recoveries, address: Address, store: 
     code = canonical(body.code)
     if code is None:
         raise HTTPException(400, NOT_A_CODE)
-    by_address = Limit.on(made.per_address, keys.rate_limit("address-recoveries", address))
+    by_address = RateLimit.on(made.per_address, keys.rate_limit("address-recoveries", address))
     await refuse_if_limited(store, by_address, TOO_MANY_ATTEMPTS)
-    by_prefix = Limit.on(made.per_prefix, keys.rate_limit("prefix-recoveries", made.hasher.prefix(code)))
+    by_prefix = RateLimit.on(made.per_prefix, keys.rate_limit("prefix-recoveries", made.hasher.prefix(code)))
     await refuse_if_limited(store, by_prefix, TOO_MANY_ATTEMPTS)
     player_id = await store.recovered_player(made.hasher.hash(code), made.ttl_s)
     if player_id is None:

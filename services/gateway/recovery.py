@@ -28,7 +28,7 @@ from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from services.gateway.sessions import SessionCookies, stored_secret
-from services.gateway.store import Limit, Store
+from services.gateway.store import RateLimit, Store
 from shared.settings import Settings, parse_rate
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: 5 bits a character
@@ -108,7 +108,7 @@ async def recovery(request: Request) -> Recovery:
 Recoveries = Annotated[Recovery, Depends(recovery)]
 
 
-async def refuse_if_limited(store: Store, limits: list[Limit], message: str) -> None:
+async def refuse_if_limited(store: Store, limits: list[RateLimit], message: str) -> None:
     """Count a hit on `limits` (keys of one slot); past them, a 429 with Retry-After."""
     wait_ms = await store.admit(limits)
     if wait_ms:

@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.responses import error_response, response_for
-from services.gateway.store import Limit, Store
+from services.gateway.store import RateLimit, Store
 from shared import keys
 from shared.connection import REDIS_DOWN
 from shared.settings import MIN_SECRET_LENGTH, Settings, parse_rate
@@ -256,7 +256,7 @@ class SessionMiddleware:
                 if not await write_session(store, self.settings, session_id, create=False):
                     session_id = None  # expired, or Redis lost it
             if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
-                limit = Limit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
+                limit = RateLimit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
                 wait_ms = await store.admit(limit)
                 if wait_ms:
                     retry = {"Retry-After": str(math.ceil(wait_ms / 1000))}

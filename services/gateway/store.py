@@ -94,7 +94,7 @@ Rows = list[tuple[str, int | float]]  # board members and their scores (as_numbe
 
 # Not frozen, for the reason Event is not (shared/protocol.py).
 @dataclass(slots=True)
-class Limit:
+class RateLimit:
     """A rate limit counted in one key: `count` requests per `period_ms` (GCRA, see admit.lua)."""
 
     key: str
@@ -102,7 +102,7 @@ class Limit:
     period_ms: int
 
     @classmethod
-    def on(cls, rate: tuple[int, int] | None, key: str) -> list[Limit]:
+    def on(cls, rate: tuple[int, int] | None, key: str) -> list[RateLimit]:
         """A limit (a parsed setting such as 240/minute) counted in `key`; none when it is off."""
         return [] if rate is None else [cls(key, *rate)]
 
@@ -311,11 +311,13 @@ class Store:
 
     # Admission
 
-    async def admit(self, limits: Sequence[Limit]) -> int:
+    async def admit(self, limits: Sequence[RateLimit]) -> int:
         """Count a hit on each limit: 0 if all allow it, else the ms until the slowest would."""
         return int(await self._admit(limits, None))
 
-    async def admit_and_publish(self, limits: Sequence[Limit], command: Command, session_key: str) -> int | str | None:
+    async def admit_and_publish(
+        self, limits: Sequence[RateLimit], command: Command, session_key: str
+    ) -> int | str | None:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
         command is never published. The ms to wait, or the published entry's id; None, with nothing
         counted or published, when the session key is gone. The limits' keys and the stream must
@@ -334,7 +336,7 @@ class Store:
             return answer.decode()
         return None if answer < 0 else int(answer)
 
-    async def _admit(self, limits: Sequence[Limit], command: Command | None, session_key: str | None = None) -> Any:
+    async def _admit(self, limits: Sequence[RateLimit], command: Command | None, session_key: str | None = None) -> Any:
         script_keys = [limit.key for limit in limits]
         args: list[str | bytes | int] = [len(limits)]
         for limit in limits:
