@@ -353,8 +353,8 @@ class Worker:
             await client.aclose()
         stats = self.stats
         log.info(
-            "stopped: applied %d, expired %d, dead-lettered %d, refused %d",
-            stats.applied, stats.expired, stats.dead_lettered, stats.refused,
+            "stopped: applied %d, expired %d, dead-lettered %d, refused %d, unreplicated %d",
+            stats.applied, stats.expired, stats.dead_lettered, stats.refused, stats.unreplicated,
         )  # fmt: skip
 
     async def connect(self) -> None:
