@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -304,25 +305,14 @@ class Bench:
             say("a local Redis Cluster of three masters, beside one Redis")
             nodes = exits.enter_context(redis_cluster.running(redis_cluster.spare_ports(), self.out / "redis-cluster"))
             fixtures.fill_board(nodes.url, self.args.board_size)
-            node_pids = servers.cluster_pids(nodes)
             for topology, partitions, workers in CLUSTER_SHAPES:
-                url, redis_pids = (
-                    (redis_url, {"redis": redis_pid} if redis_pid else {})
-                    if topology == "one Redis"
-                    else (nodes.url, node_pids)
-                )
+                single = topology == "one Redis"
+                url = redis_url if single else nodes.url
+                redis_pids = ({"redis": redis_pid} if redis_pid else {}) if single else servers.cluster_pids(nodes)
                 say(f"{topology}: STREAM_PARTITIONS={partitions}, {workers} process(es) of each worker")
-                with ExitStack() as stack_exits:
-                    partitioned = {"STREAM_PARTITIONS": str(partitions)}
-                    stack = servers.start_ours(
-                        stack_exits, url, workers, self.log, self.args.log_level, settings=partitioned
-                    )
-                    watch = {**servers.stack_pids(stack), **redis_pids}
-                    target = Target("ours", stack.url, watch, workers=workers, redis_url=url)
-                    sessions = fixtures.sessions(stack.url, self.args.sessions, url)
-                    shape = {"topology": topology, "partitions": partitions}
-                    cells = self.drive(target, CLUSTER_OPERATIONS, [64], sessions)
-                    self.result.setdefault("cluster", []).extend({**cell, **shape} for cell in cells)
+                shape = {"topology": topology, "partitions": partitions}
+                settings = {"STREAM_PARTITIONS": str(partitions)}
+                self.shape("cluster", CLUSTER_OPERATIONS, shape, url, redis_pids, workers, settings)
 
     def durability(self) -> None:
         """Saves and scores with DURABILITY=replicated beside local, on one Redis with a replica and on a
@@ -331,33 +321,39 @@ class Bench:
             say("one Redis with a replica, and a cluster of three masters with a replica each")
             primary_url, primary_pid = servers.start_redis(exits, self.out / "durability/primary")
             replica_pid = servers.start_replica(exits, primary_url, self.out / "durability/replica")
-            nodes = exits.enter_context(
-                redis_cluster.running(
-                    redis_cluster.spare_ports(redis_cluster.nodes_for(1)), self.out / "durability/cluster", replicas=1
-                )
-            )
+            ports = redis_cluster.spare_ports(redis_cluster.nodes_for(1))
+            nodes = exits.enter_context(redis_cluster.running(ports, self.out / "durability/cluster", replicas=1))
             topologies = [
                 ("one Redis + replica", primary_url, 1, {"redis": primary_pid, "replica": replica_pid}),
-                (
-                    "cluster + replicas",
-                    nodes.url,
-                    6,
-                    servers.cluster_pids(nodes),
-                ),
+                ("cluster + replicas", nodes.url, 6, servers.cluster_pids(nodes)),
             ]
             for topology, url, partitions, redis_pids in topologies:
                 fixtures.fill_board(url, min(self.args.board_size, 100_000))
                 for durability in ("local", "replicated"):
                     say(f"{topology}: DURABILITY={durability}")
-                    with ExitStack() as stack_exits:
-                        env = {"STREAM_PARTITIONS": str(partitions), "DURABILITY": durability}
-                        stack = servers.start_ours(stack_exits, url, 1, self.log, self.args.log_level, settings=env)
-                        watch = {**servers.stack_pids(stack), **redis_pids}
-                        target = Target("ours", stack.url, watch, workers=1, redis_url=url)
-                        sessions = fixtures.sessions(stack.url, self.args.sessions, url)
-                        shape = {"topology": topology, "durability": durability}
-                        cells = self.drive(target, DURABILITY_OPERATIONS, [64], sessions)
-                        self.result.setdefault("durability", []).extend({**cell, **shape} for cell in cells)
+                    shape = {"topology": topology, "durability": durability}
+                    settings = {"STREAM_PARTITIONS": str(partitions), "DURABILITY": durability}
+                    self.shape("durability", DURABILITY_OPERATIONS, shape, url, redis_pids, 1, settings)
+
+    def shape(
+        self,
+        section: str,
+        operations: list[str],
+        shape: Mapping[str, object],
+        redis_url: str,
+        redis_pids: dict[str, int],
+        workers: int,
+        settings: dict[str, str],
+    ) -> None:
+        """Our stack on `redis_url` with `settings`, its operations at 64 connections, each figure filed
+        under `section` with the `shape` it was measured in."""
+        with ExitStack() as exits:
+            stack = servers.start_ours(exits, redis_url, workers, self.log, self.args.log_level, settings=settings)
+            watch = {**servers.stack_pids(stack), **redis_pids}
+            target = Target("ours", stack.url, watch, workers=workers, redis_url=redis_url)
+            sessions = fixtures.sessions(stack.url, self.args.sessions, redis_url)
+            cells = self.drive(target, operations, [64], sessions)
+            self.result.setdefault(section, []).extend({**cell, **shape} for cell in cells)
 
     def profile(self, target: Target, sessions: list[Session], pids: dict[str, int]) -> None:
         """py-spy on the gateway and a saves worker under saves, on the gateway under top-10 reads, then on

@@ -736,7 +736,7 @@ class Partition:
                 log.error("event %s (%s): follow-up on %s failed: %s", *what, extra=about)
 
     async def _apply(self, commands: list[Command]) -> list[int | str]:
-        """Apply commands outside the partition's slot (or no partition's: a sweep's), in order: one
+        """Apply commands not on the partition's master (or no partition's: a sweep's), in order: one
         apply.lua call per master (on a single Redis, one call), the masters' at once. A call that
         finds its master no longer serves a key (the slot map moved) is made again one slot at a time,
         through the client's routing. Redis refusing a call for want of memory (before it wrote

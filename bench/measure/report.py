@@ -155,35 +155,32 @@ def scaling_table(result: Result) -> str:
     return table(columns, rows)
 
 
-def cluster_table(result: Result) -> str:
-    """Each shape's figures beside one Redis's for the same operation, measured in the same run."""
-    found = result.get("cluster", [])
-    single = {cell["operation"]: cell for cell in found if cell["topology"] == "one Redis"}
-    columns = [("topology", TEXT), *figures("partitions", "workers of each"), ("operation (c=64)", TEXT)]
-    columns += figures("req/s", "p99 ms", "non-2xx and errors", "beside one Redis")
+def beside_table(
+    cells: list[dict[str, Any]], shape: list[tuple[str, str]], base: tuple[str, object], same: list[str], beside: str
+) -> str:
+    """Each cell's figures beside the baseline's (the cell whose field `base[0]` is `base[1]`) of the same
+    operation and the same `same` fields, measured in the same run. `shape`: the (field, title) columns."""
+    field, value = base
+    baselines = {(*(cell[name] for name in same), cell["operation"]): cell for cell in cells if cell[field] == value}
+    columns = [(title, TEXT) for _, title in shape] + [("operation (c=64)", TEXT)]
+    columns += figures("req/s", "p99 ms", "non-2xx and errors", beside)
     rows = []
-    for cell in found:
-        base = single.get(cell["operation"])
-        ratio = f"{cell['rps'] / base['rps']:.2f}" if base and base["rps"] else "-"
-        failed = cell["non_2xx"] + cell["errors"]
-        rows.append([cell["topology"], cell["partitions"], cell["workers"], cell["operation"]])
-        rows[-1] += [f"{cell['rps']:,.0f}", f"{cell['p99_ms']:.1f}", failed, ratio]
+    for cell in cells:
+        found = baselines.get((*(cell[name] for name in same), cell["operation"]))
+        ratio = f"{cell['rps'] / found['rps']:.2f}" if found and found["rps"] else "-"
+        rows.append([*(cell[name] for name, _ in shape), cell["operation"], f"{cell['rps']:,.0f}"])
+        rows[-1] += [f"{cell['p99_ms']:.1f}", cell["non_2xx"] + cell["errors"], ratio]
     return table(columns, rows)
+
+
+def cluster_table(result: Result) -> str:
+    shape = [("topology", "topology"), ("partitions", "partitions"), ("workers", "workers of each")]
+    return beside_table(result.get("cluster", []), shape, ("topology", "one Redis"), [], "beside one Redis")
 
 
 def durability_table(result: Result) -> str:
-    """Each DURABILITY=replicated figure beside local's for the same topology and operation, same run."""
-    found = result.get("durability", [])
-    local = {(cell["topology"], cell["operation"]): cell for cell in found if cell["durability"] == "local"}
-    columns = [("topology", TEXT), ("DURABILITY", TEXT), ("operation (c=64)", TEXT)]
-    columns += figures("req/s", "p99 ms", "non-2xx and errors", "beside local")
-    rows = []
-    for cell in found:
-        base = local.get((cell["topology"], cell["operation"]))
-        ratio = f"{cell['rps'] / base['rps']:.2f}" if base and base["rps"] else "-"
-        rows.append([cell["topology"], cell["durability"], cell["operation"], f"{cell['rps']:,.0f}"])
-        rows[-1] += [f"{cell['p99_ms']:.1f}", cell["non_2xx"] + cell["errors"], ratio]
-    return table(columns, rows)
+    shape = [("topology", "topology"), ("durability", "DURABILITY")]
+    return beside_table(result.get("durability", []), shape, ("durability", "local"), ["topology"], "beside local")
 
 
 def compare_title(result: Result) -> str:
