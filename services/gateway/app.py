@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -24,13 +25,14 @@ from services.gateway import (
     responses,
     saves,
 )
-from services.gateway.bodies import BodyLimitMiddleware
+from services.gateway.bodies import BodyLimit
 from services.gateway.commands import CommandBus
-from services.gateway.hotpath import HotPath
-from services.gateway.observe import Observe
+from services.gateway.layers import Enters, Gateway, Leaves
+from services.gateway.observe import RequestIds
 from services.gateway.paths import ExpressPaths, GameFiles
+from services.gateway.routing import Route, Router, openapi_routes
 from services.gateway.server import ON_SHUTDOWN
-from services.gateway.sessions import SessionMiddleware
+from services.gateway.sessions import Sessions
 from services.gateway.store import Store
 from shared.connection import redact
 from shared.pipelined import PipelinedRedis
@@ -39,16 +41,23 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parents[2] / "web"
-# Every API route, in the order FastAPI matches them; the fast path is derived from the same list.
-ROUTERS = (
-    identity.router,
-    health.router,
-    metrics.router,
-    game_config.router,
-    saves.router,
-    leaderboard.router,
-    live.router,
+# Every API route, in the order they are matched (a search before the document it could be taken for).
+ROUTES: tuple[Route, ...] = (
+    *identity.ROUTES,
+    *health.ROUTES,
+    *metrics.ROUTES,
+    *game_config.ROUTES,
+    *saves.ROUTES,
+    *leaderboard.ROUTES,
+    *live.ROUTES,
 )
+
+
+def layers(settings: Settings) -> list[Enters | Leaves]:
+    """What every request passes before its route, outermost first: its path as Express matches it,
+    its id, its body (413 past the limit), its session (the caller, or a 429 for new sessions)."""
+    return [ExpressPaths(), RequestIds(), BodyLimit(settings.max_body_bytes), Sessions(settings)]
+
 
 # The collector's thresholds (Python's are 700, 10, 10) for a process that may hold thousands of
 # open event streams: young collections come 14 times more rarely, so far fewer short-lived objects
@@ -90,18 +99,21 @@ def create_app(settings: Settings) -> ASGIApp:
         openapi_url="/openapi.json" if docs else None,
     )
     responses.install(app)
-    app.add_middleware(SessionMiddleware, settings=settings)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-
-    for router in ROUTERS:
-        app.include_router(router)
+    router = Router(ROUTES)
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
-    app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
+    app.mount("/", GameFiles(router=router, directory=WEB / "public", html=True, check_dir=False), name="game")
     app.state.http_metrics = http_metrics = metrics.http_metrics(settings)
-    served = ExpressPaths(Observe(app, http_metrics))
-    if not settings.hot_path:
-        return served
-    return HotPath(app, served, [route for router in ROUTERS for route in router.routes], settings, http_metrics)
+    return Gateway(layers(settings), router, app, http_metrics)
+
+
+def openapi(app: FastAPI) -> dict[str, Any]:
+    """The API's document, generated from the route records (FastAPI's documented way to replace it)."""
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=openapi_routes(ROUTES)
+        )
+    return app.openapi_schema
 
 
 def from_environment() -> ASGIApp:

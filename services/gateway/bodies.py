@@ -3,15 +3,15 @@ JSON, and parsing is strict."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
-import orjson
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope
 
 from services.gateway.responses import error_response
+
+if TYPE_CHECKING:  # the layer's argument; routing.py imports this module
+    from services.gateway.routing import Call
 
 
 class ClientGone(Exception):
@@ -72,29 +72,30 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-class BodyLimitMiddleware:
-    """Buffers up to `max_bytes` of body, then hands the app a body that is known to be small."""
+class BodyLimit:
+    """The layer that reads a request's body, up to `max_bytes`, before anything parses it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+    def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        body = await bounded_body(scope, receive, self.max_bytes)
+    async def enter(self, call: Call) -> Response | None:
+        if call.scope["method"] in NO_BODY_METHODS:
+            return None
+        body = await bounded_body(call.scope, call.receive, self.max_bytes)
+        if body is None:
+            raise ClientGone
         if isinstance(body, Response):
-            await body(scope, receive, send)
-        elif body is not None:
-            await self.app(scope, replaying(body, receive), send)
+            return body
+        call.raw = body
+        call.receive = replaying(body, call.receive)  # for FastAPI, if no route record takes it
+        return None
 
 
-JSON_MEDIA_TYPES = frozenset({b"application/json"})
+# A body must say it is JSON: one without a Content-Type is not taken as JSON, since a cross-site
+# `fetch` of an ArrayBuffer sends none and needs no CORS preflight.
+JSON = b"application/json"
 MERGE_PATCH = b"application/merge-patch+json"  # RFC 7396
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def media_type(scope: Scope) -> bytes | None:
@@ -103,45 +104,5 @@ def media_type(scope: Scope) -> bytes | None:
     return None if declared is None else declared.partition(b";")[0].strip().lower()
 
 
-def declares_json(scope: Scope) -> bool:
-    """Whether the request says its body is JSON. A body without a Content-Type is not taken as JSON:
-    a cross-site `fetch` of an ArrayBuffer sends none, and needs no CORS preflight."""
-    return media_type(scope) in JSON_MEDIA_TYPES
-
-
 def declares_merge_patch(scope: Scope) -> bool:
     return media_type(scope) == MERGE_PATCH
-
-
-def takes_merge_patch(endpoint: Endpoint) -> Endpoint:
-    """Mark an endpoint that also takes `application/merge-patch+json` bodies (the saves' PATCH)."""
-    endpoint.merge_patch = True  # type: ignore[attr-defined]
-    return endpoint
-
-
-class StrictJSONRequest(Request):
-    """Parses bodies with orjson: strict JSON (no NaN or Infinity to be stored as null) and fast."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())  # orjson.JSONDecodeError is a json.JSONDecodeError
-        return self._json
-
-
-class StrictJSONRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-        merge_patch = getattr(self.endpoint, "merge_patch", False)
-        wanted = "application/json or application/merge-patch+json" if merge_patch else "application/json"
-
-        async def strict_handler(request: Request) -> Response:
-            scope = request.scope
-            if (
-                request.method in BODY_METHODS
-                and not declares_json(scope)
-                and not (merge_patch and declares_merge_patch(scope))
-            ):
-                return error_response(415, f"Send the body as JSON, with Content-Type: {wanted}")
-            return await handler(StrictJSONRequest(scope, request.receive))
-
-        return strict_handler

@@ -8,10 +8,14 @@ save, and many HTTP clients do not send a body again after one.
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from starlette.exceptions import HTTPException
-from starlette.routing import Match, Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
+
+from services.gateway.routing import Call, Router
 
 API_PREFIX = "/api/"
 # Routes outside /api/ that answer JSON; every other path is the game's static files.
@@ -19,7 +23,6 @@ OTHER_ROUTES = frozenset({"/session", "/livez", "/healthz", "/metrics"})
 STATIC_METHODS = ("GET", "HEAD")
 # Set in the scope of a HEAD answered as GET, for a response that never ends (an event stream) to end at once.
 HEAD_AS_GET = "cachequest.head"
-ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def is_api(path: str) -> bool:
@@ -32,18 +35,15 @@ def without_slash(path: str) -> str:
 
 
 class ExpressPaths:
-    """An optional trailing slash, and `HEAD` as `GET` without the body, on every API route."""
+    """The layer that makes a trailing slash optional, and answers `HEAD` as `GET` without the body,
+    on every API route."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope["path"] = path = without_slash(scope["path"])
-            if scope["method"] == "HEAD" and is_api(path):
-                # A copy: uvicorn keeps its own scope's HEAD and so sends the headers without the body.
-                scope = {**scope, "method": "GET", HEAD_AS_GET: True}
-        await self.app(scope, receive, send)
+    async def enter(self, call: Call) -> None:
+        scope = call.scope
+        scope["path"] = path = without_slash(scope["path"])
+        if scope["method"] == "HEAD" and is_api(path):
+            # A copy: uvicorn keeps its own scope's HEAD and so sends the headers without the body.
+            call.scope = {**scope, "method": "GET", HEAD_AS_GET: True}
 
 
 class GameFiles(StaticFiles):
@@ -53,25 +53,17 @@ class GameFiles(StaticFiles):
     405 with `Allow`; the files themselves answer only GET and HEAD.
     """
 
+    def __init__(self, *, router: Router, directory: str | os.PathLike[str], **options: Any) -> None:
+        super().__init__(directory=directory, **options)
+        self.router = router
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if is_api(path):
-            allowed = allowed_methods(scope)
+            allowed = self.router.allowed(path)
             if allowed:
                 raise HTTPException(405, f"{scope['method']} is not allowed here", {"Allow": ", ".join(allowed)})
             raise HTTPException(404, f"No route {path[:200]!r}: see /docs for the API")
         if scope["method"] not in STATIC_METHODS:
             raise HTTPException(405, f"{scope['method']} is not allowed here", {"Allow": ", ".join(STATIC_METHODS)})
         await super().__call__(scope, receive, send)
-
-
-def allowed_methods(scope: Scope) -> list[str]:
-    """The methods some route answers on this path: Starlette's partial matches, asked method by method
-    (FastAPI's included routers match as a whole and do not list their methods)."""
-    routes = [route for route in scope["app"].router.routes if not isinstance(route, Mount)]
-    allowed = [
-        method
-        for method in ROUTE_METHODS
-        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
-    ]
-    return sorted({*allowed, "HEAD"} if "GET" in allowed else allowed)
