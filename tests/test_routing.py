@@ -16,10 +16,7 @@ from hypothesis import strategies as st
 
 from devtools.stack import Stack
 from services.gateway.app import ROUTES, create_app, layers
-from services.gateway.bodies import BodyLimit
-from services.gateway.layers import Gateway
-from services.gateway.observe import RequestIds
-from services.gateway.paths import ExpressPaths
+from services.gateway.layers import BodyLimit, ExpressPaths, Gateway, RequestIds
 from services.gateway.routing import Route, Router, openapi_routes
 from services.gateway.sessions import Sessions
 from shared.settings import Settings

@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway import (
     game_config,
@@ -25,11 +26,8 @@ from services.gateway import (
     responses,
     saves,
 )
-from services.gateway.bodies import BodyLimit
 from services.gateway.commands import CommandBus
-from services.gateway.layers import Enters, Gateway, Leaves
-from services.gateway.observe import RequestIds
-from services.gateway.paths import ExpressPaths, GameFiles
+from services.gateway.layers import BodyLimit, Enters, ExpressPaths, Gateway, Leaves, RequestIds, is_api
 from services.gateway.routing import Route, Router, openapi_routes
 from services.gateway.server import ON_SHUTDOWN
 from services.gateway.sessions import Sessions
@@ -41,6 +39,7 @@ from shared.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 WEB = Path(__file__).resolve().parents[2] / "web"
+STATIC_METHODS = ("GET", "HEAD")
 # Every API route, in the order they are matched (a search before the document it could be taken for).
 ROUTES: tuple[Route, ...] = (
     *identity.ROUTES,
@@ -114,6 +113,29 @@ def openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title, version=app.version, summary=app.summary, routes=openapi_routes(ROUTES)
         )
     return app.openapi_schema
+
+
+class GameFiles(StaticFiles):
+    """The game at `/`, behind every route: what no route matched ends here, and is answered in JSON.
+
+    A path under /api/ that no route knows is a 404, and one that a route knows for other methods a
+    405 with `Allow`; the files themselves answer only GET and HEAD.
+    """
+
+    def __init__(self, *, router: Router, directory: Path, **options: Any) -> None:
+        super().__init__(directory=directory, **options)
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if is_api(path):
+            allowed = self.router.allowed(path)
+            if allowed:
+                raise HTTPException(405, f"{scope['method']} is not allowed here", {"Allow": ", ".join(allowed)})
+            raise HTTPException(404, f"No route {path[:200]!r}: see /docs for the API")
+        if scope["method"] not in STATIC_METHODS:
+            raise HTTPException(405, f"{scope['method']} is not allowed here", {"Allow": ", ".join(STATIC_METHODS)})
+        await super().__call__(scope, receive, send)
 
 
 def from_environment() -> ASGIApp:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from services.gateway.layers import Call
 from services.gateway.models import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE, GameConfig, NameRule, SeasonInfo
 from services.gateway.responses import json_response
-from services.gateway.routing import Call, Route
+from services.gateway.routing import Route
 from shared import keys, seasons
 from shared.protocol import now_ms
 from shared.settings import Settings

@@ -14,8 +14,9 @@ from typing import Any
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from services.gateway.layers import Call
 from services.gateway.responses import json_response
-from services.gateway.routing import Call, Route
+from services.gateway.routing import Route
 from services.gateway.store import Store
 from shared.connection import missing_modules, unavailable
 from shared.protocol import COMMAND_STREAMS

@@ -8,6 +8,7 @@ import time
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from services.gateway.layers import Call
 from services.gateway.models import Session
 from services.gateway.recovery import (
     NOT_A_CODE,
@@ -22,7 +23,7 @@ from services.gateway.recovery import (
     refuse_if_limited,
 )
 from services.gateway.responses import error_response, json_response
-from services.gateway.routing import Call, Route
+from services.gateway.routing import Route
 from services.gateway.sessions import client_address, write_session
 from services.gateway.store import RateLimit, Store
 from shared import keys
@@ -77,10 +78,8 @@ async def recover(call: Call) -> Response:
     # Refresh the session another browser may hold, or start it anew: either way they share it.
     if not await write_session(store, made.settings, player_id, create=False):
         await write_session(store, made.settings, player_id, create=True)
-    answer = json_response(200, {"id": player_id})
-    cookie = made.cookies.set_cookie(made.cookies.signer.sign(player_id, int(time.time())))
-    answer.raw_headers.append((b"set-cookie", cookie.encode("latin-1")))  # the session layer leaves it be
-    return answer
+    call.cookie = made.cookies.set_cookie(made.cookies.signer.sign(player_id, int(time.time())))  # sent as the session
+    return json_response(200, {"id": player_id})
 
 
 ROUTES = [

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from services.gateway.commands import CommandBus
+from services.gateway.layers import Call
 from services.gateway.models import (
     NAME_PATTERN,
     NAME_RULE,
@@ -29,7 +30,7 @@ from services.gateway.models import (
     Seasons,
 )
 from services.gateway.responses import json_response
-from services.gateway.routing import Call, Route
+from services.gateway.routing import Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys, seasons

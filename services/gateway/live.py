@@ -31,10 +31,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from services.gateway.layers import HEAD_AS_GET, Call
 from services.gateway.leaderboard import check_board, ranked
-from services.gateway.paths import HEAD_AS_GET
 from services.gateway.responses import error_response
-from services.gateway.routing import ERRORS, Call, Route
+from services.gateway.routing import ERRORS, Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys

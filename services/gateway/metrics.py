@@ -32,11 +32,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from redis.exceptions import RedisError
 from starlette.responses import Response
-from starlette.routing import BaseRoute
-from starlette.types import Scope
 
+from services.gateway.layers import Call
 from services.gateway.responses import error_response
-from services.gateway.routing import Call, Route
+from services.gateway.routing import Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Any other method is counted as "other": a client must not be able to make series at will.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 REQUESTS_NAME, REQUESTS_HELP = (
@@ -58,14 +56,6 @@ REQUESTS_NAME, REQUESTS_HELP = (
     "HTTP requests answered, by route template, method and status",
 )
 DURATION_NAME, DURATION_HELP = "cachequest_http_request_duration_seconds", "Time to answer an HTTP request, by route"
-
-
-def route_of(scope: Scope) -> str:
-    """The template of the route that answered (`/api/playerstate/{id}`), which the router or the fast
-    path left in the scope; static files are their mount's `/{path}`."""
-    route: BaseRoute | None = scope.get("route")
-    template: str | None = getattr(route, "path_format", None)
-    return template or UNMATCHED
 
 
 class HttpMetrics(Protocol):

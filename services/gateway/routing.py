@@ -25,12 +25,10 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.convertors import Convertor, StringConvertor
-from starlette.datastructures import State
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
-from starlette.types import Receive, Scope
 
-from services.gateway.bodies import JSON, media_type
+from services.gateway.layers import JSON, Call, media_type
 from services.gateway.models import Message
 from services.gateway.responses import error_response
 
@@ -40,30 +38,6 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Message} for code in (400, 401, 403, 404, 413, 415, 429, 503, 504)
 }
-
-
-@dataclass(slots=True)
-class Call:
-    """One request on its way through the layers (services/gateway/layers.py) to its route."""
-
-    scope: Scope
-    receive: Receive
-    state: State  # what the app's lifespan opened: store, bus, settings, ...
-    started: float
-    request_id: str = ""
-    caller: str | None = None  # the confirmed session id, which the session layer found
-    raw: bytes = b""  # the body as sent, which the body layer read
-    params: dict[str, Any] = field(default_factory=dict)  # the path's parameters
-    body: Any = None  # the route's body model, validated
-    query: Any = None  # the route's query model, validated
-    cookie: str = ""  # the session's Set-Cookie for the answer
-    moving: bool = False  # the answer also expires the cookie's old name
-
-    @property
-    def session(self) -> str:
-        """The caller, on a route that declares `session=True` (the router has refused a call without one)."""
-        assert self.caller is not None
-        return self.caller
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -176,16 +150,28 @@ def describe(errors: list[ErrorDetails], source: str | None) -> str:
 
 
 class Router:
-    """The records of each method in their declared order; the first whose path matches answers."""
+    """The records of each method in their declared order; the first whose path matches answers.
+
+    Each method's records are filed by the first two segments their paths have in common
+    (`/api/playerstate`), so a request tries only those that can match it: a read tries two of the
+    GET routes, not every one before it.
+    """
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
-        self.by_method: dict[str, tuple[Route, ...]] = {}
-        for route in self.routes:
-            self.by_method[route.method] = (*self.by_method.get(route.method, ()), route)
+        self.by_method: dict[str, tuple[dict[str, list[Route]], list[Route]]] = {}
+        for method in {route.method for route in self.routes}:
+            filed = [(route_section(route), route) for route in self.routes if route.method == method]
+            anywhere = [route for at, route in filed if at is None]
+            sections = {at: [route for where, route in filed if where in (at, None)] for at, _ in filed if at}
+            self.by_method[method] = sections, anywhere
 
     def find(self, method: str, path: str) -> tuple[Route, dict[str, Any]] | None:
-        for route in self.by_method.get(method, ()):
+        filed = self.by_method.get(method)
+        if filed is None:
+            return None
+        sections, anywhere = filed
+        for route in sections.get(section(path), anywhere):
             params = route.match(path)
             if params is not None:
                 return route, params
@@ -195,6 +181,20 @@ class Router:
         """The methods some route answers on `path` (HEAD wherever GET is): a 405's `Allow`."""
         methods = {route.method for route in self.routes if route.match(path) is not None}
         return sorted({*methods, "HEAD"} if "GET" in methods else methods)
+
+
+def section(path: str) -> str:
+    """A path up to its third slash: its first two segments (`/api/playerstate` of `/api/playerstate/x`)."""
+    first = path.find("/", 1)
+    second = path.find("/", first + 1) if first > 0 else -1
+    return path if second < 0 else path[:second]
+
+
+def route_section(route: Route) -> str | None:
+    """The section of every path the route matches; None if a parameter lies within the first two segments."""
+    if not route.convertors:
+        return section(route.path)
+    return section(route.literal) if route.literal.count("/") > 2 else None
 
 
 def openapi_routes(routes: Sequence[Route]) -> list[APIRoute]:

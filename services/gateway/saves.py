@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from services.gateway.bodies import JSON, MERGE_PATCH, declares_merge_patch
 from services.gateway.commands import CommandBus
+from services.gateway.layers import JSON, MERGE_PATCH, Call, declares_merge_patch
 from services.gateway.models import (
     ID_PATTERN,
     NAME_PATTERN,
@@ -31,7 +31,7 @@ from services.gateway.models import (
     surely_within,
 )
 from services.gateway.responses import JSONBytes, json_response
-from services.gateway.routing import ERRORS, Call, Route
+from services.gateway.routing import ERRORS, Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from services.gateway.versions import etag, not_modified, read_precondition, write_precondition

@@ -43,8 +43,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Scope
 
+from services.gateway.layers import Call
 from services.gateway.responses import error_response
-from services.gateway.routing import Call
 from services.gateway.store import RateLimit, Store
 from shared import keys
 from shared.settings import MIN_SECRET_LENGTH, Settings, parse_rate
@@ -235,15 +235,15 @@ class Sessions:
         scope = call.scope
         if not scope["path"].startswith(SESSION_PATHS):
             return None
-        store: Store = call.state.store
         now = int(time.time())
         session_id, confirmed_at, token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
         if session_id is not None and not self.cookies.is_current(confirmed_at, now):
             confirmed_at, token = now, ""  # signed anew below
-            if not await write_session(store, self.settings, session_id, create=False):
+            if not await write_session(call.state.store, self.settings, session_id, create=False):
                 session_id = None  # expired, or Redis lost it
         if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
             limit = RateLimit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
+            store: Store = call.state.store
             wait_ms = await store.admit(limit)
             if wait_ms:
                 retry = {"Retry-After": str(math.ceil(wait_ms / 1000))}
@@ -258,8 +258,7 @@ class Sessions:
         return None
 
     def leave(self, call: Call, headers: list[tuple[bytes, bytes]]) -> None:
-        if call.cookie and all(name != b"set-cookie" for name, _ in headers):
-            # (a route that set the cookie itself, recovery's, chose the session)
+        if call.cookie:  # the caller's, or the one a route chose (recovery's)
             headers.append((b"set-cookie", call.cookie.encode("latin-1")))
         if call.moving:
             headers.append((b"set-cookie", EXPIRE_OLD_COOKIE.encode()))
