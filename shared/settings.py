@@ -146,8 +146,9 @@ class Settings(BaseSettings):
     # Input limits.
     max_body_bytes: int = Field(64 * 1024, gt=0)
     max_json_depth: int = Field(32, gt=0)
-    # Values (objects, arrays, strings, numbers, ...) in one save: RedisJSON spends 16-80 bytes on each,
-    # so a body of tiny values took 8x its size in Redis. The game's saves hold about 40.
+    # Values (objects, arrays, strings, numbers, ...) in one save: RedisJSON spends several bytes on each,
+    # so a body of tiny values took many times its size in Redis (docs/benchmarks.md). The game's saves
+    # hold a few dozen.
     max_json_values: int = Field(1024, ge=16, le=100_000)
     # A save expires this long after its last write or its session's last refresh in Redis, so the saves
     # of a session that never comes back go too. Must outlive the session (SESSION_MAX_AGE_S).

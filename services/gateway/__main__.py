@@ -39,7 +39,7 @@ def main() -> None:
         asyncio.run(preflight(settings))
     except RedisNotReady as error:
         sys.exit(f"gateway: {error}")
-    if settings.gateway_processes == 1:  # counted in memory: the files cost some 2.6 us more a request
+    if settings.gateway_processes == 1:  # counted in memory: cheaper than the files (docs/benchmarks.md)
         serve(settings)
         return
     # Each gateway process counts its HTTP metrics in files of its own here; GET /metrics sums them all.

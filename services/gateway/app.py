@@ -59,9 +59,9 @@ def layers(settings: Settings) -> list[Enters | Leaves]:
 
 
 # The collector's thresholds (Python's are 700, 10, 10) for a process that may hold thousands of
-# open event streams: young collections come 14 times more rarely, so far fewer short-lived objects
-# live long enough to be promoted, and full collections, which walk every stream's objects (a pause
-# of some 150 ms at 2,000 listeners), seldom come due (docs/benchmarks.md, "The live tail").
+# open event streams: young collections come far more rarely, so far fewer short-lived objects
+# live long enough to be promoted, and full collections, which walk every stream's objects (a long
+# pause with thousands of listeners), seldom come due (docs/benchmarks.md, "The live tail").
 GC_THRESHOLDS = (10_000, 20, 10)
 
 

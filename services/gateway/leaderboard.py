@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -147,6 +147,7 @@ async def submit_score(call: Call) -> Response:
 
 
 class PageQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
     count: int = Field(DEFAULT_COUNT, ge=1, le=MAX_POSITION)
     offset: int = Field(0, ge=0, le=MAX_POSITION)
     season: str | None = Field(None, max_length=40, description="A past season's label; the current one without")
@@ -162,6 +163,7 @@ async def top_scores(call: Call) -> Response:
 
 
 class AroundQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
     around: int = Field(DEFAULT_AROUND, ge=0, le=MAX_AROUND, description="Entries above and below yours")
 
 

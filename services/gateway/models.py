@@ -15,8 +15,8 @@ MEMBER_MAX_LENGTH = 200
 NAME_MAX_LENGTH = 32
 NAME_PATTERN = rf"^[A-Za-z0-9_]{{1,{NAME_MAX_LENGTH}}}$"
 NAME_RULE = f"1 to {NAME_MAX_LENGTH} letters, digits or underscores"
-# A player's `name` is one short search token: a name of thousands of words cost Redis 15-31 ms to
-# index per save.
+# A player's `name` is one short search token: a name of thousands of words cost Redis milliseconds
+# to index on every save (docs/benchmarks.md).
 PLAYER_NAME = re.compile(NAME_PATTERN)
 
 
@@ -28,8 +28,8 @@ class SaveDocument(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         """What model_dump() gives (the fields, then the extra keys as sent), without walking the
-        extra values again: they are the JSON the body held, and the walk cost a save some 7 us
-        (docs/benchmarks.md)."""
+        extra values again: they are the JSON the body held, and the walk was a visible share of a
+        save's CPU (docs/benchmarks.md)."""
         return {"id": self.id, **(self.model_extra or {})}
 
 
@@ -132,8 +132,8 @@ def surely_within(text: bytes, max_depth: int, max_values: int) -> bool:
     Structural characters are never escaped, and the same characters inside strings only raise the
     counts: a container opens with `[` or `{`, and a value is the root or follows `[`, `,` or `:`.
     So a value takes a byte and, but the root, one more before it: a text of fewer than
-    2 * max_values bytes holds fewer values than that, uncounted. A usual save passes in well under
-    a microsecond, where count_values' walk takes some 15 us (docs/benchmarks.md). A body's bounds
+    2 * max_values bytes holds fewer values than that, uncounted. A usual save passes at a fraction
+    of the cost of count_values' walk (docs/benchmarks.md). A body's bounds
     hold for any document inside it.
     """
     opens = text.count(b"[")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -163,11 +163,13 @@ async def search(call: Call, kind: Kind) -> Response:
 
 
 class PlayerSearch(BaseModel):
+    model_config = ConfigDict(frozen=True)
     name: str | None = Field(None, pattern=NAME_PATTERN)
     id: str | None = Field(None, pattern=ID_PATTERN)
 
 
 class GameSearch(BaseModel):
+    model_config = ConfigDict(frozen=True)
     id: str | None = Field(None, pattern=ID_PATTERN)
 
 
