@@ -119,6 +119,7 @@ class CookieJar {
 export class CacheQuestClient {
   #jar = new CookieJar();
   #sessionId = null;
+  #fetch;
 
   /**
    * `baseUrl`: the gateway ("" in a page it serves); `fetch`: another implementation; `maxAttempts`
@@ -126,7 +127,7 @@ export class CacheQuestClient {
    */
   constructor({ baseUrl = "", fetch = globalThis.fetch, maxAttempts = DEFAULT_ATTEMPTS, onRetry, credentials } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
-    this.fetch = fetch;
+    this.#fetch = (url, init) => fetch(url, init); // a browser's fetch refuses to be called as a method
     this.defaults = { maxAttempts, onRetry, credentials: credentials ?? "same-origin" };
     this.players = new Saves(this, "/api/playerstate", "playerData");
     this.games = new Saves(this, "/api/gamestate", "gameData");
@@ -147,8 +148,9 @@ export class CacheQuestClient {
     for (let attempt = 1; ; attempt++) {
       const cookie = this.#jar.header;
       let response = null;
+      let failure = null;
       try {
-        response = await this.fetch(url, {
+        response = await this.#fetch(url, {
           method,
           headers: cookie ? { ...sent, Cookie: cookie } : sent,
           body: body === undefined ? undefined : JSON.stringify(body),
@@ -158,13 +160,14 @@ export class CacheQuestClient {
         this.#jar.take(response);
       } catch (error) {
         if (signal?.aborted) throw error;
+        failure = error;
       }
       const status = response?.status ?? 0;
       const retried = status === 429 || (safe && (response === null || TRANSIENT.has(status)));
       const wait = retryAfterMs(response) ?? backoffMs(attempt);
       if (!retried || attempt >= maxAttempts || wait > MAX_RETRY_AFTER_MS) {
         if (response) return response;
-        throw new ApiError(0, "The server could not be reached");
+        throw Object.assign(new ApiError(0, "The server could not be reached"), { cause: failure });
       }
       response?.body?.cancel().catch(() => {});
       onRetry?.({ attempt, waitMs: wait, reason: response ? `HTTP ${status}` : "network error" });

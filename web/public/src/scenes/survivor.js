@@ -1,7 +1,7 @@
 // Survivor mode: ever-larger waves until the hero falls; the score goes to the map's leaderboard.
 import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, resetLive, leaderboardKey, leaderboardMember } from "../state.js";
-import { postScore } from "../api.js";
+import { client, KEEP_TRYING } from "../client.js";
 import { savePlayer } from "../saves.js";
 import { buildMap, followWithCamera, randomFreeSpot, SPAWN } from "../world.js";
 import { addHero } from "../entities/hero.js";
@@ -124,7 +124,9 @@ export function registerSurvivorScene() {
       try {
         if (isPersonalBest) {
           status.text = "Posting your score...";
-          await postScore(leaderboardKey(map), run.score, leaderboardMember(), {
+          await client.leaderboard(leaderboardKey(map)).submit(run.score, {
+            member: leaderboardMember(),
+            ...KEEP_TRYING,
             onRetry: () => status.exists() && (status.text = "Score post failed, retrying..."),
           });
           run.result.posted = true;
