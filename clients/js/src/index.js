@@ -63,6 +63,12 @@ async function errorFrom(response) {
   return new ApiError(response.status, payload.message ?? `HTTP ${response.status}`, retryAfterMs(response));
 }
 
+/** An answer whose status says it all: its body is let go, so the connection serves the next call. */
+function without(response, value) {
+  response.body?.cancel().catch(() => {});
+  return value;
+}
+
 async function jsonOrThrow(response) {
   if (!response.ok) throw await errorFrom(response);
   return response.json();
@@ -141,7 +147,7 @@ export class CacheQuestClient {
    * the attempts are spent, with the last one, or ApiError(0) when the server never answered.
    */
   async call(method, path, { body, headers = {}, contentType = "application/json", safe = false, ...options } = {}) {
-    const { maxAttempts, onRetry, signal } = { ...this.defaults, ...options };
+    const { maxAttempts = this.defaults.maxAttempts, onRetry = this.defaults.onRetry, signal } = options;
     const url = this.baseUrl + path;
     const sent = { ...headers };
     if (body !== undefined) sent["Content-Type"] = contentType;
@@ -169,7 +175,7 @@ export class CacheQuestClient {
         if (response) return response;
         throw Object.assign(new ApiError(0, "The server could not be reached"), { cause: failure });
       }
-      response?.body?.cancel().catch(() => {});
+      if (response) without(response);
       onRetry?.({ attempt, waitMs: wait, reason: response ? `HTTP ${status}` : "network error" });
       await sleep(wait, signal);
     }
@@ -240,7 +246,7 @@ class Saves {
   /** `{data, etag}`, or null when there is no save. `id`: the session's unless given. */
   async load(id, options) {
     const response = await this.client.call("GET", await this.#url(id), { safe: true, ...options });
-    if (response.status === 404) return null;
+    if (response.status === 404) return without(response, null);
     return { data: await jsonOrThrow(response), etag: response.headers.get("ETag") };
   }
 
@@ -258,7 +264,7 @@ class Saves {
     else if (ifNoneMatch) response = await write("POST", { "If-None-Match": ifNoneMatch });
     else {
       response = await write("PATCH");
-      if (response.status === 404) response = await write("POST");
+      if (response.status === 404) response = await write("POST", without(response, {}));
     }
     return this.#written(response, data.id);
   }
@@ -282,17 +288,17 @@ class Saves {
   async #written(response, id) {
     if (response.status === 412) throw new ConflictError((await errorFrom(response)).message, await this.load(id));
     if (!response.ok) throw await errorFrom(response);
-    return { etag: response.headers.get("ETag") };
+    return without(response, { etag: response.headers.get("ETag") });
   }
 
   /** Deletes the save; resolves true, or false when there was none. `ifMatch` as for save(). */
   async delete(id, { ifMatch, ...options } = {}) {
     const headers = ifMatch ? { "If-Match": ifMatch } : {};
     const response = await this.client.call("DELETE", await this.#url(id), { headers, safe: true, ...options });
-    if (response.status === 404) return false;
+    if (response.status === 404) return without(response, false);
     if (response.status === 412) throw new ConflictError((await errorFrom(response)).message, await this.load(id));
     if (!response.ok) throw await errorFrom(response);
-    return true;
+    return without(response, true);
   }
 
   /** Full-text search: `{total, documents: [{id, value}]}`; others' saves show only `id` and `name`. */
@@ -314,19 +320,19 @@ class Leaderboard {
   async page({ count = 10, offset = 0, season, ...options } = {}) {
     const params = new URLSearchParams({ count, offset, ...(season === undefined ? {} : { season }) });
     const response = await this.client.call("GET", `${this.path}?${params}`, { safe: true, ...options });
-    return response.status === 404 ? [] : jsonOrThrow(response);
+    return response.status === 404 ? without(response, []) : jsonOrThrow(response);
   }
 
   /** This player's entry and up to `around` neighbours each side; null when it has none. */
   async me({ around = 5, ...options } = {}) {
     const response = await this.client.call("GET", `${this.path}/me?around=${around}`, { safe: true, ...options });
-    return response.status === 404 ? null : jsonOrThrow(response);
+    return response.status === 404 ? without(response, null) : jsonOrThrow(response);
   }
 
   /** `{current, seasons}` (newest first); null when the board has no seasons. */
   async seasons(options) {
     const response = await this.client.call("GET", `${this.path}/seasons`, { safe: true, ...options });
-    return response.status === 404 ? null : jsonOrThrow(response);
+    return response.status === 404 ? without(response, null) : jsonOrThrow(response);
   }
 
   /** POST .../runs: a verified run's `{run, startedAt}`, to send with its score (v3). */
