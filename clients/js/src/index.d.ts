@@ -66,7 +66,10 @@ export interface Versioned<T> {
   etag: string;
 }
 
-/** 412: the save is no longer the version named; `current` is the server's copy (null: none). */
+/**
+ * 412: the save is no longer the version named; `current` is the server's copy (null: none), read
+ * right after. Should that read fail, its ApiError is thrown instead.
+ */
 export class ConflictError<T = PlayerDocument | GameDocument> extends ApiError {
   constructor(message: string, current: Versioned<T> | null);
   current: Versioned<T> | null;

@@ -40,6 +40,7 @@ for (const kind of ["players", "games"]) {
     const { etag } = await saves.save({ id, gold: 1, bag: { sword: 1, shield: 1 }, note: "x" });
     const patch = mergePatch({ gold: 1, bag: { sword: 1, shield: 1 }, note: "x" }, { gold: 3, bag: { sword: 1 } });
     assert.deepEqual(patch, { note: null, gold: 3, bag: { shield: null } });
+    assert.equal(mergePatch({ gold: 1 }, { gold: null }), undefined, "a null a patch cannot say");
     const patched = await saves.patch(patch, { ifMatch: etag });
     assert.deepEqual((await saves.load()).data, { id, gold: 3, bag: { sword: 1 } });
     const stale = await saves.patch({ gold: 4 }, { ifMatch: etag }).catch((error) => error);

@@ -37,6 +37,13 @@ test("a recovery code carries the player to another client; a new code revokes t
   assert.match(refused.message, /code/i);
 });
 
+test("call() reaches a route the client does not wrap, with the same session and rules", async () => {
+  const { client, id } = await newPlayer();
+  const answer = await client.call("GET", `/api/playerstate/${id}/`, { safe: true });
+  assert.equal(answer.status, 404, "the session's cookie went with it: not a 403");
+  assert.equal((await answer.json()).message, "Not Found");
+});
+
 test("an unreachable server is ApiError 0 once the attempts are spent", async () => {
   const retries = [];
   const client = new CacheQuestClient({ baseUrl: "http://127.0.0.1:9", maxAttempts: 2, onRetry: (r) => retries.push(r) });
