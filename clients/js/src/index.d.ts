@@ -103,7 +103,7 @@ export interface Leaderboard {
   /** Null when the board has no seasons. */
   seasons(options?: CallOptions): Promise<Seasons | null>;
   startRun(options?: CallOptions): Promise<Run>;
-  /** Give `name` (member `{name}-{session id}`) or `member`; `run` from startRun(). */
+  /** Give `name` (member `{name}-{session id}`) or `member`; `run` from startRun() (a 409 after a retry: the first try landed). */
   submit(score: number, options: CallOptions & ({ name: string } | { member: string }) & { run?: string }): Promise<Message>;
   /** The top 10 at once and at each change, reconnecting, until `signal` aborts or the loop leaves. */
   live(options?: CallOptions): AsyncGenerator<LeaderboardEntry[], void, undefined>;

@@ -142,7 +142,7 @@ export class CacheQuestClient {
   /**
    * One HTTP exchange, retried while the answer is transient (TRANSIENT, or no answer) and the call
    * is `safe` to repeat: a read, or a write whose repeat leaves what one would (a DELETE, a
-   * conditional or whole-document save, a merge patch, a best-score post). Any call is retried on a
+   * conditional or whole-document save, a merge patch, a score). Any call is retried on a
    * 429: the gateway refuses it before it does anything. Resolves with the first other answer; once
    * the attempts are spent, with the last one, or ApiError(0) when the server never answered.
    */
@@ -342,13 +342,21 @@ class Leaderboard {
 
   /**
    * Posts a score as `member` or as `name` (member `{name}-{session id}`); the board keeps the
-   * player's best. `run`: the token of startRun(), which a verified board requires.
+   * player's best, so a repeat changes nothing. `run`: the token of startRun(), which a verified
+   * board requires; it is single-use, so a 409 after a retry is this call's own first try, which
+   * landed though its answer was lost (a run is bound to its player: no one else could use it).
    */
-  async submit(score, { name, member, run, ...options } = {}) {
+  async submit(score, { name, member, run, onRetry = this.client.defaults.onRetry, ...options } = {}) {
     member ??= `${name}-${await this.client.sessionId()}`;
     const body = { key: this.key, score, member, ...(run === undefined ? {} : { run }) };
-    // Without a run a repeat changes nothing (the best is kept); a run's repeat would be a 409.
-    return jsonOrThrow(await this.client.call("POST", "/api/leaderboard", { body, safe: run === undefined, ...options }));
+    let retried = false;
+    const told = (retry) => {
+      retried = true;
+      onRetry?.(retry);
+    };
+    const response = await this.client.call("POST", "/api/leaderboard", { body, safe: true, ...options, onRetry: told });
+    if (response.status === 409 && run !== undefined && retried) return without(response, { status: 200, message: "Score recorded" });
+    return jsonOrThrow(response);
   }
 
   /**

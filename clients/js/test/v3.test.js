@@ -24,6 +24,23 @@ test("a verified run: started, its score taken once, refused when used again or 
   await assert.rejects(board.submit(0, { name: "Verified", run: theirs.run }), { name: "ApiError", status: 403 });
 });
 
+test("a run's score whose answer was lost: the retry's 409 is the first try's, landed", { skip: NO_RUNS }, async () => {
+  let lost = 0;
+  // The first score reaches the server, and its answer is lost on the way back.
+  const losing = async (url, init) => {
+    const response = await fetch(url, init);
+    if (init.method !== "POST" || !url.endsWith("/api/leaderboard") || lost++) return response;
+    await response.body?.cancel();
+    return new Response(JSON.stringify({ status: 503, message: "lost" }), { status: 503, headers: { "Retry-After": "0" } });
+  };
+  const { client, id } = await newPlayer(LIMITED, { fetch: losing });
+  const board = client.leaderboard(BOARD);
+  const { run } = await board.startRun();
+  assert.equal((await board.submit(0, { name: "Unlucky", run })).status, 200);
+  assert.equal(lost, 2);
+  assert.ok((await board.page({ count: 100 })).some((entry) => entry.value === `Unlucky-${id}`));
+});
+
 test("the account holds the saves, entries and recovery; erasing it ends them", { skip: NO_ACCOUNT }, async () => {
   const { client, id } = await newPlayer();
   await client.players.save({ id, name: "Leaving" });
