@@ -31,6 +31,8 @@ export interface Account {
 export interface RetryInfo {
   attempt: number;
   waitMs: number;
+  /** The answer retried (0: none). */
+  status: number;
   reason: string;
 }
 
@@ -88,7 +90,10 @@ export interface Saves<T extends { id: string }> {
   /** The whole document: last write wins, or conditional on `ifMatch` / `ifNoneMatch: "*"` (ConflictError). */
   save(data: T, options?: CallOptions & { ifMatch?: string; ifNoneMatch?: "*" }): Promise<Written>;
   /** A merge patch (null removes a field); ApiError 404 when there is no save. */
-  patch(fields: Partial<Record<keyof T | string, unknown>>, options?: CallOptions & { ifMatch?: string }): Promise<Written>;
+  patch(
+    fields: Partial<Record<keyof T | string, unknown>>,
+    options?: CallOptions & { ifMatch?: string },
+  ): Promise<Written>;
   /** True once deleted; false when there was none. */
   delete(id?: string, options?: CallOptions & { ifMatch?: string }): Promise<boolean>;
   search(query: { name?: string; id?: string }, options?: CallOptions): Promise<SearchResult>;
@@ -103,8 +108,11 @@ export interface Leaderboard {
   /** Null when the board has no seasons. */
   seasons(options?: CallOptions): Promise<Seasons | null>;
   startRun(options?: CallOptions): Promise<Run>;
-  /** Give `name` (member `{name}-{session id}`) or `member`; `run` from startRun() (a 409 after a retry: the first try landed). */
-  submit(score: number, options: CallOptions & ({ name: string } | { member: string }) & { run?: string }): Promise<Message>;
+  /** Give `name` (member `{name}-{session id}`) or `member`; `run` from startRun() (a 409 after a try that may have landed: that try's). */
+  submit(
+    score: number,
+    options: CallOptions & ({ name: string } | { member: string }) & { run?: string },
+  ): Promise<Message>;
   /** The top 10 at once and at each change, reconnecting, until `signal` aborts or the loop leaves. */
   live(options?: CallOptions): AsyncGenerator<LeaderboardEntry[], void, undefined>;
 }

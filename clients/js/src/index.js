@@ -176,7 +176,7 @@ export class CacheQuestClient {
         throw Object.assign(new ApiError(0, "The server could not be reached"), { cause: failure });
       }
       if (response) without(response);
-      onRetry?.({ attempt, waitMs: wait, reason: response ? `HTTP ${status}` : "network error" });
+      onRetry?.({ attempt, waitMs: wait, status, reason: response ? `HTTP ${status}` : "network error" });
       await sleep(wait, signal);
     }
   }
@@ -258,7 +258,8 @@ class Saves {
    */
   async save(data, { ifMatch, ifNoneMatch, ...options } = {}) {
     const body = { [this.field]: data };
-    const write = (method, headers = {}) => this.client.call(method, this.path, { body, headers, safe: true, ...options });
+    const write = (method, headers = {}) =>
+      this.client.call(method, this.path, { body, headers, safe: true, ...options });
     let response;
     if (ifMatch) response = await write("POST", { "If-Match": ifMatch });
     else if (ifNoneMatch) response = await write("POST", { "If-None-Match": ifNoneMatch });
@@ -266,7 +267,8 @@ class Saves {
       response = await write("PATCH");
       if (response.status === 404) response = await write("POST", without(response, {}));
     }
-    return this.#written(response, data.id);
+    await this.#refuse(response, data.id);
+    return without(response, { etag: response.headers.get("ETag") });
   }
 
   /**
@@ -282,13 +284,14 @@ class Saves {
       safe: true,
       ...options,
     });
-    return this.#written(response, id);
+    await this.#refuse(response, id);
+    return without(response, { etag: response.headers.get("ETag") });
   }
 
-  async #written(response, id) {
+  /** Throws what a write's refusal is: a 412 as ConflictError with the save `id` now, else ApiError. */
+  async #refuse(response, id) {
     if (response.status === 412) throw new ConflictError((await errorFrom(response)).message, await this.load(id));
     if (!response.ok) throw await errorFrom(response);
-    return without(response, { etag: response.headers.get("ETag") });
   }
 
   /** Deletes the save; resolves true, or false when there was none. `ifMatch` as for save(). */
@@ -296,8 +299,7 @@ class Saves {
     const headers = ifMatch ? { "If-Match": ifMatch } : {};
     const response = await this.client.call("DELETE", await this.#url(id), { headers, safe: true, ...options });
     if (response.status === 404) return without(response, false);
-    if (response.status === 412) throw new ConflictError((await errorFrom(response)).message, await this.load(id));
-    if (!response.ok) throw await errorFrom(response);
+    await this.#refuse(response, id);
     return without(response, true);
   }
 
@@ -343,19 +345,26 @@ class Leaderboard {
   /**
    * Posts a score as `member` or as `name` (member `{name}-{session id}`); the board keeps the
    * player's best, so a repeat changes nothing. `run`: the token of startRun(), which a verified
-   * board requires; it is single-use, so a 409 after a retry is this call's own first try, which
-   * landed though its answer was lost (a run is bound to its player: no one else could use it).
+   * board requires; it is single-use, so a 409 after a try that may have landed (no answer, or
+   * one other than a 429, which refuses before anything) is this call's own, landed though its
+   * answer was lost: a run is bound to its player, no one else could use it.
    */
   async submit(score, { name, member, run, onRetry = this.client.defaults.onRetry, ...options } = {}) {
     member ??= `${name}-${await this.client.sessionId()}`;
     const body = { key: this.key, score, member, ...(run === undefined ? {} : { run }) };
-    let retried = false;
+    let landed = false;
     const told = (retry) => {
-      retried = true;
+      landed ||= retry.status !== 429;
       onRetry?.(retry);
     };
-    const response = await this.client.call("POST", "/api/leaderboard", { body, safe: true, ...options, onRetry: told });
-    if (response.status === 409 && run !== undefined && retried) return without(response, { status: 200, message: "Score recorded" });
+    const response = await this.client.call("POST", "/api/leaderboard", {
+      body,
+      safe: true,
+      ...options,
+      onRetry: told,
+    });
+    if (response.status === 409 && run !== undefined && landed)
+      return without(response, { status: 200, message: "Score recorded" });
     return jsonOrThrow(response);
   }
 
@@ -391,7 +400,7 @@ class Leaderboard {
           if (error instanceof ApiError) throw error; // refused for good, or out of attempts
         }
         const wait = retryMs ?? backoffMs(attempt);
-        options.onRetry?.({ attempt, waitMs: wait, reason: "the live stream ended" });
+        options.onRetry?.({ attempt, waitMs: wait, status: 200, reason: "the live stream ended" });
         await sleep(wait, stop.signal).catch(() => {});
         if (stop.signal.aborted) return;
       }

@@ -5,7 +5,8 @@ import { CacheQuestClient } from "../src/index.js";
 export const GATEWAY = process.env.CACHE_QUEST_URL;
 // A gateway with seasons of 2 s and a write limit of 1 a second per player.
 export const LIMITED = process.env.CACHE_QUEST_LIMITED_URL;
-if (!GATEWAY || !LIMITED) throw new Error("set CACHE_QUEST_URL and CACHE_QUEST_LIMITED_URL (tests/test_js_client.py does)");
+if (!GATEWAY || !LIMITED)
+  throw new Error("set CACHE_QUEST_URL and CACHE_QUEST_LIMITED_URL (tests/test_js_client.py does)");
 
 export const BOARD = "leaderboards:survivor-Scores";
 

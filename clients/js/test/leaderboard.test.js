@@ -18,12 +18,21 @@ test("a score by name, the page with ranks, and the player's place with neighbou
   const top = await board.page({ count: 100 });
   const mine = top.find((entry) => entry.value === `Renamed-${first.id}`);
   assert.equal(mine.score, base);
-  assert.deepEqual(top.map((entry) => entry.rank), top.map((_, i) => i + 1));
+  assert.deepEqual(
+    top.map((entry) => entry.rank),
+    top.map((_, i) => i + 1),
+  );
   assert.deepEqual(await board.page({ count: 1, offset: mine.rank - 1 }), [mine]);
 
   const me = await board.me({ around: 1 });
-  assert.deepEqual({ rank: me.rank, score: me.score, value: me.value }, { rank: mine.rank, score: base, value: mine.value });
-  assert.deepEqual(me.around.map((entry) => entry.rank), [mine.rank - 1, mine.rank, mine.rank + 1].filter((r) => r <= top.length));
+  assert.deepEqual(
+    { rank: me.rank, score: me.score, value: me.value },
+    { rank: mine.rank, score: base, value: mine.value },
+  );
+  assert.deepEqual(
+    me.around.map((entry) => entry.rank),
+    [mine.rank - 1, mine.rank, mine.rank + 1].filter((r) => r <= top.length),
+  );
 });
 
 test("an empty board is an empty page, a player without an entry has no place, no seasons is null", async () => {

@@ -33,7 +33,8 @@ try {
 test("npm pack gives a package that installs, imports by name, type-checks and works", () => {
   const project = mkdtempSync(join(tmpdir(), "cache-quest-client-"));
   try {
-    const run = (command, args, options = {}) => execFileSync(command, args, { cwd: project, encoding: "utf8", ...options });
+    const run = (command, args, options = {}) =>
+      execFileSync(command, args, { cwd: project, encoding: "utf8", ...options });
     const [packed] = JSON.parse(run("npm", ["pack", "--json", "--pack-destination", project], { cwd: PACKAGE }));
     assert.deepEqual(packed.files.map((file) => file.path).sort(), [
       "README.md",
@@ -44,7 +45,10 @@ test("npm pack gives a package that installs, imports by name, type-checks and w
     ]);
     writeFileSync(join(project, "package.json"), JSON.stringify({ name: "a-game", private: true, type: "module" }));
     run("npm", ["install", "--no-audit", "--no-fund", "--offline", join(project, packed.filename)]);
-    assert.deepEqual(JSON.parse(readFileSync(join(project, "node_modules/@cache-quest/client/package.json"))).dependencies, undefined);
+    assert.deepEqual(
+      JSON.parse(readFileSync(join(project, "node_modules/@cache-quest/client/package.json"))).dependencies,
+      undefined,
+    );
 
     writeFileSync(join(project, "game.ts"), USE);
     // Without @types/node in that project, `process` is declared for the check.

@@ -9,7 +9,10 @@ test("a 429 is waited out (Retry-After) and retried, for a write too", async () 
   await client.players.save({ id, step: 1 }, { ifNoneMatch: "*" }); // the second a player may write
   const started = Date.now();
   const { etag } = await client.players.save({ id, step: 2 }); // over the limit: 429, then through
-  assert.ok(retries.some((retry) => retry.reason === "HTTP 429" && retry.waitMs === 1000), JSON.stringify(retries));
+  assert.ok(
+    retries.some((retry) => retry.reason === "HTTP 429" && retry.waitMs === 1000),
+    JSON.stringify(retries),
+  );
   assert.ok(Date.now() - started >= 900);
   assert.deepEqual(await client.players.load(), { data: { id, step: 2 }, etag });
 });
@@ -39,7 +42,10 @@ test("a 503 or a network error is retried for a call safe to repeat", async () =
 test("a 503 is not retried for a call that is not safe to repeat, nor past maxAttempts", async () => {
   const { fetcher, calls } = failingFirst(1, 503);
   const client = new CacheQuestClient({ baseUrl: GATEWAY, fetch: fetcher });
-  const refused = await client.leaderboard(BOARD).startRun().catch((error) => error); // each start is a new run
+  const refused = await client
+    .leaderboard(BOARD)
+    .startRun()
+    .catch((error) => error); // each start is a new run
   assert.equal(refused.status, 503);
   assert.match(refused.message, /injected/);
   assert.deepEqual(calls, ["POST"]);

@@ -17,5 +17,8 @@ test("seasons list the past ones, and a past season's page keeps its scores", as
   const past = later.seasons.filter((label) => Number(label) <= Number(posted));
   assert.ok(past.length >= 1, JSON.stringify({ posted, later }));
   const pages = await Promise.all(past.map((label) => board.page({ season: label })));
-  assert.ok(pages.flat().some((entry) => entry.value === `Seasoned-${id}` && entry.score === 7), JSON.stringify(pages));
+  assert.ok(
+    pages.flat().some((entry) => entry.value === `Seasoned-${id}` && entry.score === 7),
+    JSON.stringify(pages),
+  );
 });

@@ -46,7 +46,11 @@ test("call() reaches a route the client does not wrap, with the same session and
 
 test("an unreachable server is ApiError 0 once the attempts are spent", async () => {
   const retries = [];
-  const client = new CacheQuestClient({ baseUrl: "http://127.0.0.1:9", maxAttempts: 2, onRetry: (r) => retries.push(r) });
+  const client = new CacheQuestClient({
+    baseUrl: "http://127.0.0.1:9",
+    maxAttempts: 2,
+    onRetry: (r) => retries.push(r),
+  });
   const error = await client.session().catch((caught) => caught);
   assert.ok(error instanceof ApiError);
   assert.equal(error.status, 0);

@@ -24,7 +24,9 @@ export async function loadRanking(map, { offset = 0 } = {}) {
   const [page, mine] = await Promise.all([
     board.page({ count: PAGE, offset }),
     // No entry (null), or no session any more (401): no place to show.
-    state.sessionId ? board.me({ around: AROUND }).catch((error) => (error.status === 401 ? null : Promise.reject(error))) : null,
+    state.sessionId
+      ? board.me({ around: AROUND }).catch((error) => (error.status === 401 ? null : Promise.reject(error)))
+      : null,
   ]);
   return {
     map,

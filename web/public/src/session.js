@@ -10,7 +10,10 @@ async function loadSession() {
   const [rules, session] = await Promise.all([client.config(), client.session()]);
   Object.assign(config, rules);
   state.sessionId = session.id;
-  const [player, game] = await Promise.all([loadDocument("player", state.sessionId), loadDocument("game", state.sessionId)]);
+  const [player, game] = await Promise.all([
+    loadDocument("player", state.sessionId),
+    loadDocument("game", state.sessionId),
+  ]);
   if (!player) return;
   state.player = withDefaults(player, newPlayerDoc(state.sessionId, player.name));
   if (!MAP_NAMES.includes(state.player.currentMap)) {
