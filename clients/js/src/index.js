@@ -3,7 +3,8 @@
 // gateway's OpenAPI (openapi.d.ts).
 
 const MAX_BACKOFF_MS = 15000;
-// A Retry-After longer than this is not waited for: the caller gets the 429 (RateLimited) to show.
+// A Retry-After longer than this is not waited for: the caller gets the answer (its ApiError says
+// how long, retryAfterMs) to show.
 const MAX_RETRY_AFTER_MS = 60000;
 const DEFAULT_ATTEMPTS = 5;
 // Answers that may go away by themselves. Retried only for calls that are safe to repeat (see call()).
