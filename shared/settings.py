@@ -62,7 +62,6 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False  # one line per HTTP request: useful when debugging, costly under load
     gateway_processes: int = Field(1, ge=1, le=64)
-    hot_path: bool = True  # the hot routes answered before FastAPI (services/gateway/hotpath.py)
     # Count every HTTP request for GET /metrics (by route, method, status, and its latency). Off, /metrics
     # still shows the streams, groups and workers; `make bench`'s metrics phase measures what it costs.
     http_metrics: bool = True

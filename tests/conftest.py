@@ -231,10 +231,10 @@ def eventually(check: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def spawn_fastapi_gateway(stack: Stack, name: str = "gateway-fastapi-only") -> str:
-    """A second gateway on the stack with HOT_PATH=false (every request through FastAPI), answering."""
+def spawn_gateway(stack: Stack, name: str = "gateway-2") -> str:
+    """A second gateway process on the stack's Redis, answering: its URL."""
     port = free_port()
-    stack.spawn("gateway", name=name, HOT_PATH="false", PORT=str(port))
+    stack.spawn("gateway", name=name, PORT=str(port))
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:

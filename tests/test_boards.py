@@ -21,7 +21,7 @@ from shared import keys, seasons
 from shared.protocol import SCORES, as_number, owner_of
 from shared.settings import MAX_EXACT_INTEGER
 from shared.worker import APPLY_COMMANDS
-from tests.conftest import ARTIFACTS, Player, eventually, fresh_redis, spawn_fastapi_gateway, started
+from tests.conftest import ARTIFACTS, Player, eventually, fresh_redis, spawn_gateway, started
 
 Db = redis.Redis | RedisCluster
 # Boards of this module's own, which no other test writes to.
@@ -62,8 +62,9 @@ def ranked_players(boards: Stack) -> list[Player]:
 
 
 @pytest.fixture(scope="module")
-def fastapi_url(boards: Stack) -> str:
-    return spawn_fastapi_gateway(boards, "gateway-boards-fastapi")
+def second_gateway(boards: Stack) -> str:
+    """Another gateway process on the same Redis: a player's reads answer alike from either."""
+    return spawn_gateway(boards, "gateway-boards-2")
 
 
 def post(player: Player, board: str, score: float, name: str = "Hero") -> httpx.Response:
@@ -103,9 +104,9 @@ def snapshot(db: redis.Redis) -> dict[str, Any]:
     return found
 
 
-def test_pages_carry_ranks(boards: Stack, ranked_players: list[Player], fastapi_url: str) -> None:
+def test_pages_carry_ranks(boards: Stack, ranked_players: list[Player], second_gateway: str) -> None:
     player = ranked_players[0]
-    for base in (boards.url, fastapi_url):  # the fast path and FastAPI answer alike
+    for base in (boards.url, second_gateway):
         top = player.http.get(f"{base}/api/leaderboard/{RANKS}").json()
         assert top == [
             {"value": f"Hero-{p.id}", "score": (25 - i) * 100, "rank": i + 1} for i, p in enumerate(ranked_players[:10])
@@ -134,19 +135,19 @@ def test_pages_carry_ranks(boards: Stack, ranked_players: list[Player], fastapi_
      "offset=1000000000000", "offset=", "count=10&offset=99999999999999999999999"],
 )  # fmt: skip
 def test_bad_pages_are_json_400s_writing_nothing(
-    boards: Stack, db: redis.Redis, ranked_players: list[Player], fastapi_url: str, query: str
+    boards: Stack, db: redis.Redis, ranked_players: list[Player], second_gateway: str, query: str
 ) -> None:
     before = snapshot(db)
-    for base in (boards.url, fastapi_url):
+    for base in (boards.url, second_gateway):
         answer = ranked_players[0].http.get(f"{base}/api/leaderboard/{RANKS}?{query}")
         assert answer.status_code == 400, (base, query, answer.text)
         assert answer.json()["status"] == 400 and answer.json()["message"]
     assert snapshot(db) == before
 
 
-def test_around_me(boards: Stack, ranked_players: list[Player], fastapi_url: str) -> None:
+def test_around_me(boards: Stack, ranked_players: list[Player], second_gateway: str) -> None:
     middle = ranked_players[10]  # rank 11
-    for base in (boards.url, fastapi_url):
+    for base in (boards.url, second_gateway):
         mine = middle.http.get(f"{base}/api/leaderboard/{RANKS}/me", params={"around": 2}).json()
         assert mine == {
             "rank": 11,
@@ -167,11 +168,11 @@ def test_around_me(boards: Stack, ranked_players: list[Player], fastapi_url: str
 
 
 def test_around_me_without_an_entry_or_a_session(
-    boards: Stack, db: redis.Redis, ranked_players: list[Player], fastapi_url: str
+    boards: Stack, db: redis.Redis, ranked_players: list[Player], second_gateway: str
 ) -> None:
     newcomer = Player(boards.url)
     before = snapshot(db)
-    for base in (boards.url, fastapi_url):
+    for base in (boards.url, second_gateway):
         none = newcomer.http.get(f"{base}/api/leaderboard/{RANKS}/me")
         assert (none.status_code, none.json()["status"]) == (404, 404)
         anonymous = httpx.get(f"{base}/api/leaderboard/{RANKS}/me")
@@ -183,10 +184,10 @@ def test_around_me_without_an_entry_or_a_session(
 
 @pytest.mark.parametrize("around", ["-1", "51", "abc", "1e3", "99999999999999999999", ""])
 def test_bad_around_is_a_json_400_writing_nothing(
-    boards: Stack, db: redis.Redis, ranked_players: list[Player], fastapi_url: str, around: str
+    boards: Stack, db: redis.Redis, ranked_players: list[Player], second_gateway: str, around: str
 ) -> None:
     before = snapshot(db)
-    for base in (boards.url, fastapi_url):
+    for base in (boards.url, second_gateway):
         answer = ranked_players[3].http.get(f"{base}/api/leaderboard/{RANKS}/me?around={around}")
         assert (answer.status_code, answer.json()["status"]) == (400, 400), (base, around, answer.text)
     assert snapshot(db) == before

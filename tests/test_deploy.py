@@ -19,9 +19,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from fastapi.routing import APIRoute
 
-from services.gateway.app import ROUTERS
+from services.gateway.app import ROUTES
 from shared.protocol import COMMAND_STREAMS, CommandStream
 from shared.settings import PUBLISHED_SESSION_SECRET, Settings
 
@@ -190,8 +189,7 @@ def partition_streams(stream: CommandStream, partitions: int) -> set[tuple[str, 
 
 
 def gateway_get_paths() -> set[str]:
-    routes = [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
-    return {route.path for route in routes if "GET" in (route.methods or ())}
+    return {route.path for route in ROUTES if route.method == "GET"}
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Redis under pressure, for real: busy with a script, out of memory, swamped with reply waits, gone.
 
-A busy or full Redis is answered 503 JSON with Retry-After on the hot path and through FastAPI alike,
+A busy or full Redis is answered 503 JSON with Retry-After by every gateway process,
 with no traceback; the workers wait it out (or refuse what they cannot store) and carry on, the same
 processes; nothing acknowledged is lost. A burst of writes holds at most REPLY_WAIT_CONNECTIONS
 connections, closed once idle. /healthz says what is wrong, never where Redis is.
@@ -28,7 +28,7 @@ from devtools.stack import Stack
 from shared import keys
 from shared.protocol import SAVES, SCORES, Event, EventType, Reply
 from shared.worker import Entry
-from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, spawn_fastapi_gateway, started
+from tests.conftest import ARTIFACTS, Player, StackFactory, eventually, free_port, spawn_gateway, started
 from tests.test_faults import BOARD, Load, wait_for
 from tests.test_workers import reply_of
 
@@ -129,7 +129,7 @@ def full(url: str) -> Iterator[None]:
 
 @dataclass
 class Pressure:
-    """A stack under saves and scores, through the hot gateway and a FastAPI-only one, for a fault."""
+    """A stack under saves and scores, through two gateway processes, for a fault."""
 
     pids: dict[str, int]
     db: redis.Redis
@@ -138,9 +138,9 @@ class Pressure:
 
     @classmethod
     def start(cls, stack: Stack) -> Pressure:
-        fastapi = spawn_fastapi_gateway(stack)
+        second = spawn_gateway(stack)
         pids = {name: process.pid for name, process in stack.processes.items()}
-        players = {url: Player(url) for url in (stack.url, fastapi)}
+        players = {url: Player(url) for url in (stack.url, second)}
         for player in players.values():
             assert player.save("playerstate", {"name": "Hero"}, "POST").status_code == 200
         loads = Load.start(stack, "save", clients=4, writes=100_000), Load.start(stack, "score", 4, 100_000)

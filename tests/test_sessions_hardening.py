@@ -30,7 +30,7 @@ from services.gateway.sessions import COOKIE_NAME, CookieSigner
 from shared import keys
 from shared.protocol import Event, EventType, Reply
 from shared.settings import PUBLISHED_SESSION_SECRET, Settings
-from tests.conftest import ROOT, Player, StackFactory, spawn_fastapi_gateway
+from tests.conftest import ROOT, Player, StackFactory, spawn_gateway
 from tests.test_workers import new_save, push_all, reply_of
 
 JSON = {"content-type": "application/json"}
@@ -51,10 +51,10 @@ def db(redis_url: str) -> redis.Redis:
 
 @pytest.fixture(scope="module")
 def gateways(stack: Stack) -> Iterator[list[str]]:
-    """The stack's gateway and one with HOT_PATH=false on the same Redis: every rule must hold on both."""
-    url = spawn_fastapi_gateway(stack, "gateway-without-hot-path")
+    """Two gateway processes on the same Redis: every rule must hold whichever answers."""
+    url = spawn_gateway(stack, "gateway-sessions-2")
     yield [stack.url, url]
-    stack.stop("gateway-without-hot-path")
+    stack.stop("gateway-sessions-2")
 
 
 def signed(session_id: str, stamp: int, secret: str | None = None) -> dict[str, str]:
@@ -130,9 +130,9 @@ def test_a_cookie_stamped_in_the_future_is_no_session(stack: Stack, player: Play
     assert httpx.get(f"{stack.url}/api/playerstate/{player.id}", cookies=within_skew).status_code == 404
 
 
-@pytest.mark.parametrize("path", ["hot", "fastapi"])
+@pytest.mark.parametrize("path", ["first", "second"])
 def test_a_write_needs_a_live_session_key(gateways: list[str], player: Player, db: redis.Redis, path: str) -> None:
-    url = gateways[path == "fastapi"]
+    url = gateways[path == "second"]
     ghost = Event.new(EventType.PLAYER_CREATE, "", None, 0, 0).id  # 32 hex, like a session id, with no session
     with httpx.Client(base_url=url, cookies=signed(ghost, int(time.time()))) as forger:
         for method in ("POST", "PATCH"):
@@ -315,7 +315,7 @@ def test_the_api_docs_are_off_in_production_unless_asked_for(make_stack: StackFa
 
 
 def fastapi_of(app: Any) -> FastAPI:
-    """The FastAPI app inside the gateway's outer layers (paths, metrics, the fast path)."""
+    """The FastAPI app behind the gateway's layers and route records."""
     while not isinstance(app, FastAPI):
         app = app.app
     return app

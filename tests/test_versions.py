@@ -1,8 +1,6 @@
 """Saves a player can trust: versions (ETag, If-Match, If-None-Match), merge patches and deletes.
 
-Every case runs on both paths: the gateway's fast path and FastAPI alone (HOT_PATH=false), which
-share the stack's Redis, workers and session secret. Every refused request is a JSON 4xx, and
-Redis is checked to hold exactly what it held before.
+Every refused request is a JSON 4xx, and Redis is checked to hold exactly what it held before.
 """
 
 from __future__ import annotations
@@ -25,16 +23,9 @@ from shared.pipelined import PipelinedRedis
 from shared.protocol import Outcome
 from shared.settings import Settings
 from shared.worker import APPLY_SCRIPT
-from tests.conftest import spawn_fastapi_gateway
 
 MERGE = {"content-type": "application/merge-patch+json"}
 ETAG = re.compile(r'"[0-9]+-[0-9]+"')
-
-
-@pytest.fixture(scope="module")
-def fastapi_only(stack: Stack) -> Iterator[str]:
-    yield spawn_fastapi_gateway(stack, "gateway-fastapi-versions")
-    stack.stop("gateway-fastapi-versions")
 
 
 @pytest.fixture
@@ -68,10 +59,9 @@ class Tab:
         return self.http.get(f"/api/{kind}/{self.id}", headers=headers)
 
 
-@pytest.fixture(params=["fast path", "fastapi"])
-def tab(request: pytest.FixtureRequest, stack: Stack) -> Iterator[Tab]:
-    base = stack.url if request.param == "fast path" else request.getfixturevalue("fastapi_only")
-    new = Tab(base)
+@pytest.fixture
+def tab(stack: Stack) -> Iterator[Tab]:
+    new = Tab(stack.url)
     yield new
     new.http.close()
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway import (
     game_config,
@@ -24,13 +26,11 @@ from services.gateway import (
     responses,
     saves,
 )
-from services.gateway.bodies import BodyLimitMiddleware
 from services.gateway.commands import CommandBus
-from services.gateway.hotpath import HotPath
-from services.gateway.observe import Observe
-from services.gateway.paths import ExpressPaths, GameFiles
+from services.gateway.layers import BodyLimit, Enters, ExpressPaths, Gateway, Leaves, RequestIds, is_api
+from services.gateway.routing import Route, Router, openapi_routes
 from services.gateway.server import ON_SHUTDOWN
-from services.gateway.sessions import SessionMiddleware
+from services.gateway.sessions import Sessions
 from services.gateway.store import Store
 from shared.connection import redact
 from shared.pipelined import PipelinedRedis
@@ -42,16 +42,24 @@ ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
 # The JavaScript client (clients/js/), as the game imports it: plain ES modules, no build step.
 CLIENT = ROOT / "clients/js/src"
-# Every API route, in the order FastAPI matches them; the fast path is derived from the same list.
-ROUTERS = (
-    identity.router,
-    health.router,
-    metrics.router,
-    game_config.router,
-    saves.router,
-    leaderboard.router,
-    live.router,
+STATIC_METHODS = ("GET", "HEAD")
+# Every API route, in the order they are matched (a search before the document it could be taken for).
+ROUTES: tuple[Route, ...] = (
+    *identity.ROUTES,
+    *health.ROUTES,
+    *metrics.ROUTES,
+    *game_config.ROUTES,
+    *saves.ROUTES,
+    *leaderboard.ROUTES,
+    *live.ROUTES,
 )
+
+
+def layers(settings: Settings) -> list[Enters | Leaves]:
+    """What every request passes before its route, outermost first: its path as Express matches it,
+    its id, its body (413 past the limit), its session (the caller, or a 429 for new sessions)."""
+    return [ExpressPaths(), RequestIds(), BodyLimit(settings.max_body_bytes), Sessions(settings)]
+
 
 # The collector's thresholds (Python's are 700, 10, 10) for a process that may hold thousands of
 # open event streams: young collections come 14 times more rarely, so far fewer short-lived objects
@@ -93,19 +101,45 @@ def create_app(settings: Settings) -> ASGIApp:
         openapi_url="/openapi.json" if docs else None,
     )
     responses.install(app)
-    app.add_middleware(SessionMiddleware, settings=settings)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-
-    for router in ROUTERS:
-        app.include_router(router)
+    router = Router(ROUTES)
+    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     app.mount("/vendor/cache-quest", StaticFiles(directory=CLIENT, check_dir=False), name="cache-quest")
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
-    app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
+    app.mount("/", GameFiles(router=router, directory=WEB / "public", html=True, check_dir=False), name="game")
     app.state.http_metrics = http_metrics = metrics.http_metrics(settings)
-    served = ExpressPaths(Observe(app, http_metrics))
-    if not settings.hot_path:
-        return served
-    return HotPath(app, served, [route for router in ROUTERS for route in router.routes], settings, http_metrics)
+    return Gateway(layers(settings), router, app, http_metrics)
+
+
+def openapi(app: FastAPI) -> dict[str, Any]:
+    """The API's document, generated from the route records (FastAPI's documented way to replace it)."""
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=openapi_routes(ROUTES)
+        )
+    return app.openapi_schema
+
+
+class GameFiles(StaticFiles):
+    """The game at `/`, behind every route: what no route matched ends here, and is answered in JSON.
+
+    A path under /api/ that no route knows is a 404, and one that a route knows for other methods a
+    405 with `Allow`; the files themselves answer only GET and HEAD.
+    """
+
+    def __init__(self, *, router: Router, directory: Path, **options: Any) -> None:
+        super().__init__(directory=directory, **options)
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if is_api(path):
+            allowed = self.router.allowed(path)
+            if allowed:
+                raise HTTPException(405, f"{scope['method']} is not allowed here", {"Allow": ", ".join(allowed)})
+            raise HTTPException(404, f"No route {path[:200]!r}: see /docs for the API")
+        if scope["method"] not in STATIC_METHODS:
+            raise HTTPException(405, f"{scope['method']} is not allowed here", {"Allow": ", ".join(STATIC_METHODS)})
+        await super().__call__(scope, receive, send)
 
 
 def from_environment() -> ASGIApp:

@@ -3,14 +3,15 @@ season and when it ends), so the game reads them instead of keeping copies that 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from starlette.responses import Response
 
+from services.gateway.layers import Call
 from services.gateway.models import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE, GameConfig, NameRule, SeasonInfo
+from services.gateway.responses import json_response
+from services.gateway.routing import Route
 from shared import keys, seasons
 from shared.protocol import now_ms
 from shared.settings import Settings
-
-router = APIRouter(prefix="/api", tags=["game"])
 
 
 def game_config(settings: Settings) -> GameConfig:
@@ -31,7 +32,9 @@ def season_info(mode: str) -> SeasonInfo:
     return SeasonInfo(mode=mode, current=season.label, endsAt=season.end_ms)
 
 
-@router.get("/config", response_model=GameConfig)
-async def config(request: Request) -> GameConfig:
+async def config(call: Call) -> Response:
     """The maps, their leaderboard keys, and the rule a player's name must follow. Public."""
-    return game_config(request.app.state.settings)
+    return json_response(200, game_config(call.state.settings).model_dump())
+
+
+ROUTES = [Route("GET", "/api/config", config, "config", tags=("game",), response_model=GameConfig, responses={})]

@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response
 
+from services.gateway.layers import Call
 from services.gateway.responses import json_response
+from services.gateway.routing import Route
 from services.gateway.store import Store
 from shared.connection import missing_modules, unavailable
 from shared.protocol import COMMAND_STREAMS
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["health"])
 
 # What a caller of /healthz may know; the error itself, which names Redis's address, goes to the log.
 REDIS_PROBLEMS = {
@@ -34,17 +34,15 @@ REDIS_PROBLEMS = {
 }
 
 
-@router.get("/livez")
-async def livez() -> Response:
+async def livez(_call: Call) -> Response:
     """200 while this process serves requests, whatever Redis does: the liveness probe."""
     return json_response(200, {"status": 200})
 
 
-@router.get("/healthz")
-async def healthz(request: Request) -> Response:
+async def healthz(call: Call) -> Response:
     """200 when every part answers; otherwise 503 and what is missing: the readiness probe."""
-    store: Store = request.app.state.store
-    settings: Settings = request.app.state.settings
+    store: Store = call.state.store
+    settings: Settings = call.state.settings
     checks: dict[str, Any] = {}
     problems: list[str] = []
     try:
@@ -70,3 +68,9 @@ async def healthz(request: Request) -> Response:
         problems.append(REDIS_PROBLEMS[reason])
     status = 503 if problems else 200
     return json_response(status, {"status": status, "checks": checks, "problems": problems})
+
+
+ROUTES = [
+    Route("GET", "/livez", livez, "livez", tags=("health",), responses={}),
+    Route("GET", "/healthz", healthz, "healthz", tags=("health",), responses={}),
+]

@@ -1,22 +1,21 @@
-"""Who the caller is: `GET /session` (SessionMiddleware has created the session by the time it runs),
+"""Who the caller is: `GET /session` (the session layer has created the session by the time it runs),
 and the recovery codes that carry that identity to another browser (recovery.py)."""
 
 from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, HTTPException
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from services.gateway.bodies import StrictJSONRoute
-from services.gateway.dependencies import ERRORS, Address, AppStore, SessionId
+from services.gateway.layers import Call
 from services.gateway.models import Session
 from services.gateway.recovery import (
     NOT_A_CODE,
     TOO_MANY_ATTEMPTS,
     WRONG_CODE,
     RecoverBody,
-    Recoveries,
+    Recovery,
     RecoveryCode,
     canonical,
     grouped,
@@ -24,21 +23,20 @@ from services.gateway.recovery import (
     refuse_if_limited,
 )
 from services.gateway.responses import error_response, json_response
-from services.gateway.sessions import write_session
-from services.gateway.store import RateLimit
+from services.gateway.routing import Route
+from services.gateway.sessions import client_address, write_session
+from services.gateway.store import RateLimit, Store
 from shared import keys
 
-router = APIRouter(tags=["session"])
+TAGS = ("session",)
 
 
-@router.get("/session", response_model=Session)
-async def session(caller: SessionId) -> Session:
+async def session(call: Call) -> Response:
     """Your session id (created on first visit): it is your player id and your game id."""
-    return Session(id=caller)
+    return json_response(200, {"id": call.session})
 
 
-@router.post("/session/recovery", response_model=RecoveryCode, responses=ERRORS)
-async def issue_recovery_code(made: Recoveries, caller: SessionId, store: AppStore) -> RecoveryCode:
+async def issue_recovery_code(call: Call) -> Response:
     """A new recovery code for your id, shown this once; the code issued before it stops working.
 
     Enter it in another browser (`POST /session/recover`) to play there as yourself, with your saves
@@ -46,16 +44,17 @@ async def issue_recovery_code(made: Recoveries, caller: SessionId, store: AppSto
     RECOVERY_TTL_DAYS (365). Redis keeps only its keyed hash. Needs a live session (401 otherwise);
     issuing counts against RATE_LIMIT_SESSION_WRITES, in a count of its own.
     """
+    caller, store, made = call.session, call.state.store, call.state.recovery
     if not await store.exists(keys.session(caller)):
         raise HTTPException(401, "Your session has expired: call GET /session first")
     issues = RateLimit.on(made.issues, keys.rate_limit("session-recovery-codes", caller))
     await refuse_if_limited(store, issues, "Too many recovery codes; slow down")
     code = new_code()
     await store.issue_recovery(caller, made.hasher.hash(code), made.ttl_s)
-    return RecoveryCode(code=grouped(code))
+    return json_response(200, {"code": grouped(code)})
 
 
-async def recover(body: RecoverBody, made: Recoveries, address: Address, store: AppStore) -> Response:
+async def recover(call: Call) -> Response:
     """Continue as the player a recovery code belongs to: this browser gets a session for their id
     (and so their saves and board entries), whatever session it had, also after theirs expired.
 
@@ -64,10 +63,12 @@ async def recover(body: RecoverBody, made: Recoveries, address: Address, store: 
     (RATE_LIMIT_PREFIX_RECOVERIES, 20/day): past either, 429 with Retry-After, for the right code too,
     since a limit that let it through would let every guess through to be checked.
     """
-    code = canonical(body.code)
+    store: Store = call.state.store
+    made: Recovery = call.state.recovery
+    code = canonical(call.body.code)
     if code is None:
         raise HTTPException(400, NOT_A_CODE)
-    by_address = RateLimit.on(made.per_address, keys.rate_limit("address-recoveries", address))
+    by_address = RateLimit.on(made.per_address, keys.rate_limit("address-recoveries", client_address(call.scope)))
     await refuse_if_limited(store, by_address, TOO_MANY_ATTEMPTS)
     by_prefix = RateLimit.on(made.per_prefix, keys.rate_limit("prefix-recoveries", made.hasher.prefix(code)))
     await refuse_if_limited(store, by_prefix, TOO_MANY_ATTEMPTS)
@@ -77,18 +78,13 @@ async def recover(body: RecoverBody, made: Recoveries, address: Address, store: 
     # Refresh the session another browser may hold, or start it anew: either way they share it.
     if not await write_session(store, made.settings, player_id, create=False):
         await write_session(store, made.settings, player_id, create=True)
-    answer = json_response(200, Session(id=player_id).model_dump())
-    cookie = made.cookies.set_cookie(made.cookies.signer.sign(player_id, int(time.time())))
-    answer.headers.append("set-cookie", cookie)  # SessionMiddleware leaves it be: it names this session
-    return answer
+    call.cookie = made.cookies.set_cookie(made.cookies.signer.sign(player_id, int(time.time())))  # sent as the session
+    return json_response(200, {"id": player_id})
 
 
-# Strict JSON (415 for any other body) here only: POST /session/recovery takes no body.
-router.add_api_route(
-    "/session/recover",
-    recover,
-    methods=["POST"],
-    response_model=Session,
-    responses=ERRORS,
-    route_class_override=StrictJSONRoute,
-)
+ROUTES = [
+    Route("GET", "/session", session, "session", session=True, tags=TAGS, response_model=Session, responses={}),
+    Route("POST", "/session/recovery", issue_recovery_code, "issue_recovery_code", session=True, tags=TAGS,
+          response_model=RecoveryCode),
+    Route("POST", "/session/recover", recover, "recover", body=RecoverBody, tags=TAGS, response_model=Session),
+]  # fmt: skip

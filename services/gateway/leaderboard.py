@@ -12,15 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from services.gateway.bodies import StrictJSONRoute
 from services.gateway.commands import CommandBus
-from services.gateway.dependencies import ERRORS, Address, AppStore, Bus, SessionId
-from services.gateway.hotpath import Call, fast, parse_body
+from services.gateway.layers import Call
 from services.gateway.models import (
     NAME_PATTERN,
     NAME_RULE,
@@ -31,13 +30,14 @@ from services.gateway.models import (
     Seasons,
 )
 from services.gateway.responses import json_response
+from services.gateway.routing import Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys, seasons
 from shared.protocol import EventType, as_number, now_ms, owner_of
 from shared.settings import Settings
 
-router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
+TAGS = ("leaderboard",)
 
 MEMBER_NAME = re.compile(NAME_PATTERN)
 DEFAULT_COUNT = 10
@@ -46,12 +46,6 @@ MAX_AROUND = 50
 # Past this a count or offset is refused (400), not clamped: no board is that long. A count above
 # LEADERBOARD_MAX_COUNT is clamped to it, as the seed's route did.
 MAX_POSITION = 1_000_000_000
-# The fast path's queries (each parameter once, a plain number); anything else goes to FastAPI.
-QUERY_PART = re.compile(rb"(count|offset|around)=(0|[1-9][0-9]{0,9})")
-Count = Annotated[int, Query(ge=1, le=MAX_POSITION)]
-Offset = Annotated[int, Query(ge=0, le=MAX_POSITION)]
-Around = Annotated[int, Query(ge=0, le=MAX_AROUND, description="Entries above and below yours")]
-Season = Annotated[str | None, Query(max_length=40, description="A past season's label; the current one without")]
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}
 NO_ENTRY = {"status": 404, "message": "You have no entry on this leaderboard"}
 
@@ -146,73 +140,43 @@ async def around_me(store: Store, settings: Settings, key: str, caller: str, aro
     return json_response(200, {"rank": rank + 1, "score": mine["score"], "value": mine["value"], "around": entries})
 
 
-def simple_query(query: bytes, names: tuple[bytes, ...]) -> dict[bytes, int] | None:
-    """The fast path's query: each of `names` at most once, as a plain number; None for anything else."""
-    found: dict[bytes, int] = {}
-    for part in query.split(b"&") if query else ():
-        match = QUERY_PART.fullmatch(part)
-        if match is None or match[1] not in names or match[1] in found:
-            return None
-        found[match[1]] = int(match[2])
-    return found
-
-
-async def submit_fast(call: Call) -> Response | None:
-    body = parse_body(ScoreBody, call)
-    if body is None:
-        return None
-    return await submit(call.state.bus, call.caller, client_address(call.scope), body.key, body.score, body.member)
-
-
-@router.post("", response_model=Message, responses=ERRORS)
-@fast(submit_fast)
-async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId, address: Address) -> Response:
+async def submit_score(call: Call) -> Response:
     """Record a score: your one entry on the board takes your best score and the name you post under."""
-    return await submit(commands, caller, address, body.key, body.score, body.member)
+    body: ScoreBody = call.body
+    return await submit(call.state.bus, call.session, client_address(call.scope), body.key, body.score, body.member)
 
 
-async def page_fast(call: Call) -> Response | None:
-    query = simple_query(call.scope["query_string"], (b"count", b"offset"))
-    if query is None:
-        return None
-    count, offset = query.get(b"count", DEFAULT_COUNT), query.get(b"offset", 0)
-    if not 1 <= count <= MAX_POSITION or offset > MAX_POSITION:
-        return None
-    return await page(call.state.store, call.state.settings, call.params["key"], count, offset)
+class PageQuery(BaseModel):
+    count: int = Field(DEFAULT_COUNT, ge=1, le=MAX_POSITION)
+    offset: int = Field(0, ge=0, le=MAX_POSITION)
+    season: str | None = Field(None, max_length=40, description="A past season's label; the current one without")
 
 
-@router.get("/{key}", response_model=list[LeaderboardEntry], responses=ERRORS)
-@fast(page_fast, cookieless=True)
-async def top_scores(
-    key: str, store: AppStore, request: Request, count: Count = DEFAULT_COUNT, offset: Offset = 0, season: Season = None
-) -> Any:
+async def top_scores(call: Call) -> Response:
     """`count` entries from rank `offset + 1`, highest first, of the current season or of `season`;
     public, as a leaderboard is."""
-    return await page(store, request.app.state.settings, key, count, offset, season)
+    query: PageQuery = call.query
+    return await page(
+        call.state.store, call.state.settings, call.params["key"], query.count, query.offset, query.season
+    )
 
 
-async def around_fast(call: Call) -> Response | None:
-    query = simple_query(call.scope["query_string"], (b"around",))
-    around = None if query is None else query.get(b"around", DEFAULT_AROUND)
-    if around is None or around > MAX_AROUND:
-        return None
-    return await around_me(call.state.store, call.state.settings, call.params["key"], call.caller, around)
+class AroundQuery(BaseModel):
+    around: int = Field(DEFAULT_AROUND, ge=0, le=MAX_AROUND, description="Entries above and below yours")
 
 
-@router.get("/{key}/me", response_model=AroundMe, responses=ERRORS)
-@fast(around_fast)
-async def my_entry(
-    key: str, store: AppStore, request: Request, caller: SessionId, around: Around = DEFAULT_AROUND
-) -> Any:
+async def my_entry(call: Call) -> Response:
     """Your entry, found by your session id whatever name you posted under, and up to `around`
     entries above and below it."""
-    return await around_me(store, request.app.state.settings, key, caller, around)
+    store, settings = call.state.store, call.state.settings
+    return await around_me(store, settings, call.params["key"], call.session, call.query.around)
 
 
-@router.get("/{key}/seasons", response_model=Seasons, responses=ERRORS)
-async def board_seasons(key: str, store: AppStore, request: Request) -> Any:
+async def board_seasons(call: Call) -> Response:
     """The current season and the seasons with scores still kept, newest first."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = call.state.settings
+    store: Store = call.state.store
+    key = call.params["key"]
     check_board(settings, key)
     season = current_season(settings)
     if season is None:
@@ -220,3 +184,14 @@ async def board_seasons(key: str, store: AppStore, request: Request) -> Any:
     oldest = seasons.seasons_before(settings.leaderboard_season, season, settings.leaderboard_seasons_kept)
     labels = await store.seasons(keys.board_seasons(key), oldest.start_ms)
     return json_response(200, {"current": season.label, "seasons": labels})
+
+
+ROUTES = [
+    Route("POST", "/api/leaderboard", submit_score, "submit_score", body=ScoreBody, session=True, tags=TAGS,
+          response_model=Message),
+    Route("GET", "/api/leaderboard/{key}", top_scores, "top_scores", query=PageQuery, tags=TAGS,
+          response_model=list[LeaderboardEntry]),
+    Route("GET", "/api/leaderboard/{key}/me", my_entry, "my_entry", query=AroundQuery, session=True, tags=TAGS,
+          response_model=AroundMe),
+    Route("GET", "/api/leaderboard/{key}/seasons", board_seasons, "board_seasons", tags=TAGS, response_model=Seasons),
+]  # fmt: skip

@@ -26,18 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
 from prometheus_client import Gauge
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.datastructures import State
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.gateway.dependencies import ERRORS, Address
-from services.gateway.hotpath import Call, fast
+from services.gateway.layers import HEAD_AS_GET, Call
 from services.gateway.leaderboard import check_board, ranked
-from services.gateway.paths import HEAD_AS_GET
 from services.gateway.responses import error_response
+from services.gateway.routing import ERRORS, Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys
@@ -46,7 +43,6 @@ from shared.protocol import LIVE_TOP_SIZE
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"])
 
 LISTENERS = Gauge(
     "cachequest_live_listeners", "Live-top event streams open, over every gateway process", multiprocess_mode="livesum"
@@ -285,20 +281,15 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-async def live_fast(call: Call) -> Response:
-    """On the fast path: a stream lives as long as its client, and every layer it passes through stays
-    in memory, and in each full garbage collection, as long (FastAPI's: some 70 objects a listener)."""
-    return open_stream(call.state, call.params["key"], client_address(call.scope))
-
-
-def open_stream(state: State, key: str, address: str) -> Response:
+async def live_top(call: Call) -> Response:
+    """The board's top 10 as server-sent events, at once and at every change; public, as a board is."""
+    state, key = call.state, call.params["key"]
     check_board(state.settings, key)
     live: LiveTops = state.live
-    return LiveResponse(live, live.boards[key], address)
+    return LiveResponse(live, live.boards[key], client_address(call.scope))
 
 
-@router.get("/{key}/live", response_class=EventSourceResponse, responses={**EVENT_STREAM, **ERRORS})
-@fast(live_fast, public=True)
-async def live_top(key: str, request: Request, address: Address) -> Response:
-    """The board's top 10 as server-sent events, at once and at every change; public, as a board is."""
-    return open_stream(request.app.state, key, address)
+ROUTES = [
+    Route("GET", "/api/leaderboard/{key}/live", live_top, "live_top", tags=("leaderboard",),
+          response_class=EventSourceResponse, responses={**EVENT_STREAM, **ERRORS}),
+]  # fmt: skip

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Protocol
 
-from fastapi import APIRouter, Request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -33,10 +32,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 from redis.exceptions import RedisError
 from starlette.responses import Response
-from starlette.routing import BaseRoute
-from starlette.types import Scope
 
+from services.gateway.layers import Call
 from services.gateway.responses import error_response
+from services.gateway.routing import Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys
@@ -45,13 +44,11 @@ from shared.protocol import COMMAND_STREAMS
 from shared.settings import Settings, parse_networks
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["health"])
 
 # Reads answer in about a millisecond, writes in a few; a command's deadline is 5 s.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Any other method is counted as "other": a client must not be able to make series at will.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 REQUESTS_NAME, REQUESTS_HELP = (
@@ -59,14 +56,6 @@ REQUESTS_NAME, REQUESTS_HELP = (
     "HTTP requests answered, by route template, method and status",
 )
 DURATION_NAME, DURATION_HELP = "cachequest_http_request_duration_seconds", "Time to answer an HTTP request, by route"
-
-
-def route_of(scope: Scope) -> str:
-    """The template of the route that answered (`/api/playerstate/{id}`), which the router or the fast
-    path left in the scope; static files are their mount's `/{path}`."""
-    route: BaseRoute | None = scope.get("route")
-    template: str | None = getattr(route, "path_format", None)
-    return template or UNMATCHED
 
 
 class HttpMetrics(Protocol):
@@ -222,20 +211,22 @@ def may_read(address: str, allowed: str) -> bool:
     return any(ip in network for network in parse_networks(allowed, "METRICS_ALLOW"))
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
+async def metrics(call: Call) -> Response:
     """Prometheus text format, to the addresses in METRICS_ALLOW only."""
-    settings: Settings = request.app.state.settings
-    if not may_read(client_address(request.scope), settings.metrics_allow):
+    settings: Settings = call.state.settings
+    if not may_read(client_address(call.scope), settings.metrics_allow):
         return error_response(403, "Metrics are served only to the addresses in METRICS_ALLOW")
     view: RedisView | None
     try:
-        view = await read_redis(request.app.state.store, settings.stream_partitions)
+        view = await read_redis(call.state.store, settings.stream_partitions)
     except (*REDIS_DOWN, RedisError) as error:
         log.warning("metrics: Redis did not answer (%s); serving the HTTP metrics alone", error)
         view = None
     registry = CollectorRegistry()
     registry.register(RedisCollector(view))
-    if isinstance(http := request.app.state.http_metrics, InMemoryHttpMetrics):
+    if isinstance(http := call.state.http_metrics, InMemoryHttpMetrics):
         registry.register(http)
     return Response(process_exposition() + generate_latest(registry), media_type=CONTENT_TYPE)
+
+
+ROUTES = [Route("GET", "/metrics", metrics, "metrics", in_schema=False)]

@@ -22,10 +22,9 @@ import hmac
 import math
 import re
 import secrets
-from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 
 from services.gateway.sessions import SessionCookies, stored_secret
 from services.gateway.store import RateLimit, Store
@@ -98,14 +97,6 @@ class Recovery:
         self.issues = parse_rate(settings.rate_limit_session_writes)
         self.per_address = parse_rate(settings.rate_limit_address_recoveries)
         self.per_prefix = parse_rate(settings.rate_limit_prefix_recoveries)
-
-
-async def recovery(request: Request) -> Recovery:
-    made: Recovery = request.app.state.recovery
-    return made
-
-
-Recoveries = Annotated[Recovery, Depends(recovery)]
 
 
 async def refuse_if_limited(store: Store, limits: list[RateLimit], message: str) -> None:

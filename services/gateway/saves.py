@@ -1,24 +1,22 @@
 """Player and game saves: writes go to the saves worker through its stream, reads straight to Redis.
 
-The two kinds differ only in their names, keys and indexes (`Kind`), so their routes are registered
-from that one description. No `from __future__ import annotations` here: the routes' body models are
-set per kind at run time, and FastAPI reads them from the endpoints' annotations.
+The two kinds differ only in their names, keys and indexes (`Kind`), so their routes are made from
+that one description.
 """
+
+from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.types import Scope
 
-from services.gateway.bodies import StrictJSONRoute, declares_merge_patch, takes_merge_patch
 from services.gateway.commands import CommandBus
-from services.gateway.dependencies import ERRORS, Address, AppStore, Bus, SessionId
-from services.gateway.hotpath import Call, FastHandler, fast, parse_body
+from services.gateway.layers import JSON, MERGE_PATCH, Call, declares_merge_patch
 from services.gateway.models import (
     ID_PATTERN,
     NAME_PATTERN,
@@ -33,6 +31,7 @@ from services.gateway.models import (
     surely_within,
 )
 from services.gateway.responses import JSONBytes, json_response
+from services.gateway.routing import ERRORS, Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from services.gateway.versions import etag, not_modified, read_precondition, write_precondition
@@ -40,7 +39,7 @@ from shared import keys
 from shared.protocol import EventType, Reply
 from shared.settings import Settings
 
-router = APIRouter(prefix="/api", tags=["saves"], route_class=StrictJSONRoute)
+TAGS = ("saves",)
 
 NOT_FOUND = {"status": 404, "message": "Not Found"}
 # Beside every route's errors: a write's failed precondition, a read's "not modified".
@@ -78,34 +77,24 @@ GAMES = Kind(
 )  # fmt: skip
 
 
-async def save(
-    commands: CommandBus,
-    kind: Kind,
-    caller: str,
-    address: str,
-    data: dict[str, Any],
-    event: EventType,
-    scope: Scope,
-    body: bytes | None = None,
-) -> Response:
-    """`data` is a validated document: a JSON object with an `id` of the right shape, first; for a
-    merge patch (RFC 7396), the fields to change, `null` removing one. `body`, when given, is the
-    JSON text it came from, which can spare counting its values.
-
-    The hot path and the FastAPI routes both check the rest here, so they answer alike. A merge patch
-    is checked as a document; what the merged document comes to, the worker checks as it merges.
+async def save(call: Call, kind: Kind, event: EventType) -> Response:
+    """The route's body holds a validated document: a JSON object with an `id` of the right shape,
+    first; for a merge patch (RFC 7396), the fields to change, `null` removing one. A merge patch is
+    checked as a document; what the merged document comes to, the worker checks as it merges.
     """
+    caller, data = call.session, kind.document(call.body).as_json()
     if data["id"] != caller:
         raise HTTPException(403, f"{kind.field}.id must be your own session id")
     name = data.get("name")
     removes_name = event is kind.merge and "name" in data and name is None
     if "name" in kind.public_fields and "name" in data and not removes_name and not is_player_name(name):
         raise HTTPException(400, f"{kind.field}.name must be {NAME_RULE}")
-    expect = write_precondition(scope)
+    expect = write_precondition(call.scope)
+    commands: CommandBus = call.state.bus
     settings = commands.settings
-    if body is None or not surely_within(body, settings.max_json_depth, settings.max_json_values):
+    if not surely_within(call.raw, settings.max_json_depth, settings.max_json_values):
         check_size(kind, data, settings)
-    return answer(await commands.call(event, caller, address, data, expect))
+    return answer(await commands.call(event, caller, client_address(call.scope), data, expect))
 
 
 def check_size(kind: Kind, data: dict[str, Any], settings: Settings) -> None:
@@ -116,12 +105,12 @@ def check_size(kind: Kind, data: dict[str, Any], settings: Settings) -> None:
         raise HTTPException(413, f"{kind.field} holds more than {settings.max_json_values} JSON values")
 
 
-async def delete(
-    commands: CommandBus, kind: Kind, caller: str, address: str, document_id: str, scope: Scope
-) -> Response:
-    if document_id != caller:
+async def delete(call: Call, kind: Kind) -> Response:
+    caller = call.session
+    if call.params["document_id"] != caller:
         raise HTTPException(403, f"You may delete only your own {kind.noun.lower()} state")
-    reply = await commands.call(kind.delete, caller, address, None, write_precondition(scope))
+    commands: CommandBus = call.state.bus
+    reply = await commands.call(kind.delete, caller, client_address(call.scope), None, write_precondition(call.scope))
     return json_response(reply.status, reply.body)  # no ETag: nothing is stored any more
 
 
@@ -137,10 +126,12 @@ def is_player_name(name: object) -> bool:
     return isinstance(name, str) and PLAYER_NAME.fullmatch(name) is not None  # fullmatch: no trailing newline
 
 
-async def read(store: Store, kind: Kind, caller: str, document_id: str, scope: Scope) -> Response:
-    if document_id != caller:
+async def read(call: Call, kind: Kind) -> Response:
+    document_id = call.params["document_id"]
+    if document_id != call.session:
         raise HTTPException(403, f"You may read only your own {kind.noun.lower()} state")
-    tags = read_precondition(scope)
+    tags = read_precondition(call.scope)
+    store: Store = call.state.store
     raw, version = await store.versioned_document(kind.key(document_id))
     if raw is None:
         return json_response(404, NOT_FOUND)
@@ -155,103 +146,94 @@ def escape(term: str) -> str:
     return "".join(ch if ch.isalnum() else f"\\{ch}" for ch in term)
 
 
-async def search(store: Store, kind: Kind, caller: str, limit: int, **terms: str | None) -> dict[str, Any]:
+async def search(call: Call, kind: Kind) -> Response:
+    terms: dict[str, str | None] = call.query.model_dump()
     clauses = [f"@{field}:({escape(value)})" for field, value in terms.items() if value]
     if not clauses:
         raise HTTPException(400, f"Give at least one of: {', '.join(terms)}")
-    total, hits = await store.search(kind.index, " ".join(clauses), limit)
+    store: Store = call.state.store
+    total, hits = await store.search(kind.index, " ".join(clauses), call.state.settings.search_limit)
     documents = []
     for key, raw in hits:
         value = orjson.loads(raw)
-        if value.get("id") != caller:  # another player's save: only what the leaderboard shows
+        if value.get("id") != call.session:  # another player's save: only what the leaderboard shows
             value = {field: value[field] for field in kind.public_fields if field in value}
         documents.append({"id": key, "value": value})
-    return {"total": total, "documents": documents}
+    return json_response(200, {"total": total, "documents": documents})
 
 
-IdTerm = Annotated[str | None, Query(pattern=ID_PATTERN)]
-NameTerm = Annotated[str | None, Query(pattern=NAME_PATTERN)]
+class PlayerSearch(BaseModel):
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    id: str | None = Field(None, pattern=ID_PATTERN)
 
 
-@router.get("/playerstate/search", response_model=SearchResult, responses=ERRORS)
-async def search_players(
-    store: AppStore, caller: SessionId, request: Request, name: NameTerm = None, id: IdTerm = None
-) -> Any:
+class GameSearch(BaseModel):
+    id: str | None = Field(None, pattern=ID_PATTERN)
+
+
+async def search_players(call: Call) -> Response:
     """Full-text search on `player-idx`; other players' saves show only their id and name."""
-    return await search(store, PLAYERS, caller, request.app.state.settings.search_limit, id=id, name=name)
+    return await search(call, PLAYERS)
 
 
-@router.get("/gamestate/search", response_model=SearchResult, responses=ERRORS)
-async def search_games(store: AppStore, caller: SessionId, request: Request, id: IdTerm = None) -> Any:
+async def search_games(call: Call) -> Response:
     """Search on `game-idx`, which indexes `id` only."""
-    return await search(store, GAMES, caller, request.app.state.settings.search_limit, id=id)
+    return await search(call, GAMES)
 
 
-def add_document_routes(kind: Kind) -> None:
-    """Read, create (POST), replace or merge into (PATCH) and delete one kind of save, on FastAPI and
-    on the fast path alike."""
-    noun, path = kind.noun.lower(), f"/{kind.resource}"
+def document_routes(kind: Kind) -> list[Route]:
+    """Read, create (POST), replace or merge into (PATCH) and delete one kind of save."""
+    noun, path = kind.noun.lower(), f"/api/{kind.resource}"
 
-    def patch_event(scope: Scope) -> EventType:
-        return kind.merge if declares_merge_patch(scope) else kind.update
+    async def read_document(call: Call) -> Response:
+        return await read(call, kind)
 
-    async def read_document(store: AppStore, caller: SessionId, document_id: str, request: Request) -> Response:
-        return await read(store, kind, caller, document_id, request.scope)
+    async def create(call: Call) -> Response:
+        return await save(call, kind, kind.create)
 
-    async def read_fast(call: Call) -> Response:
-        return await read(call.state.store, kind, call.caller, call.params["document_id"], call.scope)
+    async def replace(call: Call) -> Response:
+        return await save(call, kind, kind.merge if declares_merge_patch(call.scope) else kind.update)
 
-    async def create(body: Any, commands: Bus, caller: SessionId, address: Address, request: Request) -> Response:
-        data = kind.document(body).as_json()
-        return await save(commands, kind, caller, address, data, kind.create, request.scope)
+    async def remove(call: Call) -> Response:
+        return await delete(call, kind)
 
-    async def replace(body: Any, commands: Bus, caller: SessionId, address: Address, request: Request) -> Response:
-        data = kind.document(body).as_json()
-        return await save(commands, kind, caller, address, data, patch_event(request.scope), request.scope)
-
-    async def remove(
-        commands: Bus, caller: SessionId, address: Address, document_id: str, request: Request
-    ) -> Response:
-        return await delete(commands, kind, caller, address, document_id, request.scope)
-
-    def save_fast(*, update: bool) -> FastHandler:
-        async def handle(call: Call) -> Response | None:
-            event = patch_event(call.scope) if update else kind.create
-            body = parse_body(kind.body, call, merge_patch=event is kind.merge)
-            if body is None:
-                return None
-            data = kind.document(body).as_json()
-            address = client_address(call.scope)
-            return await save(call.state.bus, kind, call.caller, address, data, event, call.scope, call.body)
-
-        return handle
-
-    async def delete_fast(call: Call) -> Response:
-        address = client_address(call.scope)
-        return await delete(call.state.bus, kind, call.caller, address, call.params["document_id"], call.scope)
-
-    create.__annotations__["body"] = replace.__annotations__["body"] = kind.body
-    router.get(
-        f"{path}/{{document_id}}", name=f"read_{noun}", responses=READ_ANSWERS,
-        description=f"Your own {noun} save, as you stored it, with its version as the ETag; "
-        "If-None-Match with that ETag answers 304.",
-    )(fast(read_fast)(read_document))  # fmt: skip
-    router.post(
-        path, name=f"create_{noun}", response_model=Message, responses=WRITE_ERRORS,
-        description=f"Create or replace your {noun} save; If-Match applies it only over that version, "
-        "If-None-Match: * only if there is none (else 412).",
-    )(fast(save_fast(update=False))(create))  # fmt: skip
-    router.patch(
-        path, name=f"update_{noun}", response_model=Message, responses=WRITE_ERRORS,
-        description=f"Replace your {noun} save if it exists; 404 tells the client to POST instead. With "
-        "Content-Type: application/merge-patch+json, merge the fields given into it (RFC 7396: null "
-        "removes one). If-Match applies it only over that version (else 412).",
-    )(fast(save_fast(update=True))(takes_merge_patch(replace)))  # fmt: skip
-    router.delete(
-        f"{path}/{{document_id}}", name=f"delete_{noun}", response_model=Message, responses=WRITE_ERRORS,
-        description=f"Delete your own {noun} save (404 if there is none); If-Match deletes only that version.",
-    )(fast(delete_fast)(remove))  # fmt: skip
+    return [
+        Route(
+            "GET", f"{path}/{{document_id}}", read_document, f"read_{noun}", session=True, tags=TAGS,
+            responses=READ_ANSWERS,
+            description=f"Your own {noun} save, as you stored it, with its version as the ETag; "
+            "If-None-Match with that ETag answers 304.",
+        ),
+        Route(
+            "POST", path, create, f"create_{noun}", body=kind.body, session=True, tags=TAGS,
+            response_model=Message, responses=WRITE_ERRORS,
+            description=f"Create or replace your {noun} save; If-Match applies it only over that version, "
+            "If-None-Match: * only if there is none (else 412).",
+        ),
+        Route(
+            "PATCH", path, replace, f"update_{noun}", body=kind.body, media_types=(JSON, MERGE_PATCH),
+            session=True, tags=TAGS, response_model=Message, responses=WRITE_ERRORS,
+            description=f"Replace your {noun} save if it exists; 404 tells the client to POST instead. With "
+            "Content-Type: application/merge-patch+json, merge the fields given into it (RFC 7396: null "
+            "removes one). If-Match applies it only over that version (else 412).",
+        ),
+        Route(
+            "DELETE", f"{path}/{{document_id}}", remove, f"delete_{noun}", session=True, tags=TAGS,
+            response_model=Message, responses=WRITE_ERRORS,
+            description=f"Delete your own {noun} save (404 if there is none); If-Match deletes only that version.",
+        ),
+    ]  # fmt: skip
 
 
-for _kind in (PLAYERS, GAMES):
-    add_document_routes(_kind)
+ROUTES = [
+    Route(
+        "GET", "/api/playerstate/search", search_players, "search_players", query=PlayerSearch, session=True,
+        tags=TAGS, response_model=SearchResult,
+    ),
+    Route(
+        "GET", "/api/gamestate/search", search_games, "search_games", query=GameSearch, session=True,
+        tags=TAGS, response_model=SearchResult,
+    ),
+    *document_routes(PLAYERS),
+    *document_routes(GAMES),
+]  # fmt: skip

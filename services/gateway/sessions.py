@@ -39,15 +39,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import orjson
-from redis.exceptions import RedisError
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.responses import Response
+from starlette.types import Scope
 
-from services.gateway.responses import error_response, response_for
+from services.gateway.layers import Call
+from services.gateway.responses import error_response
 from services.gateway.store import RateLimit, Store
 from shared import keys
-from shared.connection import REDIS_DOWN
 from shared.settings import MIN_SECRET_LENGTH, Settings, parse_rate
 
 log = logging.getLogger(__name__)
@@ -186,16 +185,6 @@ def cookie_token(headers: Iterable[tuple[bytes, bytes]], cookie_name: str = COOK
     return found
 
 
-def has_two(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> bool:
-    """Whether the cookie may come twice: a cheap test for the requests that never read it."""
-    return any(name == b"cookie" and value.count(cookie_name) > 1 for name, value in headers)
-
-
-def sends_cookie(headers: Iterable[tuple[bytes, bytes]], cookie_name: bytes) -> bool:
-    """Whether the request may carry the cookie (`cookie_name` is within `__Host-cq_session` too)."""
-    return any(name == b"cookie" and cookie_name in value for name, value in headers)
-
-
 class SessionCookies:
     """Reads, checks and writes the session cookie; shared by the middleware and the hot path."""
 
@@ -234,58 +223,45 @@ class SessionCookies:
         return cookie_token(headers, COOKIE_NAME) is not None
 
 
-class SessionMiddleware:
-    """Loads and refreshes the caller's session on API routes; `GET /session` creates one."""
+class Sessions:
+    """The layer that loads and refreshes the caller's session on API routes; `GET /session` creates one."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cookies = SessionCookies(settings)
         self.new_sessions = parse_rate(settings.rate_limit_address_sessions)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(SESSION_PATHS):
-            await self.app(scope, receive, send)
-            return
-        store: Store = scope["app"].state.store
+    async def enter(self, call: Call) -> Response | None:
+        scope = call.scope
+        if not scope["path"].startswith(SESSION_PATHS):
+            return None
         now = int(time.time())
-        try:
-            session_id, confirmed_at, token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
-            if session_id is not None and not self.cookies.is_current(confirmed_at, now):
-                confirmed_at, token = now, ""  # signed anew below
-                if not await write_session(store, self.settings, session_id, create=False):
-                    session_id = None  # expired, or Redis lost it
-            if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
-                limit = RateLimit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
-                wait_ms = await store.admit(limit)
-                if wait_ms:
-                    retry = {"Retry-After": str(math.ceil(wait_ms / 1000))}
-                    too_many = error_response(429, "Too many new sessions; slow down", retry)
-                    await too_many(scope, receive, send)
-                    return
-                session_id, confirmed_at, token = new_session_id(), now, ""
-                await write_session(store, self.settings, session_id, create=True)
-        except (*REDIS_DOWN, RedisError, HTTPException) as error:  # outside FastAPI's error handlers: answered here
-            await response_for(error)(scope, receive, send)
-            return
-        scope.setdefault("state", {})["session_id"] = session_id
-        if session_id is None:
-            await self.app(scope, receive, send)
-            return
-        # The token as sent while it is current (the same value, without computing its MAC again).
-        cookie = self.cookies.set_cookie(token or self.cookies.signer.sign(session_id, confirmed_at))
-        moving = self.cookies.moving(scope)
+        session_id, confirmed_at, token = self.cookies.read(scope, now, old_name=True) or (None, 0, "")
+        if session_id is not None and not self.cookies.is_current(confirmed_at, now):
+            confirmed_at, token = now, ""  # signed anew below
+            if not await write_session(call.state.store, self.settings, session_id, create=False):
+                session_id = None  # expired, or Redis lost it
+        if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
+            limit = RateLimit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
+            store: Store = call.state.store
+            wait_ms = await store.admit(limit)
+            if wait_ms:
+                retry = {"Retry-After": str(math.ceil(wait_ms / 1000))}
+                return error_response(429, "Too many new sessions; slow down", retry)
+            session_id, confirmed_at, token = new_session_id(), now, ""
+            await write_session(store, self.settings, session_id, create=True)
+        if session_id is not None:
+            call.caller = session_id
+            # The token as sent while it is current (the same value, without computing its MAC again).
+            call.cookie = self.cookies.set_cookie(token or self.cookies.signer.sign(session_id, confirmed_at))
+            call.moving = self.cookies.moving(scope)
+        return None
 
-        async def send_with_cookie(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if "set-cookie" not in headers:  # a route that set the cookie itself (recovery) chose the session
-                    headers.append("set-cookie", cookie)
-                if moving:
-                    headers.append("set-cookie", EXPIRE_OLD_COOKIE)
-            await send(message)
-
-        await self.app(scope, receive, send_with_cookie)
+    def leave(self, call: Call, headers: list[tuple[bytes, bytes]]) -> None:
+        if call.cookie:  # the caller's, or the one a route chose (recovery's)
+            headers.append((b"set-cookie", call.cookie.encode("latin-1")))
+        if call.moving:
+            headers.append((b"set-cookie", EXPIRE_OLD_COOKIE.encode()))
 
 
 async def write_session(store: Store, settings: Settings, session_id: str, *, create: bool) -> bool:
