@@ -20,18 +20,20 @@ BENCH_ARGS ?=
 BENCH_INSTALLED := $(VENV)/.bench-installed
 ARGS ?= list
 
-.PHONY: help install run run-cluster test test-fast bench bench-instructions bench-loaded deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
+.PHONY: help install run run-cluster test test-fast sdk-types bench bench-instructions bench-loaded deadletters lint typecheck format up down up-cluster down-cluster logs ps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml web/package-lock.json
+$(INSTALLED): pyproject.toml web/package-lock.json clients/js/package-lock.json
 	@echo "==> creating $(VENV) and installing the project (first run takes a minute)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@echo "==> installing the game's JavaScript packages (web/)"
 	@npm ci --prefix web --no-audit --no-fund --loglevel=error
+	@echo "==> installing the JavaScript client's build tools (clients/js/)"
+	@npm ci --prefix clients/js --no-audit --no-fund --loglevel=error
 	@touch $@
 
 install: $(INSTALLED) ## create the virtual environment and install everything
@@ -49,6 +51,11 @@ test: install lint typecheck ## lint, type-check and run every test against real
 
 test-fast: install ## the tests without the slow fault-injection and browser ones
 	@$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+sdk-types: install ## regenerate the JavaScript client's types (clients/js/src/openapi.d.ts) from the gateway's OpenAPI
+	@mkdir -p .cache
+	@$(PY) -m devtools.openapi > .cache/openapi.json
+	@clients/js/node_modules/.bin/openapi-typescript .cache/openapi.json --output clients/js/src/openapi.d.ts
 
 $(BENCH_INSTALLED): $(INSTALLED) pyproject.toml bench/baseline-node/package-lock.json
 	@echo "==> installing the benchmark's extras (matplotlib, py-spy, wrk, the Node baseline)"
@@ -100,4 +107,4 @@ ps: ## docker compose: list the containers
 	$(COMPOSE) ps
 
 clean: ## remove the virtual environment, caches and test artifacts (not .data/)
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache test-artifacts web/node_modules
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache test-artifacts web/node_modules clients/js/node_modules

@@ -38,7 +38,10 @@ from shared.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-WEB = Path(__file__).resolve().parents[2] / "web"
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "web"
+# The JavaScript client (clients/js/), as the game imports it: plain ES modules, no build step.
+CLIENT = ROOT / "clients/js/src"
 STATIC_METHODS = ("GET", "HEAD")
 # Every API route, in the order they are matched (a search before the document it could be taken for).
 ROUTES: tuple[Route, ...] = (
@@ -100,6 +103,7 @@ def create_app(settings: Settings) -> ASGIApp:
     responses.install(app)
     router = Router(ROUTES)
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
+    app.mount("/vendor/cache-quest", StaticFiles(directory=CLIENT, check_dir=False), name="cache-quest")
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(router=router, directory=WEB / "public", html=True, check_dir=False), name="game")
     app.state.http_metrics = http_metrics = metrics.http_metrics(settings)

@@ -1,6 +1,6 @@
 // Leaderboard data and its panels, shared by the Leaderboards scene and the survivor game-over screen.
 import { k } from "./engine.js";
-import { fetchLeaderboard, fetchAroundMe } from "./api.js";
+import { client } from "./client.js";
 import { state, config, leaderboardKey, displayName, isOwnMember } from "./state.js";
 import { COLORS, addPanel, addLabel, plainText } from "./ui.js";
 
@@ -20,10 +20,13 @@ export const rowOf = (entry) => ({
  * `offset + 1`, and the player's own rank and neighbours (GET .../me), each as rows (rowOf).
  */
 export async function loadRanking(map, { offset = 0 } = {}) {
-  const key = leaderboardKey(map);
+  const board = client.leaderboard(leaderboardKey(map));
   const [page, mine] = await Promise.all([
-    fetchLeaderboard(key, PAGE, offset),
-    state.sessionId ? fetchAroundMe(key, AROUND) : null,
+    board.page({ count: PAGE, offset }),
+    // No entry (null), or no session any more (401): no place to show.
+    state.sessionId
+      ? board.me({ around: AROUND }).catch((error) => (error.status === 401 ? null : Promise.reject(error)))
+      : null,
   ]);
   return {
     map,

@@ -1,6 +1,6 @@
 // "Play on another device": shows a fresh recovery code, which the title screen of another browser takes.
 import { k, WIDTH, HEIGHT } from "./engine.js";
-import { issueRecoveryCode } from "./api.js";
+import { client } from "./client.js";
 import { state } from "./state.js";
 import { COLORS, addPanel, addLabel, onKeys } from "./ui.js";
 
@@ -19,7 +19,7 @@ export function showRecoveryCode(onClose) {
   addLabel(panel, "Enter: back", k.vec2(0, 82), { size: 12, color: COLORS.muted });
   const probe = { code: null, error: null };
   state.live.recovery = probe;
-  issueRecoveryCode().then(
+  client.issueRecoveryCode().then(
     (issued) => {
       probe.code = issued;
       code.text = issued;

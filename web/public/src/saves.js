@@ -1,12 +1,58 @@
 // Background saving. Each document has one latest-wins queue: a save replaces the whole document,
 // so when saves pile up behind a slow or failing request only the newest snapshot is sent.
 //
-// Saves are conditional (api.js): when another tab or device saved since, the server answers 412;
-// the game then loads that newer save, tells the player, and goes back to the main menu to go on
-// from it, rather than overwrite it.
+// Saves are conditional: each is sent over the version this tab last read or wrote (If-Match), so
+// when another tab or device saved since, the server answers 412; the game then takes that newer
+// save, tells the player, and goes back to the main menu to go on from it, rather than overwrite it.
+import { ConflictError, mergePatch } from "/vendor/cache-quest/index.js";
+import { client, KEEP_TRYING } from "./client.js";
 import { k } from "./engine.js";
-import { saveDocument, deleteDocument, loadDocument, VersionConflict } from "./api.js";
 import { state, touch, withDefaults, newPlayerDoc, newGameDoc } from "./state.js";
+
+const SAVES = { player: client.players, game: client.games };
+
+/**
+ * The server's copy of each document as this tab last read or wrote it: its version (the ETag) and
+ * its content, which a save names (If-Match) and, when it changes only a few fields, patches.
+ */
+const stored = { player: { etag: null, doc: null }, game: { etag: null, doc: null } };
+
+function remember(kind, etag, doc) {
+  stored[kind] = { etag, doc: doc === null ? null : structuredClone(doc) };
+}
+
+/** A save document, or null when the server has none; its version is remembered. */
+export async function loadDocument(kind, id) {
+  const found = await SAVES[kind].load(id);
+  remember(kind, found?.etag ?? null, found?.data ?? null);
+  return found?.data ?? null;
+}
+
+// A merge patch is sent when it is at most this share of the whole document.
+const PATCH_SHARE = 0.5;
+
+/**
+ * Save a document over the version this tab knows (If-Match): as a merge patch when only a few
+ * fields changed, else whole. With no version known, it creates the save only if there is none yet
+ * (If-None-Match: *), so a save made meanwhile elsewhere is never replaced unseen either. Keeps
+ * trying through transient failures; throws ConflictError on a 412, ApiError when refused for good.
+ */
+async function saveDocument(kind, doc, { create, onRetry }) {
+  const { etag, doc: base } = stored[kind];
+  const options = { ...KEEP_TRYING, onRetry };
+  let written;
+  if (etag) {
+    const patch = !create && base ? mergePatch(base, doc) : undefined;
+    if (patch !== undefined && JSON.stringify(patch).length <= JSON.stringify(doc).length * PATCH_SHARE) {
+      written = await SAVES[kind].patch({ ...patch, id: doc.id }, { ...options, ifMatch: etag });
+    } else {
+      written = await SAVES[kind].save(doc, { ...options, ifMatch: etag });
+    }
+  } else {
+    written = await SAVES[kind].save(doc, { ...options, ifNoneMatch: "*" });
+  }
+  remember(kind, written.etag, doc);
+}
 
 /** What the save indicator shows: "idle" | "saving" | "retrying" | "saved" | "failed" | "reloaded". */
 export const saveStatus = { phase: "idle", detail: "" };
@@ -43,12 +89,13 @@ function notify(text) {
 }
 
 /**
- * A 412: read the server's copy. If it is the very snapshot we sent (a try whose answer was lost
+ * A 412 carries the server's copy. If it is the very snapshot we sent (a try whose answer was lost
  * landed, and its retry met its own version), nothing was lost. Otherwise it is newer than ours:
  * it becomes the game's, and the player is told.
  */
-async function adoptNewer(kind, sent) {
-  const newer = await loadDocument(kind, state.sessionId);
+function adoptNewer(kind, sent, current) {
+  remember(kind, current?.etag ?? null, current?.data ?? null);
+  const newer = current?.data ?? null;
   if (newer && newer.updatedAt === sent.updatedAt) return false;
   if (kind === "player") {
     state.player = newer && withDefaults(newer, newPlayerDoc(state.sessionId, newer.name));
@@ -88,9 +135,9 @@ function createSaveQueue(kind) {
         await saveDocument(kind, doc, { create, onRetry: reportRetry });
         queue.error = null;
       } catch (error) {
-        if (error instanceof VersionConflict) {
-          pending = null; // our snapshots are older than the save just loaded
-          if (await adoptNewer(kind, doc).catch(() => true)) conflicted();
+        if (error instanceof ConflictError) {
+          pending = null; // our snapshots are older than the save the server holds
+          if (adoptNewer(kind, doc, error.current)) conflicted();
         } else {
           queue.error = `${kind} save refused: ${error.message}`;
         }
@@ -134,7 +181,12 @@ export function savePlayer() {
 /** Reset progress: after the saves in flight, DELETE both documents; the game starts afresh. */
 export async function resetProgress() {
   await Promise.all(queues.map((queue) => queue.settle()));
-  await Promise.all([deleteDocument("player", state.sessionId), deleteDocument("game", state.sessionId)]);
+  await Promise.all(
+    Object.entries(SAVES).map(async ([kind, saves]) => {
+      await saves.delete(state.sessionId, KEEP_TRYING); // none there is as good
+      remember(kind, null, null);
+    }),
+  );
   state.player = null;
   state.game = null;
   report("idle");

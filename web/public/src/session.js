@@ -1,15 +1,19 @@
 // Loads the server's rules, the session id and any existing save once per page; the menu waits on it.
-import { fetchConfig, fetchSessionId, loadPlayerData, loadGameData } from "./api.js";
+import { client } from "./client.js";
+import { loadDocument } from "./saves.js";
 import { state, config, newPlayerDoc, newGameDoc, withDefaults } from "./state.js";
 import { MAP_NAMES, SPAWN } from "./world.js";
 
 let loading = null;
 
 async function loadSession() {
-  const [rules, sessionId] = await Promise.all([fetchConfig(), fetchSessionId()]);
+  const [rules, session] = await Promise.all([client.config(), client.session()]);
   Object.assign(config, rules);
-  state.sessionId = sessionId;
-  const [player, game] = await Promise.all([loadPlayerData(state.sessionId), loadGameData(state.sessionId)]);
+  state.sessionId = session.id;
+  const [player, game] = await Promise.all([
+    loadDocument("player", state.sessionId),
+    loadDocument("game", state.sessionId),
+  ]);
   if (!player) return;
   state.player = withDefaults(player, newPlayerDoc(state.sessionId, player.name));
   if (!MAP_NAMES.includes(state.player.currentMap)) {

@@ -3,7 +3,7 @@
 // page through, Esc or Enter goes back.
 import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, config, resetLive, survivorMaps } from "../state.js";
-import { fetchConfig } from "../api.js";
+import { client } from "../client.js";
 import { PAGE, loadRanking, addRankingPanel, addAroundPanel, rowOf, seasonLine } from "../ranking.js";
 import { followTop } from "../live.js";
 import { COLORS, LEFT_KEYS, RIGHT_KEYS, UP_KEYS, DOWN_KEYS, addLabel, onKeys } from "../ui.js";
@@ -59,7 +59,7 @@ export function registerLeaderboardScene() {
       if (!view.season?.exists()) return;
       view.season.text = seasonLine();
       if (config.season.endsAt !== null && Date.now() >= config.season.endsAt) {
-        Object.assign(config, await fetchConfig());
+        Object.assign(config, await client.config());
         if (root.exists()) k.go("leaderboard", { map });
       }
     });

@@ -1,6 +1,6 @@
 // "I have a code": a recovery code from another device makes this browser that player, saves and all.
 import { k, WIDTH, HEIGHT } from "../engine.js";
-import { recoverWithCode } from "../api.js";
+import { client } from "../client.js";
 import { state, resetLive } from "../state.js";
 import { ensureSession, forgetSession } from "../session.js";
 import { COLORS, addPanel, addLabel, onKeys } from "../ui.js";
@@ -48,7 +48,8 @@ export function registerRecoverScene() {
       checking = true;
       say("Checking...");
       try {
-        await recoverWithCode(probe.code);
+        // Tried once: a wrong code or a limit is for the player to read, not to retry.
+        await client.recover(probe.code, { maxAttempts: 1 });
         forgetSession();
         await ensureSession();
         k.go("menu");

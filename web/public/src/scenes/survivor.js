@@ -1,7 +1,7 @@
 // Survivor mode: ever-larger waves until the hero falls; the score goes to the map's leaderboard.
 import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, resetLive, leaderboardKey, leaderboardMember } from "../state.js";
-import { postScore } from "../api.js";
+import { client, KEEP_TRYING } from "../client.js";
 import { savePlayer } from "../saves.js";
 import { buildMap, followWithCamera, randomFreeSpot, SPAWN } from "../world.js";
 import { addHero } from "../entities/hero.js";
@@ -36,6 +36,13 @@ export function registerSurvivorScene() {
     addSaveIndicator();
     followWithCamera(hero);
     const run = { map, score: 0, wave: 0, kills: 0, seconds: 0, killPoints: 0, alive: true, result: null };
+    const board = client.leaderboard(leaderboardKey(map));
+    // A verified run (v3), on the server's clock from the round's first frame: the score goes with it.
+    // None when it cannot start: the score then goes without one, which only a verified board refuses.
+    const verifiedRun = board.startRun().then(
+      (started) => started.run,
+      () => undefined,
+    );
     let waveClock = 0;
     addHud(() => ({
       lines: [
@@ -124,7 +131,10 @@ export function registerSurvivorScene() {
       try {
         if (isPersonalBest) {
           status.text = "Posting your score...";
-          await postScore(leaderboardKey(map), run.score, leaderboardMember(), {
+          await board.submit(run.score, {
+            member: leaderboardMember(),
+            run: await verifiedRun,
+            ...KEEP_TRYING,
             onRetry: () => status.exists() && (status.text = "Score post failed, retrying..."),
           });
           run.result.posted = true;
