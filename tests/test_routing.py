@@ -6,17 +6,24 @@ it answers in the words the FastAPI routes it replaced used, which clients may a
 
 from __future__ import annotations
 
+import asyncio
 import string
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.datastructures import State
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from devtools.stack import Stack
 from services.gateway.app import ROUTES, create_app, layers
-from services.gateway.layers import BodyLimit, ExpressPaths, Gateway, RequestIds
+from services.gateway.layers import BodyLimit, Call, ExpressPaths, Gateway, RequestIds
+from services.gateway.models import ID_PATTERN
+from services.gateway.responses import json_response
 from services.gateway.routing import Route, Router, openapi_routes
 from services.gateway.sessions import Sessions
 from shared.settings import Settings
@@ -147,3 +154,33 @@ def test_a_new_route_is_one_record(redis_url: str) -> None:
     assert router.find("GET", "/api/hello/you") == (extra, {"name": "you"})
     (documented,) = [route for route in openapi_routes([extra]) if route.path == "/api/hello/{name}"]
     assert documented.description == "Says hello." and documented.methods == {"GET"}
+
+
+def call_of(path: str, params: dict[str, Any]) -> Call:
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": []}
+    return Call(scope, receive_nothing, State(), 0.0, params=params)
+
+
+async def receive_nothing() -> Any:
+    raise AssertionError("a GET's body is never read")
+
+
+def test_a_guard_refuses_before_a_path_parameter_is_checked() -> None:
+    async def operators_only(_call: Call) -> None:
+        raise HTTPException(401, "An operator's token is required")
+
+    async def answer(_call: Call) -> Response:
+        return json_response(200, {"ok": True})
+
+    guarded = Route("GET", "/x/{id}", answer, "x", guard=operators_only, patterns={"id": ID_PATTERN})
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(guarded.serve(call_of("/x/not-an-id!", {"id": "not-an-id!"})))
+    assert refused.value.status_code == 401
+    open_route = Route("GET", "/x/{id}", answer, "x", patterns={"id": ID_PATTERN})
+    wrong = asyncio.run(open_route.serve(call_of("/x/not-an-id!", {"id": "not-an-id!"})))
+    assert wrong.status_code == 400
+    assert orjson.loads(wrong.body) == {
+        "status": 400,
+        "message": f"path.id: String should match pattern '{ID_PATTERN}'",
+    }
+    assert asyncio.run(open_route.serve(call_of("/x/abc", {"id": "abc"}))).status_code == 200

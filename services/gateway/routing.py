@@ -14,6 +14,7 @@ then the first problem of the query, then of the body, each a 400 phrased by `de
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import Query
+from fastapi import Path, Query
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
@@ -42,6 +43,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 Handler = Callable[[Call], Awaitable[Response]]
+Guard = Callable[[Call], Awaitable[None]]
+"""Who else may call a route (an operator's token): raises the refusal (a 401) or lets the call on."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Route:
     media_types: tuple[bytes, ...] = (JSON,)  # what a body may be declared as
     query: type[BaseModel] | None = None  # frozen: a validated query is shared between requests
     session: bool = False  # 401 without one
+    guard: Guard | None = None
+    patterns: dict[str, str] = field(default_factory=dict)  # what a path parameter must match (else 400)
     tags: tuple[str, ...] = ()
     description: str | None = None
     response_model: Any = None
@@ -117,6 +122,11 @@ class Route:
             return error_response(415, f"Send the body as JSON, with Content-Type: {wanted}")
         if self.session and call.caller is None:
             return error_response(401, NO_SESSION)
+        if self.guard is not None:
+            await self.guard(call)
+        for name, pattern in self.patterns.items():
+            if re.fullmatch(pattern, call.params[name]) is None:  # as pydantic words it
+                return error_response(400, f"path.{name}: String should match pattern '{pattern}'")
         if self.query is not None:
             query = parsed_query(self.query, scope["query_string"])
             if isinstance(query, str):
@@ -219,7 +229,10 @@ def openapi_routes(routes: Sequence[Route]) -> list[APIRoute]:
 
 def openapi_route(route: Route) -> APIRoute:
     keyword = inspect.Parameter.KEYWORD_ONLY
-    parameters = [inspect.Parameter(name, keyword, annotation=str) for name in route.convertors]
+    parameters = [
+        inspect.Parameter(name, keyword, annotation=Annotated[str, Path(pattern=route.patterns.get(name))])
+        for name in route.convertors
+    ]
     if route.query is not None:
         parameters.append(inspect.Parameter("query", keyword, annotation=Annotated[route.query, Query()]))
     if route.body is not None:
