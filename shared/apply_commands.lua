@@ -131,25 +131,87 @@ local function owner_of(member)
   return string.match(member, '^[^-]*%-(.+)$')
 end
 
--- extra: the board's member index. args: id, member, score, and (0: never) when the board and its
--- index expire, in epoch ms (a season's archive: the end of the last season it is kept for).
-OPERATIONS['board.post'] = function(board, extra, args)
-  local changed = post(board, extra[1], args[1], args[2], args[3])
-  if args[4] ~= '0' then
-    redis.call('PEXPIREAT', board, args[4])
-    redis.call('PEXPIREAT', extra[1], args[4])
+-- Whether an operator banned player `id` from the board whose aside hash (keys.board_aside) is `aside`.
+local function banned(aside, id)
+  return redis.call('HEXISTS', aside, id) == 1
+end
+
+-- A board's companions expire with it: `at` in epoch ms, or '0' for never.
+local function expire_at(at, ...)
+  if at ~= '0' then
+    for _, key in ipairs({ ... }) do
+      redis.call('PEXPIREAT', key, at)
+    end
   end
+end
+
+-- extra: the board's member index, its aside hash. args: id, member, score, and (0: never) when the
+-- board and its index expire, in epoch ms (a season's archive: the end of the last season it is kept
+-- for). A banned player's score is BANNED, nothing written.
+OPERATIONS['board.post'] = function(board, extra, args)
+  if banned(extra[2], args[1]) then
+    return BANNED
+  end
+  local changed = post(board, extra[1], args[1], args[2], args[3])
+  expire_at(args[4], board, extra[1])
   return changed
 end
 
+-- An operator's ban of a player from a board: its entry leaves the board and is kept aside, in the
+-- aside hash, as `{score} {member}` ('' when it had none), which also marks the player banned there.
+-- extra: the member index, the aside hash. args: id, and when the aside expires (as board.post's).
+-- Returns 1 when it banned, 0 when the player was banned already (a redelivery changes nothing).
+OPERATIONS['board.ban'] = function(board, extra, args)
+  local members, aside, id = extra[1], extra[2], args[1]
+  if banned(aside, id) then
+    return 0
+  end
+  local member = redis.call('HGET', members, id)
+  local score = member and redis.call('ZSCORE', board, member)
+  redis.call('HSET', aside, id, score and (score .. ' ' .. member) or '')
+  if member then
+    redis.call('ZREM', board, member)
+    redis.call('HDEL', members, id)
+  end
+  expire_at(args[2], aside)
+  return 1
+end
+
+-- An unban: the entry kept aside goes back on the board (keep_best: a better score there wins).
+-- extra and args: as board.ban's. Returns 1 when it unbanned, 0 when the player was not banned.
+OPERATIONS['board.unban'] = function(board, extra, args)
+  local members, aside, id = extra[1], extra[2], args[1]
+  local kept = redis.call('HGET', aside, id)
+  if not kept then
+    return 0
+  end
+  redis.call('HDEL', aside, id)
+  if kept ~= '' then
+    local score, member = string.match(kept, '^(%S+) (.+)$')
+    keep_best(board, members, id, member, score, false)
+  end
+  return 1
+end
+
+-- An operator's removal of one entry. extra: the member index. args: the member, the id of its
+-- player (owner_of). Returns 1 when it was on the board, else 0.
+OPERATIONS['board.remove'] = function(board, extra, args)
+  local removed = redis.call('ZREM', board, args[1])
+  if redis.call('HGET', extra[1], args[2]) == args[1] then
+    redis.call('HDEL', extra[1], args[2])
+  end
+  return removed
+end
+
 -- The current season's board. extra: its member index, its season marker (the start of the season
--- it holds), its list of seasons. args: id, member, score, the score's season's label and start
--- (ms), and the start of the oldest season still kept. A score of a newer season than the marker's
--- first clears the board (every score on it is already in its season's archive) and moves the
--- marker: atomic, and idempotent, so of two workers racing only one clears. A score of an older
--- season leaves the board alone (it lands in its archive only) and returns 1.
+-- it holds), its list of seasons, its aside hash. args: id, member, score, the score's season's label
+-- and start (ms), and the start of the oldest season still kept. A score of a newer season than the
+-- marker's first clears the board (every score on it is already in its season's archive; the entries
+-- kept aside are in their archive's aside, and the bans stay) and moves the marker: atomic, and
+-- idempotent, so of two workers racing only one clears. A score of an older season leaves the board
+-- alone (it lands in its archive only) and returns 1. A banned player's score is BANNED.
 OPERATIONS['season.post'] = function(board, extra, args)
-  local members, marker, seasons = extra[1], extra[2], extra[3]
+  local members, marker, seasons, aside = extra[1], extra[2], extra[3], extra[4]
   local start = tonumber(args[5])
   redis.call('ZADD', seasons, 'NX', args[5], args[4])
   redis.call('ZREMRANGEBYSCORE', seasons, '-inf', '(' .. args[6])
@@ -158,8 +220,14 @@ OPERATIONS['season.post'] = function(board, extra, args)
     return 1
   elseif held < start then
     redis.call('DEL', board, members)
+    for _, id in ipairs(redis.call('HKEYS', aside)) do
+      redis.call('HSET', aside, id, '')
+    end
   end
   redis.call('SET', marker, args[5])
+  if banned(aside, args[1]) then
+    return BANNED
+  end
   return post(board, members, args[1], args[2], args[3])
 end
 
@@ -237,6 +305,8 @@ local function apply_one(command, targets, now_ms)
       return nil, result
     end
     return result.err
+  elseif operation and type(result) == 'number' and result < 0 then -- an operation's own outcome: BANNED
+    return result
   elseif result and result ~= 0 and command.limits and not within(key, command.limits) then
     redis.call('JSON.SET', key, '$', before) -- within this script nobody saw the document over them
     return OVER_LIMITS

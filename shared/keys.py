@@ -32,6 +32,8 @@ BOARD_MEMBERS_PREFIX = "leaderboard-members:"
 BOARD_SEASON_PREFIX = "leaderboard-season:"
 BOARD_SEASONS_PREFIX = "leaderboard-seasons:"
 BOARD_INDEXED_PREFIX = "leaderboard-indexed:"
+BOARD_ASIDE_PREFIX = "leaderboard-aside:"
+BANS_PREFIX = "leaderboard-bans:"
 
 PLAYER_INDEX = "player-idx"
 GAME_INDEX = "game-idx"
@@ -85,6 +87,8 @@ def shard_tags(masters: Collection[Shard], owner_of_slot: Callable[[int], Shard 
 SAVES_GROUP = "saves"
 LEADERBOARD_GROUP = "leaderboard"
 STREAM_PREFIX = "stream:"
+# The audit of every admin write (services/gateway/admin.py): a stream capped at ADMIN_AUDIT_KEPT entries.
+ADMIN_AUDIT = "stream:admin-audit"
 # A hash of the workers' counts of settled commands, field `{group}:{outcome}`, read by GET /metrics.
 EVENT_COUNTS = "metrics:events"
 
@@ -160,6 +164,19 @@ def board_seasons(board: str) -> str:
 def board_indexed(board: str) -> str:
     """Set once the members a board held before its member index are indexed (at worker start-up)."""
     return f"{BOARD_INDEXED_PREFIX}{{{board}}}"
+
+
+def board_aside(board: str) -> str:
+    """A hash of the players banned from `board` (services/leaderboard/handlers.py): id to the entry
+    the ban took off it, as `{score} {member}` ("" when there was none), put back by an unban; in the
+    board's slot, so a score's own script sees the ban."""
+    return f"{BOARD_ASIDE_PREFIX}{{{board}}}"
+
+
+def bans(partition: int) -> str:
+    """The set of banned player ids whose commands go to `partition`: in the partition's slot, beside the
+    stream their scores are admitted to."""
+    return f"{BANS_PREFIX}{{{partition}}}"
 
 
 def version(key: str) -> str:

@@ -43,6 +43,10 @@ class EventType(StrEnum):
     PLAYER_DELETE = "player.delete"
     GAME_DELETE = "game.delete"
     SCORE_SUBMIT = "score.submit"
+    # An operator's (services/gateway/admin.py); `session` is the player the command is about.
+    BOARD_BAN = "board.ban"
+    BOARD_UNBAN = "board.unban"
+    BOARD_REMOVE = "board.remove"
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,10 @@ SAVE_EVENTS = frozenset({
     EventType.GAME_CREATE, EventType.GAME_UPDATE, EventType.GAME_MERGE, EventType.GAME_DELETE,
 })  # fmt: skip
 SAVES = CommandStream("saves", keys.SAVES_GROUP, SAVE_EVENTS)
-SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
+SCORE_EVENTS = frozenset({
+    EventType.SCORE_SUBMIT, EventType.BOARD_BAN, EventType.BOARD_UNBAN, EventType.BOARD_REMOVE,
+})  # fmt: skip
+SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, SCORE_EVENTS)
 COMMAND_STREAMS = (SAVES, SCORES)
 STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
 
@@ -250,6 +257,7 @@ class Outcome(IntEnum):
     OVER_LIMITS = -5  # the written document broke its limits, and was restored
     ELSEWHERE = -6  # a whole call's: a key it names is not on the master it was sent to; nothing written
     UNREPLICATED = -7  # the worker's: applied on its master, not confirmed by a replica in time
+    BANNED = -8  # a score of a player an operator banned from the board; nothing written
 
 
 LUA_OUTCOMES = "".join(f"local {outcome.name} = {outcome.value}\n" for outcome in Outcome)

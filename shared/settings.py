@@ -21,6 +21,8 @@ from shared import seasons
 # Once the default, and published with the code: a cookie signed with it is anyone's to forge.
 PUBLISHED_SESSION_SECRET = "dev-only-insecure-secret-change-me"
 MIN_SECRET_LENGTH = 32  # at least 128 bits in hex, more in any richer alphabet
+MIN_ADMIN_TOKEN_LENGTH = 32
+ADMIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DATA_DIR = Path(__file__).resolve().parents[1] / ".data"  # git-ignored; `make run` keeps Redis here too
 RATE = re.compile(r"\s*([1-9][0-9]*)\s*/\s*(second|minute|hour|day)\s*")
 MAX_EXACT_INTEGER = 2**53
@@ -191,12 +193,25 @@ class Settings(BaseSettings):
     # trusted proxy counts as its player's, not the proxy's. Others get a 403.
     metrics_allow: str = Field("127.0.0.1,::1", max_length=4096)
 
+    # The operators' console (services/gateway/admin.py): `name:token` pairs, comma-separated. The name is
+    # what the audit records; the token is sent as `Authorization: Bearer <token>`. Empty: every /admin
+    # path is a 404. A token is a secret of MIN_ADMIN_TOKEN_LENGTH characters or more: guessing one is
+    # hopeless, and the failure limit below keeps the attempts few.
+    admin_tokens: Annotated[tuple[tuple[str, str], ...], NoDecode] = ()
+    # Wrong or missing tokens one address may send (then 429); a right token is never refused by it.
+    rate_limit_admin_failures: str = "10/minute"
+    # The admin routes in /openapi.json (when API_DOCS serves it); off, the public API document omits them.
+    admin_openapi: bool = False
+    # Admin writes the audit keeps, newest first (a capped stream).
+    admin_audit_kept: int = Field(10_000, ge=100, le=10_000_000)
+
     @field_validator(
         "rate_limit_session_writes",
         "rate_limit_address_writes",
         "rate_limit_address_sessions",
         "rate_limit_address_recoveries",
         "rate_limit_prefix_recoveries",
+        "rate_limit_admin_failures",
     )
     @classmethod
     def _check_rate(cls, rate: str) -> str:
@@ -216,6 +231,26 @@ class Settings(BaseSettings):
     def _check_metrics_allow(cls, value: str) -> str:
         parse_networks(value, "METRICS_ALLOW")
         return value
+
+    @field_validator("admin_tokens", mode="before")
+    @classmethod
+    def _split_admin_tokens(cls, pairs: object) -> object:
+        """`ADMIN_TOKENS=alice:<token>,bob:<token>` as ((name, token), ...); names and tokens are unique."""
+        if not isinstance(pairs, str):
+            return pairs
+        found: list[tuple[str, str]] = []
+        for pair in (item.strip() for item in pairs.split(",") if item.strip()):
+            name, colon, token = (part.strip() for part in pair.partition(":"))
+            if not colon or not ADMIN_NAME.fullmatch(name) or len(token) < MIN_ADMIN_TOKEN_LENGTH:
+                raise ValueError(
+                    f"ADMIN_TOKENS must be name:token pairs, comma-separated: each name 1 to 32 letters, digits, "
+                    f"`_` or `-`, each token {MIN_ADMIN_TOKEN_LENGTH}+ characters (`openssl rand -hex 32`)"
+                )
+            found.append((name, token))
+        names, tokens = [name for name, _ in found], [token for _, token in found]
+        if len(set(names)) < len(names) or len(set(tokens)) < len(tokens):
+            raise ValueError("ADMIN_TOKENS: each name and each token must be given once")
+        return tuple(found)
 
     @field_validator("leaderboard_season")
     @classmethod

@@ -116,7 +116,8 @@ class Action:
 
     Optional, checked in the same atomic step as the write (shared/apply_commands.lua): `expect`, a
     precondition on the versioned document (the caller's If-Match); `limits`, what the written JSON
-    document must keep within (else it is restored). `refusals` answers the outcomes these add.
+    document must keep within (else it is restored). `refusals` answers the outcomes these add, and
+    those an operation returns of its own (BANNED).
 
     `also`: follow-ups on other keys (in other slots, on a cluster), applied in the same batch as
     this one, idempotent, and answering no one: the caller's reply is this action's. They skip the
@@ -843,7 +844,7 @@ class Partition:
     def _answers(ready: Ready, call: ScriptCall, outcome: int | str | None = None) -> dict[str, Any]:
         """A command's reply stream and the replies settle.lua chooses from; `outcome`, if known already."""
         action = ready.action
-        refusals = dict(action.refusals) if action.expect or action.limits else {}  # none on the usual save
+        refusals = dict(action.refusals)
         if outcome in WORKER_REPLIES:
             refusals[Outcome(outcome)] = WORKER_REPLIES[Outcome(outcome)]
         answers: dict[str, Any] = {

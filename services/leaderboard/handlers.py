@@ -13,6 +13,14 @@ follow-up in the board's slot, applied once a batch per board and in the same sc
 board's scores, so no batch's change goes unannounced); each sweep announces every board's again,
 for what reached a board some other way (a start-up's migration, a follow-up Redis refused).
 
+An operator's commands (services/gateway/admin.py) come on the same stream, their `session` the
+player they are about, so they are in order with that player's own scores. A ban adds the id to its
+partition's set of bans (which the gateway checks before it admits a score) and, as follow-ups, takes
+the player's entry off every board (each map's current board, its kept seasons' archives and all-time)
+into that board's aside hash, which also marks the player banned there: a score already admitted is
+refused on the board it reaches (BANNED, a 403). An unban puts the entries back. Removing an entry is
+one board's ZREM, with its member index.
+
 The gateway has already checked the caller; the checks are repeated here
 because a stream entry is only as trustworthy as whoever could write it.
 """
@@ -31,10 +39,12 @@ from shared.protocol import (
     LIVE_TOP_SIZE,
     Event,
     EventType,
+    Outcome,
     PoisonEvent,
     Reply,
     is_finite_number,
     owner_of,
+    partition_of,
 )
 from shared.settings import Settings
 from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare
@@ -42,6 +52,12 @@ from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
 ANNOUNCED = Reply.message(200, "Top announced")  # a follow-up's, which answers no one
+IF_BANNED = {Outcome.BANNED: Reply.message(403, "This player is banned from the leaderboards")}
+BANNED = Reply.message(200, "Player banned")
+UNBANNED = Reply.message(200, "Player unbanned")
+MOVED = Reply.message(200, "Entries moved")  # a ban's or an unban's follow-up, which answers no one
+REMOVED = Reply.message(200, "Entry removed")
+NO_ENTRY = Reply.message(404, "No such entry on this leaderboard")
 NEVER = "0"  # board.post's expiry: none
 HERE = Path(__file__).parent
 # The start-up migrations keep one entry per player by apply_commands.lua's own rule (keep_best).
@@ -57,7 +73,8 @@ def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER, also: tup
         (*args, expire_at_ms),
         if_true=RECORDED,
         if_false=NOT_HIGHER,
-        extra_keys=(keys.board_members(board),),
+        refusals=IF_BANNED,
+        extra_keys=(keys.board_members(board), keys.board_aside(board)),
         also=also,
     )
 
@@ -86,7 +103,7 @@ def kept_bounds(mode: str, kept: int, season: seasons.Season) -> tuple[int, int]
 
 
 def submit_handler(settings: Settings) -> Handler:
-    boards = {keys.leaderboard(name) for name in settings.leaderboard_maps}
+    boards = set(boards_of(settings))
     mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
 
     def handle(event: Event) -> Action:
@@ -110,7 +127,13 @@ def submit_handler(settings: Settings) -> Handler:
             (*args, season.label, str(season.start_ms), str(oldest_kept_ms)),
             if_true=RECORDED,
             if_false=NOT_HIGHER,
-            extra_keys=(keys.board_members(board), keys.season_marker(board), keys.board_seasons(board)),
+            refusals=IF_BANNED,
+            extra_keys=(
+                keys.board_members(board),
+                keys.season_marker(board),
+                keys.board_seasons(board),
+                keys.board_aside(board),
+            ),
             also=(
                 announce(board),
                 post(keys.season_board(board, season.label), args, str(archive_expires_ms)),
@@ -121,8 +144,98 @@ def submit_handler(settings: Settings) -> Handler:
     return handle
 
 
+def every_board(settings: Settings, at_ms: int) -> list[tuple[str, str]]:
+    """Every board a player may have an entry on at `at_ms`, each with when it expires (board.post's
+    expiry): each map's current board and, with seasons, all-time and the archives still kept."""
+    mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
+    boards: list[tuple[str, str]] = []
+    for name in settings.leaderboard_maps:
+        board = keys.leaderboard(name)
+        boards.append((board, NEVER))
+        if mode == "none":
+            continue
+        boards.append((keys.all_time_board(board), NEVER))
+        current = seasons.season_at(mode, at_ms)
+        for back in range(kept + 1):
+            season = seasons.seasons_before(mode, current, back)
+            boards.append((keys.season_board(board, season.label), str(kept_bounds(mode, kept, season)[1])))
+    return boards
+
+
+def moderation_handler(settings: Settings, *, ban: bool) -> Handler:
+    """A ban (or unban) of the event's player: its partition's set of bans, then every board's entry."""
+    current = set(boards_of(settings))
+    operation, done = ("board.ban", BANNED) if ban else ("board.unban", UNBANNED)
+
+    def handle(event: Event) -> Action:
+        player = event.session
+        if not player:
+            raise PoisonEvent("a ban must name a player")
+        moves = tuple(
+            Action(
+                operation,
+                board,
+                (player, expires),
+                if_true=MOVED,
+                if_false=MOVED,
+                extra_keys=(keys.board_members(board), keys.board_aside(board)),
+            )
+            for board, expires in every_board(settings, event.admitted_ms)
+        )
+        bans = keys.bans(partition_of(player, settings.stream_partitions))
+        return Action(
+            "SADD" if ban else "SREM", bans, (player,), if_true=done, if_false=done,
+            also=(*moves, *(announce(board) for board in sorted(current))),
+        )  # fmt: skip
+
+    return handle
+
+
+def remove_handler(settings: Settings) -> Handler:
+    """One entry off one board: a current board, its all-time board or a season's archive."""
+    current = set(boards_of(settings))
+
+    def handle(event: Event) -> Action:
+        entry = event.payload
+        key, member = (entry.get("key"), entry.get("member")) if isinstance(entry, dict) else (None, None)
+        if not isinstance(key, str) or not is_board(settings, key):
+            raise PoisonEvent("removal must name a configured leaderboard, its all-time board or a season's")
+        if not isinstance(member, str) or owner_of(member)[1] != event.session:
+            raise PoisonEvent("removal must name a member `{name}-{id}` of the event's player")
+        return Action(
+            "board.remove", key, (member, event.session), if_true=REMOVED, if_false=NO_ENTRY,
+            extra_keys=(keys.board_members(key),), also=(announce(key),) if key in current else (),
+        )  # fmt: skip
+
+    return handle
+
+
+def boards_of(settings: Settings) -> list[str]:
+    return [keys.leaderboard(name) for name in settings.leaderboard_maps]
+
+
+def is_board(settings: Settings, key: str) -> bool:
+    """A configured board's key, or (with seasons) its all-time board's or a season's archive's."""
+    mode = settings.leaderboard_season
+    for board in boards_of(settings):
+        if key == board:
+            return True
+        if mode != "none":
+            if key == keys.all_time_board(board):
+                return True
+            label = key.removeprefix(keys.season_board(board, ""))
+            if label != key and seasons.parse_label(mode, label) is not None:
+                return True
+    return False
+
+
 def handlers(settings: Settings) -> Mapping[EventType, Handler]:
-    return {EventType.SCORE_SUBMIT: submit_handler(settings)}
+    return {
+        EventType.SCORE_SUBMIT: submit_handler(settings),
+        EventType.BOARD_BAN: moderation_handler(settings, ban=True),
+        EventType.BOARD_UNBAN: moderation_handler(settings, ban=False),
+        EventType.BOARD_REMOVE: remove_handler(settings),
+    }
 
 
 def index_members(settings: Settings) -> Prepare:
