@@ -266,6 +266,8 @@ LUA_OUTCOMES = "".join(f"local {outcome.name} = {outcome.value}\n" for outcome i
 # 503, is never applied later, over a newer save of its caller's retry.
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
+# A banned player's score, refused by the leaderboard worker (BANNED) or, with seasons, by the gateway first.
+BANNED_FROM_BOARDS = Reply.message(403, "This player is banned from the leaderboards")
 WORKER_REPLIES = {
     Outcome.REFUSED: Reply.message(503, "Storage is full; try again shortly"),
     Outcome.UNREPLICATED: Reply.message(503, "The write was not confirmed by a replica in time; try again shortly"),

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from services.gateway import (
+    admin,
     game_config,
     health,
     identity,
@@ -95,6 +96,9 @@ def create_app(settings: Settings) -> ASGIApp:
 
     for router in ROUTERS:
         app.include_router(router)
+    if settings.admin_tokens:  # else no /admin route at all: each is a 404 (paths.py)
+        app.state.admin_tokens = admin.token_digests(settings)
+        app.include_router(admin.router, include_in_schema=settings.admin_openapi)
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(directory=WEB / "public", html=True, check_dir=False), name="game")
     app.state.http_metrics = http_metrics = metrics.http_metrics(settings)

@@ -34,7 +34,7 @@ from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys, seasons
-from shared.protocol import EventType, as_number, now_ms, owner_of
+from shared.protocol import BANNED_FROM_BOARDS, EventType, as_number, now_ms, owner_of
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
@@ -78,6 +78,11 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
         raise HTTPException(400, f"The name in member must be {NAME_RULE}")
     if not settings.score_min <= score <= settings.score_max:
         raise HTTPException(400, f"score must be between {settings.score_min:g} and {settings.score_max:g}")
+    # With seasons, a banned player's score would reach the archive of a season that began after the
+    # ban (its follow-up has no ban to see there): it is refused before it is published. Without, the
+    # worker refuses it on the board (BANNED), and the hot path spends no read on it.
+    if settings.leaderboard_season != "none" and await commands.banned(caller):
+        raise HTTPException(403, BANNED_FROM_BOARDS.body["message"])
     payload = {"key": key, "score": as_number(score), "member": member}
     reply = await commands.call(EventType.SCORE_SUBMIT, caller, address, payload)
     return json_response(reply.status, reply.body)

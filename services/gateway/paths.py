@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 API_PREFIX = "/api/"
+ADMIN_PREFIX = "/admin"
 # Routes outside /api/ that answer JSON; every other path is the game's static files.
 OTHER_ROUTES = frozenset({"/session", "/livez", "/healthz", "/metrics"})
 STATIC_METHODS = ("GET", "HEAD")
@@ -23,7 +24,12 @@ ROUTE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def is_api(path: str) -> bool:
-    return path.startswith(API_PREFIX) or path in OTHER_ROUTES or path == "/api"
+    return path.startswith(API_PREFIX) or path in OTHER_ROUTES or path == "/api" or is_admin(path)
+
+
+def is_admin(path: str) -> bool:
+    """The operators' console and its API (admin.py): JSON, never the game's files, served or not."""
+    return path.startswith(ADMIN_PREFIX) and (len(path) == len(ADMIN_PREFIX) or path[len(ADMIN_PREFIX)] == "/")
 
 
 def without_slash(path: str) -> str:

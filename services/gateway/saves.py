@@ -155,11 +155,16 @@ def escape(term: str) -> str:
     return "".join(ch if ch.isalnum() else f"\\{ch}" for ch in term)
 
 
-async def search(store: Store, kind: Kind, caller: str, limit: int, **terms: str | None) -> dict[str, Any]:
+def search_query(**terms: str | None) -> str:
+    """The Redis Search query for the terms given (every one must match); 400 for none."""
     clauses = [f"@{field}:({escape(value)})" for field, value in terms.items() if value]
     if not clauses:
         raise HTTPException(400, f"Give at least one of: {', '.join(terms)}")
-    total, hits = await store.search(kind.index, " ".join(clauses), limit)
+    return " ".join(clauses)
+
+
+async def search(store: Store, kind: Kind, caller: str, limit: int, **terms: str | None) -> dict[str, Any]:
+    total, hits = await store.search(kind.index, search_query(**terms), limit)
     documents = []
     for key, raw in hits:
         value = orjson.loads(raw)

@@ -316,19 +316,19 @@ class Store:
         return int(await self._admit(limits, None))
 
     async def admit_and_publish(
-        self, limits: Sequence[RateLimit], command: Command, session_key: str
+        self, limits: Sequence[RateLimit], command: Command, session_key: str | None
     ) -> int | str | None:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
         command is never published. The ms to wait, or the published entry's id; None, with nothing
-        counted or published, when the session key is gone. The limits' keys and the stream must
-        share a hash slot.
+        counted or published, when the session key is gone (no key: an operator's command, which no
+        session sends). The limits' keys and the stream must share a hash slot.
 
         On a single Redis the script checks the session too; on a cluster the session lives in a slot
         of its own, so it is checked just before, which leaves a session that expires in between one
         last write."""
         if self.redis.shard_tags is None:
             answer = await self._admit(limits, command, session_key)
-        elif await self.exists(session_key):
+        elif session_key is None or await self.exists(session_key):
             answer = await self._admit(limits, command)
         else:
             return None
@@ -413,6 +413,38 @@ class Store:
             return await self.redis.execute(*command, route=command[1])  # an index lives in its name's slot
 
         await ensure_indexes(create, self.redis.shard_tags)
+
+    # The operators' console (services/gateway/admin.py) and the dead letters (services/deadletters.py)
+
+    async def is_member(self, key: str, member: str) -> bool:
+        return bool(await self.redis.execute("SISMEMBER", key, member, route=key))
+
+    async def field(self, key: str, name: str) -> bytes | None:
+        """One field of a hash."""
+        value: bytes | None = await self.redis.execute("HGET", key, name, route=key)
+        return value
+
+    async def audit(self, fields: Mapping[str, str], kept: int) -> None:
+        """Record an admin write in the capped audit stream."""
+        flat = [part for pair in fields.items() for part in pair]
+        await self.redis.execute("XADD", keys.ADMIN_AUDIT, "MAXLEN", "~", kept, "*", *flat, route=keys.ADMIN_AUDIT)
+
+    async def stream_newest(self, stream: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """A stream's newest `count` entries, newest first."""
+        entries = await self.redis.execute("XREVRANGE", stream, "+", "-", "COUNT", count, route=stream)
+        return [(entry_id, as_map(fields)) for entry_id, fields in entries]
+
+    async def stream_entry(self, stream: str, entry_id: str) -> tuple[bytes, dict[bytes, bytes]] | None:
+        """The first entry of `stream` from `entry_id` to `entry_id` (a bare time is a range to Redis)."""
+        found = await self.redis.execute("XRANGE", stream, entry_id, entry_id, "COUNT", 1, route=stream)
+        return (found[0][0], as_map(found[0][1])) if found else None
+
+    async def publish(self, stream: str, fields: Mapping[bytes, bytes], min_id: str) -> None:
+        """Append a command to its stream with no admission: an operator's replay of a dead letter."""
+        await self._admit([], Command(stream, min_id, fields))
+
+    async def delete_entry(self, stream: str, entry_id: str) -> bool:
+        return bool(await self.redis.execute("XDEL", stream, entry_id, route=stream))
 
     # Metrics, read at scrape time
 

@@ -35,6 +35,7 @@ from redis.asyncio import Redis, RedisCluster
 
 from shared import keys, seasons
 from shared.protocol import (
+    BANNED_FROM_BOARDS,
     LIVE_STREAM_MAXLEN,
     LIVE_TOP_SIZE,
     Event,
@@ -52,7 +53,7 @@ from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
 ANNOUNCED = Reply.message(200, "Top announced")  # a follow-up's, which answers no one
-IF_BANNED = {Outcome.BANNED: Reply.message(403, "This player is banned from the leaderboards")}
+IF_BANNED = {Outcome.BANNED: BANNED_FROM_BOARDS}
 BANNED = Reply.message(200, "Player banned")
 UNBANNED = Reply.message(200, "Player unbanned")
 MOVED = Reply.message(200, "Entries moved")  # a ban's or an unban's follow-up, which answers no one

@@ -1,0 +1,381 @@
+"""The operators' console: the admin API under /admin/api, and its web page at /admin (web/admin/).
+
+Served only when ADMIN_TOKENS names an operator; otherwise no route is here and every /admin path is
+a JSON 404 (paths.py). An API request carries `Authorization: Bearer <token>`, compared with every
+configured token in constant time; the name of the one it matches is who the audit records. Nothing
+here reads a cookie (SessionMiddleware serves only /api/ and /session), so a player's session never
+opens these routes, and another site cannot make a browser call them: a bearer header, unlike a
+cookie, is never sent on its own (no CSRF). Wrong or missing tokens count against the caller's
+address (RATE_LIMIT_ADMIN_FAILURES, then 429); a right token is never refused by that count, so no
+one can lock the operators out by failing on purpose.
+
+Writes go through the streams as every write does (CommandBus.operator_call; the leaderboard worker
+applies them), and dead letters are replayed and dropped by services/deadletters.py, as `make
+deadletters` does. Every write is recorded in the audit with its answer, whatever that was. The
+routes are plain functions of their arguments, each answering through FastAPI: none is hot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+from collections.abc import Awaitable
+from pathlib import Path as FilePath
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from starlette.responses import FileResponse, Response
+
+from services import deadletters
+from services.deadletters import Letter, Refused, clock
+from services.gateway.commands import CommandBus
+from services.gateway.dependencies import AppStore, Bus
+from services.gateway.leaderboard import boards_of as boards_of_maps
+from services.gateway.leaderboard import current_season
+from services.gateway.models import ID_PATTERN, MEMBER_MAX_LENGTH
+from services.gateway.saves import search_query
+from services.gateway.sessions import client_address
+from services.gateway.store import RateLimit, Store
+from services.leaderboard.handlers import is_board
+from shared import keys
+from shared.logs import current_request_id
+from shared.protocol import COMMAND_STREAMS, EventType, Reply, partition_of
+from shared.settings import Settings, parse_rate
+
+CONSOLE = FilePath(__file__).resolve().parents[2] / "web" / "admin"
+CONSOLE_FILES = {"admin.js": "text/javascript", "admin.css": "text/css"}
+# The page runs only its own script and style, talks only to its own origin, and is framed by no one.
+CONSOLE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+NO_STORE = {"Cache-Control": "no-store"}
+UNAUTHORIZED = "An operator's token is required: Authorization: Bearer <token>"
+LETTER_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"
+MAX_LIST = 500
+
+router = APIRouter(prefix="/admin", tags=["operators"])
+PlayerId = Annotated[str, Path(pattern=ID_PATTERN)]
+LetterId = Annotated[str, Path(pattern=LETTER_ID)]
+Count = Annotated[int, Query(ge=1, le=MAX_LIST)]
+
+
+def token_digests(settings: Settings) -> list[tuple[str, bytes]]:
+    return [(name, hashlib.sha256(token.encode()).digest()) for name, token in settings.admin_tokens]
+
+
+def operator_of(digests: list[tuple[str, bytes]], authorization: str | None) -> str | None:
+    """The name of the operator whose token the header carries, or None. Every configured token is
+    compared, each in constant time over digests of one length, so neither which one matched nor
+    how much of one did shows in the time taken."""
+    scheme, _, offered = (authorization or "").partition(" ")
+    digest = hashlib.sha256(offered.strip().encode("latin-1")).digest()
+    found = None
+    for name, wanted in digests:
+        if hmac.compare_digest(wanted, digest) and scheme.lower() == "bearer":
+            found = name
+    return found
+
+
+async def operator(request: Request) -> str:
+    """The operator the request's token names; 401 without one (429 once the address failed too often)."""
+    state = request.app.state
+    name = operator_of(state.admin_tokens, request.headers.get("authorization"))
+    if name is not None:
+        return name
+    settings: Settings = state.settings
+    address = client_address(request.scope)
+    limit = RateLimit.on(parse_rate(settings.rate_limit_admin_failures), keys.rate_limit("admin-failures", address))
+    wait_ms = await state.store.admit(limit)
+    if wait_ms:
+        raise HTTPException(429, "Too many failed attempts; slow down", {"Retry-After": str(math.ceil(wait_ms / 1000))})
+    raise HTTPException(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
+
+
+Operator = Annotated[str, Depends(operator)]
+
+
+def answer(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status, NO_STORE, "application/json")
+
+
+def reply_answer(reply: Reply) -> Response:
+    return answer(reply.status, reply.body)
+
+
+async def audited(
+    store: Store, settings: Settings, request: Request, who: str, action: str, target: str, work: Awaitable[Response]
+) -> Response:
+    """Do an admin write and record it (who, what, on what, the answer's status), whatever came of it."""
+    status = 500
+    try:
+        response = await work
+        status = response.status_code
+        return response
+    except HTTPException as error:
+        status = error.status_code
+        raise
+    finally:
+        record = {"operator": who, "action": action, "target": target, "status": str(status)}
+        await store.audit({**record, "request_id": current_request_id.get() or ""}, settings.admin_audit_kept)
+
+
+# The console's page
+
+
+@router.get("", include_in_schema=False)
+async def console() -> Response:
+    return FileResponse(CONSOLE / "index.html", headers=CONSOLE_HEADERS, media_type="text/html")
+
+
+@router.get("/{name}", include_in_schema=False)
+async def console_file(name: str) -> Response:
+    media_type = CONSOLE_FILES.get(name)
+    if media_type is None:
+        raise HTTPException(404, f"No console file {name[:80]!r}")
+    return FileResponse(CONSOLE / name, headers=CONSOLE_HEADERS, media_type=media_type)
+
+
+# Players
+
+
+@router.get("/api/players")
+async def find_players(
+    who: Operator,
+    store: AppStore,
+    request: Request,
+    name: Annotated[str | None, Query(max_length=64)] = None,
+    id: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Search `player-idx` by name and id: the whole documents."""
+    total, hits = await store.search(
+        keys.PLAYER_INDEX, search_query(id=id, name=name), settings_of(request).search_limit
+    )
+    return answer(200, {"total": total, "documents": [{"id": key, "value": orjson.loads(raw)} for key, raw in hits]})
+
+
+@router.get("/api/players/{player_id}")
+async def player(who: Operator, store: AppStore, request: Request, player_id: PlayerId) -> Response:
+    """Everything held about a player: saves, board entries (and those a ban keeps aside), recovery, ban."""
+    return answer(200, await player_record(store, settings_of(request), player_id))
+
+
+@router.post("/api/players/{player_id}/ban")
+async def ban(who: Operator, store: AppStore, bus: Bus, request: Request, player_id: PlayerId) -> Response:
+    """Take the player's entries off every board, kept aside, and refuse their scores; saves go on."""
+    work = moderate(bus, EventType.BOARD_BAN, player_id)
+    return await audited(store, bus.settings, request, who, "ban", player_id, work)
+
+
+@router.delete("/api/players/{player_id}/ban")
+async def unban(who: Operator, store: AppStore, bus: Bus, request: Request, player_id: PlayerId) -> Response:
+    """Put the entries kept aside back, and take the player's scores again."""
+    work = moderate(bus, EventType.BOARD_UNBAN, player_id)
+    return await audited(store, bus.settings, request, who, "unban", player_id, work)
+
+
+async def moderate(bus: CommandBus, type: EventType, player_id: str) -> Response:
+    return reply_answer(await bus.operator_call(type, player_id, {}))
+
+
+# Boards
+
+
+@router.delete("/api/leaderboard/{key}/entries/{member}")
+async def remove_entry(
+    who: Operator,
+    store: AppStore,
+    bus: Bus,
+    request: Request,
+    key: str,
+    member: Annotated[str, Path(max_length=MEMBER_MAX_LENGTH)],
+) -> Response:
+    """Remove one entry from one board (a current board, all-time, or a season's archive)."""
+    work = remove(bus, key, member)
+    return await audited(store, bus.settings, request, who, "remove-entry", f"{key[:200]} {member}", work)
+
+
+async def remove(bus: CommandBus, key: str, member: str) -> Response:
+    if not is_board(bus.settings, key):
+        raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}")
+    owner = member.partition("-")[2]
+    return reply_answer(await bus.operator_call(EventType.BOARD_REMOVE, owner, {"key": key, "member": member}))
+
+
+# Streams and dead letters
+
+
+@router.get("/api/streams")
+async def streams(who: Operator, store: AppStore, request: Request, count: Count = 50) -> Response:
+    """Each command stream's length and groups (pending, lag), and the newest dead letters."""
+    return answer(200, await streams_view(store, settings_of(request), count))
+
+
+@router.post("/api/dead-letters/{letter_id}/replay")
+async def replay_letter(
+    who: Operator, store: AppStore, request: Request, letter_id: LetterId, force: bool = False
+) -> Response:
+    """Publish the letter's command again and remove it once its worker answers 2xx (make deadletters' rules)."""
+    settings = settings_of(request)
+    work = replay(store, settings, letter_id, force)
+    action = "replay-dead-letter-forced" if force else "replay-dead-letter"
+    return await audited(store, settings, request, who, action, letter_id, work)
+
+
+@router.delete("/api/dead-letters/{letter_id}")
+async def drop_letter(who: Operator, store: AppStore, request: Request, letter_id: LetterId) -> Response:
+    """Delete one dead letter."""
+    settings = settings_of(request)
+    return await audited(store, settings, request, who, "drop-dead-letter", letter_id, drop(store, settings, letter_id))
+
+
+async def replay(store: Store, settings: Settings, letter_id: str, force: bool) -> Response:
+    steps: list[str] = []
+    try:
+        reply = await deadletters.replay(store, settings, letter_id, force=force, say=steps.append)
+    except Refused as refusal:
+        raise HTTPException(refusal.status, str(refusal)) from None
+    return answer(
+        200, {"status": 200, "message": f"Dead letter {letter_id} replayed", "steps": steps, "reply": reply.body}
+    )
+
+
+async def drop(store: Store, settings: Settings, letter_id: str) -> Response:
+    try:
+        letter = await deadletters.drop(store, settings, letter_id)
+    except Refused as refusal:
+        raise HTTPException(refusal.status, str(refusal)) from None
+    return answer(200, {"status": 200, "message": f"Dead letter {letter.id} dropped"})
+
+
+# The audit
+
+
+@router.get("/api/audit")
+async def audit(who: Operator, store: AppStore, count: Count = 100) -> Response:
+    """The newest admin writes first: when, who, what, on what, and the status answered."""
+    entries = await store.stream_newest(keys.ADMIN_AUDIT, count)
+    rows = [
+        {"id": entry_id.decode(), "at": clock(entry_id.decode()), **{k.decode(): v.decode() for k, v in fields.items()}}
+        for entry_id, fields in entries
+    ]
+    return answer(200, rows)
+
+
+# What the routes read
+
+
+def settings_of(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def player_record(store: Store, settings: Settings, player_id: str) -> dict[str, Any]:
+    """A player's saves, entries on every board with ranks, the entries a ban keeps aside, whether a
+    recovery code is active, and whether the player is banned."""
+    boards = await boards_of(store, settings)
+    saves, entries, aside, recovery, banned = await asyncio.gather(
+        asyncio.gather(store.document(keys.player(player_id)), store.document(keys.game(player_id))),
+        asyncio.gather(*(entry_on(store, settings, key, player_id) for key, _ in boards)),
+        asyncio.gather(*(store.field(keys.board_aside(key), player_id) for key, _ in boards)),
+        store.exists(keys.recovery_player(player_id)),
+        store.is_member(keys.bans(partition_of(player_id, settings.stream_partitions)), player_id),
+    )
+    player, game = (None if raw is None else orjson.loads(raw) for raw in saves)
+    return {
+        "id": player_id,
+        "saves": {"player": player, "game": game},
+        "leaderboards": [
+            {"key": key, "season": season, **entry}
+            for (key, season), entry in zip(boards, entries, strict=True)
+            if entry
+        ],
+        "aside": [
+            {"key": key, "season": season, **kept_entry(kept)}
+            for (key, season), kept in zip(boards, aside, strict=True)
+            if kept
+        ],
+        "recovery": {"active": recovery},
+        "banned": banned,
+    }
+
+
+async def boards_of(store: Store, settings: Settings) -> list[tuple[str, str | None]]:
+    """Every board a player may be on, each with its season's label (None: the current board or all-time)."""
+    boards: list[tuple[str, str | None]] = []
+    for name in settings.leaderboard_maps:
+        board = keys.leaderboard(name)
+        boards.append((board, None))
+        if settings.leaderboard_season != "none":
+            boards.append((keys.all_time_board(board), None))
+            labels = await store.seasons(keys.board_seasons(board), 0)
+            boards += [(keys.season_board(board, label), label) for label in labels]
+    return boards
+
+
+async def entry_on(store: Store, settings: Settings, key: str, player_id: str) -> dict[str, Any] | None:
+    """The player's entry on a board, ranked; a current board that still holds a past season has none."""
+    season = current_season(settings) if key in boards_of_maps(settings.leaderboard_maps) else None
+    marker, start_ms = (None, 0) if season is None else (keys.season_marker(key), season.start_ms)
+    found = await store.around(key, keys.board_members(key), player_id, 0, marker, start_ms)
+    if found is None:
+        return None
+    rank, first, rows = found
+    value, score = rows[rank - first]
+    return {"value": value, "score": score, "rank": rank + 1}
+
+
+def kept_entry(kept: bytes) -> dict[str, Any]:
+    """An entry a ban keeps aside, as the aside hash holds it (`{score} {member}`, or empty)."""
+    score, _, member = kept.decode().partition(" ")
+    return {"value": member, "score": float(score)} if member else {"value": None, "score": None}
+
+
+async def streams_view(store: Store, settings: Settings, count: int) -> dict[str, Any]:
+    partitions = range(settings.stream_partitions)
+    streams = [(stream, stream.key(n)) for stream in COMMAND_STREAMS for n in partitions]
+    infos, (letters, total) = await asyncio.gather(
+        asyncio.gather(*(store.stream_groups(key) for _, key in streams)), deadletters.newest(store, settings, count)
+    )
+    verdicts = await asyncio.gather(*(deadletters.verdict(store, settings, letter) for letter in letters))
+    return {
+        "streams": [
+            {
+                "key": key,
+                "length": length,
+                "groups": [{"name": group.name, "pending": group.pending, "lag": group.lag} for group in groups],
+            }
+            for (_, key), (length, groups) in zip(streams, infos, strict=True)
+        ],
+        "deadLetters": {
+            "total": total,
+            "newest": [letter_view(letter, verdict) for letter, verdict in zip(letters, verdicts, strict=True)],
+        },
+    }
+
+
+def letter_view(letter: Letter, verdict: str) -> dict[str, Any]:
+    payload = letter.fields.get(b"payload")
+    try:
+        parsed = None if payload is None else orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        parsed = None
+    return {
+        "id": letter.id,
+        "at": clock(letter.id),
+        "stream": letter.text(b"dead_stream"),
+        "entry": letter.text(b"dead_entry"),
+        "type": letter.text(b"type"),
+        "session": letter.text(b"session"),
+        "reason": letter.text(b"dead_reason"),
+        "payload": parsed,
+        "replay": verdict,
+    }
