@@ -180,6 +180,42 @@ OPERATIONS['top.announce'] = function(board, extra, args)
   return 1
 end
 
+-- A verified run starts (POST /api/leaderboard/{key}/runs): `run` is keys.run, in its board's slot.
+-- args: the player, the start (its command's stream entry time, ms), when it expires (epoch ms).
+-- Only once: a redelivered start leaves the run as it is, used or not.
+OPERATIONS['run.start'] = function(run, extra, args)
+  if redis.call('EXISTS', run) == 0 then
+    redis.call('HSET', run, 'player', args[1], 'started', args[2])
+    redis.call('PEXPIREAT', run, args[3])
+  end
+  return 1
+end
+
+-- Whether a verified score's run lets it be written (the command's "run": {"key", "player", "at_ms"
+-- (the score's stream entry time, on the clock its run's start was taken on), "min_ms", "max_ms",
+-- "per_s", "base", "score"}): nil, and the run is marked used by this command, in the same atomic
+-- step as the write; else the outcome that refuses it, nothing written. A redelivered command finds
+-- the run used by itself: SUPERSEDED, answered as applied.
+local function run_refusal(run, key, seq)
+  local found = redis.call('HMGET', key, 'player', 'started', 'used')
+  local elapsed_ms = found[2] and run.at_ms - tonumber(found[2])
+  if not found[1] or elapsed_ms > run.max_ms then
+    return RUN_UNKNOWN
+  elseif found[1] ~= run.player then
+    return RUN_FOREIGN
+  elseif found[3] == seq then
+    return SUPERSEDED
+  elseif found[3] then
+    return RUN_USED
+  elseif elapsed_ms < run.min_ms then
+    return RUN_TOO_SHORT
+  elseif run.score > run.per_s * elapsed_ms / 1000 + run.base then
+    return RUN_TOO_HIGH
+  end
+  redis.call('HSET', key, 'used', seq)
+  return nil
+end
+
 -- A command's arguments: `args` is {first, count}, where they are in ARGV (not in the JSON: Redis's
 -- cjson decoding a document escaped inside it cost more than the write).
 local function args_of(command)
@@ -214,6 +250,10 @@ local function apply_one(command, targets, now_ms)
   end
   if command.deadline_ms > 0 and now_ms > command.deadline_ms then
     return EXPIRED
+  end
+  local refusal = command.run and run_refusal(command.run, targets[command.run.key], command.seq)
+  if refusal then
+    return refusal
   elseif version and at_or_after(version, command.seq) then
     return SUPERSEDED
   elseif command.expect and not meets(command.expect, key, version) then

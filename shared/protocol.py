@@ -43,6 +43,7 @@ class EventType(StrEnum):
     PLAYER_DELETE = "player.delete"
     GAME_DELETE = "game.delete"
     SCORE_SUBMIT = "score.submit"
+    RUN_START = "run.start"
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ SAVE_EVENTS = frozenset({
     EventType.GAME_CREATE, EventType.GAME_UPDATE, EventType.GAME_MERGE, EventType.GAME_DELETE,
 })  # fmt: skip
 SAVES = CommandStream("saves", keys.SAVES_GROUP, SAVE_EVENTS)
-SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
+SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT, EventType.RUN_START}))
 COMMAND_STREAMS = (SAVES, SCORES)
 STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
 
@@ -103,6 +104,21 @@ def owner_of(member: str) -> tuple[str, str]:
     to it): the name has no `-`, so the first one ends it."""
     name, _, owner = member.partition("-")
     return name, owner
+
+
+# A verified run's token (POST /api/leaderboard/{key}/runs): `{map}.{secret}`, the secret 128 random bits
+# in hex. The map tells which board a token was issued for; the secret names its key (keys.run).
+RUN_SECRET = re.compile(r"[0-9a-f]{32}")
+
+
+def new_run_token(map_name: str) -> str:
+    return f"{map_name}.{os.urandom(16).hex()}"
+
+
+def run_token_parts(token: str) -> tuple[str, str] | None:
+    """A run token's map and secret; None for what no server issued (truncated, forged in shape)."""
+    map_name, _, secret = token.rpartition(".")
+    return (map_name, secret) if map_name and RUN_SECRET.fullmatch(secret) else None
 
 
 def partition_of(session_id: str, partitions: int) -> int:
@@ -250,6 +266,12 @@ class Outcome(IntEnum):
     OVER_LIMITS = -5  # the written document broke its limits, and was restored
     ELSEWHERE = -6  # a whole call's: a key it names is not on the master it was sent to; nothing written
     UNREPLICATED = -7  # the worker's: applied on its master, not confirmed by a replica in time
+    # A verified score's run refuses it (apply_commands.lua's run_refusal); nothing written.
+    RUN_FOREIGN = -8  # another player's run
+    RUN_USED = -9  # a run that carried a score already
+    RUN_UNKNOWN = -10  # no such run, or expired
+    RUN_TOO_SHORT = -11  # shorter than the board's RUN_MIN_S
+    RUN_TOO_HIGH = -12  # a score above what the run's time allows
 
 
 LUA_OUTCOMES = "".join(f"local {outcome.name} = {outcome.value}\n" for outcome in Outcome)

@@ -47,6 +47,7 @@ ROUTERS = (
     game_config.router,
     saves.router,
     leaderboard.router,
+    leaderboard.bodiless,
     live.router,
 )
 

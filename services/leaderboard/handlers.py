@@ -31,13 +31,15 @@ from shared.protocol import (
     LIVE_TOP_SIZE,
     Event,
     EventType,
+    Outcome,
     PoisonEvent,
     Reply,
     is_finite_number,
     owner_of,
+    run_token_parts,
 )
-from shared.settings import Settings
-from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare
+from shared.settings import RunBounds, Settings
+from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare, RunCheck
 
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
@@ -60,6 +62,39 @@ def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER, also: tup
         extra_keys=(keys.board_members(board),),
         also=also,
     )
+
+
+@lru_cache(maxsize=64)
+def run_refusals(bounds: RunBounds) -> dict[Outcome, Reply]:
+    """What a refused verified score answers, saying which check refused it."""
+    return {
+        Outcome.RUN_FOREIGN: Reply.message(403, "This run is another player's"),
+        Outcome.RUN_USED: Reply.message(409, "This run has carried a score already: start a new run"),
+        Outcome.RUN_UNKNOWN: Reply.message(410, "Unknown or expired run: start a new run"),
+        Outcome.RUN_TOO_SHORT: Reply.message(422, f"The run is shorter than this board's minimum, {bounds.min_s:g} s"),
+        Outcome.RUN_TOO_HIGH: Reply.message(
+            422,
+            f"The score is above what the run's time allows on this board: {bounds.per_s:g} a second "
+            f"plus {bounds.base:g}",
+        ),
+    }
+
+
+def verified(action: Action, event: Event, bounds: RunBounds, board: str, map_name: str, score: float) -> Action:
+    """`action` checked against the event's run (a payload's `run`), when it has one; the board's key
+    names it, so a run of another board is not found there (the gateway told that apart already)."""
+    token = event.payload.get("run")
+    if token is None:
+        return action
+    parts = run_token_parts(token) if isinstance(token, str) else None
+    if parts is None or parts[0] != map_name:
+        raise PoisonEvent("run must be a token of this board's")
+    check = RunCheck(
+        keys.run(board, parts[1]), event.session, event.admitted_ms,
+        round(bounds.min_s * 1000), bounds.max_s * 1000, bounds.per_s, bounds.base, score,
+    )  # fmt: skip
+    action.run, action.refusals = check, run_refusals(bounds)
+    return action
 
 
 @lru_cache(maxsize=64)
@@ -86,20 +121,10 @@ def kept_bounds(mode: str, kept: int, season: seasons.Season) -> tuple[int, int]
 
 
 def submit_handler(settings: Settings) -> Handler:
-    boards = {keys.leaderboard(name) for name in settings.leaderboard_maps}
+    maps = {keys.leaderboard(name): name for name in settings.leaderboard_maps}
     mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
 
-    def handle(event: Event) -> Action:
-        entry = event.payload
-        if not isinstance(entry, dict) or entry.get("key") not in boards:
-            raise PoisonEvent("score must name a configured leaderboard")
-        member, score = entry.get("member"), entry.get("score")
-        if not isinstance(member, str) or owner_of(member)[1] != event.session:
-            raise PoisonEvent("member must be `{name}-{the caller's session id}`")
-        if not is_finite_number(score) or not settings.score_min <= score <= settings.score_max:
-            raise PoisonEvent("score must be a finite number within the configured bounds")
-        board = entry["key"]
-        args = (event.session, member, repr(score))
+    def write(board: str, args: tuple[str, ...], event: Event) -> Action:
         if mode == "none":
             return post(board, args, also=(announce(board),))
         season = seasons.season_at(mode, event.admitted_ms)
@@ -118,11 +143,48 @@ def submit_handler(settings: Settings) -> Handler:
             ),
         )
 
+    def handle(event: Event) -> Action:
+        entry = event.payload
+        if not isinstance(entry, dict) or entry.get("key") not in maps:
+            raise PoisonEvent("score must name a configured leaderboard")
+        member, score = entry.get("member"), entry.get("score")
+        if not isinstance(member, str) or owner_of(member)[1] != event.session:
+            raise PoisonEvent("member must be `{name}-{the caller's session id}`")
+        if not is_finite_number(score) or not settings.score_min <= score <= settings.score_max:
+            raise PoisonEvent("score must be a finite number within the configured bounds")
+        board = entry["key"]
+        map_name = maps[board]
+        if settings.verified(map_name) and entry.get("run") is None:
+            raise PoisonEvent("this board takes a score only with a run (LEADERBOARD_VERIFIED)")
+        action = write(board, (event.session, member, repr(score)), event)
+        return verified(action, event, settings.runs[map_name], board, map_name, score)
+
+    return handle
+
+
+def run_handler(settings: Settings) -> Handler:
+    """A verified run starts at its command's stream entry time: Redis's clock, the one its score's
+    time is taken on (the same partition's stream), and the one `startedAt` shows."""
+    maps = {keys.leaderboard(name): name for name in settings.leaderboard_maps}
+
+    def handle(event: Event) -> Action:
+        entry = event.payload
+        board = entry.get("key") if isinstance(entry, dict) else None
+        token = entry.get("run") if isinstance(entry, dict) else None
+        parts = run_token_parts(token) if isinstance(token, str) else None
+        if board not in maps or parts is None or parts[0] != maps[board]:
+            raise PoisonEvent("a run must name a configured leaderboard and a token of its map")
+        started = event.admitted_ms
+        expires = started + settings.runs[maps[board]].max_s * 1000
+        started_reply = Reply(200, {"run": token, "startedAt": started})
+        args = (event.session, str(started), str(expires))
+        return Action("run.start", keys.run(board, parts[1]), args, if_true=started_reply, if_false=started_reply)
+
     return handle
 
 
 def handlers(settings: Settings) -> Mapping[EventType, Handler]:
-    return {EventType.SCORE_SUBMIT: submit_handler(settings)}
+    return {EventType.SCORE_SUBMIT: submit_handler(settings), EventType.RUN_START: run_handler(settings)}
 
 
 def index_members(settings: Settings) -> Prepare:
