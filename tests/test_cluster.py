@@ -32,6 +32,7 @@ from tests.test_boards import PERIOD, UNLIMITED, assert_each_in_its_season, post
 from tests.test_faults import NO_SESSION_LIMIT, Load, wait_for
 from tests.test_live import Listener
 from tests.test_recovery import carried_to_another_browser, issue, recover
+from tests.test_runs import race
 
 PARTITIONS = 3
 BOARD = "leaderboards:survivor-Scores"
@@ -453,6 +454,22 @@ def test_boards_on_a_cluster_one_entry_seasons_and_around_me(tmp_path: Path) -> 
             return True
 
         eventually(around_me_answers, 10, "GET .../me finds the leader")
+
+
+def test_verified_runs_on_a_cluster_are_checked_on_their_boards_master(cluster_stack: Stack, db: RedisCluster) -> None:
+    """The run lives in its board's slot, started at its command's stream entry time on the partition's
+    master; the score checks and marks it in the same script as its write, wherever the board is."""
+    player = Player(cluster_stack.url)
+    other = Player(cluster_stack.url)
+    assert master_of(db, keys.run(BOARD, "0" * 32)) == master_of(db, BOARD)
+    started_runs = [player.http.post(f"/api/leaderboard/{BOARD}/runs").json()["run"] for _ in range(3)]
+    time.sleep(1.1)  # RUN_MIN_S's default
+    for run in started_runs:
+        assert other.http.post("/api/leaderboard", json={"key": BOARD, "score": 5, "member": f"Hero-{other.id}",
+                                                         "run": run}).status_code == 403  # fmt: skip
+        assert sorted(race(cluster_stack, player, run, 10, BOARD)) == [200, 409]
+    assert db.zscore(BOARD, f"Hero-{other.id}") is None
+    assert db.zscore(BOARD, f"Hero-{player.id}") is not None
 
 
 def test_a_save_and_its_version_are_read_while_their_slot_migrates(cluster_url: str, db: RedisCluster) -> None:
