@@ -91,6 +91,14 @@ end
 -- runs it again. The worker's Action names them (shared/worker.py; services/leaderboard/handlers.py).
 local OPERATIONS = {}
 
+-- A member index's value for a player whose account was erased (account.board): no entry of theirs
+-- is written on that board while it stands, so a score admitted before the erase and applied after it
+-- leaves nothing. No member is named so: a name has no `!` (shared/protocol.py's owner_of).
+local ERASED = '!'
+-- A document version no command's stream id reaches (account.document): a save admitted before the
+-- erase and applied after it is SUPERSEDED, and writes nothing.
+local ERASED_VERSION = '99999999999999-0'
+
 -- One entry per player, with its best score, written here only: `id`'s single entry on `board` gets
 -- the better of its score and `score`. `members` (a hash, id to member) says which member is the
 -- player's; a player it doesn't know yet is looked for under `member` itself, as a board from before
@@ -100,7 +108,9 @@ local OPERATIONS = {}
 -- else 0.
 local function keep_best(board, members, id, member, score, rename)
   local current = redis.call('HGET', members, id) or member
-  if current == member then
+  if current == ERASED then
+    return 0
+  elseif current == member then
     redis.call('HSET', members, id, member)
     return redis.call('ZADD', board, 'GT', 'CH', score, member)
   end
@@ -177,6 +187,39 @@ OPERATIONS['top.announce'] = function(board, extra, args)
     return 0
   end
   redis.call('XADD', extra[1], 'MAXLEN', args[2], '*', 'top', encoded)
+  return 1
+end
+
+-- Erasing an account (DELETE /api/account; services/leaderboard/handlers.py): every operation here is
+-- idempotent, and leaves a tombstone for `args`' last value ms, past every command admitted before
+-- the erase, so none of them brings anything back.
+--
+-- A player's entry on `board` removed, its member index (extra[1]) left with ERASED for the player.
+-- args: the player, the tombstone's ms.
+OPERATIONS['account.board'] = function(board, extra, args)
+  local member = redis.call('HGET', extra[1], args[1])
+  if member and member ~= ERASED then
+    redis.call('ZREM', board, member)
+  end
+  redis.call('HSET', extra[1], args[1], ERASED)
+  redis.call('HPEXPIRE', extra[1], args[2], 'FIELDS', 1, args[1])
+  return 1
+end
+
+-- A save removed, its version key (extra[1]) left at ERASED_VERSION. args: the tombstone's ms.
+OPERATIONS['account.document'] = function(document, extra, args)
+  redis.call('DEL', document, extra[1])
+  redis.call('JSON.SET', extra[1], '$', '"' .. ERASED_VERSION .. '"')
+  redis.call('PEXPIRE', extra[1], args[1])
+  return 1
+end
+
+-- A recovery code's entry removed, only if it leads to the player (args[1]): the code's hash came
+-- in the command's payload, which is no more trustworthy than whoever could write the stream.
+OPERATIONS['account.code'] = function(code, extra, args)
+  if redis.call('GET', code) == args[1] then
+    redis.call('DEL', code)
+  end
   return 1
 end
 

@@ -44,6 +44,7 @@ class EventType(StrEnum):
     GAME_DELETE = "game.delete"
     SCORE_SUBMIT = "score.submit"
     RUN_START = "run.start"
+    ACCOUNT_ERASE = "account.erase"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ SAVE_EVENTS = frozenset({
     EventType.GAME_CREATE, EventType.GAME_UPDATE, EventType.GAME_MERGE, EventType.GAME_DELETE,
 })  # fmt: skip
 SAVES = CommandStream("saves", keys.SAVES_GROUP, SAVE_EVENTS)
-SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT, EventType.RUN_START}))
+# An account's erase goes with the scores: most of what it removes is board entries (services/leaderboard).
+SCORE_EVENTS = frozenset({EventType.SCORE_SUBMIT, EventType.RUN_START, EventType.ACCOUNT_ERASE})
+SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, SCORE_EVENTS)
 COMMAND_STREAMS = (SAVES, SCORES)
 STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
 

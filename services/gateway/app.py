@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from services.gateway import (
+    account,
     game_config,
     health,
     identity,
@@ -48,6 +49,7 @@ ROUTERS = (
     saves.router,
     leaderboard.router,
     leaderboard.bodiless,
+    account.router,
     live.router,
 )
 

@@ -35,9 +35,12 @@ class CommandBus:
         self.session_writes = parse_rate(settings.rate_limit_session_writes)
         self.address_writes = parse_rate(settings.rate_limit_address_writes)
 
-    async def call(self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "") -> Reply:
+    async def call(
+        self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "", *, live: bool = True
+    ) -> Reply:
         """Admit the command and publish it, then wait for its reply; its `version` is the command's
-        stream entry id, which a save's command writes as the document's version.
+        stream entry id, which a save's command writes as the document's version. `live`: only while
+        the session is (an erase is not: repeated, or an operator's, it finds the session gone).
 
         A 504 means no worker answered in time; the command is never applied after its deadline,
         and every command is idempotent, so the client can simply retry.
@@ -47,7 +50,7 @@ class CommandBus:
         timeout_ms = self.settings.request_timeout_ms
         event = Event.new(type, session_id, payload, timeout_ms, partition, request_id, expect)
         stream = STREAM_OF[type]
-        entry_id = await self.admit_and_publish(event, stream.key(partition), partition, session_id, address)
+        entry_id = await self.admit_and_publish(event, stream.key(partition), partition, session_id, address, live)
         reply = await self.store.wait_for_reply(event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
         # The line that joins the HTTP request (its request id) to its event, and so to the worker's lines.
         if reply is None:
@@ -64,15 +67,17 @@ class CommandBus:
             raise HTTPException(503, str(reply.body["message"]), headers={"Retry-After": "1"})
         return Reply(reply.status, reply.body, entry_id)
 
-    async def admit_and_publish(self, event: Event, stream: str, partition: int, session_id: str, address: str) -> str:
-        """Publish the command if its session is live (else 401) and its write limits allow it (else 429);
-        its stream entry id."""
+    async def admit_and_publish(
+        self, event: Event, stream: str, partition: int, session_id: str, address: str, live: bool = True
+    ) -> str:
+        """Publish the command if its session is live (else 401; unless not `live`) and its write limits
+        allow it (else 429); its stream entry id."""
         limits = [
             *RateLimit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
             *RateLimit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
         ]
         command = Command(stream, trim_id(self.settings.stream_retention_ms), event.encode())
-        admitted = await self.store.admit_and_publish(limits, command, keys.session(session_id))
+        admitted = await self.store.admit_and_publish(limits, command, keys.session(session_id) if live else None)
         if admitted is None:
             raise HTTPException(401, SESSION_GONE)
         if isinstance(admitted, int):

@@ -116,6 +116,30 @@ class AroundMe(BaseModel):
     around: list[LeaderboardEntry]
 
 
+class AccountEntry(BaseModel):
+    key: str = Field(description="The sorted set the entry is in")
+    season: str | None = Field(description="Its season's label; null for all-time and boards without seasons")
+    value: str
+    score: float
+    rank: int
+
+
+class Saves(BaseModel):
+    player: dict[str, Any] | None
+    game: dict[str, Any] | None
+
+
+class RecoveryState(BaseModel):
+    active: bool
+
+
+class Account(BaseModel):
+    id: str
+    saves: Saves
+    leaderboards: list[AccountEntry]
+    recovery: RecoveryState
+
+
 class Seasons(BaseModel):
     current: str
     seasons: list[str] = Field(description="Labels of the seasons with scores still kept, newest first")

@@ -183,8 +183,51 @@ def run_handler(settings: Settings) -> Handler:
     return handle
 
 
+ERASED = Reply.message(200, "Account deleted")
+
+
+def erase_handler(settings: Settings) -> Handler:
+    """Everything held about the caller's id, wherever it lives: each a follow-up in its own slot (on a
+    cluster, on every master that holds some), the session last to answer. Every step is idempotent,
+    so a retry finishes what a lost master left undone; and each leaves a tombstone
+    (apply_commands.lua's ERASED), so no write admitted before the erase brings anything back."""
+    mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
+    # Past the streams' retention every command admitted before the erase is trimmed, and long past its deadline.
+    tombstone_ms = str(settings.stream_retention_ms)
+
+    def erase(action: str, key: str, args: tuple[str, ...], *extra: str) -> Action:
+        return Action(action, key, args, if_true=ERASED, if_false=ERASED, extra_keys=extra)
+
+    def handle(event: Event) -> Action:
+        player = event.session
+        code = event.payload.get("recovery") if isinstance(event.payload, dict) else None
+        steps = [
+            erase("account.document", document, (tombstone_ms,), keys.version(document))
+            for document in (keys.player(player), keys.game(player))
+        ]
+        kept_seasons = [] if mode == "none" else seasons.kept(mode, seasons.season_at(mode, event.admitted_ms), kept)
+        for name in settings.leaderboard_maps:
+            board = keys.leaderboard(name)
+            boards = [board]
+            if kept_seasons:
+                boards += [*(keys.season_board(board, season.label) for season in kept_seasons)]
+                boards.append(keys.all_time_board(board))
+            steps += (erase("account.board", key, (player, tombstone_ms), keys.board_members(key)) for key in boards)
+            steps.append(announce(board))
+        steps.append(erase("DEL", keys.recovery_player(player), ()))
+        if isinstance(code, str) and code:
+            steps.append(erase("account.code", keys.recovery_code(code), (player,)))
+        return Action("DEL", keys.session(player), (), if_true=ERASED, if_false=ERASED, also=tuple(steps))
+
+    return handle
+
+
 def handlers(settings: Settings) -> Mapping[EventType, Handler]:
-    return {EventType.SCORE_SUBMIT: submit_handler(settings), EventType.RUN_START: run_handler(settings)}
+    return {
+        EventType.SCORE_SUBMIT: submit_handler(settings),
+        EventType.RUN_START: run_handler(settings),
+        EventType.ACCOUNT_ERASE: erase_handler(settings),
+    }
 
 
 def index_members(settings: Settings) -> Prepare:
