@@ -91,6 +91,14 @@ end
 -- runs it again. The worker's Action names them (shared/worker.py; services/leaderboard/handlers.py).
 local OPERATIONS = {}
 
+-- A member index's value for a player whose account was erased (account.board): no entry of theirs
+-- is written on that board while it stands, so a score admitted before the erase and applied after it
+-- leaves nothing. No member is named so: a name has no `!` (shared/protocol.py's owner_of).
+local ERASED = '!'
+-- A document version no command's stream id reaches (account.document): a save admitted before the
+-- erase and applied after it is SUPERSEDED, and writes nothing.
+local ERASED_VERSION = '99999999999999-0'
+
 -- One entry per player, with its best score, written here only: `id`'s single entry on `board` gets
 -- the better of its score and `score`. `members` (a hash, id to member) says which member is the
 -- player's; a player it doesn't know yet is looked for under `member` itself, as a board from before
@@ -100,7 +108,9 @@ local OPERATIONS = {}
 -- else 0.
 local function keep_best(board, members, id, member, score, rename)
   local current = redis.call('HGET', members, id) or member
-  if current == member then
+  if current == ERASED then
+    return 0
+  elseif current == member then
     redis.call('HSET', members, id, member)
     return redis.call('ZADD', board, 'GT', 'CH', score, member)
   end
@@ -167,6 +177,9 @@ OPERATIONS['board.ban'] = function(board, extra, args)
     return 0
   end
   local member = redis.call('HGET', members, id)
+  if member == ERASED then -- an erased account's tombstone stays
+    member = false
+  end
   local score = member and redis.call('ZSCORE', board, member)
   redis.call('HSET', aside, id, score and (score .. ' ' .. member) or '')
   if member then
@@ -248,6 +261,79 @@ OPERATIONS['top.announce'] = function(board, extra, args)
   return 1
 end
 
+-- Erasing an account (DELETE /api/account; services/leaderboard/handlers.py): every operation here is
+-- idempotent, and leaves a tombstone for `args`' last value ms, past every command admitted before
+-- the erase, so none of them brings anything back.
+--
+-- A player's entry on `board` removed, its member index (extra[1]) left with ERASED for the player.
+-- An entry a ban keeps aside (extra[2], keys.board_aside) goes too; the ban stays. args: the player,
+-- the tombstone's ms.
+OPERATIONS['account.board'] = function(board, extra, args)
+  local member = redis.call('HGET', extra[1], args[1])
+  if member and member ~= ERASED then
+    redis.call('ZREM', board, member)
+  end
+  if redis.call('HEXISTS', extra[2], args[1]) == 1 then
+    redis.call('HSET', extra[2], args[1], '')
+  end
+  redis.call('HSET', extra[1], args[1], ERASED)
+  redis.call('HPEXPIRE', extra[1], args[2], 'FIELDS', 1, args[1])
+  return 1
+end
+
+-- A save removed, its version key (extra[1]) left at ERASED_VERSION. args: the tombstone's ms.
+OPERATIONS['account.document'] = function(document, extra, args)
+  redis.call('DEL', document, extra[1])
+  redis.call('JSON.SET', extra[1], '$', '"' .. ERASED_VERSION .. '"')
+  redis.call('PEXPIRE', extra[1], args[1])
+  return 1
+end
+
+-- A recovery code's entry removed, only if it leads to the player (args[1]): the code's hash came
+-- in the command's payload, which is no more trustworthy than whoever could write the stream.
+OPERATIONS['account.code'] = function(code, extra, args)
+  if redis.call('GET', code) == args[1] then
+    redis.call('DEL', code)
+  end
+  return 1
+end
+
+-- A verified run starts (POST /api/leaderboard/{key}/runs): `run` is keys.run, in its board's slot.
+-- args: the player, the start (its command's stream entry time, ms), when it expires (epoch ms).
+-- Only once: a redelivered start leaves the run as it is, used or not.
+OPERATIONS['run.start'] = function(run, extra, args)
+  if redis.call('EXISTS', run) == 0 then
+    redis.call('HSET', run, 'player', args[1], 'started', args[2])
+    redis.call('PEXPIREAT', run, args[3])
+  end
+  return 1
+end
+
+-- Whether a verified score's run lets it be written (the command's "run": {"key", "player", "at_ms"
+-- (the score's stream entry time, on the clock its run's start was taken on), "min_ms", "max_ms",
+-- "per_s", "base", "score"}): nil, and the run is marked used by this command, in the same atomic
+-- step as the write; else the outcome that refuses it, nothing written. A redelivered command finds
+-- the run used by itself: SUPERSEDED, answered as applied.
+local function run_refusal(run, key, seq)
+  local found = redis.call('HMGET', key, 'player', 'started', 'used')
+  local elapsed_ms = found[2] and run.at_ms - tonumber(found[2])
+  if not found[1] or elapsed_ms > run.max_ms then
+    return RUN_UNKNOWN
+  elseif found[1] ~= run.player then
+    return RUN_FOREIGN
+  elseif found[3] == seq then
+    return SUPERSEDED
+  elseif found[3] then
+    return RUN_USED
+  elseif elapsed_ms < run.min_ms then
+    return RUN_TOO_SHORT
+  elseif run.score > run.per_s * elapsed_ms / 1000 + run.base then
+    return RUN_TOO_HIGH
+  end
+  redis.call('HSET', key, 'used', seq)
+  return nil
+end
+
 -- A command's arguments: `args` is {first, count}, where they are in ARGV (not in the JSON: Redis's
 -- cjson decoding a document escaped inside it cost more than the write).
 local function args_of(command)
@@ -282,6 +368,10 @@ local function apply_one(command, targets, now_ms)
   end
   if command.deadline_ms > 0 and now_ms > command.deadline_ms then
     return EXPIRED
+  end
+  local refusal = command.run and run_refusal(command.run, targets[command.run.key], command.seq)
+  if refusal then
+    return refusal
   elseif version and at_or_after(version, command.seq) then
     return SUPERSEDED
   elseif command.expect and not meets(command.expect, key, version) then

@@ -9,7 +9,7 @@ partition's scripts touch shares its hash tag `{N}`: the command stream, its
 reply streams, its dead letters and the write limits counted as a command is
 admitted. A document's version key is tagged with the document's own key name,
 which puts it in the document's slot; so are a board's companions (its member
-index, season marker and list of seasons), tagged with the board's key.
+index, season marker, list of seasons and verified runs), tagged with the board's key.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ BOARD_SEASONS_PREFIX = "leaderboard-seasons:"
 BOARD_INDEXED_PREFIX = "leaderboard-indexed:"
 BOARD_ASIDE_PREFIX = "leaderboard-aside:"
 BANS_PREFIX = "leaderboard-bans:"
+RUN_PREFIX = "leaderboard-run:"
 
 PLAYER_INDEX = "player-idx"
 GAME_INDEX = "game-idx"
@@ -177,6 +178,12 @@ def bans(partition: int) -> str:
     """The set of banned player ids whose commands go to `partition`: in the partition's slot, beside the
     stream their scores are admitted to."""
     return f"{BANS_PREFIX}{{{partition}}}"
+
+
+def run(board: str, secret: str) -> str:
+    """A verified run on `board` (a hash: its player, its start, and once used the command that used it),
+    in the board's slot: one script checks it and writes the score. It expires after RUN_MAX_S."""
+    return f"{RUN_PREFIX}{{{board}}}:{secret}"
 
 
 def version(key: str) -> str:

@@ -43,6 +43,8 @@ class EventType(StrEnum):
     PLAYER_DELETE = "player.delete"
     GAME_DELETE = "game.delete"
     SCORE_SUBMIT = "score.submit"
+    RUN_START = "run.start"
+    ACCOUNT_ERASE = "account.erase"
     # An operator's (services/gateway/admin.py); `session` is the player the command is about.
     BOARD_BAN = "board.ban"
     BOARD_UNBAN = "board.unban"
@@ -66,8 +68,11 @@ SAVE_EVENTS = frozenset({
     EventType.GAME_CREATE, EventType.GAME_UPDATE, EventType.GAME_MERGE, EventType.GAME_DELETE,
 })  # fmt: skip
 SAVES = CommandStream("saves", keys.SAVES_GROUP, SAVE_EVENTS)
+# An account's erase goes with the scores: most of what it removes is board entries (services/leaderboard).
+# An operator's ban, unban and removal too: they are about board entries.
 SCORE_EVENTS = frozenset({
-    EventType.SCORE_SUBMIT, EventType.BOARD_BAN, EventType.BOARD_UNBAN, EventType.BOARD_REMOVE,
+    EventType.SCORE_SUBMIT, EventType.RUN_START, EventType.ACCOUNT_ERASE,
+    EventType.BOARD_BAN, EventType.BOARD_UNBAN, EventType.BOARD_REMOVE,
 })  # fmt: skip
 SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, SCORE_EVENTS)
 COMMAND_STREAMS = (SAVES, SCORES)
@@ -110,6 +115,21 @@ def owner_of(member: str) -> tuple[str, str]:
     to it): the name has no `-`, so the first one ends it."""
     name, _, owner = member.partition("-")
     return name, owner
+
+
+# A verified run's token (POST /api/leaderboard/{key}/runs): `{map}.{secret}`, the secret 128 random bits
+# in hex. The map tells which board a token was issued for; the secret names its key (keys.run).
+RUN_SECRET = re.compile(r"[0-9a-f]{32}")
+
+
+def new_run_token(map_name: str) -> str:
+    return f"{map_name}.{os.urandom(16).hex()}"
+
+
+def run_token_parts(token: str) -> tuple[str, str] | None:
+    """A run token's map and secret; None for what no server issued (truncated, forged in shape)."""
+    map_name, _, secret = token.rpartition(".")
+    return (map_name, secret) if map_name and RUN_SECRET.fullmatch(secret) else None
 
 
 def partition_of(session_id: str, partitions: int) -> int:
@@ -257,7 +277,13 @@ class Outcome(IntEnum):
     OVER_LIMITS = -5  # the written document broke its limits, and was restored
     ELSEWHERE = -6  # a whole call's: a key it names is not on the master it was sent to; nothing written
     UNREPLICATED = -7  # the worker's: applied on its master, not confirmed by a replica in time
-    BANNED = -8  # a score of a player an operator banned from the board; nothing written
+    # A verified score's run refuses it (apply_commands.lua's run_refusal); nothing written.
+    RUN_FOREIGN = -8  # another player's run
+    RUN_USED = -9  # a run that carried a score already
+    RUN_UNKNOWN = -10  # no such run, or expired
+    RUN_TOO_SHORT = -11  # shorter than the board's RUN_MIN_S
+    RUN_TOO_HIGH = -12  # a score above what the run's time allows
+    BANNED = -13  # a score of a player an operator banned from the board; nothing written
 
 
 LUA_OUTCOMES = "".join(f"local {outcome.name} = {outcome.value}\n" for outcome in Outcome)

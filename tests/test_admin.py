@@ -36,6 +36,7 @@ SOME_ID = "0" * 32
 ROUTES = [
     ("GET", "/admin/api/players?name=Hero"),
     ("GET", f"/admin/api/players/{SOME_ID}"),
+    ("DELETE", f"/admin/api/players/{SOME_ID}"),
     ("POST", f"/admin/api/players/{SOME_ID}/ban"),
     ("DELETE", f"/admin/api/players/{SOME_ID}/ban"),
     ("DELETE", f"/admin/api/leaderboard/{GRASSLAND}/entries/Hero-{SOME_ID}"),
@@ -237,6 +238,23 @@ def test_a_score_admitted_before_the_ban_is_refused_on_the_board_by_the_worker(
     assert int(fields[b"status"]) == 403
     assert db.zscore(GRASSLAND, f"Late-{late.id}") is None
     assert db.hget(keys.board_aside(GRASSLAND), late.id) == b"10 Late-" + late.id.encode()
+
+
+def test_erasing_a_player_as_delete_api_account_does(admin_stack: Stack, operator: Operator, db: redis.Redis) -> None:
+    gone = player_on(admin_stack, "Erased", {GRASSLAND: 61, MOUNTAINS: 62})
+    assert gone.http.post("/session/recovery").status_code == 200
+    assert operator("POST", f"/admin/api/players/{gone.id}/ban").status_code == 200
+    assert db.hget(keys.board_aside(GRASSLAND), gone.id) == b"61 Erased-" + gone.id.encode()
+    erased = operator("DELETE", f"/admin/api/players/{gone.id}")
+    assert erased.json() == {"status": 200, "message": "Account deleted"}
+    record = operator("GET", f"/admin/api/players/{gone.id}").json()
+    assert record["saves"] == {"player": None, "game": None} and record["leaderboards"] == []
+    assert record["recovery"] == {"active": False} and record["aside"] == []
+    assert record["banned"] is True  # the operator's ban stays; what it kept of the player does not
+    assert not db.exists(keys.session(gone.id))
+    assert_json_error(gone.http.post("/api/playerstate", json={"playerData": {"id": gone.id}}), 401)
+    assert operator("DELETE", f"/admin/api/players/{gone.id}").status_code == 200  # again: harmless
+    assert operator("GET", "/admin/api/audit?count=1").json()[0]["action"] == "erase"
 
 
 def test_removing_one_entry(admin_stack: Stack, operator: Operator, db: redis.Redis) -> None:

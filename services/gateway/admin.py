@@ -31,18 +31,17 @@ from starlette.responses import FileResponse, Response
 
 from services import deadletters
 from services.deadletters import Letter, Refused, clock
+from services.gateway.account import erase_account, export_account
 from services.gateway.commands import CommandBus
 from services.gateway.dependencies import AppStore, Bus
-from services.gateway.leaderboard import boards_of as boards_of_maps
-from services.gateway.leaderboard import current_season
 from services.gateway.models import ID_PATTERN, MEMBER_MAX_LENGTH
 from services.gateway.saves import search_query
 from services.gateway.sessions import client_address
 from services.gateway.store import RateLimit, Store
-from services.leaderboard.handlers import is_board
+from services.leaderboard.handlers import every_board, is_board
 from shared import keys
 from shared.logs import current_request_id
-from shared.protocol import COMMAND_STREAMS, EventType, Reply, partition_of
+from shared.protocol import COMMAND_STREAMS, EventType, Reply, now_ms, partition_of
 from shared.settings import Settings, parse_rate
 
 CONSOLE = FilePath(__file__).resolve().parents[2] / "web" / "admin"
@@ -164,8 +163,19 @@ async def find_players(
 
 @router.get("/api/players/{player_id}")
 async def player(who: Operator, store: AppStore, request: Request, player_id: PlayerId) -> Response:
-    """Everything held about a player: saves, board entries (and those a ban keeps aside), recovery, ban."""
+    """Everything held about a player (as GET /api/account), whether banned, and the entries kept aside."""
     return answer(200, await player_record(store, settings_of(request), player_id))
+
+
+@router.delete("/api/players/{player_id}")
+async def erase(who: Operator, store: AppStore, bus: Bus, request: Request, player_id: PlayerId) -> Response:
+    """Erase everything held about the player, as DELETE /api/account does for the player."""
+    work = erased(bus, player_id, client_address(request.scope))
+    return await audited(store, bus.settings, request, who, "erase", player_id, work)
+
+
+async def erased(bus: CommandBus, player_id: str, address: str) -> Response:
+    return reply_answer(await erase_account(bus, player_id, address))
 
 
 @router.post("/api/players/{player_id}/ban")
@@ -279,58 +289,16 @@ def settings_of(request: Request) -> Settings:
 
 
 async def player_record(store: Store, settings: Settings, player_id: str) -> dict[str, Any]:
-    """A player's saves, entries on every board with ranks, the entries a ban keeps aside, whether a
-    recovery code is active, and whether the player is banned."""
-    boards = await boards_of(store, settings)
-    saves, entries, aside, recovery, banned = await asyncio.gather(
-        asyncio.gather(store.document(keys.player(player_id)), store.document(keys.game(player_id))),
-        asyncio.gather(*(entry_on(store, settings, key, player_id) for key, _ in boards)),
+    """What GET /api/account shows the player (account.py), and whether the player is banned, with the
+    entries the ban keeps aside (on the boards a ban reaches)."""
+    boards = every_board(settings, now_ms())
+    record, aside, banned = await asyncio.gather(
+        export_account(store, settings, player_id),
         asyncio.gather(*(store.field(keys.board_aside(key), player_id) for key, _ in boards)),
-        store.exists(keys.recovery_player(player_id)),
         store.is_member(keys.bans(partition_of(player_id, settings.stream_partitions)), player_id),
     )
-    player, game = (None if raw is None else orjson.loads(raw) for raw in saves)
-    return {
-        "id": player_id,
-        "saves": {"player": player, "game": game},
-        "leaderboards": [
-            {"key": key, "season": season, **entry}
-            for (key, season), entry in zip(boards, entries, strict=True)
-            if entry
-        ],
-        "aside": [
-            {"key": key, "season": season, **kept_entry(kept)}
-            for (key, season), kept in zip(boards, aside, strict=True)
-            if kept
-        ],
-        "recovery": {"active": recovery},
-        "banned": banned,
-    }
-
-
-async def boards_of(store: Store, settings: Settings) -> list[tuple[str, str | None]]:
-    """Every board a player may be on, each with its season's label (None: the current board or all-time)."""
-    boards: list[tuple[str, str | None]] = []
-    for name in settings.leaderboard_maps:
-        board = keys.leaderboard(name)
-        boards.append((board, None))
-        if settings.leaderboard_season != "none":
-            boards.append((keys.all_time_board(board), None))
-            labels = await store.seasons(keys.board_seasons(board), 0)
-            boards += [(keys.season_board(board, label), label) for label in labels]
-    return boards
-
-
-async def entry_on(store: Store, settings: Settings, key: str, player_id: str) -> dict[str, Any] | None:
-    """The player's entry on a board, ranked; a current board that still holds a past season has none."""
-    season = current_season(settings) if key in boards_of_maps(settings.leaderboard_maps) else None
-    marker, start_ms = (None, 0) if season is None else (keys.season_marker(key), season.start_ms)
-    found = await store.around(key, keys.board_members(key), player_id, 0, marker, start_ms)
-    if found is None:
-        return None
-    rank, first, rows = found
-    value, score = rows[rank - first]
-    return {"value": value, "score": score, "rank": rank + 1}
+    kept = [{"key": key, **kept_entry(found)} for (key, _), found in zip(boards, aside, strict=True) if found]
+    return {**record, "banned": banned, "aside": kept}
 
 
 def kept_entry(kept: bytes) -> dict[str, Any]:

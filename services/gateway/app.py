@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from services.gateway import (
+    account,
     admin,
     game_config,
     health,
@@ -48,6 +49,8 @@ ROUTERS = (
     game_config.router,
     saves.router,
     leaderboard.router,
+    leaderboard.bodiless,
+    account.router,
     live.router,
 )
 

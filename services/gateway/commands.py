@@ -35,9 +35,12 @@ class CommandBus:
         self.session_writes = parse_rate(settings.rate_limit_session_writes)
         self.address_writes = parse_rate(settings.rate_limit_address_writes)
 
-    async def call(self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "") -> Reply:
+    async def call(
+        self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "", *, live: bool = True
+    ) -> Reply:
         """Admit the command and publish it, then wait for its reply; its `version` is the command's
-        stream entry id, which a save's command writes as the document's version.
+        stream entry id, which a save's command writes as the document's version. `live`: only while
+        the session is (an erase is not: repeated, or an operator's, it finds the session gone).
 
         A 504 means no worker answered in time; the command is never applied after its deadline,
         and every command is idempotent, so the client can simply retry.
@@ -47,7 +50,8 @@ class CommandBus:
             *RateLimit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
             *RateLimit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
         ]
-        return await self._call(type, session_id, partition, payload, expect, limits, keys.session(session_id))
+        session = keys.session(session_id) if live else None
+        return await self._call(type, session_id, partition, payload, expect, limits, session)
 
     async def operator_call(self, type: EventType, player_id: str, payload: Any) -> Reply:
         """An operator's command about a player (services/gateway/admin.py): on the player's partition,

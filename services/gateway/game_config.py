@@ -1,11 +1,21 @@
 """`GET /api/config`: the server's rules the game must follow (maps, board keys, the name rule, the
-season and when it ends), so the game reads them instead of keeping copies that could drift apart."""
+season and when it ends, each board's verified-run bounds), so the game reads them instead of keeping
+copies that could drift apart."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from services.gateway.models import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE, GameConfig, NameRule, SeasonInfo
+from services.gateway.models import (
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    NAME_RULE,
+    GameConfig,
+    NameRule,
+    RunBoundsInfo,
+    RunsInfo,
+    SeasonInfo,
+)
 from shared import keys, seasons
 from shared.protocol import now_ms
 from shared.settings import Settings
@@ -21,7 +31,16 @@ def game_config(settings: Settings) -> GameConfig:
         scoreMin=settings.score_min,
         scoreMax=settings.score_max,
         season=season_info(settings.leaderboard_season),
+        runs=runs_info(settings),
     )
+
+
+def runs_info(settings: Settings) -> RunsInfo:
+    bounds = {
+        name: RunBoundsInfo(minS=run.min_s, maxS=run.max_s, scorePerS=run.per_s, scoreBase=run.base)
+        for name, run in settings.runs.items()
+    }
+    return RunsInfo(verified=[name for name in settings.leaderboard_maps if settings.verified(name)], bounds=bounds)
 
 
 def season_info(mode: str) -> SeasonInfo:

@@ -27,6 +27,7 @@ from services.gateway.models import (
     AroundMe,
     LeaderboardEntry,
     Message,
+    Run,
     ScoreBody,
     Seasons,
 )
@@ -34,10 +35,12 @@ from services.gateway.responses import json_response
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys, seasons
-from shared.protocol import BANNED_FROM_BOARDS, EventType, as_number, now_ms, owner_of
+from shared.protocol import BANNED_FROM_BOARDS, EventType, as_number, new_run_token, now_ms, owner_of, run_token_parts
 from shared.settings import Settings
 
 router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"], route_class=StrictJSONRoute)
+# Routes that take no body, so no Content-Type either.
+bodiless = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"])
 
 MEMBER_NAME = re.compile(NAME_PATTERN)
 DEFAULT_COUNT = 10
@@ -53,6 +56,7 @@ Offset = Annotated[int, Query(ge=0, le=MAX_POSITION)]
 Around = Annotated[int, Query(ge=0, le=MAX_AROUND, description="Entries above and below yours")]
 Season = Annotated[str | None, Query(max_length=40, description="A past season's label; the current one without")]
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}
+UNKNOWN_RUN = "Unknown or expired run: start a new run"
 NO_ENTRY = {"status": 404, "message": "You have no entry on this leaderboard"}
 
 
@@ -68,7 +72,15 @@ def check_board(settings: Settings, key: str) -> None:
         raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}; expected one of {', '.join(boards)}")
 
 
-async def submit(commands: CommandBus, caller: str, address: str, key: str, score: float, member: str) -> Response:
+def map_of(key: str) -> str:
+    return key.removeprefix(keys.LEADERBOARD_PREFIX)
+
+
+async def submit(
+    commands: CommandBus, caller: str, address: str, key: str, score: float, member: str, run: str | None = None
+) -> Response:
+    """A score, with its run when it has one: the worker checks the run and writes the score in one
+    atomic step; what can be told here without Redis is refused here."""
     settings = commands.settings
     check_board(settings, key)
     name, owner = owner_of(member)
@@ -84,7 +96,32 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
     if settings.leaderboard_season != "none" and await commands.banned(caller):
         raise HTTPException(403, BANNED_FROM_BOARDS.body["message"])
     payload = {"key": key, "score": as_number(score), "member": member}
+    if run is not None:
+        await check_run_board(commands.store, settings, key, run)
+        payload["run"] = run
+    elif settings.verified(map_of(key)):
+        raise HTTPException(403, "This leaderboard takes a score only with a run: POST /api/leaderboard/{key}/runs")
     reply = await commands.call(EventType.SCORE_SUBMIT, caller, address, payload)
+    return json_response(reply.status, reply.body)
+
+
+async def check_run_board(store: Store, settings: Settings, key: str, run: str) -> None:
+    """A run of another board is 403 when it exists there, and, as what no server issued, 410."""
+    parts = run_token_parts(run)
+    if parts is None or parts[0] not in settings.leaderboard_maps:
+        raise HTTPException(410, UNKNOWN_RUN)
+    run_map, secret = parts
+    if run_map != map_of(key):
+        if await store.exists(keys.run(keys.leaderboard(run_map), secret)):
+            raise HTTPException(403, "This run is another leaderboard's")
+        raise HTTPException(410, UNKNOWN_RUN)
+
+
+async def start_run(commands: CommandBus, caller: str, address: str, key: str) -> Response:
+    """A verified run on the board, started now on Redis's clock, through the leaderboard worker."""
+    check_board(commands.settings, key)
+    payload = {"key": key, "run": new_run_token(map_of(key))}
+    reply = await commands.call(EventType.RUN_START, caller, address, payload)
     return json_response(reply.status, reply.body)
 
 
@@ -166,14 +203,23 @@ async def submit_fast(call: Call) -> Response | None:
     body = parse_body(ScoreBody, call)
     if body is None:
         return None
-    return await submit(call.state.bus, call.caller, client_address(call.scope), body.key, body.score, body.member)
+    address = client_address(call.scope)
+    return await submit(call.state.bus, call.caller, address, body.key, body.score, body.member, body.run)
 
 
 @router.post("", response_model=Message, responses=ERRORS)
 @fast(submit_fast)
 async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId, address: Address) -> Response:
-    """Record a score: your one entry on the board takes your best score and the name you post under."""
-    return await submit(commands, caller, address, body.key, body.score, body.member)
+    """Record a score: your one entry on the board takes your best score and the name you post under.
+    With `run`, the run is checked first (403 another's or another board's, 409 used, 410 unknown or
+    expired, 422 too short or a score above its bound), and a board in LEADERBOARD_VERIFIED needs one."""
+    return await submit(commands, caller, address, body.key, body.score, body.member, body.run)
+
+
+@bodiless.post("/{key}/runs", response_model=Run, responses=ERRORS)
+async def new_run(key: str, commands: Bus, caller: SessionId, address: Address) -> Response:
+    """Start a verified run on the board: its token goes with the run's score, once, within RUN_MAX_S."""
+    return await start_run(commands, caller, address, key)
 
 
 async def page_fast(call: Call) -> Response | None:

@@ -89,6 +89,19 @@ return {rank, first, redis.call('ZRANGE', KEYS[1], first, rank + around, 'REV', 
 """
 )
 
+# A player's entry on a board, found by id (KEYS: the board, its member index; ARGV: the id): its member,
+# score and 0-based rank, or nil.
+ENTRY = Script(
+    """#!lua flags=no-writes
+local member = redis.call('HGET', KEYS[2], ARGV[1])
+local rank = member and redis.call('ZREVRANK', KEYS[1], member)
+if not rank then
+  return nil
+end
+return {member, redis.call('ZSCORE', KEYS[1], member), rank}
+"""
+)
+
 Rows = list[tuple[str, int | float]]  # board members and their scores (as_number), highest first
 
 
@@ -184,6 +197,20 @@ class Store:
             return None
         rank, first, rows = found
         return rank, first, rows_of(rows)
+
+    async def entry(self, key: str, members: str, player_id: str) -> tuple[str, int | float, int] | None:
+        """The player's member, score and 0-based rank on a board; None without an entry."""
+        found = await self.redis.script(ENTRY, [key, members], [player_id])
+        if not found:
+            return None
+        member, score, rank = found
+        return member.decode(), scores_of([score])[0], int(rank)
+
+    async def recovery_hash(self, player_id: str) -> str | None:
+        """The hash of the player's current recovery code, if they have one."""
+        key = keys.recovery_player(player_id)
+        found: bytes | None = await self.redis.execute("GET", key, route=key)
+        return None if found is None else found.decode()
 
     async def seasons(self, key: str, oldest_start_ms: int) -> list[str]:
         """The labels in a board's list of seasons from `oldest_start_ms` on, newest first."""
@@ -325,8 +352,8 @@ class Store:
 
         On a single Redis the script checks the session too; on a cluster the session lives in a slot
         of its own, so it is checked just before, which leaves a session that expires in between one
-        last write."""
-        if self.redis.shard_tags is None:
+        last write. Without a session key, none is checked."""
+        if self.redis.shard_tags is None or session_key is None:
             answer = await self._admit(limits, command, session_key)
         elif session_key is None or await self.exists(session_key):
             answer = await self._admit(limits, command)

@@ -46,9 +46,10 @@ from shared.protocol import (
     is_finite_number,
     owner_of,
     partition_of,
+    run_token_parts,
 )
-from shared.settings import Settings
-from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare
+from shared.settings import RunBounds, Settings
+from shared.worker import APPLY_COMMANDS, Action, Handler, Prepare, RunCheck
 
 RECORDED = Reply.message(200, "Score recorded")
 NOT_HIGHER = Reply.message(200, "Score not higher than the current one; unchanged")
@@ -81,6 +82,39 @@ def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER, also: tup
 
 
 @lru_cache(maxsize=64)
+def run_refusals(bounds: RunBounds) -> dict[Outcome, Reply]:
+    """What a refused verified score answers, saying which check refused it."""
+    return {
+        Outcome.RUN_FOREIGN: Reply.message(403, "This run is another player's"),
+        Outcome.RUN_USED: Reply.message(409, "This run has carried a score already: start a new run"),
+        Outcome.RUN_UNKNOWN: Reply.message(410, "Unknown or expired run: start a new run"),
+        Outcome.RUN_TOO_SHORT: Reply.message(422, f"The run is shorter than this board's minimum, {bounds.min_s:g} s"),
+        Outcome.RUN_TOO_HIGH: Reply.message(
+            422,
+            f"The score is above what the run's time allows on this board: {bounds.per_s:g} a second "
+            f"plus {bounds.base:g}",
+        ),
+    }
+
+
+def verified(action: Action, event: Event, bounds: RunBounds, board: str, map_name: str, score: float) -> Action:
+    """`action` checked against the event's run (a payload's `run`), when it has one; the board's key
+    names it, so a run of another board is not found there (the gateway told that apart already)."""
+    token = event.payload.get("run")
+    if token is None:
+        return action
+    parts = run_token_parts(token) if isinstance(token, str) else None
+    if parts is None or parts[0] != map_name:
+        raise PoisonEvent("run must be a token of this board's")
+    check = RunCheck(
+        keys.run(board, parts[1]), event.session, event.admitted_ms,
+        round(bounds.min_s * 1000), bounds.max_s * 1000, bounds.per_s, bounds.base, score,
+    )  # fmt: skip
+    action.run, action.refusals = check, {**action.refusals, **run_refusals(bounds)}
+    return action
+
+
+@lru_cache(maxsize=64)
 def announce(board: str) -> Action:
     return Action(
         "top.announce",
@@ -104,20 +138,10 @@ def kept_bounds(mode: str, kept: int, season: seasons.Season) -> tuple[int, int]
 
 
 def submit_handler(settings: Settings) -> Handler:
-    boards = set(boards_of(settings))
+    maps = {keys.leaderboard(name): name for name in settings.leaderboard_maps}
     mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
 
-    def handle(event: Event) -> Action:
-        entry = event.payload
-        if not isinstance(entry, dict) or entry.get("key") not in boards:
-            raise PoisonEvent("score must name a configured leaderboard")
-        member, score = entry.get("member"), entry.get("score")
-        if not isinstance(member, str) or owner_of(member)[1] != event.session:
-            raise PoisonEvent("member must be `{name}-{the caller's session id}`")
-        if not is_finite_number(score) or not settings.score_min <= score <= settings.score_max:
-            raise PoisonEvent("score must be a finite number within the configured bounds")
-        board = entry["key"]
-        args = (event.session, member, repr(score))
+    def write(board: str, args: tuple[str, ...], event: Event) -> Action:
         if mode == "none":
             return post(board, args, also=(announce(board),))
         season = seasons.season_at(mode, event.admitted_ms)
@@ -142,6 +166,77 @@ def submit_handler(settings: Settings) -> Handler:
             ),
         )
 
+    def handle(event: Event) -> Action:
+        entry = event.payload
+        if not isinstance(entry, dict) or entry.get("key") not in maps:
+            raise PoisonEvent("score must name a configured leaderboard")
+        member, score = entry.get("member"), entry.get("score")
+        if not isinstance(member, str) or owner_of(member)[1] != event.session:
+            raise PoisonEvent("member must be `{name}-{the caller's session id}`")
+        if not is_finite_number(score) or not settings.score_min <= score <= settings.score_max:
+            raise PoisonEvent("score must be a finite number within the configured bounds")
+        board = entry["key"]
+        map_name = maps[board]
+        if settings.verified(map_name) and entry.get("run") is None:
+            raise PoisonEvent("this board takes a score only with a run (LEADERBOARD_VERIFIED)")
+        action = write(board, (event.session, member, repr(score)), event)
+        return verified(action, event, settings.runs[map_name], board, map_name, score)
+
+    return handle
+
+
+def run_handler(settings: Settings) -> Handler:
+    """A verified run starts at its command's stream entry time: Redis's clock, the one its score's
+    time is taken on (the same partition's stream), and the one `startedAt` shows."""
+    maps = {keys.leaderboard(name): name for name in settings.leaderboard_maps}
+
+    def handle(event: Event) -> Action:
+        entry = event.payload
+        board = entry.get("key") if isinstance(entry, dict) else None
+        token = entry.get("run") if isinstance(entry, dict) else None
+        parts = run_token_parts(token) if isinstance(token, str) else None
+        if board not in maps or parts is None or parts[0] != maps[board]:
+            raise PoisonEvent("a run must name a configured leaderboard and a token of its map")
+        started = event.admitted_ms
+        expires = started + settings.runs[maps[board]].max_s * 1000
+        started_reply = Reply(200, {"run": token, "startedAt": started})
+        args = (event.session, str(started), str(expires))
+        return Action("run.start", keys.run(board, parts[1]), args, if_true=started_reply, if_false=started_reply)
+
+    return handle
+
+
+ERASED = Reply.message(200, "Account deleted")
+
+
+def erase_handler(settings: Settings) -> Handler:
+    """Everything held about the caller's id, wherever it lives: each a follow-up in its own slot (on a
+    cluster, on every master that holds some), the session last to answer. Every step is idempotent,
+    so a retry finishes what a lost master left undone; and each leaves a tombstone
+    (apply_commands.lua's ERASED), so no write admitted before the erase brings anything back."""
+    # Past the streams' retention every command admitted before the erase is trimmed, and long past its deadline.
+    tombstone_ms = str(settings.stream_retention_ms)
+
+    def erase(action: str, key: str, args: tuple[str, ...], *extra: str) -> Action:
+        return Action(action, key, args, if_true=ERASED, if_false=ERASED, extra_keys=extra)
+
+    def handle(event: Event) -> Action:
+        player = event.session
+        code = event.payload.get("recovery") if isinstance(event.payload, dict) else None
+        steps = [
+            erase("account.document", document, (tombstone_ms,), keys.version(document))
+            for document in (keys.player(player), keys.game(player))
+        ]
+        steps += (
+            erase("account.board", key, (player, tombstone_ms), keys.board_members(key), keys.board_aside(key))
+            for key, _ in every_board(settings, event.admitted_ms)
+        )
+        steps += (announce(board) for board in boards_of(settings))
+        steps.append(erase("DEL", keys.recovery_player(player), ()))
+        if isinstance(code, str) and code:
+            steps.append(erase("account.code", keys.recovery_code(code), (player,)))
+        return Action("DEL", keys.session(player), (), if_true=ERASED, if_false=ERASED, also=tuple(steps))
+
     return handle
 
 
@@ -149,17 +244,13 @@ def every_board(settings: Settings, at_ms: int) -> list[tuple[str, str]]:
     """Every board a player may have an entry on at `at_ms`, each with when it expires (board.post's
     expiry): each map's current board and, with seasons, all-time and the archives still kept."""
     mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
+    kept_seasons = [] if mode == "none" else seasons.kept(mode, seasons.season_at(mode, at_ms), kept)
     boards: list[tuple[str, str]] = []
-    for name in settings.leaderboard_maps:
-        board = keys.leaderboard(name)
+    for board in boards_of(settings):
         boards.append((board, NEVER))
-        if mode == "none":
-            continue
-        boards.append((keys.all_time_board(board), NEVER))
-        current = seasons.season_at(mode, at_ms)
-        for back in range(kept + 1):
-            season = seasons.seasons_before(mode, current, back)
-            boards.append((keys.season_board(board, season.label), str(kept_bounds(mode, kept, season)[1])))
+        boards += ((keys.season_board(board, s.label), str(kept_bounds(mode, kept, s)[1])) for s in kept_seasons)
+        if kept_seasons:
+            boards.append((keys.all_time_board(board), NEVER))
     return boards
 
 
@@ -236,6 +327,8 @@ def handlers(settings: Settings) -> Mapping[EventType, Handler]:
         EventType.BOARD_BAN: moderation_handler(settings, ban=True),
         EventType.BOARD_UNBAN: moderation_handler(settings, ban=False),
         EventType.BOARD_REMOVE: remove_handler(settings),
+        EventType.RUN_START: run_handler(settings),
+        EventType.ACCOUNT_ERASE: erase_handler(settings),
     }
 
 

@@ -96,6 +96,20 @@ def test_an_operator_finds_a_player_bans_them_off_the_board_and_unbans_them(cons
     assert member in [row["value"] for row in top(admin_stack, GRASSLAND)]
 
 
+def test_an_operator_erases_a_player_after_typing_their_id(console: Page, admin_stack: Stack) -> None:
+    gone = player_on(admin_stack, f"Gone{secrets.token_hex(4)}", {GRASSLAND: 12})
+    console.goto(f"{admin_stack.url}/admin#/player/{gone.id}")
+    expect(console.locator("#erase")).to_be_disabled()
+    console.fill("#erase-confirm", gone.id[:-1])
+    expect(console.locator("#erase")).to_be_disabled()
+    console.fill("#erase-confirm", gone.id)
+    shot(console, "player-erase")
+    console.click("#erase")
+    expect(console.locator("#status")).to_have_text("Erase: Account deleted")
+    expect(console.locator("#no-entries")).to_be_visible()
+    assert gone.id not in str(top(admin_stack, GRASSLAND))
+
+
 def test_an_operator_removes_an_entry_from_a_board_page(console: Page, admin_stack: Stack) -> None:
     gone = player_on(admin_stack, "Browsergone", {GRASSLAND: 995_000})
     member = f"Browsergone-{gone.id}"

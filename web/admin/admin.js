@@ -181,7 +181,7 @@ async function playerPage(id) {
     )
   );
   const aside = record.aside.map((kept) =>
-    el("tr", {}, el("td", {}, kept.key), el("td", {}, kept.season ?? "current"), el("td", {}, kept.value ?? "(no entry)"), el("td", { class: "number" }, kept.score ?? ""))
+    el("tr", {}, el("td", {}, kept.key), el("td", {}, kept.value), el("td", { class: "number" }, kept.score))
   );
   main.replaceChildren(
     el("h2", {}, "Player ", el("code", { id: "player-id" }, record.id)),
@@ -199,8 +199,29 @@ async function playerPage(id) {
     entries.length
       ? table([["Board"], ["Season"], ["Entry"], ["Score", "number"], ["Rank", "number"], [""]], entries)
       : el("p", { class: "muted", id: "no-entries" }, "No entries."),
-    ...(aside.length ? [el("h3", {}, "Kept aside by the ban"), table([["Board"], ["Season"], ["Entry"], ["Score", "number"]], aside)] : [])
+    ...(aside.length ? [el("h3", {}, "Kept aside by the ban"), table([["Board"], ["Entry"], ["Score", "number"]], aside)] : []),
+    eraseForm(record.id, path)
   );
+}
+
+// Erasing is for good: the button works only once the player's id is typed in full.
+function eraseForm(id, path) {
+  const typed = el("input", { id: "erase-confirm", autocomplete: "off", placeholder: id, size: 34 });
+  const button = el("button", { type: "submit", class: "danger", id: "erase", disabled: true }, "Erase this player");
+  typed.addEventListener("input", () => {
+    button.disabled = typed.value.trim() !== id;
+  });
+  const form = el(
+    "form",
+    { class: "inline card", id: "erase-form" },
+    el("label", {}, "To erase everything held about this player (saves, entries, recovery code, sessions), type their id", typed),
+    button
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (typed.value.trim() === id) act("Erase", "DELETE", path);
+  });
+  return form;
 }
 
 async function boardsPage() {

@@ -185,9 +185,32 @@ export async function deleteDocument(kind, id) {
   stored[kind] = { etag: null, doc: null };
 }
 
-/** POST a score; the server keeps the member's best (ZADD GT). */
-export async function postScore(key, score, member, { onRetry } = {}) {
-  const response = await request("POST", "/api/leaderboard", { body: { key, score, member }, onRetry });
+/**
+ * Start a verified run on a board: its token, which the run's score carries, or null when the server
+ * could not be reached (the score then goes without one, which only a verified board refuses).
+ */
+export async function startRun(key) {
+  const response = await request("POST", `/api/leaderboard/${key}/runs`, { maxAttempts: READ_ATTEMPTS }).catch(
+    () => null,
+  );
+  return response?.ok ? (await response.json()).run : null;
+}
+
+/**
+ * POST a score, with its run's token when there is one; the server keeps the member's best (ZADD GT).
+ * A 409 on a retry is our own first attempt, recorded though its answer was lost: the run is used.
+ */
+export async function postScore(key, score, member, { run = null, onRetry } = {}) {
+  const body = run ? { key, score, member, run } : { key, score, member };
+  let retried = false;
+  const response = await request("POST", "/api/leaderboard", {
+    body,
+    onRetry: (info) => {
+      retried = true;
+      onRetry?.(info);
+    },
+  });
+  if (response.status === 409 && run && retried) return;
   if (!response.ok) throw await errorFrom(response);
 }
 

@@ -1,7 +1,7 @@
 // Survivor mode: ever-larger waves until the hero falls; the score goes to the map's leaderboard.
 import { k, WIDTH, HEIGHT } from "../engine.js";
 import { state, resetLive, leaderboardKey, leaderboardMember } from "../state.js";
-import { postScore } from "../api.js";
+import { postScore, startRun } from "../api.js";
 import { savePlayer } from "../saves.js";
 import { buildMap, followWithCamera, randomFreeSpot, SPAWN } from "../world.js";
 import { addHero } from "../entities/hero.js";
@@ -36,6 +36,8 @@ export function registerSurvivorScene() {
     addSaveIndicator();
     followWithCamera(hero);
     const run = { map, score: 0, wave: 0, kills: 0, seconds: 0, killPoints: 0, alive: true, result: null };
+    // A verified run, on the server's clock, from the round's first frame: the score goes with it.
+    const verifiedRun = startRun(leaderboardKey(map));
     let waveClock = 0;
     addHud(() => ({
       lines: [
@@ -125,6 +127,7 @@ export function registerSurvivorScene() {
         if (isPersonalBest) {
           status.text = "Posting your score...";
           await postScore(leaderboardKey(map), run.score, leaderboardMember(), {
+            run: await verifiedRun,
             onRetry: () => status.exists() && (status.text = "Score post failed, retrying..."),
           });
           run.result.posted = true;
