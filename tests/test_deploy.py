@@ -156,7 +156,7 @@ def test_the_build_context_leaves_out_a_checkouts_environment_and_data() -> None
 
 def test_the_dockerfile_copies_what_the_services_import() -> None:
     dockerfile = (ROOT / "deploy/Dockerfile").read_text()
-    for path in ("shared", "services", "web/public", "pyproject.toml"):
+    for path in ("shared", "services", "web/public", "web/admin", "pyproject.toml"):
         assert f"COPY {path}" in dockerfile or f"COPY {path} " in dockerfile
 
 
