@@ -41,7 +41,7 @@ from services.gateway.store import RateLimit, Store
 from services.leaderboard.handlers import every_board, is_board
 from shared import keys
 from shared.logs import current_request_id
-from shared.protocol import COMMAND_STREAMS, EventType, Reply, now_ms, partition_of
+from shared.protocol import COMMAND_STREAMS, EventType, Reply, now_ms, owner_of, partition_of
 from shared.settings import Settings, parse_rate
 
 CONSOLE = FilePath(__file__).resolve().parents[2] / "web" / "admin"
@@ -76,10 +76,12 @@ def operator_of(digests: list[tuple[str, bytes]], authorization: str | None) -> 
     compared, each in constant time over digests of one length, so neither which one matched nor
     how much of one did shows in the time taken."""
     scheme, _, offered = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
     digest = hashlib.sha256(offered.strip().encode("latin-1")).digest()
     found = None
     for name, wanted in digests:
-        if hmac.compare_digest(wanted, digest) and scheme.lower() == "bearer":
+        if hmac.compare_digest(wanted, digest):
             found = name
     return found
 
@@ -111,7 +113,7 @@ def reply_answer(reply: Reply) -> Response:
 
 
 async def audited(
-    store: Store, settings: Settings, request: Request, who: str, action: str, target: str, work: Awaitable[Response]
+    store: Store, settings: Settings, who: str, action: str, target: str, work: Awaitable[Response]
 ) -> Response:
     """Do an admin write and record it (who, what, on what, the answer's status), whatever came of it."""
     status = 500
@@ -171,7 +173,7 @@ async def player(who: Operator, store: AppStore, request: Request, player_id: Pl
 async def erase(who: Operator, store: AppStore, bus: Bus, request: Request, player_id: PlayerId) -> Response:
     """Erase everything held about the player, as DELETE /api/account does for the player."""
     work = erased(bus, player_id, client_address(request.scope))
-    return await audited(store, bus.settings, request, who, "erase", player_id, work)
+    return await audited(store, bus.settings, who, "erase", player_id, work)
 
 
 async def erased(bus: CommandBus, player_id: str, address: str) -> Response:
@@ -179,17 +181,17 @@ async def erased(bus: CommandBus, player_id: str, address: str) -> Response:
 
 
 @router.post("/api/players/{player_id}/ban")
-async def ban(who: Operator, store: AppStore, bus: Bus, request: Request, player_id: PlayerId) -> Response:
+async def ban(who: Operator, store: AppStore, bus: Bus, player_id: PlayerId) -> Response:
     """Take the player's entries off every board, kept aside, and refuse their scores; saves go on."""
     work = moderate(bus, EventType.BOARD_BAN, player_id)
-    return await audited(store, bus.settings, request, who, "ban", player_id, work)
+    return await audited(store, bus.settings, who, "ban", player_id, work)
 
 
 @router.delete("/api/players/{player_id}/ban")
-async def unban(who: Operator, store: AppStore, bus: Bus, request: Request, player_id: PlayerId) -> Response:
+async def unban(who: Operator, store: AppStore, bus: Bus, player_id: PlayerId) -> Response:
     """Put the entries kept aside back, and take the player's scores again."""
     work = moderate(bus, EventType.BOARD_UNBAN, player_id)
-    return await audited(store, bus.settings, request, who, "unban", player_id, work)
+    return await audited(store, bus.settings, who, "unban", player_id, work)
 
 
 async def moderate(bus: CommandBus, type: EventType, player_id: str) -> Response:
@@ -204,19 +206,18 @@ async def remove_entry(
     who: Operator,
     store: AppStore,
     bus: Bus,
-    request: Request,
     key: str,
     member: Annotated[str, Path(max_length=MEMBER_MAX_LENGTH)],
 ) -> Response:
     """Remove one entry from one board (a current board, all-time, or a season's archive)."""
     work = remove(bus, key, member)
-    return await audited(store, bus.settings, request, who, "remove-entry", f"{key[:200]} {member}", work)
+    return await audited(store, bus.settings, who, "remove-entry", f"{key[:200]} {member}", work)
 
 
 async def remove(bus: CommandBus, key: str, member: str) -> Response:
     if not is_board(bus.settings, key):
         raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}")
-    owner = member.partition("-")[2]
+    owner = owner_of(member)[1]
     return reply_answer(await bus.operator_call(EventType.BOARD_REMOVE, owner, {"key": key, "member": member}))
 
 
@@ -237,14 +238,14 @@ async def replay_letter(
     settings = settings_of(request)
     work = replay(store, settings, letter_id, force)
     action = "replay-dead-letter-forced" if force else "replay-dead-letter"
-    return await audited(store, settings, request, who, action, letter_id, work)
+    return await audited(store, settings, who, action, letter_id, work)
 
 
 @router.delete("/api/dead-letters/{letter_id}")
 async def drop_letter(who: Operator, store: AppStore, request: Request, letter_id: LetterId) -> Response:
     """Delete one dead letter."""
     settings = settings_of(request)
-    return await audited(store, settings, request, who, "drop-dead-letter", letter_id, drop(store, settings, letter_id))
+    return await audited(store, settings, who, "drop-dead-letter", letter_id, drop(store, settings, letter_id))
 
 
 async def replay(store: Store, settings: Settings, letter_id: str, force: bool) -> Response:
