@@ -42,6 +42,7 @@ def console(browser: Browser, admin_stack: Stack) -> Iterator[Page]:
     )
     page.on("console", lambda message: problems.append(message.text) if is_problem(message) else None)
     page.goto(f"{admin_stack.url}/admin")
+    shot(page, "sign-in")
     page.fill("#token", ALICE)
     page.click("#token-form button[type=submit]")
     expect(page.locator("#finder")).to_be_visible()
@@ -146,3 +147,21 @@ def test_an_operator_replays_a_dead_letter_and_reads_the_audit(console: Page, ad
     expect(first).to_contain_text("replay-dead-letter")
     expect(first).to_contain_text("alice")
     shot(console, "audit")
+
+
+def test_the_token_stays_in_the_tab_and_a_wrong_one_signs_no_one_in(
+    console: Page, browser: Browser, admin_stack: Stack
+) -> None:
+    assert console.evaluate("sessionStorage.getItem('cq-admin-token')") == ALICE
+    assert console.evaluate("localStorage.length") == 0 and console.context.cookies() == []
+    other_tab = console.context.new_page()
+    other_tab.goto(f"{admin_stack.url}/admin")
+    expect(other_tab.locator("#token-form")).to_be_visible()  # a new tab asks again
+    other_tab.fill("#token", "w" * 48)
+    other_tab.click("#token-form button[type=submit]")
+    expect(other_tab.locator("#status")).to_contain_text("Sign in:")
+    expect(other_tab.locator("#nav")).to_be_hidden()
+    other_tab.close()
+    console.click("#sign-out")
+    expect(console.locator("#token-form")).to_be_visible()
+    assert console.evaluate("sessionStorage.getItem('cq-admin-token')") is None
