@@ -104,35 +104,52 @@ local ERASED_VERSION = '99999999999999-0'
 -- player's; a player it doesn't know yet is looked for under `member` itself, as a board from before
 -- the index has it. With `rename` (a new score: post), the entry takes `member`'s name; without (the
 -- start-up migrations, services/leaderboard/*.lua), it keeps the name `members` has, and `member`'s
--- entry, if any, merges into it. Returns 1 when the board changed (a better score, or a new name),
--- else 0.
-local function keep_best(board, members, id, member, score, rename)
+-- entry, if any, merges into it. `reached` (ties.lua; none in the migrations) records when the entry
+-- reached its score: `at_ms` for a better score, the kept time for an equal or lower one. Returns 1
+-- when the board changed (a better score, or a new name), else 0.
+local function keep_best(board, members, id, member, score, rename, reached, at_ms)
   local current = redis.call('HGET', members, id) or member
   if current == ERASED then
     return 0
   elseif current == member then
     redis.call('HSET', members, id, member)
-    return redis.call('ZADD', board, 'GT', 'CH', score, member)
+    local changed = redis.call('ZADD', board, 'GT', 'CH', score, member)
+    if changed == 1 and reached then
+      redis.call('HSET', reached, member, at_ms)
+    end
+    return changed
   end
-  local best = score
+  local best, best_from = score, nil
   for _, entry in ipairs({ current, member }) do
     local found = redis.call('ZSCORE', board, entry)
-    if found and tonumber(found) > tonumber(best) then
-      best = found
+    if found and tonumber(found) >= tonumber(best) then -- an equal score already held keeps its time
+      best, best_from = found, entry
     end
   end
   local kept, gone = current, member
   if rename then
     kept, gone = member, current
   end
+  local at = at_ms
+  if reached and best_from then
+    at = redis.call('HGET', reached, best_from)
+  end
   redis.call('ZREM', board, gone)
   redis.call('ZADD', board, best, kept)
   redis.call('HSET', members, id, kept)
+  if reached then
+    redis.call('HDEL', reached, gone)
+    if at then
+      redis.call('HSET', reached, kept, at)
+    else
+      redis.call('HDEL', reached, kept)
+    end
+  end
   return 1
 end
 
-local function post(board, members, id, member, score)
-  return keep_best(board, members, id, member, score, true)
+local function post(board, members, id, member, score, reached, at_ms)
+  return keep_best(board, members, id, member, score, true, reached, at_ms)
 end
 
 -- The player whose entry a member `{name}-{id}` is: the rule of shared/protocol.py's owner_of
@@ -141,25 +158,28 @@ local function owner_of(member)
   return string.match(member, '^[^-]*%-(.+)$')
 end
 
--- extra: the board's member index. args: id, member, score, and (0: never) when the board and its
--- index expire, in epoch ms (a season's archive: the end of the last season it is kept for).
+-- extra: the board's member index, its reached times (ties.lua). args: id, member, score, (0: never)
+-- when the board and its companions expire, in epoch ms (a season's archive: the end of the last
+-- season it is kept for), and the score's time (ms).
 OPERATIONS['board.post'] = function(board, extra, args)
-  local changed = post(board, extra[1], args[1], args[2], args[3])
+  local changed = post(board, extra[1], args[1], args[2], args[3], extra[2], args[5])
   if args[4] ~= '0' then
-    redis.call('PEXPIREAT', board, args[4])
-    redis.call('PEXPIREAT', extra[1], args[4])
+    for _, key in ipairs({ board, extra[1], extra[2] }) do
+      redis.call('PEXPIREAT', key, args[4])
+    end
   end
   return changed
 end
 
 -- The current season's board. extra: its member index, its season marker (the start of the season
--- it holds), its list of seasons. args: id, member, score, the score's season's label and start
--- (ms), and the start of the oldest season still kept. A score of a newer season than the marker's
--- first clears the board (every score on it is already in its season's archive) and moves the
--- marker: atomic, and idempotent, so of two workers racing only one clears. A score of an older
--- season leaves the board alone (it lands in its archive only) and returns 1.
+-- it holds), its list of seasons, its reached times. args: id, member, score, the score's season's
+-- label and start (ms), the start of the oldest season still kept, and the score's time (ms). A
+-- score of a newer season than the marker's first clears the board (every score on it is already in
+-- its season's archive) and moves the marker: atomic, and idempotent, so of two workers racing only
+-- one clears. A score of an older season leaves the board alone (it lands in its archive only) and
+-- returns 1.
 OPERATIONS['season.post'] = function(board, extra, args)
-  local members, marker, seasons = extra[1], extra[2], extra[3]
+  local members, marker, seasons, reached = extra[1], extra[2], extra[3], extra[4]
   local start = tonumber(args[5])
   redis.call('ZADD', seasons, 'NX', args[5], args[4])
   redis.call('ZREMRANGEBYSCORE', seasons, '-inf', '(' .. args[6])
@@ -167,20 +187,21 @@ OPERATIONS['season.post'] = function(board, extra, args)
   if held > start then
     return 1
   elseif held < start then
-    redis.call('DEL', board, members)
+    redis.call('DEL', board, members, reached)
   end
   redis.call('SET', marker, args[5])
-  return post(board, members, args[1], args[2], args[3])
+  return post(board, members, args[1], args[2], args[3], reached, args[7])
 end
 
 -- A board's top on its live stream, when it changed (docs/protocol.md, "Live tops"): every score's
 -- follow-up, once a batch per board, and each board's at every leaderboard worker's sweep. extra:
--- the live stream, keys.live_top(board). args: how many entries make the top, how many entries the
+-- the live stream, keys.live_top(board), and the board's reached times (its top is in tie order,
+-- ties.lua). args: how many entries make the top, how many entries the
 -- stream keeps. The top is compared with the stream's last entry and appended only when it differs:
 -- any number of workers may run this at once, or again, and listeners hear of each change once.
 -- Returns 1 when it announced, 0 when the top was already the last one announced.
 OPERATIONS['top.announce'] = function(board, extra, args)
-  local top = redis.call('ZRANGE', board, 0, tonumber(args[1]) - 1, 'REV', 'WITHSCORES')
+  local top = tied_range(board, extra[2], 0, tonumber(args[1]) - 1)
   local encoded = #top == 0 and '[]' or cjson.encode(top) -- cjson makes {} of an empty table
   local last = redis.call('XREVRANGE', extra[1], '+', '-', 'COUNT', 1)[1]
   if last and last[2][2] == encoded then
@@ -194,12 +215,13 @@ end
 -- idempotent, and leaves a tombstone for `args`' last value ms, past every command admitted before
 -- the erase, so none of them brings anything back.
 --
--- A player's entry on `board` removed, its member index (extra[1]) left with ERASED for the player.
--- args: the player, the tombstone's ms.
+-- A player's entry on `board` removed with its reached time (extra[2]), its member index (extra[1])
+-- left with ERASED for the player. args: the player, the tombstone's ms.
 OPERATIONS['account.board'] = function(board, extra, args)
   local member = redis.call('HGET', extra[1], args[1])
   if member and member ~= ERASED then
     redis.call('ZREM', board, member)
+    redis.call('HDEL', extra[2], member)
   end
   redis.call('HSET', extra[1], args[1], ERASED)
   redis.call('HPEXPIRE', extra[1], args[2], 'FIELDS', 1, args[1])

@@ -52,14 +52,16 @@ CARRY_ALL_TIME = APPLY_COMMANDS + (HERE / "carry_all_time.lua").read_text()
 CHUNK = 1000
 
 
-def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER, also: tuple[Action, ...] = ()) -> Action:
+def post(
+    board: str, args: tuple[str, ...], at_ms: str, expire_at_ms: str = NEVER, also: tuple[Action, ...] = ()
+) -> Action:
     return Action(
         "board.post",
         board,
-        (*args, expire_at_ms),
+        (*args, expire_at_ms, at_ms),
         if_true=RECORDED,
         if_false=NOT_HIGHER,
-        extra_keys=(keys.board_members(board),),
+        extra_keys=(keys.board_members(board), keys.board_reached(board)),
         also=also,
     )
 
@@ -105,7 +107,7 @@ def announce(board: str) -> Action:
         (str(LIVE_TOP_SIZE), str(LIVE_STREAM_MAXLEN)),
         if_true=ANNOUNCED,
         if_false=ANNOUNCED,
-        extra_keys=(keys.live_top(board),),
+        extra_keys=(keys.live_top(board), keys.board_reached(board)),
     )
 
 
@@ -125,21 +127,24 @@ def submit_handler(settings: Settings) -> Handler:
     mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
 
     def write(board: str, args: tuple[str, ...], event: Event) -> Action:
+        """The score's writes; its time, which orders ties, is its stream entry's."""
+        at_ms = str(event.admitted_ms)
         if mode == "none":
-            return post(board, args, also=(announce(board),))
+            return post(board, args, at_ms, also=(announce(board),))
         season = seasons.season_at(mode, event.admitted_ms)
         oldest_kept_ms, archive_expires_ms = kept_bounds(mode, kept, season)
+        companions = (keys.season_marker(board), keys.board_seasons(board), keys.board_reached(board))
         return Action(
             "season.post",
             board,
-            (*args, season.label, str(season.start_ms), str(oldest_kept_ms)),
+            (*args, season.label, str(season.start_ms), str(oldest_kept_ms), at_ms),
             if_true=RECORDED,
             if_false=NOT_HIGHER,
-            extra_keys=(keys.board_members(board), keys.season_marker(board), keys.board_seasons(board)),
+            extra_keys=(keys.board_members(board), *companions),
             also=(
                 announce(board),
-                post(keys.season_board(board, season.label), args, str(archive_expires_ms)),
-                post(keys.all_time_board(board), args),
+                post(keys.season_board(board, season.label), args, at_ms, str(archive_expires_ms)),
+                post(keys.all_time_board(board), args, at_ms),
             ),
         )
 
@@ -212,7 +217,10 @@ def erase_handler(settings: Settings) -> Handler:
             if kept_seasons:
                 boards += [*(keys.season_board(board, season.label) for season in kept_seasons)]
                 boards.append(keys.all_time_board(board))
-            steps += (erase("account.board", key, (player, tombstone_ms), keys.board_members(key)) for key in boards)
+            steps += (
+                erase("account.board", key, (player, tombstone_ms), keys.board_members(key), keys.board_reached(key))
+                for key in boards
+            )
             steps.append(announce(board))
         steps.append(erase("DEL", keys.recovery_player(player), ()))
         if isinstance(code, str) and code:
