@@ -104,35 +104,52 @@ local ERASED_VERSION = '99999999999999-0'
 -- player's; a player it doesn't know yet is looked for under `member` itself, as a board from before
 -- the index has it. With `rename` (a new score: post), the entry takes `member`'s name; without (the
 -- start-up migrations, services/leaderboard/*.lua), it keeps the name `members` has, and `member`'s
--- entry, if any, merges into it. Returns 1 when the board changed (a better score, or a new name),
--- else 0.
-local function keep_best(board, members, id, member, score, rename)
+-- entry, if any, merges into it. `reached` (ties.lua; none in the migrations) records when the entry
+-- reached its score: `at_ms` for a better score, the kept time for an equal or lower one. Returns 1
+-- when the board changed (a better score, or a new name), else 0.
+local function keep_best(board, members, id, member, score, rename, reached, at_ms)
   local current = redis.call('HGET', members, id) or member
   if current == ERASED then
     return 0
   elseif current == member then
     redis.call('HSET', members, id, member)
-    return redis.call('ZADD', board, 'GT', 'CH', score, member)
+    local changed = redis.call('ZADD', board, 'GT', 'CH', score, member)
+    if changed == 1 and reached then
+      redis.call('HSET', reached, member, at_ms)
+    end
+    return changed
   end
-  local best = score
+  local best, best_from = score, nil
   for _, entry in ipairs({ current, member }) do
     local found = redis.call('ZSCORE', board, entry)
-    if found and tonumber(found) > tonumber(best) then
-      best = found
+    if found and tonumber(found) >= tonumber(best) then -- an equal score already held keeps its time
+      best, best_from = found, entry
     end
   end
   local kept, gone = current, member
   if rename then
     kept, gone = member, current
   end
+  local at = at_ms
+  if reached and best_from then
+    at = redis.call('HGET', reached, best_from)
+  end
   redis.call('ZREM', board, gone)
   redis.call('ZADD', board, best, kept)
   redis.call('HSET', members, id, kept)
+  if reached then
+    redis.call('HDEL', reached, gone)
+    if at then
+      redis.call('HSET', reached, kept, at)
+    else
+      redis.call('HDEL', reached, kept)
+    end
+  end
   return 1
 end
 
-local function post(board, members, id, member, score)
-  return keep_best(board, members, id, member, score, true)
+local function post(board, members, id, member, score, reached, at_ms)
+  return keep_best(board, members, id, member, score, true, reached, at_ms)
 end
 
 -- The player whose entry a member `{name}-{id}` is: the rule of shared/protocol.py's owner_of
@@ -155,24 +172,26 @@ local function expire_at(at, ...)
   end
 end
 
--- extra: the board's member index, its aside hash. args: id, member, score, and (0: never) when the
--- board and its index expire, in epoch ms (a season's archive: the end of the last season it is kept
--- for). A banned player's score is BANNED, nothing written.
+-- extra: the board's member index, its reached times (ties.lua), its aside hash. args: id, member,
+-- score, (0: never) when the board and its companions expire, in epoch ms (a season's archive: the
+-- end of the last season it is kept for), and the score's time (ms). A banned player's score is
+-- BANNED, nothing written.
 OPERATIONS['board.post'] = function(board, extra, args)
-  if banned(extra[2], args[1]) then
+  if banned(extra[3], args[1]) then
     return BANNED
   end
-  local changed = post(board, extra[1], args[1], args[2], args[3])
-  expire_at(args[4], board, extra[1])
+  local changed = post(board, extra[1], args[1], args[2], args[3], extra[2], args[5])
+  expire_at(args[4], board, extra[1], extra[2])
   return changed
 end
 
--- An operator's ban of a player from a board: its entry leaves the board and is kept aside, in the
--- aside hash, as `{score} {member}` ('' when it had none), which also marks the player banned there.
--- extra: the member index, the aside hash. args: id, and when the aside expires (as board.post's).
--- Returns 1 when it banned, 0 when the player was banned already (a redelivery changes nothing).
+-- An operator's ban of a player from a board: its entry leaves the board, its member index and its
+-- reached times, and is kept aside in the aside hash as `{score} {reached ms or -} {member}` ('' when
+-- it had none), which also marks the player banned there. extra: the member index, the reached
+-- times, the aside hash. args: id, and when the aside expires (as board.post's). Returns 1 when it
+-- banned, 0 when the player was banned already (a redelivery changes nothing).
 OPERATIONS['board.ban'] = function(board, extra, args)
-  local members, aside, id = extra[1], extra[2], args[1]
+  local members, reached, aside, id = extra[1], extra[2], extra[3], args[1]
   if banned(aside, id) then
     return 0
   end
@@ -181,35 +200,47 @@ OPERATIONS['board.ban'] = function(board, extra, args)
     member = false
   end
   local score = member and redis.call('ZSCORE', board, member)
-  redis.call('HSET', aside, id, score and (score .. ' ' .. member) or '')
+  if score then
+    local at = redis.call('HGET', reached, member) or '-'
+    redis.call('HSET', aside, id, score .. ' ' .. at .. ' ' .. member)
+  else
+    redis.call('HSET', aside, id, '')
+  end
   if member then
     redis.call('ZREM', board, member)
     redis.call('HDEL', members, id)
+    redis.call('HDEL', reached, member)
   end
   expire_at(args[2], aside)
   return 1
 end
 
--- An unban: the entry kept aside goes back on the board (keep_best: a better score there wins).
--- extra and args: as board.ban's. Returns 1 when it unbanned, 0 when the player was not banned.
+-- An unban: the entry kept aside goes back on the board with the time it reached its score (keep_best:
+-- a better score there wins). extra and args: as board.ban's. Returns 1 when it unbanned, 0 when the
+-- player was not banned.
 OPERATIONS['board.unban'] = function(board, extra, args)
-  local members, aside, id = extra[1], extra[2], args[1]
+  local members, reached, aside, id = extra[1], extra[2], extra[3], args[1]
   local kept = redis.call('HGET', aside, id)
   if not kept then
     return 0
   end
   redis.call('HDEL', aside, id)
   if kept ~= '' then
-    local score, member = string.match(kept, '^(%S+) (.+)$')
-    keep_best(board, members, id, member, score, false)
+    local score, at, member = string.match(kept, '^(%S+) (%S+) (.+)$')
+    if at == '-' then
+      keep_best(board, members, id, member, score, false)
+    else
+      keep_best(board, members, id, member, score, false, reached, at)
+    end
   end
   return 1
 end
 
--- An operator's removal of one entry. extra: the member index. args: the member, the id of its
--- player (owner_of). Returns 1 when it was on the board, else 0.
+-- An operator's removal of one entry. extra: the member index, the reached times. args: the member,
+-- the id of its player (owner_of). Returns 1 when it was on the board, else 0.
 OPERATIONS['board.remove'] = function(board, extra, args)
   local removed = redis.call('ZREM', board, args[1])
+  redis.call('HDEL', extra[2], args[1])
   if redis.call('HGET', extra[1], args[2]) == args[1] then
     redis.call('HDEL', extra[1], args[2])
   end
@@ -217,14 +248,15 @@ OPERATIONS['board.remove'] = function(board, extra, args)
 end
 
 -- The current season's board. extra: its member index, its season marker (the start of the season
--- it holds), its list of seasons, its aside hash. args: id, member, score, the score's season's label
--- and start (ms), and the start of the oldest season still kept. A score of a newer season than the
--- marker's first clears the board (every score on it is already in its season's archive; the entries
--- kept aside are in their archive's aside, and the bans stay) and moves the marker: atomic, and
--- idempotent, so of two workers racing only one clears. A score of an older season leaves the board
--- alone (it lands in its archive only) and returns 1. A banned player's score is BANNED.
+-- it holds), its list of seasons, its reached times, its aside hash. args: id, member, score, the
+-- score's season's label and start (ms), the start of the oldest season still kept, and the score's
+-- time (ms). A score of a newer season than the marker's first clears the board (every score on it
+-- is already in its season's archive; the entries kept aside are in their archive's aside, and the
+-- bans stay) and moves the marker: atomic, and idempotent, so of two workers racing only one clears.
+-- A score of an older season leaves the board alone (it lands in its archive only) and returns 1. A
+-- banned player's score is BANNED.
 OPERATIONS['season.post'] = function(board, extra, args)
-  local members, marker, seasons, aside = extra[1], extra[2], extra[3], extra[4]
+  local members, marker, seasons, reached, aside = extra[1], extra[2], extra[3], extra[4], extra[5]
   local start = tonumber(args[5])
   redis.call('ZADD', seasons, 'NX', args[5], args[4])
   redis.call('ZREMRANGEBYSCORE', seasons, '-inf', '(' .. args[6])
@@ -232,7 +264,7 @@ OPERATIONS['season.post'] = function(board, extra, args)
   if held > start then
     return 1
   elseif held < start then
-    redis.call('DEL', board, members)
+    redis.call('DEL', board, members, reached)
     for _, id in ipairs(redis.call('HKEYS', aside)) do
       redis.call('HSET', aside, id, '')
     end
@@ -241,17 +273,18 @@ OPERATIONS['season.post'] = function(board, extra, args)
   if banned(aside, args[1]) then
     return BANNED
   end
-  return post(board, members, args[1], args[2], args[3])
+  return post(board, members, args[1], args[2], args[3], reached, args[7])
 end
 
 -- A board's top on its live stream, when it changed (docs/protocol.md, "Live tops"): every score's
 -- follow-up, once a batch per board, and each board's at every leaderboard worker's sweep. extra:
--- the live stream, keys.live_top(board). args: how many entries make the top, how many entries the
+-- the live stream, keys.live_top(board), and the board's reached times (its top is in tie order,
+-- ties.lua). args: how many entries make the top, how many entries the
 -- stream keeps. The top is compared with the stream's last entry and appended only when it differs:
 -- any number of workers may run this at once, or again, and listeners hear of each change once.
 -- Returns 1 when it announced, 0 when the top was already the last one announced.
 OPERATIONS['top.announce'] = function(board, extra, args)
-  local top = redis.call('ZRANGE', board, 0, tonumber(args[1]) - 1, 'REV', 'WITHSCORES')
+  local top = tied_range(board, extra[2], 0, tonumber(args[1]) - 1)
   local encoded = #top == 0 and '[]' or cjson.encode(top) -- cjson makes {} of an empty table
   local last = redis.call('XREVRANGE', extra[1], '+', '-', 'COUNT', 1)[1]
   if last and last[2][2] == encoded then
@@ -265,16 +298,17 @@ end
 -- idempotent, and leaves a tombstone for `args`' last value ms, past every command admitted before
 -- the erase, so none of them brings anything back.
 --
--- A player's entry on `board` removed, its member index (extra[1]) left with ERASED for the player.
--- An entry a ban keeps aside (extra[2], keys.board_aside) goes too; the ban stays. args: the player,
--- the tombstone's ms.
+-- A player's entry on `board` removed with its reached time (extra[2]), its member index (extra[1])
+-- left with ERASED for the player. An entry a ban keeps aside (extra[3], keys.board_aside) goes too;
+-- the ban stays. args: the player, the tombstone's ms.
 OPERATIONS['account.board'] = function(board, extra, args)
   local member = redis.call('HGET', extra[1], args[1])
   if member and member ~= ERASED then
     redis.call('ZREM', board, member)
+    redis.call('HDEL', extra[2], member)
   end
-  if redis.call('HEXISTS', extra[2], args[1]) == 1 then
-    redis.call('HSET', extra[2], args[1], '')
+  if redis.call('HEXISTS', extra[3], args[1]) == 1 then
+    redis.call('HSET', extra[3], args[1], '')
   end
   redis.call('HSET', extra[1], args[1], ERASED)
   redis.call('HPEXPIRE', extra[1], args[2], 'FIELDS', 1, args[1])

@@ -9,7 +9,7 @@ partition's scripts touch shares its hash tag `{N}`: the command stream, its
 reply streams, its dead letters and the write limits counted as a command is
 admitted. A document's version key is tagged with the document's own key name,
 which puts it in the document's slot; so are a board's companions (its member
-index, season marker, list of seasons and verified runs), tagged with the board's key.
+index, reached times, season marker, list of seasons and verified runs), tagged with the board's key.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ BOARD_INDEXED_PREFIX = "leaderboard-indexed:"
 BOARD_ASIDE_PREFIX = "leaderboard-aside:"
 BANS_PREFIX = "leaderboard-bans:"
 RUN_PREFIX = "leaderboard-run:"
+BOARD_REACHED_PREFIX = "leaderboard-reached:"
 
 PLAYER_INDEX = "player-idx"
 GAME_INDEX = "game-idx"
@@ -160,6 +161,12 @@ def season_marker(board: str) -> str:
 def board_seasons(board: str) -> str:
     """A sorted set of the board's season labels that have scores, scored by their start; in its slot."""
     return f"{BOARD_SEASONS_PREFIX}{{{board}}}"
+
+
+def board_reached(board: str) -> str:
+    """A hash, member to when it reached its score (epoch ms), which orders ties (shared/ties.lua); in
+    the board's slot."""
+    return f"{BOARD_REACHED_PREFIX}{{{board}}}"
 
 
 def board_indexed(board: str) -> str:

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import orjson
@@ -287,6 +288,9 @@ class Outcome(IntEnum):
 
 
 LUA_OUTCOMES = "".join(f"local {outcome.name} = {outcome.value}\n" for outcome in Outcome)
+# The order of ties on a board (API.md, v3), for every script that ranks: the gateway's reads and the
+# workers' live tops.
+LUA_TIES = (Path(__file__).parent / "ties.lua").read_text()
 
 # The worker's answers where a command's own action has none. A refused command, acknowledged with its
 # 503, is never applied later, over a newer save of its caller's retry.

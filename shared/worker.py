@@ -73,6 +73,7 @@ from shared.connection import (
 from shared.protocol import (
     DEAD_LETTERED,
     LUA_OUTCOMES,
+    LUA_TIES,
     STORAGE_ERROR,
     WORKER_REPLIES,
     CommandStream,
@@ -176,8 +177,8 @@ Prepare = Callable[[Redis | RedisCluster], Awaitable[None]]
 """A service's own start-up step (an idempotent migration, say), run once connected, before reading."""
 
 HERE = Path(__file__).parent
-# The Lua both scripts apply commands with, after the outcome codes it returns.
-APPLY_COMMANDS = LUA_OUTCOMES + (HERE / "apply_commands.lua").read_text()
+# The Lua both scripts apply commands with, after the outcome codes it returns and the order of ties.
+APPLY_COMMANDS = LUA_OUTCOMES + LUA_TIES + (HERE / "apply_commands.lua").read_text()
 # Flagged so that on a cluster one call may write keys of every slot its master serves (apply.lua).
 CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 APPLY_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "apply.lua").read_text()

@@ -41,7 +41,7 @@ from services.gateway.store import RateLimit, Store
 from services.leaderboard.handlers import every_board, is_board
 from shared import keys
 from shared.logs import current_request_id
-from shared.protocol import COMMAND_STREAMS, EventType, Reply, now_ms, owner_of, partition_of
+from shared.protocol import COMMAND_STREAMS, EventType, Reply, now_ms, owner_of, partition_of, scores_of
 from shared.settings import Settings, parse_rate
 
 CONSOLE = FilePath(__file__).resolve().parents[2] / "web" / "admin"
@@ -303,9 +303,9 @@ async def player_record(store: Store, settings: Settings, player_id: str) -> dic
 
 
 def kept_entry(kept: bytes) -> dict[str, Any]:
-    """An entry a ban keeps aside, as the aside hash holds it (`{score} {member}`, or empty)."""
-    score, _, member = kept.decode().partition(" ")
-    return {"value": member, "score": float(score)} if member else {"value": None, "score": None}
+    """An entry a ban keeps aside, as the aside hash holds it: `{score} {reached ms or -} {member}`."""
+    score, _reached, member = kept.decode().split(" ", 2)
+    return {"value": member, "score": scores_of([score])[0]}
 
 
 async def streams_view(store: Store, settings: Settings, count: int) -> dict[str, Any]:

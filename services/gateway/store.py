@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from shared import keys
 from shared.connection import ensure_indexes, module_names
 from shared.pipelined import Arg, PipelinedRedis, Script, as_map
-from shared.protocol import LIVE_TOP_FIELD, Reply, live_top_rows, scores_of
+from shared.protocol import LIVE_TOP_FIELD, LUA_TIES, Reply, live_top_rows, scores_of
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
 ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
@@ -47,54 +47,63 @@ return {document or false, version or false}
 EXTEND_SAVE = Script(
     "if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) return 1 end return 0"
 )
+
+
+# Every read that ranks orders ties as shared/ties.lua says (its functions come first). KEYS: the board
+# and, beside it in its slot, its reached times (keys.board_reached), then the script's own.
+def ranking(body: str) -> Script:
+    return Script("#!lua flags=no-writes\n" + LUA_TIES + body)
+
+
+# A page of a board: ARGV, its first and last rank (0-based).
+PAGE = ranking("return tied_range(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))")
 # A board's top and the id of its live stream's last entry, at one instant (they share a slot): reading
 # the stream on from that id, a reader misses no change after the top it has, and sees none before it.
-LIVE_SNAPSHOT = Script(
-    "#!lua flags=no-writes\n"
-    "local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]\n"
-    "return {last and last[1] or '0-0', redis.call('ZRANGE', KEYS[1], 0, ARGV[1] - 1, 'REV', 'WITHSCORES')}"
+# KEYS[3]: the live stream. ARGV: the top's size.
+LIVE_SNAPSHOT = ranking(
+    "local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]\n"
+    "return {last and last[1] or '0-0', tied_range(KEYS[1], KEYS[2], 0, tonumber(ARGV[1]) - 1)}"
 )
 # A page of the current board, or nothing when it still holds a season older than the current one
-# (no score of the new season has rolled it over yet). KEYS: the board, its season marker.
+# (no score of the new season has rolled it over yet). KEYS[3]: the board's season marker.
 # ARGV: the first and last rank (0-based), the current season's start (ms).
-CURRENT_PAGE = Script(
-    """#!lua flags=no-writes
-local held = redis.call('GET', KEYS[2])
+CURRENT_PAGE = ranking(
+    """
+local held = redis.call('GET', KEYS[3])
 if held and tonumber(held) < tonumber(ARGV[3]) then
   return {}
 end
-return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'REV', 'WITHSCORES')
+return tied_range(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
 """
 )
 # A player's entry and its neighbours, found by id: one round trip, in the board's slot.
-# KEYS: the board, its member index, and with seasons its marker. ARGV: the player id, how many
-# neighbours each side, and with seasons the current season's start (ms).
+# KEYS[3]: the board's member index, and with seasons KEYS[4] its marker. ARGV: the player id, how
+# many neighbours each side, and with seasons the current season's start (ms).
 # Returns nil (no entry), or the player's 0-based rank, the first row's and the rows (member, score, ...).
-AROUND = Script(
-    """#!lua flags=no-writes
-if KEYS[3] then
-  local held = redis.call('GET', KEYS[3])
+AROUND = ranking(
+    """
+if KEYS[4] then
+  local held = redis.call('GET', KEYS[4])
   if held and tonumber(held) < tonumber(ARGV[3]) then
     return nil
   end
 end
-local member = redis.call('HGET', KEYS[2], ARGV[1])
-local rank = member and redis.call('ZREVRANK', KEYS[1], member)
+local member = redis.call('HGET', KEYS[3], ARGV[1])
+local rank = member and tied_rank(KEYS[1], KEYS[2], member)
 if not rank then
   return nil
 end
 local around = tonumber(ARGV[2])
 local first = math.max(rank - around, 0)
-return {rank, first, redis.call('ZRANGE', KEYS[1], first, rank + around, 'REV', 'WITHSCORES')}
+return {rank, first, tied_range(KEYS[1], KEYS[2], first, rank + around)}
 """
 )
-
-# A player's entry on a board, found by id (KEYS: the board, its member index; ARGV: the id): its member,
+# A player's entry on a board, found by id (KEYS[3]: the member index; ARGV: the id): its member,
 # score and 0-based rank, or nil.
-ENTRY = Script(
-    """#!lua flags=no-writes
-local member = redis.call('HGET', KEYS[2], ARGV[1])
-local rank = member and redis.call('ZREVRANK', KEYS[1], member)
+ENTRY = ranking(
+    """
+local member = redis.call('HGET', KEYS[3], ARGV[1])
+local rank = member and tied_rank(KEYS[1], KEYS[2], member)
 if not rank then
   return nil
 end
@@ -177,21 +186,23 @@ class Store:
         return document, None if version is None else version.decode()
 
     async def top(self, key: str, count: int, offset: int = 0) -> Rows:
-        """`count` members of a sorted set and their scores, highest first, from the `offset`th."""
+        """`count` members of a board and their scores, highest first (ties as shared/ties.lua orders them),
+        from the `offset`th."""
         last = offset + count - 1
-        return rows_of(await self.redis.execute("ZRANGE", key, offset, last, "REV", "WITHSCORES", route=key))
+        return rows_of(await self.redis.script(PAGE, [key, keys.board_reached(key)], [offset, last]))
 
     async def current_top(self, key: str, marker: str, season_start_ms: int, count: int, offset: int = 0) -> Rows:
         """As `top`, on a board with seasons: none when it still holds a season before `season_start_ms`."""
         last = offset + count - 1
-        return rows_of(await self.redis.script(CURRENT_PAGE, [key, marker], [offset, last, season_start_ms]))
+        script_keys = [key, keys.board_reached(key), marker]
+        return rows_of(await self.redis.script(CURRENT_PAGE, script_keys, [offset, last, season_start_ms]))
 
     async def around(
         self, key: str, members: str, player_id: str, around: int, marker: str | None = None, season_start_ms: int = 0
     ) -> tuple[int, int, Rows] | None:
         """The player's 0-based rank, the first row's, and the rows from `around` above the player's
         entry to `around` below; None when the player has none (or the board holds a past season)."""
-        script_keys = [key, members] if marker is None else [key, members, marker]
+        script_keys = [key, keys.board_reached(key), members, *([] if marker is None else [marker])]
         found = await self.redis.script(AROUND, script_keys, [player_id, around, season_start_ms])
         if not found:
             return None
@@ -200,7 +211,7 @@ class Store:
 
     async def entry(self, key: str, members: str, player_id: str) -> tuple[str, int | float, int] | None:
         """The player's member, score and 0-based rank on a board; None without an entry."""
-        found = await self.redis.script(ENTRY, [key, members], [player_id])
+        found = await self.redis.script(ENTRY, [key, keys.board_reached(key), members], [player_id])
         if not found:
             return None
         member, score, rank = found
@@ -228,7 +239,7 @@ class Store:
 
     async def live_snapshot(self, board: str, stream: str, count: int) -> tuple[bytes, list[tuple[str, float]]]:
         """A board's top `count` and the id of its live stream's last entry (b"0-0" for none), together."""
-        last_id, rows = await self.redis.script(LIVE_SNAPSHOT, [board, stream], [count])
+        last_id, rows = await self.redis.script(LIVE_SNAPSHOT, [board, keys.board_reached(board), stream], [count])
         return last_id, [(member.decode(), float(score)) for member, score in zip(rows[::2], rows[1::2], strict=True)]
 
     async def live_announcements(

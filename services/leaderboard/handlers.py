@@ -68,15 +68,17 @@ CARRY_ALL_TIME = APPLY_COMMANDS + (HERE / "carry_all_time.lua").read_text()
 CHUNK = 1000
 
 
-def post(board: str, args: tuple[str, ...], expire_at_ms: str = NEVER, also: tuple[Action, ...] = ()) -> Action:
+def post(
+    board: str, args: tuple[str, ...], at_ms: str, expire_at_ms: str = NEVER, also: tuple[Action, ...] = ()
+) -> Action:
     return Action(
         "board.post",
         board,
-        (*args, expire_at_ms),
+        (*args, expire_at_ms, at_ms),
         if_true=RECORDED,
         if_false=NOT_HIGHER,
         refusals=IF_BANNED,
-        extra_keys=(keys.board_members(board), keys.board_aside(board)),
+        extra_keys=companions_of(board),
         also=also,
     )
 
@@ -122,7 +124,7 @@ def announce(board: str) -> Action:
         (str(LIVE_TOP_SIZE), str(LIVE_STREAM_MAXLEN)),
         if_true=ANNOUNCED,
         if_false=ANNOUNCED,
-        extra_keys=(keys.live_top(board),),
+        extra_keys=(keys.live_top(board), keys.board_reached(board)),
     )
 
 
@@ -142,27 +144,25 @@ def submit_handler(settings: Settings) -> Handler:
     mode, kept = settings.leaderboard_season, settings.leaderboard_seasons_kept
 
     def write(board: str, args: tuple[str, ...], event: Event) -> Action:
+        """The score's writes; its time, which orders ties, is its stream entry's."""
+        at_ms = str(event.admitted_ms)
         if mode == "none":
-            return post(board, args, also=(announce(board),))
+            return post(board, args, at_ms, also=(announce(board),))
         season = seasons.season_at(mode, event.admitted_ms)
         oldest_kept_ms, archive_expires_ms = kept_bounds(mode, kept, season)
+        companions = (keys.season_marker(board), keys.board_seasons(board), keys.board_reached(board))
         return Action(
             "season.post",
             board,
-            (*args, season.label, str(season.start_ms), str(oldest_kept_ms)),
+            (*args, season.label, str(season.start_ms), str(oldest_kept_ms), at_ms),
             if_true=RECORDED,
             if_false=NOT_HIGHER,
             refusals=IF_BANNED,
-            extra_keys=(
-                keys.board_members(board),
-                keys.season_marker(board),
-                keys.board_seasons(board),
-                keys.board_aside(board),
-            ),
+            extra_keys=(keys.board_members(board), *companions, keys.board_aside(board)),
             also=(
                 announce(board),
-                post(keys.season_board(board, season.label), args, str(archive_expires_ms)),
-                post(keys.all_time_board(board), args),
+                post(keys.season_board(board, season.label), args, at_ms, str(archive_expires_ms)),
+                post(keys.all_time_board(board), args, at_ms),
             ),
         )
 
@@ -228,7 +228,7 @@ def erase_handler(settings: Settings) -> Handler:
             for document in (keys.player(player), keys.game(player))
         ]
         steps += (
-            erase("account.board", key, (player, tombstone_ms), keys.board_members(key), keys.board_aside(key))
+            erase("account.board", key, (player, tombstone_ms), *companions_of(key))
             for key, _ in every_board(settings, event.admitted_ms)
         )
         steps += (announce(board) for board in boards_of(settings))
@@ -238,6 +238,12 @@ def erase_handler(settings: Settings) -> Handler:
         return Action("DEL", keys.session(player), (), if_true=ERASED, if_false=ERASED, also=tuple(steps))
 
     return handle
+
+
+def companions_of(board: str) -> tuple[str, str, str]:
+    """What board.post, board.ban, board.unban and account.board change beside a board: its member
+    index, its reached times and its aside hash, all in its slot."""
+    return keys.board_members(board), keys.board_reached(board), keys.board_aside(board)
 
 
 def every_board(settings: Settings, at_ms: int) -> list[tuple[str, str]]:
@@ -270,7 +276,7 @@ def moderation_handler(settings: Settings, *, ban: bool) -> Handler:
                 (player, expires),
                 if_true=MOVED,
                 if_false=MOVED,
-                extra_keys=(keys.board_members(board), keys.board_aside(board)),
+                extra_keys=companions_of(board),
             )
             for board, expires in every_board(settings, event.admitted_ms)
         )
@@ -296,7 +302,7 @@ def remove_handler(settings: Settings) -> Handler:
             raise PoisonEvent("removal must name a member `{name}-{id}` of the event's player")
         return Action(
             "board.remove", key, (member, event.session), if_true=REMOVED, if_false=NO_ENTRY,
-            extra_keys=(keys.board_members(key),), also=(announce(key),) if key in current else (),
+            extra_keys=companions_of(key)[:2], also=(announce(key),) if key in current else (),
         )  # fmt: skip
 
     return handle

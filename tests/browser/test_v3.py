@@ -3,7 +3,9 @@ player nothing), on a stack of its own."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -58,3 +60,29 @@ def test_a_survivor_round_posts_its_score_with_a_verified_run(verified_game: Gam
     runs = list(verified_store.scan_iter(match=keys.run(board, "*")))
     used = [run for run in runs if verified_store.hget(run, "player") == session_id]
     assert len(used) == 1 and verified_store.hget(used[0], "used")
+
+
+def test_the_pause_menu_downloads_and_deletes_the_players_data(
+    verified_game: Game, verified_store: redis.Redis
+) -> None:
+    game = verified_game
+    session_id = game.start_new_game("Leaver")
+    game.pause()
+    game.screenshot("pause-my-data")
+    with game.page.expect_download() as downloading:
+        game.choose("Download my data")
+    downloaded = json.loads(Path(downloading.value.path()).read_text())
+    assert downloading.value.suggested_filename == "cache-quest-my-data.json"
+    assert downloaded["id"] == session_id and downloaded["saves"]["player"]["name"] == "Leaver"
+    assert downloaded["saves"]["game"]["id"] == session_id and downloaded["recovery"] == {"active": False}
+    assert (
+        game.wait_for("the export kept", lambda snap: snap["account"] is not None)["account"]["exported"] == downloaded
+    )
+
+    game.choose("Delete my data")
+    game.wait_for("the confirmation", lambda snap: (snap["menu"] or {}).get("options", [""])[0] == "No, keep my data")
+    game.screenshot("delete-my-data")
+    game.choose("Yes, delete my data")
+    game.wait_for("a fresh start", lambda snap: snap["scene"] == "title" and snap["sessionId"] != session_id)
+    assert game.session_id_from_server() not in (session_id, None)  # a new player
+    assert not verified_store.exists(keys.player(session_id), keys.game(session_id), keys.session(session_id))

@@ -224,6 +224,17 @@ export async function fetchLeaderboard(key, count = 10, offset = 0) {
 }
 
 /** POST /session/recovery: a new recovery code for this player; the one issued before stops working. */
+/** GET /api/account: everything the server holds about this player (saves, board entries, recovery). */
+export async function exportAccount() {
+  return jsonOrThrow(await request("GET", "/api/account", { maxAttempts: READ_ATTEMPTS }));
+}
+
+/** DELETE /api/account: everything the server holds about this player, erased; the cookie goes with it. */
+export async function deleteAccount() {
+  const response = await request("DELETE", "/api/account", { maxAttempts: READ_ATTEMPTS });
+  if (!response.ok) throw await errorFrom(response);
+}
+
 export async function issueRecoveryCode() {
   const response = await request("POST", "/session/recovery", { maxAttempts: READ_ATTEMPTS });
   return (await jsonOrThrow(response)).code;
