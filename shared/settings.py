@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     leaderboard_verified: Annotated[tuple[str, ...], NoDecode] = ()
     run_min_s: float = Field(1, ge=0)
     run_max_s: int = Field(3600, ge=1, le=7 * 86400)
-    run_score_per_s: float = Field(1000, ge=0)
+    run_score_per_s: float = Field(2000, ge=0)
     run_score_base: float = Field(1000, ge=0)
     run_bounds: str = Field("", max_length=4096)
 

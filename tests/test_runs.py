@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 
 from devtools.stack import Stack
 from shared import keys, seasons
+from shared.settings import RunBounds, Settings
 from tests.conftest import ARTIFACTS, Player, fresh_redis, started
 
 MAPS = "Verified,Open,Short,Slow"
@@ -195,3 +196,27 @@ def test_the_config_shows_the_bounds(runs: Stack) -> None:
 def test_a_run_needs_a_session(runs: Stack) -> None:
     answer = httpx.post(f"{runs.url}/api/leaderboard/{VERIFIED}/runs")
     refused(answer, 401, "session")
+
+
+@pytest.mark.parametrize(
+    ("bounds", "why"),
+    [
+        ("Nowhere:1:2:3:4", "for a map of LEADERBOARD_MAPS"),
+        ("Open:1:2:3", "for a map of LEADERBOARD_MAPS"),
+        ("Open:x:::", "not a number"),
+        ("Open:5:2::", "max_s above min_s"),
+        ("Open:::-1:", "must be positive"),
+    ],
+)
+def test_run_bounds_that_are_not_ones_stop_the_start(bounds: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        Settings(leaderboard_maps=MAPS, run_bounds=bounds)
+
+
+def test_run_bounds_override_per_map_and_verified_names_maps() -> None:
+    settings = Settings(leaderboard_maps=MAPS, run_bounds="Slow:10::50:", leaderboard_verified="Slow")
+    assert settings.runs["Slow"] == RunBounds(10, 3600, 50, 1000)
+    assert settings.runs["Open"] == RunBounds(1, 3600, 2000, 1000)
+    assert settings.verified("Slow") and not settings.verified("Open")
+    with pytest.raises(ValueError, match="LEADERBOARD_VERIFIED"):
+        Settings(leaderboard_maps=MAPS, leaderboard_verified="Elsewhere")

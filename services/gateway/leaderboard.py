@@ -57,6 +57,8 @@ Around = Annotated[int, Query(ge=0, le=MAX_AROUND, description="Entries above an
 Season = Annotated[str | None, Query(max_length=40, description="A past season's label; the current one without")]
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}
 UNKNOWN_RUN = "Unknown or expired run: start a new run"
+# A verified score's answers beside every route's: its run used (409), unknown or expired (410), implausible (422).
+SCORE_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, **{code: {"model": Message} for code in (409, 410, 422)}}
 NO_ENTRY = {"status": 404, "message": "You have no entry on this leaderboard"}
 
 
@@ -207,7 +209,7 @@ async def submit_fast(call: Call) -> Response | None:
     return await submit(call.state.bus, call.caller, address, body.key, body.score, body.member, body.run)
 
 
-@router.post("", response_model=Message, responses=ERRORS)
+@router.post("", response_model=Message, responses=SCORE_ERRORS)
 @fast(submit_fast)
 async def submit_score(body: ScoreBody, commands: Bus, caller: SessionId, address: Address) -> Response:
     """Record a score: your one entry on the board takes your best score and the name you post under.
