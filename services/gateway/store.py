@@ -358,15 +358,15 @@ class Store:
     ) -> int | str | None:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
         command is never published. The ms to wait, or the published entry's id; None, with nothing
-        counted or published, when the session key is gone (no key: an operator's command, which no
-        session sends). The limits' keys and the stream must share a hash slot.
+        counted or published, when the session key is gone. The limits' keys and the stream must
+        share a hash slot.
 
         On a single Redis the script checks the session too; on a cluster the session lives in a slot
         of its own, so it is checked just before, which leaves a session that expires in between one
         last write. Without a session key, none is checked."""
         if self.redis.shard_tags is None or session_key is None:
             answer = await self._admit(limits, command, session_key)
-        elif session_key is None or await self.exists(session_key):
+        elif await self.exists(session_key):
             answer = await self._admit(limits, command)
         else:
             return None
