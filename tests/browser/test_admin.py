@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import redis
@@ -18,14 +19,16 @@ from tests.conftest import ARTIFACTS as TEST_ARTIFACTS
 from tests.conftest import Player, fresh_redis, started
 from tests.test_admin import ADMIN_ENV, ALICE, GRASSLAND, dead_letter, player_on, top
 
+SEASONS = {"LEADERBOARD_SEASON": "daily"}
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(not CHROMIUM.exists(), reason=SKIP_REASON)]
 
 
 @pytest.fixture(scope="module")
 def admin_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """With daily seasons: the console's season pages, and a ban's archives."""
     with (
         fresh_redis(tmp_path_factory.mktemp("admin-browser-redis")) as url,
-        started(url, TEST_ARTIFACTS / "logs/admin_browser.log", 1, 1, **ADMIN_ENV) as running,
+        started(url, TEST_ARTIFACTS / "logs/admin_browser.log", 1, 1, **SEASONS, **ADMIN_ENV) as running,
     ):
         yield running
 
@@ -74,7 +77,7 @@ def test_an_operator_finds_a_player_bans_them_off_the_board_and_unbans_them(cons
     expect(console.locator("#player-id")).to_have_text(cheat.id)
     expect(console.locator("#ban-state")).to_have_text("not banned")
     expect(console.get_by_text("recovery code not active")).to_be_visible()
-    expect(console.get_by_role("cell", name=member)).to_be_visible()
+    expect(console.get_by_role("cell", name=member)).to_have_count(2)  # the season (its board), all-time
     shot(console, "player")
 
     console.click("#ban")
@@ -90,6 +93,10 @@ def test_an_operator_finds_a_player_bans_them_off_the_board_and_unbans_them(cons
     expect(console.locator("h2")).to_contain_text(GRASSLAND)
     expect(console.get_by_role("cell", name=member)).to_have_count(0)
     shot(console, "board-without-the-banned")
+    label = datetime.now(UTC).strftime("%Y-%m-%d")
+    console.get_by_role("link", name=label).click()  # the season's archive: the ban reached it too
+    expect(console.locator("h2")).to_contain_text(f"season {label}")
+    expect(console.get_by_role("cell", name=member)).to_have_count(0)
 
     console.goto(f"{admin_stack.url}/admin#/player/{cheat.id}")
     console.click("#unban")
@@ -165,3 +172,19 @@ def test_the_token_stays_in_the_tab_and_a_wrong_one_signs_no_one_in(
     console.click("#sign-out")
     expect(console.locator("#token-form")).to_be_visible()
     assert console.evaluate("sessionStorage.getItem('cq-admin-token')") is None
+
+
+def test_a_board_page_pages_through_its_entries(console: Page, admin_stack: Stack) -> None:
+    board = keys.leaderboard("Seed")
+    for points in range(21):
+        player_on(admin_stack, f"Pager{points}", {board: 100 + points})
+    console.goto(f"{admin_stack.url}/admin#/board/{board}")
+    expect(console.locator("tbody tr")).to_have_count(20)
+    expect(console.locator("tbody tr").first).to_contain_text("Pager20-")
+    console.get_by_role("link", name="Next →").click()
+    expect(console.locator("tbody tr")).to_have_count(1)
+    expect(console.locator("tbody tr").first).to_contain_text("Pager0-")
+    expect(console.locator("tbody tr td").first).to_have_text("21")
+    shot(console, "board-page-2")
+    console.get_by_role("link", name="← Previous").click()
+    expect(console.locator("tbody tr")).to_have_count(20)

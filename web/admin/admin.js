@@ -24,7 +24,7 @@ function el(tag, attributes = {}, ...children) {
     if (name === "onclick" || name === "onsubmit") node.addEventListener(name.slice(2), value);
     else if (value !== false && value !== null && value !== undefined) node.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
   }
   return node;
@@ -100,8 +100,20 @@ function link(href, text) {
   return el("a", { href }, text);
 }
 
-function boardHref(key, offset = 0) {
-  return `#/board/${encodeURIComponent(key)}${offset ? `?offset=${offset}` : ""}`;
+// A board's page: its current season, or a past season's archive.
+function boardHref(key, offset = 0, season = null) {
+  const query = new URLSearchParams();
+  if (offset) query.set("offset", offset);
+  if (season) query.set("season", season);
+  const search = query.toString();
+  return `#/board/${encodeURIComponent(key)}${search ? `?${search}` : ""}`;
+}
+
+// The page an entry's sorted set is read on: a season's archive (`<board>:season:<label>`) on its
+// board's page for that season; all-time, which no public route reads, on its board's.
+function entryHref(entry) {
+  const [board, label] = entry.key.split(":season:");
+  return boardHref(board.replace(/:all-time$/, ""), Math.floor((entry.rank - 1) / PAGE_SIZE) * PAGE_SIZE, label ?? null);
 }
 
 // Pages
@@ -166,7 +178,7 @@ async function playerPage(id) {
     el(
       "tr",
       {},
-      el("td", {}, link(boardHref(entry.key, Math.floor((entry.rank - 1) / PAGE_SIZE) * PAGE_SIZE), entry.key)),
+      el("td", {}, link(entryHref(entry), entry.key)),
       el("td", {}, entry.season ?? "current"),
       el("td", {}, entry.value),
       el("td", { class: "number" }, entry.score),
@@ -234,9 +246,18 @@ async function boardsPage() {
 
 async function boardPage(key, query) {
   const offset = Math.max(0, Number(query.get("offset")) || 0);
-  const answer = await fetch(`/api/leaderboard/${encodeURIComponent(key)}?count=${PAGE_SIZE}&offset=${offset}`, { credentials: "omit" });
+  const season = query.get("season");
+  const read = new URLSearchParams({ count: PAGE_SIZE, offset });
+  if (season) read.set("season", season);
+  const path = `/api/leaderboard/${encodeURIComponent(key)}`;
+  const [answer, seasons] = await Promise.all([
+    fetch(`${path}?${read}`, { credentials: "omit" }),
+    fetch(`${path}/seasons`, { credentials: "omit" }),
+  ]);
   const rows = answer.status === 200 ? await answer.json() : [];
   if (answer.status !== 200 && answer.status !== 404) throw new ApiError(answer.status, (await answer.json()).message);
+  const labels = seasons.status === 200 ? (await seasons.json()).seasons : [];
+  const target = season ? `${key}:season:${season}` : key; // the sorted set an entry is removed from
   const entries = rows.map((row) =>
     el(
       "tr",
@@ -248,20 +269,23 @@ async function boardPage(key, query) {
         "td",
         {},
         twice("Remove", "Really remove?", () =>
-          act("Remove", "DELETE", `/admin/api/leaderboard/${encodeURIComponent(key)}/entries/${encodeURIComponent(row.value)}`)
+          act("Remove", "DELETE", `/admin/api/leaderboard/${encodeURIComponent(target)}/entries/${encodeURIComponent(row.value)}`)
         )
       )
     )
   );
   main.replaceChildren(
-    el("h2", {}, "Board ", el("code", {}, key)),
+    el("h2", {}, "Board ", el("code", {}, key), season ? ` · season ${season}` : ""),
+    labels.length
+      ? el("p", {}, "Seasons: ", link(boardHref(key), "current"), labels.map((label) => [" · ", link(boardHref(key, 0, label), label)]))
+      : "",
     entries.length ? table([["Rank", "number"], ["Entry"], ["Score", "number"], [""]], entries) : el("p", { class: "muted" }, "No entries here."),
     el(
       "p",
       {},
-      offset > 0 ? link(boardHref(key, Math.max(0, offset - PAGE_SIZE)), "← Previous") : null,
+      offset > 0 ? link(boardHref(key, Math.max(0, offset - PAGE_SIZE), season), "← Previous") : null,
       " ",
-      rows.length === PAGE_SIZE ? link(boardHref(key, offset + PAGE_SIZE), "Next →") : null
+      rows.length === PAGE_SIZE ? link(boardHref(key, offset + PAGE_SIZE, season), "Next →") : null
     )
   );
 }
