@@ -309,7 +309,8 @@ def test_k8s_deployments_run_their_service_configured_by_the_configmap_and_the_s
             for variable in container["env"]
             if "secretKeyRef" in variable.get("valueFrom", {})
         }
-        assert set(from_secret) == {"SESSION_SECRET", "REDIS_URL"}
+        # The gateway also takes the operators' tokens, when the secret has them.
+        assert set(from_secret) == {"SESSION_SECRET", "REDIS_URL", *(["ADMIN_TOKENS"] if name == "gateway" else [])}
         assert all(ref["name"] == secret_name and ref["key"] in keys for ref in from_secret.values())
 
 
