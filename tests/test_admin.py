@@ -150,6 +150,17 @@ def test_the_console_is_served_with_a_strict_content_security_policy(admin_stack
     assert_json_error(httpx.get(admin_stack.url + "/admin/api"), 404)
 
 
+def test_admin_paths_as_every_api_path_a_trailing_slash_head_and_json_405(
+    admin_stack: Stack, operator: Operator
+) -> None:
+    assert operator("GET", "/admin/api/audit/").status_code == 200
+    head = operator.http.head(admin_stack.url + "/admin")
+    assert head.status_code == 200 and head.content == b""
+    wrong = operator("PUT", "/admin/api/audit")
+    assert_json_error(wrong, 405)
+    assert wrong.headers["allow"] == "GET, HEAD"
+
+
 def test_admin_routes_are_in_the_api_document_only_when_asked() -> None:
     def paths(**settings: Any) -> list[str]:
         app = create_app(Settings(admin_tokens=TOKENS, api_docs=True, **settings))
