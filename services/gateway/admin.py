@@ -40,6 +40,7 @@ from services.gateway.sessions import client_address
 from services.gateway.store import RateLimit, Store
 from services.leaderboard.handlers import every_board, is_board
 from shared import keys
+from shared.connection import unavailable
 from shared.logs import current_request_id
 from shared.protocol import COMMAND_STREAMS, EventType, Reply, now_ms, owner_of, partition_of, scores_of
 from shared.settings import Settings, parse_rate
@@ -123,6 +124,9 @@ async def audited(
         return response
     except HTTPException as error:
         status = error.status_code
+        raise
+    except Exception as error:  # answered by responses.response_for: a 503 when Redis is the cause
+        status = 503 if unavailable(error) else 500
         raise
     finally:
         record = {"operator": who, "action": action, "target": target, "status": str(status)}
