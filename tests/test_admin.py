@@ -25,7 +25,7 @@ from shared import keys
 from shared.protocol import Event, EventType, partition_of
 from shared.settings import Settings
 from shared.worker import Entry
-from tests.conftest import ARTIFACTS, Player, eventually, fresh_redis, started
+from tests.conftest import ARTIFACTS, FAST, Player, StackFactory, eventually, fresh_redis, started
 
 ALICE, BOB = secrets.token_hex(24), secrets.token_hex(24)
 TOKENS = f"alice:{ALICE},bob:{BOB}"
@@ -279,6 +279,23 @@ def test_erasing_a_player_as_delete_api_account_does(admin_stack: Stack, operato
     assert_json_error(gone.http.post("/api/playerstate", json={"playerData": {"id": gone.id}}), 401)
     assert operator("DELETE", f"/admin/api/players/{gone.id}").status_code == 200  # again: harmless
     assert operator("GET", "/admin/api/audit?count=1").json()[0]["action"] == "erase"
+
+
+def test_a_ban_no_worker_answers_is_a_504_never_applied_late_and_audited(make_stack: StackFactory) -> None:
+    stack = make_stack(**ADMIN_ENV, **FAST)
+    operator = Operator(stack.url)
+    late = player_on(stack, "Late", {GRASSLAND: 31})
+    stack.stop("leaderboard-1")
+    timed_out = operator("POST", f"/admin/api/players/{late.id}/ban")
+    assert_json_error(timed_out, 504)
+    assert timed_out.headers["retry-after"] == "1"
+    stack.spawn("leaderboard")
+    stack.wait_healthy()
+    record = operator("GET", f"/admin/api/players/{late.id}").json()
+    assert record["banned"] is False and [entry["score"] for entry in record["leaderboards"]] == [31]
+    assert [(row["action"], row["status"]) for row in operator("GET", "/admin/api/audit").json()] == [("ban", "504")]
+    assert operator("POST", f"/admin/api/players/{late.id}/ban").status_code == 200  # the retry does it
+    assert operator("GET", f"/admin/api/players/{late.id}").json()["banned"] is True
 
 
 def test_removing_one_entry(admin_stack: Stack, operator: Operator, db: redis.Redis) -> None:
