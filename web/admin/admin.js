@@ -341,7 +341,7 @@ async function auditPage() {
     table(
       [["When"], ["Operator"], ["Action"], ["Target"], ["Status", "number"]],
       rows.map((row) =>
-        el("tr", {}, el("td", {}, row.at), el("td", {}, row.operator), el("td", {}, row.action), el("td", {}, el("code", {}, row.target)), el("td", { class: "number" }, row.status))
+        el("tr", {}, el("td", { class: "when" }, row.at), el("td", {}, row.operator), el("td", {}, row.action), el("td", {}, el("code", {}, row.target)), el("td", { class: "number" }, row.status))
       )
     )
   );
