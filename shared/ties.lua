@@ -37,7 +37,8 @@ local function tie_group(board, reached, score)
   return order, redis.call('ZCOUNT', board, '(' .. score, '+inf')
 end
 
--- Ranks `first` to `last` (0-based) of `board`, in tie order: member, score, member, score, ...
+-- Ranks `first` to `last` (0-based) of `board`, in tie order: member, score, member, score, ...; and
+-- the tie groups it read, by score ({order, start}, as tie_group's).
 local function tied_range(board, reached, first, last)
   local from = math.max(first - 1, 0)
   local window = redis.call('ZRANGE', board, from, last + 1, 'REV', 'WITHSCORES')
@@ -62,28 +63,33 @@ local function tied_range(board, reached, first, last)
       rows[#rows + 1] = score
     end
   end
-  return rows
+  return rows, groups
 end
 
--- The 0-based rank of `member` on `board` in tie order; nil without an entry.
-local function tied_rank(board, reached, member)
+-- The 0-based rank of `member` in its tie group.
+local function rank_in(group, member)
+  for i, entry in ipairs(group.order) do
+    if entry[1] == member then
+      return group.start + i - 1
+    end
+  end
+end
+
+-- `member`'s 0-based rank on `board` in tie order, and its `around` neighbours each side: the rank,
+-- the first row's rank and the rows (member, score, ...); nil without an entry. Redis's rank first:
+-- where no neighbour shares the member's score it is the answer, in one window read.
+local function tied_around(board, reached, member, around)
   local found = redis.call('ZREVRANK', board, member, 'WITHSCORE')
   if not found then
     return nil
   end
   local rank, score = found[1], found[2]
-  local near = redis.call('ZRANGE', board, math.max(rank - 1, 0), rank + 1, 'REV', 'WITHSCORES')
-  local shared = false
-  for i = 1, #near, 2 do
-    shared = shared or (near[i] ~= member and near[i + 1] == score)
+  local first = math.max(rank - around, 0)
+  local rows, groups = tied_range(board, reached, first, rank + around)
+  local tied = groups[score] and rank_in(groups[score], member) or rank
+  if tied ~= rank then
+    first = math.max(tied - around, 0)
+    rows = tied_range(board, reached, first, tied + around)
   end
-  if not shared then
-    return rank
-  end
-  local order, start = tie_group(board, reached, score)
-  for i, entry in ipairs(order) do
-    if entry[1] == member then
-      return start + i - 1
-    end
-  end
+  return { tied, first, rows }
 end

@@ -62,7 +62,7 @@ PAGE = ranking("return tied_range(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(
 # KEYS[3]: the live stream. ARGV: the top's size.
 LIVE_SNAPSHOT = ranking(
     "local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]\n"
-    "return {last and last[1] or '0-0', tied_range(KEYS[1], KEYS[2], 0, tonumber(ARGV[1]) - 1)}"
+    "return {last and last[1] or '0-0', (tied_range(KEYS[1], KEYS[2], 0, tonumber(ARGV[1]) - 1))}"
 )
 # A page of the current board, or nothing when it still holds a season older than the current one
 # (no score of the new season has rolled it over yet). KEYS[3]: the board's season marker.
@@ -89,13 +89,7 @@ if KEYS[4] then
   end
 end
 local member = redis.call('HGET', KEYS[3], ARGV[1])
-local rank = member and tied_rank(KEYS[1], KEYS[2], member)
-if not rank then
-  return nil
-end
-local around = tonumber(ARGV[2])
-local first = math.max(rank - around, 0)
-return {rank, first, tied_range(KEYS[1], KEYS[2], first, rank + around)}
+return member and tied_around(KEYS[1], KEYS[2], member, tonumber(ARGV[2]))
 """
 )
 # A player's entry on a board, found by id (KEYS[3]: the member index; ARGV: the id): its member,
@@ -103,11 +97,8 @@ return {rank, first, tied_range(KEYS[1], KEYS[2], first, rank + around)}
 ENTRY = ranking(
     """
 local member = redis.call('HGET', KEYS[3], ARGV[1])
-local rank = member and tied_rank(KEYS[1], KEYS[2], member)
-if not rank then
-  return nil
-end
-return {member, redis.call('ZSCORE', KEYS[1], member), rank}
+local found = member and tied_around(KEYS[1], KEYS[2], member, 0)
+return found and {member, found[3][2], found[1]}
 """
 )
 
@@ -187,8 +178,15 @@ class Store:
 
     async def top(self, key: str, count: int, offset: int = 0) -> Rows:
         """`count` members of a board and their scores, highest first (ties as shared/ties.lua orders them),
-        from the `offset`th."""
+        from the `offset`th. A page whose scores no other entry shares (a row more each side tells) is
+        in Redis's own order, read with one ZRANGE: a script call costs Redis several times as much
+        (docs/benchmarks.md, "Ties"); a page with a tie in it goes to the script."""
         last = offset + count - 1
+        first = max(offset - 1, 0)
+        window: list[bytes] = await self.redis.execute("ZRANGE", key, first, last + 1, "REV", "WITHSCORES", route=key)
+        scores = window[1::2]
+        if len(set(scores)) == len(scores):
+            return rows_of(window[2 * (offset - first) :][: 2 * count])
         return rows_of(await self.redis.script(PAGE, [key, keys.board_reached(key)], [offset, last]))
 
     async def current_top(self, key: str, marker: str, season_start_ms: int, count: int, offset: int = 0) -> Rows:
