@@ -19,14 +19,16 @@
 --                 optional "expect" (a precondition: '*', '!' or versions, see apply_commands.lua),
 --                 optional "limits" ({"max_bytes", "max_values", "max_depth"}: what the written JSON
 --                 document must keep within, else it is restored),
---                 optional "extra_keys" (an operation's further keys)}, ...],
+--                 optional "extra_keys" (an operation's further keys),
+--                 optional "run" (a verified score's run, checked with the write: apply_commands.lua's
+--                 run_refusal; its "key" an index as the others)}, ...],
 --                 optional "keys": [key names],
 --                 optional "mark": a key, keys.replication_mark, written last (DURABILITY=replicated)},
 --                 each key an index into KEYS, or into "keys" when it is there. "command" is a Redis
 --                 command or the name of one of apply_commands.lua's OPERATIONS.
 -- Returns, per command: 1 (applied: OK or a non-zero count), 0 (not: nil or zero), -1 (past its
 -- deadline), -2 (this or a newer command was applied already), -4 (its precondition does not hold),
--- -5 (the written document broke its limits; restored), or Redis's error text; or Redis's
+-- -5 (the written document broke its limits; restored), -8 to -12 (its run refuses it), or Redis's error text; or Redis's
 -- OOM error, nothing written, when Redis refuses its first write for memory; or ELSEWHERE, alone.
 -- (apply_batch, from shared/apply_commands.lua, comes first.)
 local outcomes, answer = apply_batch(cjson.decode(ARGV[1]))

@@ -9,7 +9,7 @@ partition's scripts touch shares its hash tag `{N}`: the command stream, its
 reply streams, its dead letters and the write limits counted as a command is
 admitted. A document's version key is tagged with the document's own key name,
 which puts it in the document's slot; so are a board's companions (its member
-index, season marker and list of seasons), tagged with the board's key.
+index, reached times, season marker, list of seasons and verified runs), tagged with the board's key.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ BOARD_MEMBERS_PREFIX = "leaderboard-members:"
 BOARD_SEASON_PREFIX = "leaderboard-season:"
 BOARD_SEASONS_PREFIX = "leaderboard-seasons:"
 BOARD_INDEXED_PREFIX = "leaderboard-indexed:"
+BOARD_ASIDE_PREFIX = "leaderboard-aside:"
+BANS_PREFIX = "leaderboard-bans:"
+RUN_PREFIX = "leaderboard-run:"
+BOARD_REACHED_PREFIX = "leaderboard-reached:"
 
 PLAYER_INDEX = "player-idx"
 GAME_INDEX = "game-idx"
@@ -85,6 +89,8 @@ def shard_tags(masters: Collection[Shard], owner_of_slot: Callable[[int], Shard 
 SAVES_GROUP = "saves"
 LEADERBOARD_GROUP = "leaderboard"
 STREAM_PREFIX = "stream:"
+# The audit of every admin write (services/gateway/admin.py): a stream capped at ADMIN_AUDIT_KEPT entries.
+ADMIN_AUDIT = "stream:admin-audit"
 # A hash of the workers' counts of settled commands, field `{group}:{outcome}`, read by GET /metrics.
 EVENT_COUNTS = "metrics:events"
 
@@ -157,9 +163,34 @@ def board_seasons(board: str) -> str:
     return f"{BOARD_SEASONS_PREFIX}{{{board}}}"
 
 
+def board_reached(board: str) -> str:
+    """A hash, member to when it reached its score (epoch ms), which orders ties (shared/ties.lua); in
+    the board's slot."""
+    return f"{BOARD_REACHED_PREFIX}{{{board}}}"
+
+
 def board_indexed(board: str) -> str:
     """Set once the members a board held before its member index are indexed (at worker start-up)."""
     return f"{BOARD_INDEXED_PREFIX}{{{board}}}"
+
+
+def board_aside(board: str) -> str:
+    """A hash of the players banned from `board` (services/leaderboard/handlers.py): id to the entry
+    the ban took off it, as `{score} {member}` ("" when there was none), put back by an unban; in the
+    board's slot, so a score's own script sees the ban."""
+    return f"{BOARD_ASIDE_PREFIX}{{{board}}}"
+
+
+def bans(partition: int) -> str:
+    """The set of banned player ids whose commands go to `partition`: in the partition's slot, beside the
+    stream their scores are admitted to."""
+    return f"{BANS_PREFIX}{{{partition}}}"
+
+
+def run(board: str, secret: str) -> str:
+    """A verified run on `board` (a hash: its player, its start, and once used the command that used it),
+    in the board's slot: one script checks it and writes the score. It expires after RUN_MAX_S."""
+    return f"{RUN_PREFIX}{{{board}}}:{secret}"
 
 
 def version(key: str) -> str:

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import orjson
@@ -43,6 +44,12 @@ class EventType(StrEnum):
     PLAYER_DELETE = "player.delete"
     GAME_DELETE = "game.delete"
     SCORE_SUBMIT = "score.submit"
+    RUN_START = "run.start"
+    ACCOUNT_ERASE = "account.erase"
+    # An operator's (services/gateway/admin.py); `session` is the player the command is about.
+    BOARD_BAN = "board.ban"
+    BOARD_UNBAN = "board.unban"
+    BOARD_REMOVE = "board.remove"
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,13 @@ SAVE_EVENTS = frozenset({
     EventType.GAME_CREATE, EventType.GAME_UPDATE, EventType.GAME_MERGE, EventType.GAME_DELETE,
 })  # fmt: skip
 SAVES = CommandStream("saves", keys.SAVES_GROUP, SAVE_EVENTS)
-SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, frozenset({EventType.SCORE_SUBMIT}))
+# An account's erase goes with the scores: most of what it removes is board entries (services/leaderboard).
+# An operator's ban, unban and removal too: they are about board entries.
+SCORE_EVENTS = frozenset({
+    EventType.SCORE_SUBMIT, EventType.RUN_START, EventType.ACCOUNT_ERASE,
+    EventType.BOARD_BAN, EventType.BOARD_UNBAN, EventType.BOARD_REMOVE,
+})  # fmt: skip
+SCORES = CommandStream("scores", keys.LEADERBOARD_GROUP, SCORE_EVENTS)
 COMMAND_STREAMS = (SAVES, SCORES)
 STREAM_OF = {event: stream for stream in COMMAND_STREAMS for event in stream.events}
 
@@ -103,6 +116,21 @@ def owner_of(member: str) -> tuple[str, str]:
     to it): the name has no `-`, so the first one ends it."""
     name, _, owner = member.partition("-")
     return name, owner
+
+
+# A verified run's token (POST /api/leaderboard/{key}/runs): `{map}.{secret}`, the secret 128 random bits
+# in hex. The map tells which board a token was issued for; the secret names its key (keys.run).
+RUN_SECRET = re.compile(r"[0-9a-f]{32}")
+
+
+def new_run_token(map_name: str) -> str:
+    return f"{map_name}.{os.urandom(16).hex()}"
+
+
+def run_token_parts(token: str) -> tuple[str, str] | None:
+    """A run token's map and secret; None for what no server issued (truncated, forged in shape)."""
+    map_name, _, secret = token.rpartition(".")
+    return (map_name, secret) if map_name and RUN_SECRET.fullmatch(secret) else None
 
 
 def partition_of(session_id: str, partitions: int) -> int:
@@ -250,14 +278,26 @@ class Outcome(IntEnum):
     OVER_LIMITS = -5  # the written document broke its limits, and was restored
     ELSEWHERE = -6  # a whole call's: a key it names is not on the master it was sent to; nothing written
     UNREPLICATED = -7  # the worker's: applied on its master, not confirmed by a replica in time
+    # A verified score's run refuses it (apply_commands.lua's run_refusal); nothing written.
+    RUN_FOREIGN = -8  # another player's run
+    RUN_USED = -9  # a run that carried a score already
+    RUN_UNKNOWN = -10  # no such run, or expired
+    RUN_TOO_SHORT = -11  # shorter than the board's RUN_MIN_S
+    RUN_TOO_HIGH = -12  # a score above what the run's time allows
+    BANNED = -13  # a score of a player an operator banned from the board; nothing written
 
 
 LUA_OUTCOMES = "".join(f"local {outcome.name} = {outcome.value}\n" for outcome in Outcome)
+# The order of ties on a board (API.md, v3), for every script that ranks: the gateway's reads and the
+# workers' live tops.
+LUA_TIES = (Path(__file__).parent / "ties.lua").read_text()
 
 # The worker's answers where a command's own action has none. A refused command, acknowledged with its
 # 503, is never applied later, over a newer save of its caller's retry.
 STORAGE_ERROR = Reply.message(500, "The save could not be stored")
 DEAD_LETTERED = Reply.message(500, "The request could not be processed")
+# A banned player's score, refused by the leaderboard worker (BANNED) or, with seasons, by the gateway first.
+BANNED_FROM_BOARDS = Reply.message(403, "This player is banned from the leaderboards")
 WORKER_REPLIES = {
     Outcome.REFUSED: Reply.message(503, "Storage is full; try again shortly"),
     Outcome.UNREPLICATED: Reply.message(503, "The write was not confirmed by a replica in time; try again shortly"),

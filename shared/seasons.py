@@ -72,6 +72,14 @@ def seasons_after(mode: str, season: Season, count: int) -> Season:
     return season
 
 
+def kept(mode: str, season: Season, count: int) -> list[Season]:
+    """`season` and the `count` seasons before it, whose archives may still be kept, newest first."""
+    found = [season]
+    for _ in range(count):
+        found.append(season_at(mode, found[-1].start_ms - 1))
+    return found
+
+
 def parse_label(mode: str, label: str) -> Season | None:
     """The season a label names, or None when it is no label of `mode` (malformed, or no such date)."""
     if not LABELS["every" if EVERY.fullmatch(mode) else mode].fullmatch(label):

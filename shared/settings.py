@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +22,8 @@ from shared import seasons
 # Once the default, and published with the code: a cookie signed with it is anyone's to forge.
 PUBLISHED_SESSION_SECRET = "dev-only-insecure-secret-change-me"
 MIN_SECRET_LENGTH = 32  # at least 128 bits in hex, more in any richer alphabet
+MIN_ADMIN_TOKEN_LENGTH = 32
+ADMIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 DATA_DIR = Path(__file__).resolve().parents[1] / ".data"  # git-ignored; `make run` keeps Redis here too
 RATE = re.compile(r"\s*([1-9][0-9]*)\s*/\s*(second|minute|hour|day)\s*")
 MAX_EXACT_INTEGER = 2**53
@@ -166,6 +169,16 @@ class Settings(BaseSettings):
     leaderboard_season: str = "none"
     # Finished seasons whose archives are kept (readable with ?season=); older ones expire.
     leaderboard_seasons_kept: int = Field(12, ge=1, le=1000)
+    # Verified runs (POST /api/leaderboard/{key}/runs): the boards that take a score only with a run
+    # (maps, comma-separated, or `all`; empty: none, as the seed's client sends no run), and a run's
+    # bounds: its shortest and longest duration, and the most it may score, per second played plus a
+    # base. RUN_BOUNDS overrides them per map (RunBounds.parse).
+    leaderboard_verified: Annotated[tuple[str, ...], NoDecode] = ()
+    run_min_s: float = Field(1, ge=0)
+    run_max_s: int = Field(3600, ge=1, le=7 * 86400)
+    run_score_per_s: float = Field(2000, ge=0)
+    run_score_base: float = Field(1000, ge=0)
+    run_bounds: str = Field("", max_length=4096)
 
     # Live tops (GET /api/leaderboard/{key}/live, services/gateway/live.py), counted per gateway process:
     # event streams one address may hold open (429 past it; several browser tabs, or players behind one
@@ -191,12 +204,25 @@ class Settings(BaseSettings):
     # trusted proxy counts as its player's, not the proxy's. Others get a 403.
     metrics_allow: str = Field("127.0.0.1,::1", max_length=4096)
 
+    # The operators' console (services/gateway/admin.py): `name:token` pairs, comma-separated. The name is
+    # what the audit records; the token is sent as `Authorization: Bearer <token>`. Empty: every /admin
+    # path is a 404. A token is a secret of MIN_ADMIN_TOKEN_LENGTH characters or more: guessing one is
+    # hopeless, and the failure limit below keeps the attempts few.
+    admin_tokens: Annotated[tuple[tuple[str, str], ...], NoDecode] = ()
+    # Wrong or missing tokens one address may send (then 429); a right token is never refused by it.
+    rate_limit_admin_failures: str = "10/minute"
+    # The admin routes in /openapi.json (when API_DOCS serves it); off, the public API document omits them.
+    admin_openapi: bool = False
+    # Admin writes the audit keeps, newest first (a capped stream).
+    admin_audit_kept: int = Field(10_000, ge=100, le=10_000_000)
+
     @field_validator(
         "rate_limit_session_writes",
         "rate_limit_address_writes",
         "rate_limit_address_sessions",
         "rate_limit_address_recoveries",
         "rate_limit_prefix_recoveries",
+        "rate_limit_admin_failures",
     )
     @classmethod
     def _check_rate(cls, rate: str) -> str:
@@ -217,6 +243,26 @@ class Settings(BaseSettings):
         parse_networks(value, "METRICS_ALLOW")
         return value
 
+    @field_validator("admin_tokens", mode="before")
+    @classmethod
+    def _split_admin_tokens(cls, pairs: object) -> object:
+        """`ADMIN_TOKENS=alice:<token>,bob:<token>` as ((name, token), ...); names and tokens are unique."""
+        if not isinstance(pairs, str):
+            return pairs
+        found: list[tuple[str, str]] = []
+        for pair in (item.strip() for item in pairs.split(",") if item.strip()):
+            name, colon, token = (part.strip() for part in pair.partition(":"))
+            if not colon or not ADMIN_NAME.fullmatch(name) or len(token) < MIN_ADMIN_TOKEN_LENGTH:
+                raise ValueError(
+                    f"ADMIN_TOKENS must be name:token pairs, comma-separated: each name 1 to 32 letters, digits, "
+                    f"`_` or `-`, each token {MIN_ADMIN_TOKEN_LENGTH}+ characters (`openssl rand -hex 32`)"
+                )
+            found.append((name, token))
+        names, tokens = [name for name, _ in found], [token for _, token in found]
+        if len(set(names)) < len(names) or len(set(tokens)) < len(tokens):
+            raise ValueError("ADMIN_TOKENS: each name and each token must be given once")
+        return tuple(found)
+
     @field_validator("leaderboard_season")
     @classmethod
     def _check_season(cls, mode: str) -> str:
@@ -236,6 +282,22 @@ class Settings(BaseSettings):
         if not maps or not all(name.isalnum() and name.isascii() for name in maps):
             raise ValueError("LEADERBOARD_MAPS must be a comma-separated list of letters-and-digits names")
         return maps
+
+    @field_validator("leaderboard_verified", mode="before")
+    @classmethod
+    def _split_verified(cls, maps: object) -> object:
+        """`LEADERBOARD_VERIFIED=Grassland,Badlands` or `all`, rather than JSON."""
+        return cls._split_maps(maps)
+
+    @cached_property
+    def runs(self) -> dict[str, RunBounds]:
+        """Each map's verified-run bounds."""
+        default = RunBounds(self.run_min_s, self.run_max_s, self.run_score_per_s, self.run_score_base)
+        return parse_run_bounds(self.run_bounds, self.leaderboard_maps, default)
+
+    def verified(self, map_name: str) -> bool:
+        """Whether the map's board takes a score only with a run (LEADERBOARD_VERIFIED)."""
+        return "all" in self.leaderboard_verified or map_name in self.leaderboard_verified
 
     @property
     def secure_cookie(self) -> bool:
@@ -275,10 +337,53 @@ class Settings(BaseSettings):
             raise ValueError("DURABILITY_TIMEOUT_MS must be below REQUEST_TIMEOUT_MS")
         if self.score_min >= self.score_max:
             raise ValueError("SCORE_MIN must be below SCORE_MAX")
+        unknown = set(self.leaderboard_verified) - {*self.leaderboard_maps, "all"}
+        if unknown:
+            raise ValueError(f"LEADERBOARD_VERIFIED names no map of LEADERBOARD_MAPS: {', '.join(sorted(unknown))}")
+        _ = self.runs  # RUN_BOUNDS parsed now: a mistake stops the start, with its reason
         # Past 2^53 a JSON integer can't be stored exactly as Redis's (and JavaScript's) double.
         if max(abs(self.score_min), abs(self.score_max)) > MAX_EXACT_INTEGER:
             raise ValueError(f"SCORE_MIN and SCORE_MAX must lie within +-{MAX_EXACT_INTEGER} (2^53)")
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class RunBounds:
+    """A board's verified-run bounds: a run shorter than `min_s` or scoring more than
+    `per_s * seconds + base` is refused, and a run expires after `max_s`."""
+
+    min_s: float
+    max_s: int
+    per_s: float
+    base: float
+
+    def most(self, seconds: float) -> float:
+        return self.per_s * seconds + self.base
+
+
+def parse_run_bounds(text: str, maps: tuple[str, ...], default: RunBounds) -> dict[str, RunBounds]:
+    """Every map's bounds: `default`, with RUN_BOUNDS's overrides, `map:min_s:max_s:per_s:base` separated
+    by commas, a field left empty keeping the default (`Badlands:10::50:` changes two)."""
+    bounds = dict.fromkeys(maps, default)
+    for part in filter(None, (part.strip() for part in text.split(","))):
+        fields = part.split(":")
+        if len(fields) != 5 or fields[0] not in bounds:
+            raise ValueError(f"RUN_BOUNDS: {part!r} is not `map:min_s:max_s:per_s:base` for a map of LEADERBOARD_MAPS")
+        name, *values = fields
+        min_s, max_s, per_s, base = values
+        try:
+            found = RunBounds(
+                float(min_s) if min_s else default.min_s,
+                int(max_s) if max_s else default.max_s,
+                float(per_s) if per_s else default.per_s,
+                float(base) if base else default.base,
+            )
+        except ValueError:
+            raise ValueError(f"RUN_BOUNDS: {part!r} holds something that is not a number") from None
+        if min(found.min_s, found.per_s, found.base) < 0 or not 0 < found.max_s > found.min_s:
+            raise ValueError(f"RUN_BOUNDS: {part!r} must be positive, with max_s above min_s")
+        bounds[name] = found
+    return bounds
 
 
 @lru_cache

@@ -73,6 +73,7 @@ from shared.connection import (
 from shared.protocol import (
     DEAD_LETTERED,
     LUA_OUTCOMES,
+    LUA_TIES,
     STORAGE_ERROR,
     WORKER_REPLIES,
     CommandStream,
@@ -116,12 +117,17 @@ class Action:
 
     Optional, checked in the same atomic step as the write (shared/apply_commands.lua): `expect`, a
     precondition on the versioned document (the caller's If-Match); `limits`, what the written JSON
-    document must keep within (else it is restored). `refusals` answers the outcomes these add.
+    document must keep within (else it is restored). `refusals` answers the outcomes these add, and
+    those an operation returns of its own (BANNED).
 
     `also`: follow-ups on other keys (in other slots, on a cluster), applied in the same batch as
     this one, idempotent, and answering no one: the caller's reply is this action's. They skip the
     deadline check, so a follow-up lands wherever its action may have: a score's season archive
     never lacks what its current board had.
+
+    `run`: a verified score's run, checked and marked used with the write (RunCheck). Such an action
+    is applied before its follow-ups, which follow only when its run let it through: a refused
+    score writes nothing anywhere.
     """
 
     command: str
@@ -136,6 +142,22 @@ class Action:
     refusals: Mapping[Outcome, Reply] = field(default_factory=dict)
     extra_keys: tuple[str, ...] = ()
     also: tuple[Action, ...] = ()
+    run: RunCheck | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheck:
+    """What apply_commands.lua's run_refusal checks: the run's key (in the action's slot), its player,
+    the score's time (ms, on the clock the run's start was taken on), the board's bounds, the score."""
+
+    key: str
+    player: str
+    at_ms: int
+    min_ms: int
+    max_ms: int
+    per_s: float
+    base: float
+    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +177,8 @@ Prepare = Callable[[Redis | RedisCluster], Awaitable[None]]
 """A service's own start-up step (an idempotent migration, say), run once connected, before reading."""
 
 HERE = Path(__file__).parent
-# The Lua both scripts apply commands with, after the outcome codes it returns.
-APPLY_COMMANDS = LUA_OUTCOMES + (HERE / "apply_commands.lua").read_text()
+# The Lua both scripts apply commands with, after the outcome codes it returns and the order of ties.
+APPLY_COMMANDS = LUA_OUTCOMES + LUA_TIES + (HERE / "apply_commands.lua").read_text()
 # Flagged so that on a cluster one call may write keys of every slot its master serves (apply.lua).
 CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 APPLY_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "apply.lua").read_text()
@@ -176,6 +198,8 @@ def cluster_slot(key: str) -> int:
     return key_slot(key.encode())
 
 
+# The outcomes of a command that was, or may be taken as, applied: its follow-ups follow.
+LET_THROUGH = frozenset({Outcome.APPLIED, Outcome.NOT_APPLIED, Outcome.SUPERSEDED})
 POOL_EXHAUSTED_PAUSE_S = 0.05  # a client-side pool exhausted is our bug, not Redis's state: no long wait
 
 
@@ -271,6 +295,8 @@ class Batch:
     entry_ids: list[bytes]
     ready: list[Ready] = field(default_factory=list)
     follow_ups: list[Ready] = field(default_factory=list)  # the ready actions' `also`, answering no one
+    verified: list[Ready] = field(default_factory=list)  # actions with a run: applied first (Action.run)
+    gated: list[Ready] = field(default_factory=list)  # their follow-ups, applied when the run let them through
     replies: list[tuple[str, Reply]] = field(default_factory=list)
     dead: list[tuple[Entry, str]] = field(default_factory=list)
 
@@ -624,8 +650,10 @@ class Partition:
             else:
                 try:
                     action = self.worker.action(event, self.key)
-                    batch.ready.append(Ready(entry_id, event, action))
-                    batch.follow_ups += (Ready(entry_id, event, follow_up) for follow_up in action.also)
+                    verified = action.run is not None
+                    (batch.verified if verified else batch.ready).append(Ready(entry_id, event, action))
+                    follow_ups = (Ready(entry_id, event, follow_up) for follow_up in action.also)
+                    (batch.gated if verified else batch.follow_ups).extend(follow_ups)
                 except PoisonEvent as error:
                     batch.dead.append((entry, str(error)))
                     batch.replies.append((event.reply_to, DEAD_LETTERED))
@@ -656,9 +684,14 @@ class Partition:
         """
         if not batch.entry_ids:
             return
+        follow_ups, applied = batch.follow_ups, []
+        if batch.verified:  # their runs first: only a score let through follows up
+            applied = await self._apply_ahead(batch.verified, [])
+            through = {one.ready.entry_id for one in applied if one.outcome in LET_THROUGH}
+            follow_ups = once_each([*follow_ups, *(one for one in batch.gated if one.entry_id in through)])
         here, elsewhere = self._split(batch.ready)
-        follow_ups_here, follow_ups_elsewhere = self._split(batch.follow_ups)
-        applied = await self._apply_ahead(elsewhere, follow_ups_elsewhere)
+        follow_ups_here, follow_ups_elsewhere = self._split(follow_ups)
+        applied += await self._apply_ahead(elsewhere, follow_ups_elsewhere)
         outcomes = await self._settle_call(batch, here, applied, follow_ups_here)
         if outcomes == Outcome.ELSEWHERE:
             log.info("the slot map moved under a batch: applying its commands before settling it")
@@ -811,6 +844,8 @@ class Partition:
             packed["limits"] = asdict(action.limits)
         if action.extra_keys:
             packed["extra_keys"] = [call.target(key) for key in action.extra_keys]
+        if action.run is not None:
+            packed["run"] = {**asdict(action.run), "key": call.target(action.run.key)}
         return packed
 
     def _settlement(
@@ -843,7 +878,7 @@ class Partition:
     def _answers(ready: Ready, call: ScriptCall, outcome: int | str | None = None) -> dict[str, Any]:
         """A command's reply stream and the replies settle.lua chooses from; `outcome`, if known already."""
         action = ready.action
-        refusals = dict(action.refusals) if action.expect or action.limits else {}  # none on the usual save
+        refusals = dict(action.refusals)
         if outcome in WORKER_REPLIES:
             refusals[Outcome(outcome)] = WORKER_REPLIES[Outcome(outcome)]
         answers: dict[str, Any] = {

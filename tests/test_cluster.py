@@ -32,6 +32,7 @@ from tests.test_boards import PERIOD, UNLIMITED, assert_each_in_its_season, post
 from tests.test_faults import NO_SESSION_LIMIT, Load, wait_for
 from tests.test_live import Listener
 from tests.test_recovery import carried_to_another_browser, issue, recover
+from tests.test_runs import race
 
 PARTITIONS = 3
 BOARD = "leaderboards:survivor-Scores"
@@ -412,6 +413,60 @@ def test_a_lost_master_is_answered_in_json_and_every_player_saves_again_once_it_
         cluster.stop()
 
 
+def test_an_account_erase_reaches_every_master_and_waits_for_a_lost_one(tmp_path: Path) -> None:
+    """A player's keys on every master; with one master lost the erase is a JSON 503 that wrote
+    nothing, and once it is back the retry erases it all (export before, nothing after)."""
+    ports = redis_cluster.spare_ports()
+    data_dir = tmp_path / "cluster"
+    cluster = redis_cluster.start(ports, data_dir)
+    maps = {"LEADERBOARD_MAPS": "Grassland,Mountains,Badlands,Scores,Empty,Recovered", "LEADERBOARD_SEASON": "weekly"}
+    try:
+        with (
+            RedisCluster.from_url(cluster.url, decode_responses=True) as client,
+            started(
+                cluster.url, ARTIFACTS / "logs/erase_lost_master.log", 1, 1, STREAM_PARTITIONS="3", **maps
+            ) as stack,
+        ):
+            boards = [keys.leaderboard(name) for name in maps["LEADERBOARD_MAPS"].split(",")]
+            doomed = f"127.0.0.1:{ports[2]}"
+            player = Player(stack.url)
+            while (
+                master_of(client, keys.session(player.id)) == doomed
+                or master_of(client, SCORES.key(partition_of(player.id, 3))) == doomed
+            ):
+                player = Player(stack.url)
+            assert player.save("playerstate", {"name": "Gone"}, "POST").status_code == 200
+            assert player.save("gamestate", {"chapter": 1}, "POST").status_code == 200
+            for board in boards:
+                assert post(player, board, 10, "Gone").status_code == 200
+            assert player.http.post("/session/recovery").status_code == 200
+            held = {master_of(client, entry["key"]) for entry in player.http.get("/api/account").json()["leaderboards"]}
+            assert held == {f"127.0.0.1:{port}" for port in ports}
+
+            cluster.processes[2].kill()
+            cluster.processes[2].wait()
+            refused = player.http.delete("/api/account")
+            assert refused.status_code == 503 and refused.json()["status"] == 503
+            cluster.processes[2] = redis_stack.start(
+                ports[2],
+                data_dir / str(ports[2]),
+                log_file=redis_cluster.log_of(ports[2], data_dir),
+                extra_args=redis_cluster.CLUSTER_FLAGS,
+            )
+            redis_cluster.wait_until_ok(ports, data_dir)
+            eventually(lambda: player.http.get("/healthz").status_code == 200, 30, "every master is back")
+            assert all(client.zscore(board, f"Gone-{player.id}") == 10 for board in boards)  # nothing half-done
+            erased = player.http.delete("/api/account")
+            assert erased.status_code == 200, erased.text
+            assert not client.exists(keys.player(player.id), keys.game(player.id), keys.session(player.id))
+            assert not client.exists(keys.recovery_player(player.id))
+            for board in boards:
+                assert client.zscore(board, f"Gone-{player.id}") is None
+                assert client.zscore(keys.all_time_board(board), f"Gone-{player.id}") is None
+    finally:
+        cluster.stop()
+
+
 def test_boards_on_a_cluster_one_entry_seasons_and_around_me(tmp_path: Path) -> None:
     """Seasons of 2 seconds and two leaderboard workers, on a cluster of its own (the module's
     workers would take these scores): a score's three actions live in three slots (the current
@@ -453,6 +508,22 @@ def test_boards_on_a_cluster_one_entry_seasons_and_around_me(tmp_path: Path) -> 
             return True
 
         eventually(around_me_answers, 10, "GET .../me finds the leader")
+
+
+def test_verified_runs_on_a_cluster_are_checked_on_their_boards_master(cluster_stack: Stack, db: RedisCluster) -> None:
+    """The run lives in its board's slot, started at its command's stream entry time on the partition's
+    master; the score checks and marks it in the same script as its write, wherever the board is."""
+    player = Player(cluster_stack.url)
+    other = Player(cluster_stack.url)
+    assert master_of(db, keys.run(BOARD, "0" * 32)) == master_of(db, BOARD)
+    started_runs = [player.http.post(f"/api/leaderboard/{BOARD}/runs").json()["run"] for _ in range(3)]
+    time.sleep(1.1)  # RUN_MIN_S's default
+    for run in started_runs:
+        assert other.http.post("/api/leaderboard", json={"key": BOARD, "score": 5, "member": f"Hero-{other.id}",
+                                                         "run": run}).status_code == 403  # fmt: skip
+        assert sorted(race(cluster_stack, player, run, 10, BOARD)) == [200, 409]
+    assert db.zscore(BOARD, f"Hero-{other.id}") is None
+    assert db.zscore(BOARD, f"Hero-{player.id}") is not None
 
 
 def test_a_save_and_its_version_are_read_while_their_slot_migrates(cluster_url: str, db: RedisCluster) -> None:

@@ -16,8 +16,9 @@ import orjson
 import pytest
 import redis
 
-from devtools.deadletters import clock, parser
+from devtools.deadletters import parser
 from devtools.stack import Stack
+from services.deadletters import clock
 from shared import keys
 from shared.protocol import SAVES, SCORES, STREAM_OF, Event, EventType
 from shared.worker import Entry, stream_entries

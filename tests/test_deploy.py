@@ -155,7 +155,7 @@ def test_the_build_context_leaves_out_a_checkouts_environment_and_data() -> None
 
 def test_the_dockerfile_copies_what_the_services_import() -> None:
     dockerfile = (ROOT / "deploy/Dockerfile").read_text()
-    for path in ("shared", "services", "web/public", "clients/js/src", "pyproject.toml"):
+    for path in ("shared", "services", "web/public", "web/admin", "clients/js/src", "pyproject.toml"):
         assert f"COPY {path}" in dockerfile or f"COPY {path} " in dockerfile
 
 
@@ -307,7 +307,8 @@ def test_k8s_deployments_run_their_service_configured_by_the_configmap_and_the_s
             for variable in container["env"]
             if "secretKeyRef" in variable.get("valueFrom", {})
         }
-        assert set(from_secret) == {"SESSION_SECRET", "REDIS_URL"}
+        # The gateway also takes the operators' tokens, when the secret has them.
+        assert set(from_secret) == {"SESSION_SECRET", "REDIS_URL", *(["ADMIN_TOKENS"] if name == "gateway" else [])}
         assert all(ref["name"] == secret_name and ref["key"] in keys for ref in from_secret.values())
 
 

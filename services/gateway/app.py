@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.gateway import (
+    account,
+    admin,
     game_config,
     health,
     identity,
@@ -43,7 +45,7 @@ WEB = ROOT / "web"
 # The JavaScript client (clients/js/), as the game imports it: plain ES modules, no build step.
 CLIENT = ROOT / "clients/js/src"
 STATIC_METHODS = ("GET", "HEAD")
-# Every API route, in the order they are matched (a search before the document it could be taken for).
+# Every public API route, in the order they are matched (a search before the document it could be taken for).
 ROUTES: tuple[Route, ...] = (
     *identity.ROUTES,
     *health.ROUTES,
@@ -51,8 +53,15 @@ ROUTES: tuple[Route, ...] = (
     *game_config.ROUTES,
     *saves.ROUTES,
     *leaderboard.ROUTES,
+    *account.ROUTES,
     *live.ROUTES,
 )
+
+
+def routes(settings: Settings) -> tuple[Route, ...]:
+    """What this gateway serves: every public route, and the operators' when ADMIN_TOKENS names one
+    (else each /admin path is a 404), in the OpenAPI document only with ADMIN_OPENAPI."""
+    return (*ROUTES, *admin.routes(settings))
 
 
 def layers(settings: Settings) -> list[Enters | Leaves]:
@@ -101,8 +110,9 @@ def create_app(settings: Settings) -> ASGIApp:
         openapi_url="/openapi.json" if docs else None,
     )
     responses.install(app)
-    router = Router(ROUTES)
-    app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
+    router = Router(routes(settings))
+    app.state.admin_tokens = admin.token_digests(settings)
+    app.openapi = lambda: openapi(app, router)  # type: ignore[method-assign]
     app.mount("/vendor/cache-quest", StaticFiles(directory=CLIENT, check_dir=False), name="cache-quest")
     app.mount("/vendor/kaplay", StaticFiles(directory=WEB / "node_modules/kaplay/dist", check_dir=False), name="kaplay")
     app.mount("/", GameFiles(router=router, directory=WEB / "public", html=True, check_dir=False), name="game")
@@ -110,11 +120,11 @@ def create_app(settings: Settings) -> ASGIApp:
     return Gateway(layers(settings), router, app, http_metrics)
 
 
-def openapi(app: FastAPI) -> dict[str, Any]:
+def openapi(app: FastAPI, router: Router) -> dict[str, Any]:
     """The API's document, generated from the route records (FastAPI's documented way to replace it)."""
     if app.openapi_schema is None:
         app.openapi_schema = get_openapi(
-            title=app.title, version=app.version, summary=app.summary, routes=openapi_routes(ROUTES)
+            title=app.title, version=app.version, summary=app.summary, routes=openapi_routes(router.routes)
         )
     return app.openapi_schema
 
@@ -122,7 +132,7 @@ def openapi(app: FastAPI) -> dict[str, Any]:
 class GameFiles(StaticFiles):
     """The game at `/`, behind every route: what no route matched ends here, and is answered in JSON.
 
-    A path under /api/ that no route knows is a 404, and one that a route knows for other methods a
+    A path under /api/ or /admin that no route knows is a 404, and one that a route knows for other methods a
     405 with `Allow`; the files themselves answer only GET and HEAD.
     """
 

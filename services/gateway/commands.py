@@ -35,19 +35,51 @@ class CommandBus:
         self.session_writes = parse_rate(settings.rate_limit_session_writes)
         self.address_writes = parse_rate(settings.rate_limit_address_writes)
 
-    async def call(self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "") -> Reply:
+    async def call(
+        self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "", *, live: bool = True
+    ) -> Reply:
         """Admit the command and publish it, then wait for its reply; its `version` is the command's
-        stream entry id, which a save's command writes as the document's version.
+        stream entry id, which a save's command writes as the document's version. `live`: only while
+        the session is (an erase is not: repeated, or an operator's, it finds the session gone).
 
         A 504 means no worker answered in time; the command is never applied after its deadline,
         and every command is idempotent, so the client can simply retry.
         """
-        partition = partition_of(session_id, self.settings.stream_partitions)
+        partition = self.partition(session_id)
+        limits = [
+            *RateLimit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
+            *RateLimit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
+        ]
+        session = keys.session(session_id) if live else None
+        return await self._call(type, session_id, partition, payload, expect, limits, session)
+
+    async def operator_call(self, type: EventType, player_id: str, payload: Any) -> Reply:
+        """An operator's command about a player (services/gateway/admin.py): on the player's partition,
+        in order with the player's own commands, admitted with no session and no player's rate limit."""
+        return await self._call(type, player_id, self.partition(player_id), payload, "", [], None)
+
+    def partition(self, player_id: str) -> int:
+        return partition_of(player_id, self.settings.stream_partitions)
+
+    async def banned(self, player_id: str) -> bool:
+        """Whether an operator banned the player from the leaderboards (services/leaderboard/handlers.py)."""
+        return await self.store.is_member(keys.bans(self.partition(player_id)), player_id)
+
+    async def _call(
+        self,
+        type: EventType,
+        session_id: str,
+        partition: int,
+        payload: Any,
+        expect: str,
+        limits: list[RateLimit],
+        session: str | None,
+    ) -> Reply:
         request_id = current_request_id.get() or ""
         timeout_ms = self.settings.request_timeout_ms
         event = Event.new(type, session_id, payload, timeout_ms, partition, request_id, expect)
         stream = STREAM_OF[type]
-        entry_id = await self.admit_and_publish(event, stream.key(partition), partition, session_id, address)
+        entry_id = await self.admit_and_publish(event, stream.key(partition), limits, session)
         reply = await self.store.wait_for_reply(event.reply_to, self.settings.request_timeout_ms + REPLY_GRACE_MS)
         # The line that joins the HTTP request (its request id) to its event, and so to the worker's lines.
         if reply is None:
@@ -64,15 +96,11 @@ class CommandBus:
             raise HTTPException(503, str(reply.body["message"]), headers={"Retry-After": "1"})
         return Reply(reply.status, reply.body, entry_id)
 
-    async def admit_and_publish(self, event: Event, stream: str, partition: int, session_id: str, address: str) -> str:
+    async def admit_and_publish(self, event: Event, stream: str, limits: list[RateLimit], session: str | None) -> str:
         """Publish the command if its session is live (else 401) and its write limits allow it (else 429);
         its stream entry id."""
-        limits = [
-            *RateLimit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
-            *RateLimit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
-        ]
         command = Command(stream, trim_id(self.settings.stream_retention_ms), event.encode())
-        admitted = await self.store.admit_and_publish(limits, command, keys.session(session_id))
+        admitted = await self.store.admit_and_publish(limits, command, session)
         if admitted is None:
             raise HTTPException(401, SESSION_GONE)
         if isinstance(admitted, int):

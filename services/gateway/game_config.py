@@ -1,12 +1,22 @@
 """`GET /api/config`: the server's rules the game must follow (maps, board keys, the name rule, the
-season and when it ends), so the game reads them instead of keeping copies that could drift apart."""
+season and when it ends, each board's verified-run bounds), so the game reads them instead of keeping
+copies that could drift apart."""
 
 from __future__ import annotations
 
 from starlette.responses import Response
 
 from services.gateway.layers import Call
-from services.gateway.models import NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE, GameConfig, NameRule, SeasonInfo
+from services.gateway.models import (
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    NAME_RULE,
+    GameConfig,
+    NameRule,
+    RunBoundsInfo,
+    RunsInfo,
+    SeasonInfo,
+)
 from services.gateway.responses import json_response
 from services.gateway.routing import Route
 from shared import keys, seasons
@@ -22,7 +32,16 @@ def game_config(settings: Settings) -> GameConfig:
         scoreMin=settings.score_min,
         scoreMax=settings.score_max,
         season=season_info(settings.leaderboard_season),
+        runs=runs_info(settings),
     )
+
+
+def runs_info(settings: Settings) -> RunsInfo:
+    bounds = {
+        name: RunBoundsInfo(minS=run.min_s, maxS=run.max_s, scorePerS=run.per_s, scoreBase=run.base)
+        for name, run in settings.runs.items()
+    }
+    return RunsInfo(verified=[name for name in settings.leaderboard_maps if settings.verified(name)], bounds=bounds)
 
 
 def season_info(mode: str) -> SeasonInfo:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # both import this module
     from services.gateway.routing import Router
 
 API_PREFIX = "/api/"
+ADMIN_PREFIX = "/admin"
 # Routes outside /api/ that answer JSON; every other path is the game's static files.
 OTHER_ROUTES = frozenset({"/session", "/livez", "/healthz", "/metrics"})
 # Set in the scope of a HEAD answered as GET, for a response that never ends (an event stream) to end at once.
@@ -82,6 +83,7 @@ class Call:
     body: Any = None  # the route's body model, validated
     query: Any = None  # the route's query model, validated
     cookie: str = ""  # the session's Set-Cookie for the answer (a route may choose another session's)
+    operator: str = ""  # on an operators' route, whose token it carries (admin.py's guard)
     moving: bool = False  # the answer also expires the cookie's old name
 
     @property
@@ -195,7 +197,12 @@ class ExpressPaths:
 
 
 def is_api(path: str) -> bool:
-    return path.startswith(API_PREFIX) or path in OTHER_ROUTES or path == "/api"
+    return path.startswith(API_PREFIX) or path in OTHER_ROUTES or path == "/api" or is_admin(path)
+
+
+def is_admin(path: str) -> bool:
+    """The operators' console and its API (admin.py): JSON, never the game's files, served or not."""
+    return path.startswith(ADMIN_PREFIX) and (len(path) == len(ADMIN_PREFIX) or path[len(ADMIN_PREFIX)] == "/")
 
 
 def without_slash(path: str) -> str:

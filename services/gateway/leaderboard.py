@@ -26,15 +26,16 @@ from services.gateway.models import (
     AroundMe,
     LeaderboardEntry,
     Message,
+    Run,
     ScoreBody,
     Seasons,
 )
 from services.gateway.responses import json_response
-from services.gateway.routing import Route
+from services.gateway.routing import ERRORS, Route
 from services.gateway.sessions import client_address
 from services.gateway.store import Store
 from shared import keys, seasons
-from shared.protocol import EventType, as_number, now_ms, owner_of
+from shared.protocol import BANNED_FROM_BOARDS, EventType, as_number, new_run_token, now_ms, owner_of, run_token_parts
 from shared.settings import Settings
 
 TAGS = ("leaderboard",)
@@ -47,6 +48,9 @@ MAX_AROUND = 50
 # LEADERBOARD_MAX_COUNT is clamped to it, as the seed's route did.
 MAX_POSITION = 1_000_000_000
 EMPTY = {"status": 404, "message": "No leaderboard entries found"}
+UNKNOWN_RUN = "Unknown or expired run: start a new run"
+# A verified score's answers beside every route's: its run used (409), unknown or expired (410), implausible (422).
+SCORE_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, **{code: {"model": Message} for code in (409, 410, 422)}}
 NO_ENTRY = {"status": 404, "message": "You have no entry on this leaderboard"}
 
 
@@ -62,7 +66,15 @@ def check_board(settings: Settings, key: str) -> None:
         raise HTTPException(400, f"Unknown leaderboard {key[:80]!r}; expected one of {', '.join(boards)}")
 
 
-async def submit(commands: CommandBus, caller: str, address: str, key: str, score: float, member: str) -> Response:
+def map_of(key: str) -> str:
+    return key.removeprefix(keys.LEADERBOARD_PREFIX)
+
+
+async def submit(
+    commands: CommandBus, caller: str, address: str, key: str, score: float, member: str, run: str | None = None
+) -> Response:
+    """A score, with its run when it has one: the worker checks the run and writes the score in one
+    atomic step; what can be told here without Redis is refused here."""
     settings = commands.settings
     check_board(settings, key)
     name, owner = owner_of(member)
@@ -72,8 +84,38 @@ async def submit(commands: CommandBus, caller: str, address: str, key: str, scor
         raise HTTPException(400, f"The name in member must be {NAME_RULE}")
     if not settings.score_min <= score <= settings.score_max:
         raise HTTPException(400, f"score must be between {settings.score_min:g} and {settings.score_max:g}")
+    # With seasons, a banned player's score would reach the archive of a season that began after the
+    # ban (its follow-up has no ban to see there): it is refused before it is published. Without, the
+    # worker refuses it on the board (BANNED), and the hot path spends no read on it.
+    if settings.leaderboard_season != "none" and await commands.banned(caller):
+        raise HTTPException(403, BANNED_FROM_BOARDS.body["message"])
     payload = {"key": key, "score": as_number(score), "member": member}
+    if run is not None:
+        await check_run_board(commands.store, settings, key, run)
+        payload["run"] = run
+    elif settings.verified(map_of(key)):
+        raise HTTPException(403, "This leaderboard takes a score only with a run: POST /api/leaderboard/{key}/runs")
     reply = await commands.call(EventType.SCORE_SUBMIT, caller, address, payload)
+    return json_response(reply.status, reply.body)
+
+
+async def check_run_board(store: Store, settings: Settings, key: str, run: str) -> None:
+    """A run of another board is 403 when it exists there, and, as what no server issued, 410."""
+    parts = run_token_parts(run)
+    if parts is None or parts[0] not in settings.leaderboard_maps:
+        raise HTTPException(410, UNKNOWN_RUN)
+    run_map, secret = parts
+    if run_map != map_of(key):
+        if await store.exists(keys.run(keys.leaderboard(run_map), secret)):
+            raise HTTPException(403, "This run is another leaderboard's")
+        raise HTTPException(410, UNKNOWN_RUN)
+
+
+async def start_run(commands: CommandBus, caller: str, address: str, key: str) -> Response:
+    """A verified run on the board, started now on Redis's clock, through the leaderboard worker."""
+    check_board(commands.settings, key)
+    payload = {"key": key, "run": new_run_token(map_of(key))}
+    reply = await commands.call(EventType.RUN_START, caller, address, payload)
     return json_response(reply.status, reply.body)
 
 
@@ -141,9 +183,17 @@ async def around_me(store: Store, settings: Settings, key: str, caller: str, aro
 
 
 async def submit_score(call: Call) -> Response:
-    """Record a score: your one entry on the board takes your best score and the name you post under."""
+    """Record a score: your one entry on the board takes your best score and the name you post under.
+    With `run`, the run is checked first (403 another's or another board's, 409 used, 410 unknown or
+    expired, 422 too short or a score above its bound), and a board in LEADERBOARD_VERIFIED needs one."""
     body: ScoreBody = call.body
-    return await submit(call.state.bus, call.session, client_address(call.scope), body.key, body.score, body.member)
+    address = client_address(call.scope)
+    return await submit(call.state.bus, call.session, address, body.key, body.score, body.member, body.run)
+
+
+async def new_run(call: Call) -> Response:
+    """Start a verified run on the board: its token goes with the run's score, once, within RUN_MAX_S."""
+    return await start_run(call.state.bus, call.session, client_address(call.scope), call.params["key"])
 
 
 class PageQuery(BaseModel):
@@ -190,10 +240,11 @@ async def board_seasons(call: Call) -> Response:
 
 ROUTES = [
     Route("POST", "/api/leaderboard", submit_score, "submit_score", body=ScoreBody, session=True, tags=TAGS,
-          response_model=Message),
+          response_model=Message, responses=SCORE_ERRORS),
     Route("GET", "/api/leaderboard/{key}", top_scores, "top_scores", query=PageQuery, tags=TAGS,
           response_model=list[LeaderboardEntry]),
     Route("GET", "/api/leaderboard/{key}/me", my_entry, "my_entry", query=AroundQuery, session=True, tags=TAGS,
           response_model=AroundMe),
     Route("GET", "/api/leaderboard/{key}/seasons", board_seasons, "board_seasons", tags=TAGS, response_model=Seasons),
+    Route("POST", "/api/leaderboard/{key}/runs", new_run, "new_run", session=True, tags=TAGS, response_model=Run),
 ]  # fmt: skip

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ID_PATTERN = r"^[A-Za-z0-9]{1,64}$"
 MEMBER_MAX_LENGTH = 200
+RUN_MAX_LENGTH = 100  # a token is its map's name, a dot and 32 hex digits
 # A player's name, wherever one appears (a board member's `{name}-`, a search term): the game
 # reads this rule from GET /api/config rather than keeping a copy.
 NAME_MAX_LENGTH = 32
@@ -65,6 +66,26 @@ class ScoreBody(BaseModel):
     member: str = Field(
         max_length=MEMBER_MAX_LENGTH, examples=["Hero-<session id>"], description="`{name}-{session id}`"
     )
+    run: str | None = Field(
+        None, max_length=RUN_MAX_LENGTH, description="A verified run's token (POST /api/leaderboard/{key}/runs)"
+    )
+
+
+class Run(BaseModel):
+    run: str = Field(description="The run's token: send it with the run's score")
+    startedAt: int = Field(description="When the run started, epoch milliseconds on the server's clock")
+
+
+class RunBoundsInfo(BaseModel):
+    minS: float = Field(description="A run shorter than this is refused")
+    maxS: int = Field(description="A run expires this long after it started")
+    scorePerS: float
+    scoreBase: float = Field(description="A run may score at most scorePerS * seconds + scoreBase")
+
+
+class RunsInfo(BaseModel):
+    verified: list[str] = Field(description="Maps whose board takes a score only with a run")
+    bounds: dict[str, RunBoundsInfo] = Field(description="Each map's run bounds")
 
 
 class Message(BaseModel):
@@ -95,6 +116,30 @@ class AroundMe(BaseModel):
     around: list[LeaderboardEntry]
 
 
+class AccountEntry(BaseModel):
+    key: str = Field(description="The sorted set the entry is in")
+    season: str | None = Field(description="Its season's label; null for all-time and boards without seasons")
+    value: str
+    score: float
+    rank: int
+
+
+class Saves(BaseModel):
+    player: dict[str, Any] | None
+    game: dict[str, Any] | None
+
+
+class RecoveryState(BaseModel):
+    active: bool
+
+
+class Account(BaseModel):
+    id: str
+    saves: Saves
+    leaderboards: list[AccountEntry]
+    recovery: RecoveryState
+
+
 class Seasons(BaseModel):
     current: str
     seasons: list[str] = Field(description="Labels of the seasons with scores still kept, newest first")
@@ -123,6 +168,7 @@ class GameConfig(BaseModel):
     scoreMin: float
     scoreMax: float
     season: SeasonInfo
+    runs: RunsInfo
 
 
 def surely_within(text: bytes, max_depth: int, max_values: int) -> bool:

@@ -146,13 +146,18 @@ def escape(term: str) -> str:
     return "".join(ch if ch.isalnum() else f"\\{ch}" for ch in term)
 
 
-async def search(call: Call, kind: Kind) -> Response:
-    terms: dict[str, str | None] = call.query.model_dump()
+def search_query(**terms: str | None) -> str:
+    """The Redis Search query for the terms given (every one must match); 400 for none."""
     clauses = [f"@{field}:({escape(value)})" for field, value in terms.items() if value]
     if not clauses:
         raise HTTPException(400, f"Give at least one of: {', '.join(terms)}")
+    return " ".join(clauses)
+
+
+async def search(call: Call, kind: Kind) -> Response:
     store: Store = call.state.store
-    total, hits = await store.search(kind.index, " ".join(clauses), call.state.settings.search_limit)
+    query = search_query(**{field: getattr(call.query, field) for field in kind.public_fields})
+    total, hits = await store.search(kind.index, query, call.state.settings.search_limit)
     documents = []
     for key, raw in hits:
         value = orjson.loads(raw)

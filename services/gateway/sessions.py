@@ -191,9 +191,9 @@ class SessionCookies:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.signer = CookieSigner(settings.session_secret or stored_secret(settings.session_secret_file))
-        secure = "; Secure" if settings.secure_cookie else ""
+        self.secure = "; Secure" if settings.secure_cookie else ""
         self.name = HOST_COOKIE_NAME if settings.secure_cookie else COOKIE_NAME
-        self.attributes = f"; Path=/; Max-Age={settings.session_max_age_s}; HttpOnly; SameSite=Lax{secure}"
+        self.attributes = f"; Path=/; Max-Age={settings.session_max_age_s}; HttpOnly; SameSite=Lax{self.secure}"
 
     def read(self, scope: Scope, now: int, *, old_name: bool = False) -> tuple[str, int, str] | None:
         """The session id, when Redis last confirmed it, and the signed token; None if absent, forged
@@ -214,6 +214,10 @@ class SessionCookies:
     def set_cookie(self, token: str) -> str:
         """The rolling Set-Cookie header value: every response restarts the max age."""
         return f"{self.name}={token}{self.attributes}"
+
+    def cleared(self) -> str:
+        """The Set-Cookie header value that removes the session cookie (an erased account's)."""
+        return f"{self.name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{self.secure}"
 
     def moving(self, scope: Scope) -> bool:
         """Whether the request has the cookie under its old name only: the answer then expires that one."""

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from shared import keys
 from shared.connection import ensure_indexes, module_names
 from shared.pipelined import Arg, PipelinedRedis, Script, as_map
-from shared.protocol import LIVE_TOP_FIELD, Reply, live_top_rows, scores_of
+from shared.protocol import LIVE_TOP_FIELD, LUA_TIES, Reply, live_top_rows, scores_of
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
 ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
@@ -47,45 +47,58 @@ return {document or false, version or false}
 EXTEND_SAVE = Script(
     "if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[1]) return 1 end return 0"
 )
+
+
+# Every read that ranks orders ties as shared/ties.lua says (its functions come first). KEYS: the board
+# and, beside it in its slot, its reached times (keys.board_reached), then the script's own.
+def ranking(body: str) -> Script:
+    return Script("#!lua flags=no-writes\n" + LUA_TIES + body)
+
+
+# A page of a board: ARGV, its first and last rank (0-based).
+PAGE = ranking("return tied_range(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))")
 # A board's top and the id of its live stream's last entry, at one instant (they share a slot): reading
 # the stream on from that id, a reader misses no change after the top it has, and sees none before it.
-LIVE_SNAPSHOT = Script(
-    "#!lua flags=no-writes\n"
-    "local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]\n"
-    "return {last and last[1] or '0-0', redis.call('ZRANGE', KEYS[1], 0, ARGV[1] - 1, 'REV', 'WITHSCORES')}"
+# KEYS[3]: the live stream. ARGV: the top's size.
+LIVE_SNAPSHOT = ranking(
+    "local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)[1]\n"
+    "return {last and last[1] or '0-0', (tied_range(KEYS[1], KEYS[2], 0, tonumber(ARGV[1]) - 1))}"
 )
 # A page of the current board, or nothing when it still holds a season older than the current one
-# (no score of the new season has rolled it over yet). KEYS: the board, its season marker.
+# (no score of the new season has rolled it over yet). KEYS[3]: the board's season marker.
 # ARGV: the first and last rank (0-based), the current season's start (ms).
-CURRENT_PAGE = Script(
-    """#!lua flags=no-writes
-local held = redis.call('GET', KEYS[2])
+CURRENT_PAGE = ranking(
+    """
+local held = redis.call('GET', KEYS[3])
 if held and tonumber(held) < tonumber(ARGV[3]) then
   return {}
 end
-return redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'REV', 'WITHSCORES')
+return tied_range(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
 """
 )
 # A player's entry and its neighbours, found by id: one round trip, in the board's slot.
-# KEYS: the board, its member index, and with seasons its marker. ARGV: the player id, how many
-# neighbours each side, and with seasons the current season's start (ms).
+# KEYS[3]: the board's member index, and with seasons KEYS[4] its marker. ARGV: the player id, how
+# many neighbours each side, and with seasons the current season's start (ms).
 # Returns nil (no entry), or the player's 0-based rank, the first row's and the rows (member, score, ...).
-AROUND = Script(
-    """#!lua flags=no-writes
-if KEYS[3] then
-  local held = redis.call('GET', KEYS[3])
+AROUND = ranking(
+    """
+if KEYS[4] then
+  local held = redis.call('GET', KEYS[4])
   if held and tonumber(held) < tonumber(ARGV[3]) then
     return nil
   end
 end
-local member = redis.call('HGET', KEYS[2], ARGV[1])
-local rank = member and redis.call('ZREVRANK', KEYS[1], member)
-if not rank then
-  return nil
-end
-local around = tonumber(ARGV[2])
-local first = math.max(rank - around, 0)
-return {rank, first, redis.call('ZRANGE', KEYS[1], first, rank + around, 'REV', 'WITHSCORES')}
+local member = redis.call('HGET', KEYS[3], ARGV[1])
+return member and tied_around(KEYS[1], KEYS[2], member, tonumber(ARGV[2]))
+"""
+)
+# A player's entry on a board, found by id (KEYS[3]: the member index; ARGV: the id): its member,
+# score and 0-based rank, or nil.
+ENTRY = ranking(
+    """
+local member = redis.call('HGET', KEYS[3], ARGV[1])
+local found = member and tied_around(KEYS[1], KEYS[2], member, 0)
+return found and {member, found[3][2], found[1]}
 """
 )
 
@@ -164,26 +177,49 @@ class Store:
         return document, None if version is None else version.decode()
 
     async def top(self, key: str, count: int, offset: int = 0) -> Rows:
-        """`count` members of a sorted set and their scores, highest first, from the `offset`th."""
+        """`count` members of a board and their scores, highest first (ties as shared/ties.lua orders them),
+        from the `offset`th. A page whose scores no other entry shares (a row more each side tells) is
+        in Redis's own order, read with one ZRANGE: a script call costs Redis several times as much
+        (docs/benchmarks.md, "Ties"); a page with a tie in it goes to the script."""
         last = offset + count - 1
-        return rows_of(await self.redis.execute("ZRANGE", key, offset, last, "REV", "WITHSCORES", route=key))
+        first = max(offset - 1, 0)
+        window: list[bytes] = await self.redis.execute("ZRANGE", key, first, last + 1, "REV", "WITHSCORES", route=key)
+        scores = window[1::2]
+        if len(set(scores)) == len(scores):
+            return rows_of(window[2 * (offset - first) :][: 2 * count])
+        return rows_of(await self.redis.script(PAGE, [key, keys.board_reached(key)], [offset, last]))
 
     async def current_top(self, key: str, marker: str, season_start_ms: int, count: int, offset: int = 0) -> Rows:
         """As `top`, on a board with seasons: none when it still holds a season before `season_start_ms`."""
         last = offset + count - 1
-        return rows_of(await self.redis.script(CURRENT_PAGE, [key, marker], [offset, last, season_start_ms]))
+        script_keys = [key, keys.board_reached(key), marker]
+        return rows_of(await self.redis.script(CURRENT_PAGE, script_keys, [offset, last, season_start_ms]))
 
     async def around(
         self, key: str, members: str, player_id: str, around: int, marker: str | None = None, season_start_ms: int = 0
     ) -> tuple[int, int, Rows] | None:
         """The player's 0-based rank, the first row's, and the rows from `around` above the player's
         entry to `around` below; None when the player has none (or the board holds a past season)."""
-        script_keys = [key, members] if marker is None else [key, members, marker]
+        script_keys = [key, keys.board_reached(key), members, *([] if marker is None else [marker])]
         found = await self.redis.script(AROUND, script_keys, [player_id, around, season_start_ms])
         if not found:
             return None
         rank, first, rows = found
         return rank, first, rows_of(rows)
+
+    async def entry(self, key: str, members: str, player_id: str) -> tuple[str, int | float, int] | None:
+        """The player's member, score and 0-based rank on a board; None without an entry."""
+        found = await self.redis.script(ENTRY, [key, keys.board_reached(key), members], [player_id])
+        if not found:
+            return None
+        member, score, rank = found
+        return member.decode(), scores_of([score])[0], int(rank)
+
+    async def recovery_hash(self, player_id: str) -> str | None:
+        """The hash of the player's current recovery code, if they have one."""
+        key = keys.recovery_player(player_id)
+        found: bytes | None = await self.redis.execute("GET", key, route=key)
+        return None if found is None else found.decode()
 
     async def seasons(self, key: str, oldest_start_ms: int) -> list[str]:
         """The labels in a board's list of seasons from `oldest_start_ms` on, newest first."""
@@ -201,7 +237,7 @@ class Store:
 
     async def live_snapshot(self, board: str, stream: str, count: int) -> tuple[bytes, list[tuple[str, float]]]:
         """A board's top `count` and the id of its live stream's last entry (b"0-0" for none), together."""
-        last_id, rows = await self.redis.script(LIVE_SNAPSHOT, [board, stream], [count])
+        last_id, rows = await self.redis.script(LIVE_SNAPSHOT, [board, keys.board_reached(board), stream], [count])
         return last_id, [(member.decode(), float(score)) for member, score in zip(rows[::2], rows[1::2], strict=True)]
 
     async def live_announcements(
@@ -316,7 +352,7 @@ class Store:
         return int(await self._admit(limits, None))
 
     async def admit_and_publish(
-        self, limits: Sequence[RateLimit], command: Command, session_key: str
+        self, limits: Sequence[RateLimit], command: Command, session_key: str | None
     ) -> int | str | None:
         """As `admit`, and append the command to its stream when admitted: one script, so a refused
         command is never published. The ms to wait, or the published entry's id; None, with nothing
@@ -325,8 +361,8 @@ class Store:
 
         On a single Redis the script checks the session too; on a cluster the session lives in a slot
         of its own, so it is checked just before, which leaves a session that expires in between one
-        last write."""
-        if self.redis.shard_tags is None:
+        last write. Without a session key, none is checked."""
+        if self.redis.shard_tags is None or session_key is None:
             answer = await self._admit(limits, command, session_key)
         elif await self.exists(session_key):
             answer = await self._admit(limits, command)
@@ -413,6 +449,38 @@ class Store:
             return await self.redis.execute(*command, route=command[1])  # an index lives in its name's slot
 
         await ensure_indexes(create, self.redis.shard_tags)
+
+    # The operators' console (services/gateway/admin.py) and the dead letters (services/deadletters.py)
+
+    async def is_member(self, key: str, member: str) -> bool:
+        return bool(await self.redis.execute("SISMEMBER", key, member, route=key))
+
+    async def field(self, key: str, name: str) -> bytes | None:
+        """One field of a hash."""
+        value: bytes | None = await self.redis.execute("HGET", key, name, route=key)
+        return value
+
+    async def audit(self, fields: Mapping[str, str], kept: int) -> None:
+        """Record an admin write in the capped audit stream."""
+        flat = [part for pair in fields.items() for part in pair]
+        await self.redis.execute("XADD", keys.ADMIN_AUDIT, "MAXLEN", "~", kept, "*", *flat, route=keys.ADMIN_AUDIT)
+
+    async def stream_newest(self, stream: str, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """A stream's newest `count` entries, newest first."""
+        entries = await self.redis.execute("XREVRANGE", stream, "+", "-", "COUNT", count, route=stream)
+        return [(entry_id, as_map(fields)) for entry_id, fields in entries]
+
+    async def stream_entry(self, stream: str, entry_id: str) -> tuple[bytes, dict[bytes, bytes]] | None:
+        """The first entry of `stream` from `entry_id` to `entry_id` (a bare time is a range to Redis)."""
+        found = await self.redis.execute("XRANGE", stream, entry_id, entry_id, "COUNT", 1, route=stream)
+        return (found[0][0], as_map(found[0][1])) if found else None
+
+    async def publish(self, stream: str, fields: Mapping[bytes, bytes], min_id: str) -> None:
+        """Append a command to its stream with no admission: an operator's replay of a dead letter."""
+        await self._admit([], Command(stream, min_id, fields))
+
+    async def delete_entry(self, stream: str, entry_id: str) -> bool:
+        return bool(await self.redis.execute("XDEL", stream, entry_id, route=stream))
 
     # Metrics, read at scrape time
 

@@ -25,6 +25,11 @@ CHANGED = Reply.message(412, "The save is not the version you named (If-Match / 
 IF_CHANGED = {Outcome.PRECONDITION_FAILED: CHANGED}
 
 
+def if_changed(event: Event) -> Mapping[Outcome, Reply]:
+    """The 412 of a write with a precondition; a write without one has none to answer."""
+    return IF_CHANGED if event.expect else {}
+
+
 def document_of(event: Event, noun: str) -> str:
     document = event.payload
     if not isinstance(document, dict) or document.get("id") != event.session:
@@ -40,7 +45,7 @@ def save_handler(key_of: Callable[[str], str], noun: str, ttl_s: int, *, update:
         args = ("$", body, "XX") if update else ("$", body)
         return Action(
             "JSON.SET", key_of(event.session), args, if_true=done, if_false=NOT_FOUND, expire_s=ttl_s,
-            versioned=True, expect=event.expect, refusals=IF_CHANGED,
+            versioned=True, expect=event.expect, refusals=if_changed(event),
         )  # fmt: skip
 
     return handle
@@ -80,7 +85,7 @@ def delete_handler(key_of: Callable[[str], str], noun: str, keep_version_s: int)
     def handle(event: Event) -> Action:
         return Action(
             "DEL", key_of(event.session), (), if_true=done, if_false=NOT_FOUND, expire_s=keep_version_s,
-            versioned=True, expect=event.expect, refusals=IF_CHANGED,
+            versioned=True, expect=event.expect, refusals=if_changed(event),
         )  # fmt: skip
 
     return handle

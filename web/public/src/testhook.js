@@ -9,6 +9,7 @@
 //                        around: [rows as entries], season: { mode, current, endsAt, line } } | null,
 //         recovery: { code, error } | null (the pause's "Play on another device"),
 //         codeEntry: { code, message } | null (the title's "I have a code"),
+//         account: { exported } | null (the pause's "Download my data": what was downloaded),
 //         keys: the last key presses the page received: [{ key, toCanvas, frame }] }
 //   window.__cacheQuest.teleport(x, y, map?)  quest scene only: moves the hero; with another map
 //       name it travels there through the normal map change (which saves).
@@ -57,6 +58,7 @@ export function installTestHook() {
         leaderboard: live.leaderboard ?? null,
         recovery: live.recovery ?? null,
         codeEntry: live.codeEntry ?? null,
+        account: live.account ?? null,
         keys: keysSeen,
       });
     },
