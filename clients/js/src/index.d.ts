@@ -13,20 +13,10 @@ export type Seasons = Schemas["Seasons"];
 export type SearchResult = Schemas["SearchResult"];
 export type Message = Schemas["Message"];
 
-// v3 (issue 29), from API.md until the gateway's OpenAPI describes them.
-/** A verified run: its token goes with its score. */
-export interface Run {
-  run: string;
-  /** Epoch milliseconds, the server's clock. */
-  startedAt: number;
-}
-/** Everything the server holds about a player (GET /api/account). */
-export interface Account {
-  id: string;
-  saves: { player: PlayerDocument | null; game: GameDocument | null };
-  leaderboards: { key: string; season: string | null; value: string; score: number; rank: number }[];
-  recovery: { active: boolean };
-}
+/** A verified run (v3): its token goes with its score. */
+export type Run = Schemas["Run"];
+/** Everything the server holds about a player (GET /api/account, v3). */
+export type Account = Schemas["Account"];
 
 export interface RetryInfo {
   attempt: number;

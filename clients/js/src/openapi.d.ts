@@ -283,6 +283,8 @@ export interface paths {
         /**
          * Submit Score
          * @description Record a score: your one entry on the board takes your best score and the name you post under.
+         *     With `run`, the run is checked first (403 another's or another board's, 409 used, 410 unknown or
+         *     expired, 422 too short or a score above its bound), and a board in LEADERBOARD_VERIFIED needs one.
          */
         post: operations["submit_score_api_leaderboard_post"];
         delete?: never;
@@ -353,6 +355,52 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/leaderboard/{key}/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * New Run
+         * @description Start a verified run on the board: its token goes with the run's score, once, within RUN_MAX_S.
+         */
+        post: operations["new_run_api_leaderboard__key__runs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/account": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * My Account
+         * @description Everything this game holds about you: your saves, your entries on every board and season, and
+         *     whether a recovery code of yours is active.
+         */
+        get: operations["my_account_api_account_get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Account
+         * @description Erase everything held about you: saves, board entries of every season, the recovery code, the
+         *     session. Your cookie is cleared; an old copy of it can write nothing any more. Repeating it is harmless.
+         */
+        delete: operations["delete_account_api_account_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/leaderboard/{key}/live": {
         parameters: {
             query?: never;
@@ -377,6 +425,34 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** Account */
+        Account: {
+            /** Id */
+            id: string;
+            saves: components["schemas"]["Saves"];
+            /** Leaderboards */
+            leaderboards: components["schemas"]["AccountEntry"][];
+            recovery: components["schemas"]["RecoveryState"];
+        };
+        /** AccountEntry */
+        AccountEntry: {
+            /**
+             * Key
+             * @description The sorted set the entry is in
+             */
+            key: string;
+            /**
+             * Season
+             * @description Its season's label; null for all-time and boards without seasons
+             */
+            season: string | null;
+            /** Value */
+            value: string;
+            /** Score */
+            score: number;
+            /** Rank */
+            rank: number;
+        };
         /** AroundMe */
         AroundMe: {
             /** Rank */
@@ -405,6 +481,7 @@ export interface components {
             /** Scoremax */
             scoreMax: number;
             season: components["schemas"]["SeasonInfo"];
+            runs: components["schemas"]["RunsInfo"];
         };
         /** GameStateBody */
         GameStateBody: {
@@ -479,6 +556,59 @@ export interface components {
              */
             code: string;
         };
+        /** RecoveryState */
+        RecoveryState: {
+            /** Active */
+            active: boolean;
+        };
+        /** Run */
+        Run: {
+            /**
+             * Run
+             * @description The run's token: send it with the run's score
+             */
+            run: string;
+            /**
+             * Startedat
+             * @description When the run started, epoch milliseconds on the server's clock
+             */
+            startedAt: number;
+        };
+        /** RunBoundsInfo */
+        RunBoundsInfo: {
+            /**
+             * Mins
+             * @description A run shorter than this is refused
+             */
+            minS: number;
+            /**
+             * Maxs
+             * @description A run expires this long after it started
+             */
+            maxS: number;
+            /** Scorepers */
+            scorePerS: number;
+            /**
+             * Scorebase
+             * @description A run may score at most scorePerS * seconds + scoreBase
+             */
+            scoreBase: number;
+        };
+        /** RunsInfo */
+        RunsInfo: {
+            /**
+             * Verified
+             * @description Maps whose board takes a score only with a run
+             */
+            verified: string[];
+            /**
+             * Bounds
+             * @description Each map's run bounds
+             */
+            bounds: {
+                [key: string]: components["schemas"]["RunBoundsInfo"];
+            };
+        };
         /**
          * SaveDocument
          * @description Any JSON object whose `id` is the caller's session id.
@@ -491,6 +621,17 @@ export interface components {
             id: string;
         } & {
             [key: string]: unknown;
+        };
+        /** Saves */
+        Saves: {
+            /** Player */
+            player: {
+                [key: string]: unknown;
+            } | null;
+            /** Game */
+            game: {
+                [key: string]: unknown;
+            } | null;
         };
         /** ScoreBody */
         ScoreBody: {
@@ -510,6 +651,11 @@ export interface components {
              * @example Hero-<session id>
              */
             member: string;
+            /**
+             * Run
+             * @description A verified run's token (POST /api/leaderboard/{key}/runs)
+             */
+            run?: string | null;
         };
         /** SearchHit */
         SearchHit: {
@@ -2132,6 +2278,24 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Gone */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
             /** @description Request Entity Too Large */
             413: {
                 headers: {
@@ -2150,13 +2314,13 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Entity */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["Message"];
                 };
             };
             /** @description Too Many Requests */
@@ -2501,6 +2665,320 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Gateway Timeout */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+        };
+    };
+    new_run_api_leaderboard__key__runs_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Run"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Gateway Timeout */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+        };
+    };
+    my_account_api_account_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Account"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Gateway Timeout */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+        };
+    };
+    delete_account_api_account_delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Request Entity Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
                 };
             };
             /** @description Too Many Requests */
