@@ -50,7 +50,12 @@ async def issue_recovery_code(call: Call) -> Response:
     issues = RateLimit.on(made.issues, keys.rate_limit("session-recovery-codes", caller))
     await refuse_if_limited(store, issues, "Too many recovery codes; slow down")
     code = new_code()
-    await store.issue_recovery(caller, made.hasher.hash(code), made.ttl_s)
+    code_hash = made.hasher.hash(code)
+    await store.issue_recovery(caller, code_hash, made.ttl_s)
+    # An account erased while the code was being issued (DELETE /api/account) takes the code with it.
+    if not await store.exists(keys.session(caller)):
+        await store.revoke_recovery(caller, code_hash)
+        raise HTTPException(401, "Your session has expired: call GET /session first")
     return json_response(200, {"code": grouped(code)})
 
 

@@ -327,6 +327,13 @@ class Store:
             old_key = keys.recovery_code(old.decode())
             await self.redis.execute("DEL", old_key, route=old_key)
 
+    async def revoke_recovery(self, player_id: str, code_hash: str) -> None:
+        """Remove a code just issued, for a player whose account an erase removed meanwhile."""
+        code_key, player_key = keys.recovery_code(code_hash), keys.recovery_player(player_id)
+        await asyncio.gather(
+            self.redis.execute("DEL", player_key, route=player_key), self.redis.execute("DEL", code_key, route=code_key)
+        )
+
     async def recovered_player(self, code_hash: str, ttl_s: int) -> str | None:
         """The player whose current code hashes to `code_hash`, its records' TTL restarted; None if the
         code is unknown, expired or revoked."""
