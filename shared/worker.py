@@ -399,16 +399,6 @@ class Worker:
                     "503 until one is in sync", wanted, master, replicas,
                 )  # fmt: skip
 
-    def routed_to(self, key: str) -> dict[str, Any]:
-        """How a command on `key` whose keys redis-py's cluster client cannot find by itself (XREADGROUP's
-        follow its STREAMS keyword) is sent: to `key`'s master, named. Left to find them, the client asks
-        Redis with COMMAND GETKEYS first, a round trip more every read. A slot that moved is still
-        followed (MOVED); on a single Redis there is nothing to name."""
-        if not isinstance(self.redis, RedisCluster):
-            return {}
-        node = self.redis.get_node_from_key(key)
-        return {} if node is None else {"target_nodes": node}
-
     def master(self, node: str) -> Redis:
         """A client of one master by its cluster name (host:port), or of the single Redis (""), for calls
         that must share a connection with their WAIT: redis-py's cluster client picks one per command."""
@@ -568,10 +558,12 @@ class Partition:
     async def _read(self, block_ms: int) -> list[Entry]:
         """New entries, or our own pending ones while a backlog remains."""
         start = "0" if self._read_backlog else ">"
-        block = () if self._read_backlog else ("BLOCK", block_ms)
-        options = ("GROUP", self.group, self.consumer, "COUNT", self.settings.batch_size, *block)
-        answer = await self.redis.execute_command(
-            "XREADGROUP", *options, "STREAMS", self.key, start, **self.worker.routed_to(self.key)
+        answer = await self.redis.xreadgroup(
+            self.group,
+            self.consumer,
+            {self.key: start},
+            count=self.settings.batch_size,
+            block=None if self._read_backlog else block_ms,
         )
         entries = stream_entries(answer)
         if self._read_backlog and not entries:
