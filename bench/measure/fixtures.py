@@ -4,6 +4,7 @@ a million members (--board-size)."""
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import random
 import secrets
 
@@ -42,7 +43,10 @@ async def new_session(client: httpx.AsyncClient, gate: asyncio.Semaphore) -> Ses
 
 async def new_sessions(base_url: str, count: int) -> list[Session]:
     gate = asyncio.Semaphore(CONCURRENCY)
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+    # A client that keeps no cookie: kept, the first answers' cookies went with every later GET /session,
+    # which answered the session they named, so 512 "sessions" were a handful of players.
+    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    async with httpx.AsyncClient(base_url=base_url, timeout=10, cookies=no_cookies) as client:
         made = asyncio.gather(*(new_session(client, gate) for _ in range(count)))
         return list(await asyncio.wait_for(made, SETUP_TIMEOUT_S))
 
