@@ -144,10 +144,14 @@ class Command:
     fields: Mapping[bytes, bytes]
 
 
+TIED_PAGES = 1024  # pages remembered as tied, per process
+
+
 class Store:
     def __init__(self, redis: PipelinedRedis) -> None:
         self.redis = redis
         self.unlinks: set[asyncio.Task[Any]] = set()  # reply streams being removed: kept until done
+        self.tied_pages: dict[tuple[str, int, int], None] = {}  # board pages last seen holding a tie, oldest first
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -180,14 +184,26 @@ class Store:
         """`count` members of a board and their scores, highest first (ties as shared/ties.lua orders them),
         from the `offset`th. A page whose scores no other entry shares (a row more each side tells) is
         in Redis's own order, read with one ZRANGE: a script call costs Redis several times as much
-        (docs/benchmarks.md, "Ties"); a page with a tie in it goes to the script."""
+        (docs/benchmarks.md, "Ties"); a page with a tie in it goes to the script, at once while this
+        process last saw a tie on it (`tied_pages`), so a tied page costs one round trip, not two."""
         last = offset + count - 1
-        first = max(offset - 1, 0)
-        window: list[bytes] = await self.redis.execute("ZRANGE", key, first, last + 1, "REV", "WITHSCORES", route=key)
-        scores = window[1::2]
-        if len(set(scores)) == len(scores):
-            return rows_of(window[2 * (offset - first) :][: 2 * count])
-        return rows_of(await self.redis.script(PAGE, [key, keys.board_reached(key)], [offset, last]))
+        page = (key, offset, count)
+        if page not in self.tied_pages:
+            first = max(offset - 1, 0)
+            window: list[bytes] = await self.redis.execute(
+                "ZRANGE", key, first, last + 1, "REV", "WITHSCORES", route=key
+            )
+            scores = window[1::2]
+            if len(set(scores)) == len(scores):
+                return rows_of(window[2 * (offset - first) :][: 2 * count])
+        rows = rows_of(await self.redis.script(PAGE, [key, keys.board_reached(key)], [offset, last]))
+        if len({score for _, score in rows}) < len(rows):
+            self.tied_pages[page] = None
+            if len(self.tied_pages) > TIED_PAGES:
+                del self.tied_pages[next(iter(self.tied_pages))]  # the oldest
+        else:  # no tie within the page now: the next read looks again, edges included
+            self.tied_pages.pop(page, None)
+        return rows
 
     async def current_top(self, key: str, marker: str, season_start_ms: int, count: int, offset: int = 0) -> Rows:
         """As `top`, on a board with seasons: none when it still holds a season before `season_start_ms`."""
