@@ -81,7 +81,8 @@ async def erase_account(commands: CommandBus, player_id: str, address: str) -> R
     """
     await commands.store.probe_writes()
     code = await commands.store.recovery_hash(player_id)
-    return await commands.call(EventType.ACCOUNT_ERASE, player_id, address, {"recovery": code}, live=False)
+    payload = {"recovery": code}
+    return await commands.call(EventType.ACCOUNT_ERASE, player_id, address, payload, live=False, counted_as="erases")
 
 
 async def my_account(call: Call) -> Response:

@@ -36,19 +36,29 @@ class CommandBus:
         self.address_writes = parse_rate(settings.rate_limit_address_writes)
 
     async def call(
-        self, type: EventType, session_id: str, address: str, payload: Any, expect: str = "", *, live: bool = True
+        self,
+        type: EventType,
+        session_id: str,
+        address: str,
+        payload: Any,
+        expect: str = "",
+        *,
+        live: bool = True,
+        counted_as: str = "writes",
     ) -> Reply:
         """Admit the command and publish it, then wait for its reply; its `version` is the command's
         stream entry id, which a save's command writes as the document's version. `live`: only while
         the session is (an erase is not: repeated, or an operator's, it finds the session gone).
+        `counted_as`: the rate limits' count, per session and per address (an erase has its own, so a
+        player whose writes are at their limit can still erase).
 
         A 504 means no worker answered in time; the command is never applied after its deadline,
         and every command is idempotent, so the client can simply retry.
         """
         partition = self.partition(session_id)
         limits = [
-            *RateLimit.on(self.session_writes, keys.write_limit(partition, "session-writes", session_id)),
-            *RateLimit.on(self.address_writes, keys.write_limit(partition, "address-writes", address)),
+            *RateLimit.on(self.session_writes, keys.write_limit(partition, f"session-{counted_as}", session_id)),
+            *RateLimit.on(self.address_writes, keys.write_limit(partition, f"address-{counted_as}", address)),
         ]
         session = keys.session(session_id) if live else None
         return await self._call(type, session_id, partition, payload, expect, limits, session)

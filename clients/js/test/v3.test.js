@@ -46,7 +46,9 @@ test("a run's score whose answer was lost: the retry's 409 is the first try's, l
   const { run } = await board.startRun();
   assert.equal((await board.submit(0, { name: "Unlucky", run })).status, 200);
   assert.ok(lost);
-  assert.ok((await board.page({ count: 100 })).some((entry) => entry.value === `Unlucky-${id}`));
+  // Its entry, in whichever of this gateway's two-second seasons it landed.
+  const { leaderboards } = await client.account();
+  assert.ok(leaderboards.some((entry) => entry.value === `Unlucky-${id}`));
 });
 
 test("the account holds the saves, entries and recovery; erasing it ends them", { skip: NO_ACCOUNT }, async () => {
