@@ -641,6 +641,13 @@ def commands_again(worker: Worker, events: list[Event]) -> list[Command]:
     ]
 
 
+def blocked_clients(info: dict[str, Any]) -> int:
+    """`INFO clients`' count of blocked clients, as RedisCluster answers for one node or per node."""
+    if "blocked_clients" in info:
+        return int(info["blocked_clients"])
+    return sum(int(section["blocked_clients"]) for section in info.values())
+
+
 def test_an_exhausted_connection_pool_is_logged_as_a_bug_and_retried_at_once(
     cluster_url: str, db: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -659,13 +666,18 @@ def test_an_exhausted_connection_pool_is_logged_as_a_bug_and_retried_at_once(
             running = asyncio.create_task(partition.run())
             await asyncio.sleep(0.5)
             hold = 1.0
+            started_at = time.monotonic()
 
             async def hold_a_connection(n: int) -> None:
                 await worker.redis.blpop([f"pool-test:{{0}}:hold{n}"], timeout=hold)
 
             # The partition's blocked read has one connection; these take the others.
             holders = [asyncio.create_task(hold_a_connection(n)) for n in range(2 * settings.stream_partitions + 1)]
-            await asyncio.sleep(0.05)
+            # Until each holder's BLPOP is in: a loaded box makes its connections slowly.
+            node = db.get_node_from_key("pool-test:{0}:hold0")
+            while blocked_clients(db.info("clients", target_nodes=node)) < len(holders):
+                assert time.monotonic() - started_at < 10, "the holders have their connections"
+                await asyncio.sleep(0.01)
             event, _ = batch_of_saves(worker, 1, 5)
             started_at = time.monotonic()
             await db_async_xadd(cluster_url, stream.key(0), event[0])

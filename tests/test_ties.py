@@ -17,8 +17,8 @@ from devtools.stack import Stack
 from shared import keys, seasons
 from tests.conftest import ARTIFACTS, Player, fresh_redis, started
 
-MAPS = "Even,Paged,Named,Seasoned"
-EVEN, PAGED, NAMED, SEASONED = (keys.leaderboard(name) for name in MAPS.split(","))
+MAPS = "Even,Paged,Named,Seasoned,Mended"
+EVEN, PAGED, NAMED, SEASONED, MENDED = (keys.leaderboard(name) for name in MAPS.split(","))
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,22 @@ def test_pages_that_cut_through_a_tie_are_in_its_order(ties: Stack, db: redis.Re
     assert [name for name, _, _ in page(ties, PAGED)][:3] == ["Top", "Fa", "Renamed"]
     post(players[5], PAGED, 900, "Ba")  # raised to the top's score, later than the top
     assert [name for name, _, _ in page(ties, PAGED, count=2)] == ["Top", "Ba"]
+
+
+def test_a_page_remembered_as_tied_follows_the_board_as_its_ties_come_and_go(ties: Stack) -> None:
+    """A gateway reads a page it last saw tied through the ordering script at once (Store.tied_pages):
+    each page below is read twice, the second time from that memory, and must follow the board."""
+    abe, zed, mid = Player(ties.url), Player(ties.url), Player(ties.url)
+    post(abe, MENDED, 300, "Abe")  # first at 300; Redis's own order puts "Zed" above
+    post(zed, MENDED, 300, "Zed")
+    for _ in range(2):
+        assert page(ties, MENDED) == [("Abe", 300, 1), ("Zed", 300, 2)]
+    post(zed, MENDED, 301, "Zed")  # the tie ends
+    for _ in range(2):
+        assert page(ties, MENDED) == [("Zed", 301, 1), ("Abe", 300, 2)]
+    post(mid, MENDED, 300, "Mid")  # a new one, behind Abe
+    for _ in range(2):
+        assert page(ties, MENDED) == [("Zed", 301, 1), ("Abe", 300, 2), ("Mid", 300, 3)]
 
 
 def test_archived_seasons_and_all_time_order_ties_too(tmp_path_factory: pytest.TempPathFactory) -> None:
