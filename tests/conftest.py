@@ -174,6 +174,17 @@ def started(redis_url: str, log_file: Path, saves: int = 1, leaderboard: int = 1
             running.stop_all()
 
 
+@contextmanager
+def own_stack(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Iterator[Stack]:
+    """A stack on a Redis of its own, for a module whose settings (boards, seasons, limits) the session's
+    stack does not share: its workers would dead-letter what the shared stack's take."""
+    with (
+        fresh_redis(tmp_path_factory.mktemp(name)) as url,
+        started(url, ARTIFACTS / f"logs/{name}.log", 1, 1, **env) as running,
+    ):
+        yield running
+
+
 StackFactory = Callable[..., Stack]
 
 

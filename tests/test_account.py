@@ -16,7 +16,7 @@ from redis.cluster import RedisCluster
 
 from devtools.stack import Stack
 from shared import keys, seasons
-from tests.conftest import ARTIFACTS, Player, fresh_redis, started
+from tests.conftest import Player, own_stack
 
 MAPS = "Hills,Caves"
 HILLS, CAVES = keys.leaderboard("Hills"), keys.leaderboard("Caves")
@@ -24,21 +24,15 @@ Db = redis.Redis | RedisCluster
 
 
 @pytest.fixture(scope="module")
-def account_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fresh_redis(tmp_path_factory.mktemp("account")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def accounts(account_url: str) -> Iterator[Stack]:
+def accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {"LEADERBOARD_MAPS": MAPS, "LEADERBOARD_SEASON": "weekly"}
-    with started(account_url, ARTIFACTS / "logs/account.log", 1, 1, **env) as running:
+    with own_stack(tmp_path_factory, "account", **env) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def db(account_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(account_url, decode_responses=True) as client:
+def db(accounts: Stack) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(accounts.redis_url, decode_responses=True) as client:
         yield client
 
 

@@ -17,7 +17,7 @@ from redis.cluster import RedisCluster
 from devtools.stack import Stack
 from shared import keys, seasons
 from shared.settings import RunBounds, Settings
-from tests.conftest import ARTIFACTS, Player, fresh_redis, started
+from tests.conftest import Player, own_stack
 
 MAPS = "Verified,Open,Short,Slow"
 VERIFIED, OPEN, SHORT, SLOW = (keys.leaderboard(name) for name in MAPS.split(","))
@@ -35,20 +35,14 @@ Db = redis.Redis | RedisCluster
 
 
 @pytest.fixture(scope="module")
-def runs_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fresh_redis(tmp_path_factory.mktemp("runs")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def runs(runs_url: str) -> Iterator[Stack]:
-    with started(runs_url, ARTIFACTS / "logs/runs.log", 1, 1, **ENV) as running:
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with own_stack(tmp_path_factory, "runs", **ENV) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def db(runs_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(runs_url, decode_responses=True) as client:
+def db(runs: Stack) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(runs.redis_url, decode_responses=True) as client:
         yield client
 
 

@@ -15,27 +15,21 @@ import redis
 
 from devtools.stack import Stack
 from shared import keys, seasons
-from tests.conftest import ARTIFACTS, Player, fresh_redis, started
+from tests.conftest import Player, own_stack
 
 MAPS = "Even,Paged,Named,Seasoned,Mended"
 EVEN, PAGED, NAMED, SEASONED, MENDED = (keys.leaderboard(name) for name in MAPS.split(","))
 
 
 @pytest.fixture(scope="module")
-def ties_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with fresh_redis(tmp_path_factory.mktemp("ties")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def ties(ties_url: str) -> Iterator[Stack]:
-    with started(ties_url, ARTIFACTS / "logs/ties.log", 1, 1, LEADERBOARD_MAPS=MAPS) as running:
+def ties(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with own_stack(tmp_path_factory, "ties", LEADERBOARD_MAPS=MAPS) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def db(ties_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(ties_url, decode_responses=True) as client:
+def db(ties: Stack) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(ties.redis_url, decode_responses=True) as client:
         yield client
 
 
@@ -123,11 +117,8 @@ def test_a_page_remembered_as_tied_follows_the_board_as_its_ties_come_and_go(tie
 
 def test_archived_seasons_and_all_time_order_ties_too(tmp_path_factory: pytest.TempPathFactory) -> None:
     with (
-        fresh_redis(tmp_path_factory.mktemp("ties-seasons")) as url,
-        started(
-            url, ARTIFACTS / "logs/ties_seasons.log", 1, 1, LEADERBOARD_MAPS=MAPS, LEADERBOARD_SEASON="weekly"
-        ) as stack,
-        redis.Redis.from_url(url, decode_responses=True) as db,
+        own_stack(tmp_path_factory, "ties_seasons", LEADERBOARD_MAPS=MAPS, LEADERBOARD_SEASON="weekly") as stack,
+        redis.Redis.from_url(stack.redis_url, decode_responses=True) as db,
     ):
         early, late = Player(stack.url), Player(stack.url)
         post(early, SEASONED, 50, "Yu")

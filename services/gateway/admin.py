@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import math
 from collections.abc import Awaitable
 from pathlib import Path as FilePath
 from typing import Any
@@ -38,7 +37,7 @@ from services.gateway.layers import Call, header
 from services.gateway.models import ID_PATTERN, MEMBER_MAX_LENGTH
 from services.gateway.routing import Handler, Route
 from services.gateway.saves import search_query
-from services.gateway.sessions import client_address
+from services.gateway.sessions import client_address, refuse_if_limited
 from services.gateway.store import RateLimit, Store
 from services.leaderboard.handlers import every_board, is_board
 from shared import keys
@@ -98,9 +97,7 @@ async def operator(call: Call) -> None:
     settings: Settings = state.settings
     address = client_address(call.scope)
     limit = RateLimit.on(parse_rate(settings.rate_limit_admin_failures), keys.rate_limit("admin-failures", address))
-    wait_ms = await state.store.admit(limit)
-    if wait_ms:
-        raise HTTPException(429, "Too many failed attempts; slow down", {"Retry-After": str(math.ceil(wait_ms / 1000))})
+    await refuse_if_limited(state.store, limit, "Too many failed attempts; slow down")
     raise HTTPException(401, UNAUTHORIZED, {"WWW-Authenticate": "Bearer"})
 
 

@@ -20,11 +20,10 @@ from services.gateway.recovery import (
     canonical,
     grouped,
     new_code,
-    refuse_if_limited,
 )
 from services.gateway.responses import error_response, json_response
 from services.gateway.routing import Route
-from services.gateway.sessions import client_address, write_session
+from services.gateway.sessions import client_address, refuse_if_limited, write_session
 from services.gateway.store import RateLimit, Store
 from shared import keys
 

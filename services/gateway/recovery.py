@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import re
 import secrets
 
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException
 
 from services.gateway.sessions import SessionCookies, stored_secret
-from services.gateway.store import RateLimit, Store
 from shared.settings import Settings, parse_rate
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: 5 bits a character
@@ -97,10 +94,3 @@ class Recovery:
         self.issues = parse_rate(settings.rate_limit_session_writes)
         self.per_address = parse_rate(settings.rate_limit_address_recoveries)
         self.per_prefix = parse_rate(settings.rate_limit_prefix_recoveries)
-
-
-async def refuse_if_limited(store: Store, limits: list[RateLimit], message: str) -> None:
-    """Count a hit on `limits` (keys of one slot); past them, a 429 with Retry-After."""
-    wait_ms = await store.admit(limits)
-    if wait_ms:
-        raise HTTPException(429, message, {"Retry-After": str(math.ceil(wait_ms / 1000))})

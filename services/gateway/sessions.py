@@ -44,7 +44,6 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from services.gateway.layers import Call
-from services.gateway.responses import error_response
 from services.gateway.store import RateLimit, Store
 from shared import keys
 from shared.settings import MIN_SECRET_LENGTH, Settings, parse_rate
@@ -248,10 +247,7 @@ class Sessions:
         if session_id is None and scope["path"] == "/session" and scope["method"] == "GET":
             limit = RateLimit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
             store: Store = call.state.store
-            wait_ms = await store.admit(limit)
-            if wait_ms:
-                retry = {"Retry-After": str(math.ceil(wait_ms / 1000))}
-                return error_response(429, "Too many new sessions; slow down", retry)
+            await refuse_if_limited(store, limit, "Too many new sessions; slow down")
             session_id, confirmed_at, token = new_session_id(), now, ""
             await write_session(store, self.settings, session_id, create=True)
         if session_id is not None:
@@ -278,3 +274,10 @@ async def write_session(store: Store, settings: Settings, session_id: str, *, cr
     return await store.write_session(
         keys.session(session_id), saves, record, ttl_s, create=create, saves_ttl_s=settings.save_ttl_s
     )
+
+
+async def refuse_if_limited(store: Store, limits: list[RateLimit], message: str) -> None:
+    """Count a hit on `limits` (keys of one slot); past them, a 429 with Retry-After."""
+    wait_ms = await store.admit(limits)
+    if wait_ms:
+        raise HTTPException(429, message, {"Retry-After": str(math.ceil(wait_ms / 1000))})
