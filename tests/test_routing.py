@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from devtools.stack import Stack
 from services.gateway.app import ROUTES, create_app, layers
@@ -184,3 +184,18 @@ def test_a_guard_refuses_before_a_path_parameter_is_checked() -> None:
         "message": f"path.id: String should match pattern '{ID_PATTERN}'",
     }
     assert asyncio.run(open_route.serve(call_of("/x/abc", {"id": "abc"}))).status_code == 200
+
+
+def test_every_route_answers_alike_with_and_without_a_trailing_slash(stack: Stack) -> None:
+    """Derived from the records, so a new route is covered: the seed's client may add the slash to any
+    path. (The live stream never ends; tests/test_live.py sends it both ways.)"""
+    checked = 0
+    for route in ROUTES:
+        if route.response_class is not JSONResponse:
+            continue
+        path = route.path.format(key=BOARD, document_id="nobody")
+        bare, slashed = (httpx.request(route.method, f"{stack.url}{path}{slash}", timeout=10) for slash in ("", "/"))
+        assert bare.status_code == slashed.status_code != 405, (route.method, path)
+        assert bare.headers["content-type"] == slashed.headers["content-type"], (route.method, path)
+        checked += 1
+    assert checked == len(ROUTES) - 1

@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # both import this module
     from services.gateway.metrics import HttpMetrics
     from services.gateway.routing import Router
 
-API_PREFIX = "/api/"
+# Paths under these answer JSON, like the routes outside them below: the API's and the session's.
+API_PREFIXES = ("/api/", "/session/")
 ADMIN_PREFIX = "/admin"
 # Routes outside /api/ that answer JSON; every other path is the game's static files.
 OTHER_ROUTES = frozenset({"/session", "/livez", "/healthz", "/metrics"})
@@ -197,7 +198,7 @@ class ExpressPaths:
 
 
 def is_api(path: str) -> bool:
-    return path.startswith(API_PREFIX) or path in OTHER_ROUTES or path == "/api" or is_admin(path)
+    return path.startswith(API_PREFIXES) or path in OTHER_ROUTES or path == "/api" or is_admin(path)
 
 
 def is_admin(path: str) -> bool:
