@@ -201,6 +201,11 @@ class PipelinedRedis:
         if b"cluster_enabled:1" in info:
             await self.refresh_slots()
 
+    def master_of(self, key: str) -> str:
+        """The address of the master serving `key` on a cluster, as far as the slot map read last
+        knows; "" on a single Redis. Raises ConnectionError when no master serves its slot."""
+        return "" if self._slots is None else self._owner(key).where
+
     async def execute(self, *args: Arg, route: Arg | None = None) -> Any:
         """Send one command; on a cluster, to the master of `route`'s slot (any server when None)."""
         if self._slots is not None:

@@ -70,6 +70,7 @@ from shared.connection import (
     unavailable,
     wait_until_ready,
 )
+from shared.pipelined import PipelinedRedis, Script, as_map
 from shared.protocol import (
     DEAD_LETTERED,
     LUA_OUTCOMES,
@@ -100,6 +101,15 @@ def stream_entries(answer: Any) -> list[Entry]:
     (batch,) = answer.values()
     entries: list[Entry] = batch[0] if batch else []
     return entries
+
+
+def read_entries(answer: Any) -> list[Entry]:
+    """The entries of a one-stream XREADGROUP answer as the pipelined client gives it (RESP2). A
+    pending entry trimmed from the stream comes without fields: Event.decode finds it poison."""
+    if not answer:
+        return []
+    ((_, entries),) = answer
+    return [(entry_id, as_map(fields) if fields else {}) for entry_id, fields in entries]
 
 
 # Not frozen, for the reason Event is not (shared/protocol.py).
@@ -181,17 +191,14 @@ HERE = Path(__file__).parent
 APPLY_COMMANDS = LUA_OUTCOMES + LUA_TIES + (HERE / "apply_commands.lua").read_text()
 # Flagged so that on a cluster one call may write keys of every slot its master serves (apply.lua).
 CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
-APPLY_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "apply.lua").read_text()
-SETTLE_SCRIPT = CROSS_SLOT + APPLY_COMMANDS + (HERE / "settle.lua").read_text()
+APPLY_SCRIPT = Script(CROSS_SLOT + APPLY_COMMANDS + (HERE / "apply.lua").read_text())
+SETTLE_SCRIPT = Script(CROSS_SLOT + APPLY_COMMANDS + (HERE / "settle.lua").read_text())
 # The settle script let past maxmemory: replies, dead letters and acknowledgements are small, and a
 # batch Redis refused to apply must still be answered (Partition._refuse).
-SETTLE_PAST_MAXMEMORY_SCRIPT = "#!lua flags=allow-oom,allow-cross-slot-keys\n" + SETTLE_SCRIPT.removeprefix(CROSS_SLOT)
+SETTLE_PAST_MAXMEMORY_SCRIPT = Script(
+    "#!lua flags=allow-oom,allow-cross-slot-keys\n" + SETTLE_SCRIPT.source.removeprefix(CROSS_SLOT)
+)
 COUNTS_EVERY_S = 1.0  # how often, at most, a worker adds its outcomes to keys.EVENT_COUNTS
-
-
-def same_node(key: str) -> str:
-    """A single Redis: every key on the partition's own server, so the settle script applies all."""
-    return ""
 
 
 def cluster_slot(key: str) -> int:
@@ -321,10 +328,17 @@ class Stats:
 
 
 class Worker:
-    """One process: a consumer of every partition of its command stream, sharing one Redis client."""
+    """One process: a consumer of every partition of its command stream, sharing two Redis clients.
+
+    The loop's own commands (each partition's reads, the apply and settle scripts) go through the
+    pipelined client the gateway uses (shared/pipelined.py): one connection a master, every command
+    of an event-loop turn in one write, and a connection of its own for each blocked read. redis-py's
+    client, which cost the worker several times the CPU a command (docs/benchmarks.md, "The worker's
+    loop on the pipelined client"), keeps the rest: groups, claims, counts, start-up.
+    """
 
     redis: Redis | RedisCluster  # which one, run() learns from Redis itself
-    node_of: Callable[[str], str]  # the master a key is on: a batch's script calls are one per master it touches
+    loop_client: PipelinedRedis
 
     def __init__(
         self,
@@ -374,9 +388,7 @@ class Worker:
         if self.counts_due is not None:
             await self.counts_due  # stopping, it publishes at once
         await self.publish_counts()
-        await self.redis.aclose()
-        for client in self.masters.values():
-            await client.aclose()
+        await self.aclose()
         stats = self.stats
         log.info(
             "stopped: applied %d, expired %d, dead-lettered %d, refused %d, unreplicated %d",
@@ -384,30 +396,37 @@ class Worker:
         )  # fmt: skip
 
     async def connect(self) -> None:
-        """Wait for Redis, and take the client for what it is: one server or a cluster."""
+        """Wait for Redis, and take the clients for what it is: one server or a cluster."""
         url = self.settings.redis_url
         probe = connect(url, max_connections=1)
         try:
             cluster = await wait_until_ready(probe, url)
         finally:
             await probe.aclose()
-        # Each partition holds a connection blocked in XREADGROUP and, while it reads, one that applies
-        # or settles (a batch's apply calls go to different masters, one each); the sweep's claims run
-        # between its reads, and the event counts' pipeline takes one more.
-        connections = 2 * self.settings.stream_partitions + 2
+        # redis-py's client serves each partition's sweep between its reads, one command at a time,
+        # and the event counts' pipeline.
+        connections = self.settings.stream_partitions + 1
         if cluster:
             cluster_client = connect_cluster(url, max_connections_per_node=connections)
             await cluster_client.initialize()
             self.redis = cluster_client
-            self.node_of = lambda key: getattr(cluster_client.get_node_from_key(key), "name", "")
         else:
             self.redis = connect(url, max_connections=connections)
-            self.node_of = same_node
-        self.apply_script = self.redis.register_script(APPLY_SCRIPT)
-        self.settle_script = self.redis.register_script(SETTLE_SCRIPT)
-        self.settle_past_maxmemory = self.redis.register_script(SETTLE_PAST_MAXMEMORY_SCRIPT)
+        # A blocked read a partition: never more, so a read never waits for another's connection.
+        self.loop_client = PipelinedRedis(url, max_blocking=self.settings.stream_partitions)
+        await self.loop_client.discover()
         if self.replicated:
             await self.check_replicas()
+
+    def node_of(self, key: str) -> str:
+        """The master `key` is on ("" on a single Redis): a batch's script calls are one per master it touches."""
+        return self.loop_client.master_of(key)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        await self.loop_client.aclose()
+        for client in self.masters.values():
+            await client.aclose()
 
     async def check_replicas(self) -> None:
         """DURABILITY=replicated: say which masters lack the replicas a write must reach (their writes
@@ -448,12 +467,12 @@ class Worker:
         wanted, timeout_ms = self.settings.durability_replicas, self.settings.durability_timeout_ms
         for _ in range(2):
             pipeline = client.pipeline(transaction=False)
-            pipeline.evalsha(self.apply_script.sha, len(script_keys), *script_keys, *args)
+            pipeline.evalsha(APPLY_SCRIPT.sha, len(script_keys), *script_keys, *args)
             pipeline.execute_command("WAIT", wanted, timeout_ms)
             found, acked = await pipeline.execute(raise_on_error=False)
             if not isinstance(found, NoScriptError):
                 break
-            await client.script_load(APPLY_SCRIPT)  # a promoted replica, or a Redis restarted empty
+            await client.script_load(APPLY_SCRIPT.source)  # a promoted replica, or a Redis restarted empty
         if isinstance(found, MovedError | AskError):
             return Outcome.ELSEWHERE, 0
         if isinstance(found, Exception):
@@ -583,18 +602,15 @@ class Partition:
 
     async def _read(self, block_ms: int) -> list[Entry]:
         """New entries, or our own pending ones while a backlog remains."""
-        start = "0" if self._read_backlog else ">"
-        answer = await self.redis.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.key: start},
-            count=self.settings.batch_size,
-            block=None if self._read_backlog else block_ms,
+        client = self.worker.loop_client
+        read = ("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.settings.batch_size)
+        if self._read_backlog:
+            entries = read_entries(await client.execute(*read, "STREAMS", self.key, "0", route=self.key))
+            self._read_backlog = bool(entries)
+            return entries
+        return read_entries(
+            await client.blocking(block_ms, lambda ms: (*read, "BLOCK", ms, "STREAMS", self.key, ">"), route=self.key)
         )
-        entries = stream_entries(answer)
-        if self._read_backlog and not entries:
-            self._read_backlog = False
-        return entries
 
     async def _step(self, in_hand: list[Batch] | None, block_ms: int) -> list[Batch]:
         """Settle the batch in hand while reading and preparing the next one.
@@ -722,7 +738,7 @@ class Partition:
         (nothing of it written; what apply.lua applied stands), and the batch is answered as such."""
         script_keys, args = self._settlement(batch, here, applied, follow_ups)
         try:
-            outcomes: list[Any] | int = await self.worker.settle_script(keys=script_keys, args=args)
+            outcomes: list[Any] | int = await self.worker.loop_client.script(SETTLE_SCRIPT, script_keys, args)
         except OutOfMemoryError:
             await self._refuse(batch, here, applied)
             return None
@@ -784,7 +800,7 @@ class Partition:
             if await self._apply_call(commands, indexes, outcomes, node_wide):
                 return
             if self.worker.replicated:  # a slot's call through redis-py could not WAIT on its own connection
-                await cast(RedisCluster, self.redis).nodes_manager.initialize()
+                await self.worker.loop_client.refresh_slots()
                 raise ClusterError("the slot map moved under a batch: it is applied again on the new map")
             log.info("the slot map moved under a batch: applying its %d commands slot by slot", len(indexes))
             by_slot: dict[int, list[int]] = {}
@@ -812,7 +828,7 @@ class Partition:
                 node = self.worker.node_of(first_key)
                 found, acked = await self.worker.apply_replicated(node, call.routed_by(), call.args(packed))
             else:
-                found = await self.worker.apply_script(keys=call.routed_by(), args=call.args(packed))
+                found = await self.worker.loop_client.script(APPLY_SCRIPT, call.routed_by(), call.args(packed))
         except OutOfMemoryError:
             found = [Outcome.REFUSED] * len(indexes)
         if found == Outcome.ELSEWHERE:
@@ -900,7 +916,7 @@ class Partition:
         """
         answered = [*applied, *(Applied(ready, Outcome.REFUSED) for ready in refused)]
         script_keys, args = self._settlement(batch, [], answered, [])
-        await self.worker.settle_past_maxmemory(keys=script_keys, args=args)
+        await self.worker.loop_client.script(SETTLE_PAST_MAXMEMORY_SCRIPT, script_keys, args)
         log.warning("Redis is out of memory: %d commands answered 503, none applied", len(refused))
         self._count(batch, [one.ready for one in answered], [one.outcome for one in answered])
         self._count_dead(batch)

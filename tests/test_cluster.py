@@ -580,7 +580,7 @@ def test_a_batch_of_many_slots_is_applied_in_one_call_per_master_within_the_pool
             outcomes = await Partition(worker, 0)._apply(commands)
             return events, outcomes, script_calls(db) - before
         finally:
-            await worker.redis.aclose()
+            await worker.aclose()
 
     events, outcomes, calls = asyncio.run(scenario())
     assert outcomes == [Outcome.APPLIED] * 48
@@ -622,7 +622,7 @@ def test_a_batch_whose_slot_moves_mid_migration_is_applied_once_it_can_be(cluste
             after = await Partition(worker, 0)._apply(commands_again(worker, events))
             return first_try, again, after
         finally:
-            await worker.redis.aclose()
+            await worker.aclose()
 
     first_try, again, after = asyncio.run(scenario())
     if isinstance(first_try, list):
@@ -651,11 +651,18 @@ def blocked_clients(info: dict[str, Any]) -> int:
 def test_an_exhausted_connection_pool_is_logged_as_a_bug_and_retried_at_once(
     cluster_url: str, db: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Held on purpose: every connection of the worker's pool to its partition's master busy in a
-    BLPOP. The loop does not take it for Redis unreachable (a second's wait a retry); it says it is
-    our bug and tries again shortly, and the command is answered as soon as a connection frees."""
+    """Held on purpose: every connection of the worker's redis-py pool to its partition's master (its
+    sweep's) busy in a BLPOP, and a sweep due every 0.15 s. The loop does not take it for Redis
+    unreachable (a second's wait a retry); it says it is our bug and tries again shortly, and the
+    command is answered as soon as a connection frees."""
     stream = CommandStream("pool-test", "pool-test", SAVES.events)
-    settings = Settings(redis_url=cluster_url, session_secret=secrets.token_hex(24), block_ms=100)
+    settings = Settings(
+        redis_url=cluster_url,
+        session_secret=secrets.token_hex(24),
+        block_ms=100,
+        claim_idle_ms=300,
+        request_timeout_ms=200,
+    )
 
     async def scenario() -> float:
         worker = Worker(stream, handlers(settings), settings)
@@ -671,8 +678,8 @@ def test_an_exhausted_connection_pool_is_logged_as_a_bug_and_retried_at_once(
             async def hold_a_connection(n: int) -> None:
                 await worker.redis.blpop([f"pool-test:{{0}}:hold{n}"], timeout=hold)
 
-            # The partition's blocked read has one connection; these take the others.
-            holders = [asyncio.create_task(hold_a_connection(n)) for n in range(2 * settings.stream_partitions + 1)]
+            # Every connection of the pool (the partitions' reads and scripts go through the pipelined client).
+            holders = [asyncio.create_task(hold_a_connection(n)) for n in range(settings.stream_partitions + 1)]
             # Until each holder's BLPOP is in: a loaded box makes its connections slowly.
             node = db.get_node_from_key("pool-test:{0}:hold0")
             while blocked_clients(db.info("clients", target_nodes=node)) < len(holders):
@@ -690,7 +697,7 @@ def test_an_exhausted_connection_pool_is_logged_as_a_bug_and_retried_at_once(
             await running
             return took
         finally:
-            await worker.redis.aclose()
+            await worker.aclose()
 
     with caplog.at_level(logging.INFO, logger="shared.worker"):
         took = asyncio.run(scenario())
@@ -737,7 +744,7 @@ def test_a_batch_settled_on_a_stale_slot_map_is_applied_where_its_documents_went
             await partition._settle(batch)
             return events[0], db.xpending(stream.key(0), stream.group)["pending"]
         finally:
-            await worker.redis.aclose()
+            await worker.aclose()
 
     with caplog.at_level(logging.INFO, logger="shared.worker"):
         event, pending = asyncio.run(scenario())

@@ -286,7 +286,7 @@ def test_an_older_command_redelivered_after_a_delete_does_not_bring_the_save_bac
         "expire_s": 60, "deadline_ms": 2**50, "seq": "1999-5",
     }  # fmt: skip
     batch = orjson.dumps({"commands": [older_create]})
-    outcomes = db.eval(APPLY_SCRIPT, 2, key, keys.version(key), batch, "$", '{"id":"resurrect"}')
+    outcomes = db.eval(APPLY_SCRIPT.source, 2, key, keys.version(key), batch, "$", '{"id":"resurrect"}')
     assert outcomes == [Outcome.SUPERSEDED]
     assert db.exists(key) == 0
 

@@ -90,8 +90,8 @@ def test_a_command_applied_before_a_crash_is_answered_not_applied_again_over_a_n
         (again,) = first._prepare(await first._read(0))
         outcomes = await first._apply([*map(command_of, again.ready)])
         await first._settle(again)
-        await a.redis.aclose()
-        await b.redis.aclose()
+        await a.aclose()
+        await b.aclose()
         return applied, outcomes
 
     applied, outcomes = run(scenario())
@@ -118,7 +118,7 @@ def test_a_command_past_its_deadline_on_redis_clock_is_not_applied(redis_url: st
         await asyncio.sleep(0.4)  # ...applied after the deadline (a slow worker, a paused process)
         outcomes = await partition._apply([*map(command_of, batch.ready)])
         await partition._settle(batch)
-        await worker.redis.aclose()
+        await worker.aclose()
         return outcomes
 
     assert run(scenario()) == [Outcome.EXPIRED]
