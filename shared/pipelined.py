@@ -1,13 +1,14 @@
-"""The gateway's Redis client: one pipelined connection, plus one per blocking read.
+"""The gateway's Redis client, and the workers' loop's: one pipelined connection, plus one per blocking read.
 
 redis-py spends far more CPU on each command (a pool checkout that probes the socket, retry and
 timeout wrappers, packing in Python) than one shared, pipelined connection does: several times
 the throughput on the same 2 cores (docs/benchmarks.md has the figures). So the gateway's commands
-(services/gateway/store.py) come here. Every command of every concurrent request goes down one
-connection, all those of one event-loop turn in one write; hiredis parses the replies, which come
-back in order. A blocking read (XREAD BLOCK) would hold that connection up, so each takes one of
-its own from a pool: at most `max_blocking` of them, so a burst of writes cannot take all of
-Redis's clients (maxclients), and each closes after `idle_s` unused, so a burst leaves none behind.
+(services/gateway/store.py) come here, and so do the workers' reads and scripts (shared/worker.py).
+Every command of every concurrent caller goes down one connection, all those of one event-loop
+turn in one write; hiredis parses the replies, which come back in order. A blocking read (XREAD
+BLOCK) would hold that connection up, so each takes one of its own from a pool: at most
+`max_blocking` of them, so a burst of writes cannot take all of Redis's clients (maxclients), and
+each closes after `idle_s` unused, so a burst leaves none behind.
 
 It raises redis-py's exception classes, so callers handle both clients alike (shared.connection's
 REDIS_DOWN and unavailable()). It speaks RESP2, and takes host, port, password, database, TLS and Unix sockets from
