@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -42,7 +42,7 @@ from bench.measure import (
     workers,
 )
 from bench.measure import saves as conditional_saves
-from bench.measure.load import LoadError, Plan, Target, measure, run_wrk, write_requests, wrk_path
+from bench.measure.load import Cell, LoadError, Plan, Run, Target, measure, run_wrk, write_requests, wrk_path
 from bench.measure.workload import BOARD, OPERATIONS, SLASHED, Session, requests_for
 from devtools import redis_cluster
 
@@ -161,6 +161,19 @@ def op_list(text: str) -> list[str]:
 
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A stack to measure in a phase of shapes: what the log says, what its figures are filed with,
+    the Redis it runs on, the Redis processes to watch, its workers of each service, its settings."""
+
+    described: str
+    shape: Mapping[str, object]
+    redis_url: str
+    redis_pids: dict[str, int]
+    workers: int
+    settings: dict[str, str]
 
 
 class Bench:
@@ -305,14 +318,16 @@ class Bench:
             say("a local Redis Cluster of three masters, beside one Redis")
             nodes = exits.enter_context(redis_cluster.running(redis_cluster.spare_ports(), self.out / "redis-cluster"))
             fixtures.fill_board(nodes.url, self.args.board_size)
+            shapes = []
             for topology, partitions, workers in CLUSTER_SHAPES:
                 single = topology == "one Redis"
                 url = redis_url if single else nodes.url
                 redis_pids = ({"redis": redis_pid} if redis_pid else {}) if single else servers.cluster_pids(nodes)
-                say(f"{topology}: STREAM_PARTITIONS={partitions}, {workers} process(es) of each worker")
-                shape = {"topology": topology, "partitions": partitions}
                 settings = {"STREAM_PARTITIONS": str(partitions)}
-                self.shape("cluster", CLUSTER_OPERATIONS, shape, url, redis_pids, workers, settings)
+                described = f"{topology}: STREAM_PARTITIONS={partitions}, {workers} process(es) of each worker"
+                shape = {"topology": topology, "partitions": partitions}
+                shapes.append(Shape(described, shape, url, redis_pids, workers, settings))
+            self.shapes_in_turns("cluster", CLUSTER_OPERATIONS, shapes)
 
     def durability(self) -> None:
         """Saves and scores with DURABILITY=replicated beside local, on one Redis with a replica and on a
@@ -327,33 +342,41 @@ class Bench:
                 ("one Redis + replica", primary_url, 1, {"redis": primary_pid, "replica": replica_pid}),
                 ("cluster + replicas", nodes.url, 6, servers.cluster_pids(nodes)),
             ]
+            shapes = []
             for topology, url, partitions, redis_pids in topologies:
                 fixtures.fill_board(url, min(self.args.board_size, 100_000))
                 for durability in ("local", "replicated"):
-                    say(f"{topology}: DURABILITY={durability}")
                     shape = {"topology": topology, "durability": durability}
                     settings = {"STREAM_PARTITIONS": str(partitions), "DURABILITY": durability}
-                    self.shape("durability", DURABILITY_OPERATIONS, shape, url, redis_pids, 1, settings)
+                    shapes.append(Shape(f"{topology}: DURABILITY={durability}", shape, url, redis_pids, 1, settings))
+            self.shapes_in_turns("durability", DURABILITY_OPERATIONS, shapes)
 
-    def shape(
-        self,
-        section: str,
-        operations: list[str],
-        shape: Mapping[str, object],
-        redis_url: str,
-        redis_pids: dict[str, int],
-        workers: int,
-        settings: dict[str, str],
-    ) -> None:
-        """Our stack on `redis_url` with `settings`, its operations at 64 connections, each figure filed
-        under `section` with the `shape` it was measured in."""
-        with ExitStack() as exits:
-            stack = servers.start_ours(exits, redis_url, workers, self.log, self.args.log_level, settings=settings)
-            watch = {**servers.stack_pids(stack), **redis_pids}
-            target = Target("ours", stack.url, watch, workers=workers, redis_url=redis_url)
-            sessions = fixtures.sessions(stack.url, self.args.sessions, redis_url)
-            cells = self.drive(target, operations, [64], sessions)
-            self.result.setdefault(section, []).extend({**cell, **shape} for cell in cells)
+    def shapes_in_turns(self, section: str, operations: list[str], shapes: list[Shape]) -> None:
+        """Our stack in each shape, its operations at 64 connections, each figure filed under `section`
+        with the shape it was measured in. The shapes take turns: each round starts every shape's stack
+        afresh and runs each operation once, so the box's drift over the phase (its speed changed by a
+        third within minutes here) falls on every shape alike, and the ratios between shapes hold; each
+        figure is the median of `--runs` rounds."""
+        once = replace(self.plan, runs=1)
+        runs: dict[tuple[int, str], list[Run]] = {}
+        for round_number in range(1, self.plan.runs + 1):
+            for index, shape in enumerate(shapes):
+                say(f"round {round_number} of {self.plan.runs}, {shape.described}")
+                with ExitStack() as exits:
+                    stack = servers.start_ours(
+                        exits, shape.redis_url, shape.workers, self.log, self.args.log_level, settings=shape.settings
+                    )
+                    watch = {**servers.stack_pids(stack), **shape.redis_pids}
+                    target = Target("ours", stack.url, watch, workers=shape.workers, redis_url=shape.redis_url)
+                    sessions = fixtures.sessions(stack.url, self.args.sessions, shape.redis_url)
+                    for operation in operations:
+                        requests_file = self.requests_file(target.name, operation, sessions)
+                        (cell,) = measure(target, operation, requests_file, [64], once)
+                        runs.setdefault((index, operation), []).extend(cell.runs)
+        for index, shape in enumerate(shapes):
+            for operation in operations:
+                cell = Cell("ours", operation, 64, shape.workers, runs[(index, operation)])
+                self.result.setdefault(section, []).append({**cell.summary(), **shape.shape})
 
     def profile(self, target: Target, sessions: list[Session], pids: dict[str, int]) -> None:
         """py-spy on the gateway and a saves worker under saves, on the gateway under top-10 reads, then on
