@@ -18,8 +18,8 @@ writes the replies and the dead letters and acknowledges, atomically, in the
 partition's slot. A worker that dies between the two leaves its entries pending:
 applied again, they find their own version and are only answered and acknowledged.
 On a cluster apply.lua runs once per master a batch touches, not once per slot: a
-batch of many players' documents is a few calls whatever its size, within the
-connection pool (docs/scaling.md, "The write path on a cluster").
+batch of many players' documents is a few calls whatever its size, down one
+connection a master (docs/scaling.md, "The write path on a cluster").
 
 A handler's action may name one of apply_commands.lua's operations instead of a
 Redis command, and bring follow-ups on keys in other slots (Action). A service may also name
@@ -333,8 +333,9 @@ class Worker:
     The loop's own commands (each partition's reads, the apply and settle scripts) go through the
     pipelined client the gateway uses (shared/pipelined.py): one connection a master, every command
     of an event-loop turn in one write, and a connection of its own for each blocked read. redis-py's
-    client, which cost the worker several times the CPU a command (docs/benchmarks.md, "The worker's
-    loop on the pipelined client"), keeps the rest: groups, claims, counts, start-up.
+    client, whose work for each command (routing, packing, a write) was most of the worker's CPU
+    (docs/benchmarks.md, "The workers' loop on the pipelined client"), keeps the rest: groups,
+    claims, counts, start-up.
     """
 
     redis: Redis | RedisCluster  # which one, run() learns from Redis itself
@@ -565,7 +566,7 @@ class Partition:
                 else:
                     in_hand = await self._step(in_hand, block_ms)
             except MaxConnectionsError:
-                log.exception("bug: this worker's Redis connection pool is exhausted; retrying the batch")
+                log.exception("bug: this worker's redis-py connection pool is exhausted; retrying shortly")
                 self._read_backlog = True
                 await self._sleep_unless_stopping(POOL_EXHAUSTED_PAUSE_S)
             except (*REDIS_DOWN, ResponseError, ClusterError, *TRANSPORT_LEAKS) as error:
