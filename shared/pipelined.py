@@ -55,6 +55,15 @@ def as_map(flat: Sequence[Any]) -> dict[Any, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def read_entries(answer: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of a one-stream XREAD / XREADGROUP answer (RESP2), each its id and its fields. A
+    pending entry trimmed from the stream comes without fields: empty here (a worker finds it poison)."""
+    if not answer:
+        return []
+    ((_, entries),) = answer
+    return [(entry_id, as_map(fields) if fields else {}) for entry_id, fields in entries]
+
+
 def reply_error(message: str) -> Exception:
     if message.startswith("NOSCRIPT"):
         return exceptions.NoScriptError(message)

@@ -70,7 +70,7 @@ from shared.connection import (
     unavailable,
     wait_until_ready,
 )
-from shared.pipelined import PipelinedRedis, Script, as_map
+from shared.pipelined import PipelinedRedis, Script, read_entries
 from shared.protocol import (
     DEAD_LETTERED,
     LUA_OUTCOMES,
@@ -101,15 +101,6 @@ def stream_entries(answer: Any) -> list[Entry]:
     (batch,) = answer.values()
     entries: list[Entry] = batch[0] if batch else []
     return entries
-
-
-def read_entries(answer: Any) -> list[Entry]:
-    """The entries of a one-stream XREADGROUP answer as the pipelined client gives it (RESP2). A
-    pending entry trimmed from the stream comes without fields: Event.decode finds it poison."""
-    if not answer:
-        return []
-    ((_, entries),) = answer
-    return [(entry_id, as_map(fields) if fields else {}) for entry_id, fields in entries]
 
 
 # Not frozen, for the reason Event is not (shared/protocol.py).

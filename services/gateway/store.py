@@ -20,7 +20,7 @@ from redis.exceptions import ResponseError
 
 from shared import keys
 from shared.connection import ensure_indexes, module_names
-from shared.pipelined import Arg, PipelinedRedis, Script, as_map
+from shared.pipelined import Arg, PipelinedRedis, Script, as_map, read_entries
 from shared.protocol import LIVE_TOP_FIELD, LUA_TIES, Reply, live_top_rows, scores_of
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
@@ -421,11 +421,11 @@ class Store:
         )
         if not answer:
             answer = await self.redis.execute("XREAD", "COUNT", 1, "STREAMS", reply_to, "0-0", route=reply_to)
-        if not answer:
+        entries = read_entries(answer)
+        if not entries:
             return None
         self.forget(reply_to)
-        [[_stream, [[_entry_id, fields]]]] = answer  # RESP2: one stream, one entry, fields flat
-        return Reply.decode(dict(zip(fields[::2], fields[1::2], strict=True)))
+        return Reply.decode(entries[0][1])
 
     def forget(self, reply_to: str) -> None:
         """Remove a reply stream once read, rather than keep it REPLY_TTL_S (at the rate of writes), in
