@@ -46,6 +46,7 @@ from starlette.types import Scope
 from services.gateway.layers import Call
 from services.gateway.store import RateLimit, Store
 from shared import keys
+from shared.protocol import SAVES, partition_of
 from shared.settings import MIN_SECRET_LENGTH, Settings, parse_rate
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,45 @@ EXPIRE_OLD_COOKIE = f"{COOKIE_NAME}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
 TWO_SESSIONS = "The request carries more than one session cookie"
 VERIFIED_TOKENS = 8_192  # tokens a gateway process remembers as verified (their memory: docs/benchmarks.md)
 SESSION_PATHS = ("/api/", "/session")
+# The keys of a session's id that placed_session_id puts on its command partition's master, and the
+# draws it makes at most: on three masters, enough for nearly every session. Not the game's document:
+# CRC16 is linear, so `players:{id}` and `games:{id}` differ in slot by the same XOR for every id, and
+# on three masters splitting the slots evenly the two never share the middle one.
+PLACED_KEYS = (keys.session, keys.player)
+PLACEMENT_DRAWS = 512
 
 
 def new_session_id() -> str:
     """128 random bits as hex: URL-safe, and one token for Redis Search (no `-` or `_` to split on)."""
     return secrets.token_hex(16)
+
+
+def placed_session_id(store: Store, partitions: int) -> str:
+    """A new session id; on a Redis Cluster, one whose session, player's save and command partition
+    share a master.
+
+    The seed's key names carry no hash tag, so an id alone decides the slots of its session and saves,
+    and (partition_of) its command streams'. The master is the one a first random id's session falls
+    on, so sessions spread over the masters as their slots do; ids are then drawn until PLACED_KEYS
+    and the partition are all there (about one draw in M**2 times the master's share of partitions,
+    for M masters), at most PLACEMENT_DRAWS, else the first stands. Placed, admit.lua checks the
+    session without a round trip of its own, and a worker writes the save in its partition's settle
+    script, without a call to another master (docs/scaling.md, "Placed session ids"). An id placed
+    otherwise (an older one, a recovered one, a slot moved since) works the same, at those calls' cost.
+    """
+    first = new_session_id()
+    if not store.is_cluster:
+        return first
+    master = store.master_of(keys.session(first))
+    if master not in {store.master_of(SAVES.key(partition)) for partition in range(partitions)}:
+        return first
+    for _ in range(PLACEMENT_DRAWS):
+        candidate = new_session_id()
+        if store.master_of(SAVES.key(partition_of(candidate, partitions))) == master and all(
+            store.master_of(key(candidate)) == master for key in PLACED_KEYS
+        ):
+            return candidate
+    return first
 
 
 def stored_secret(path: Path) -> str:
@@ -248,7 +283,7 @@ class Sessions:
             limit = RateLimit.on(self.new_sessions, keys.rate_limit("address-sessions", client_address(scope)))
             store: Store = call.state.store
             await refuse_if_limited(store, limit, "Too many new sessions; slow down")
-            session_id, confirmed_at, token = new_session_id(), now, ""
+            session_id, confirmed_at, token = placed_session_id(store, self.settings.stream_partitions), now, ""
             await write_session(store, self.settings, session_id, create=True)
         if session_id is not None:
             call.caller = session_id

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis import exceptions
 
 from shared import keys
 from shared.connection import ensure_indexes, module_names
@@ -25,6 +25,7 @@ from shared.protocol import LIVE_TOP_FIELD, LUA_TIES, Reply, live_top_rows, scor
 
 # Admission of a request: its rate limits and, for a write, its live session and the XADD (admit.lua).
 ADMIT = Script((Path(__file__).parent / "admit.lua").read_text())
+SESSION_ELSEWHERE = -2  # admit.lua's answer when the stream's master does not serve the session key
 # A script that may write but writes nothing: Redis refuses it exactly when it refuses writes for want
 # of memory (maxmemory), which PING does not show; a busy or unreachable Redis fails it as it would PING.
 WRITE_PROBE = Script("#!lua\nreturn 1")
@@ -295,7 +296,7 @@ class Store:
         command: tuple[Arg, ...] = ("FT.SEARCH", name, query, "VERBATIM", *options, "LIMIT", 0, limit, "DIALECT", 2)
         try:
             answer = await self.redis.execute(*command, route=name)
-        except ResponseError as error:
+        except exceptions.ResponseError as error:
             if "no such index" not in str(error).lower():
                 raise
             await self.ensure_indexes()  # Redis came back empty (the indexes went with the data), or a new master
@@ -382,18 +383,28 @@ class Store:
         counted or published, when the session key is gone. The limits' keys and the stream must
         share a hash slot.
 
-        On a single Redis the script checks the session too; on a cluster the session lives in a slot
-        of its own, so it is checked just before, which leaves a session that expires in between one
-        last write. Without a session key, none is checked."""
-        if self.redis.shard_tags is None or session_key is None:
+        The script checks the session too, when the stream's master serves it (always on a single
+        Redis; on a cluster for the ids new_session_id draws). Elsewhere, or once its slot has moved
+        (the script's -2), it is checked just before, which leaves a session that expires in between
+        one last write. Without a session key, none is checked."""
+        answer = SESSION_ELSEWHERE
+        if session_key is None or self.master_of(session_key) == self.master_of(command.stream):
             answer = await self._admit(limits, command, session_key)
-        elif await self.exists(session_key):
+        if answer == SESSION_ELSEWHERE:
+            if not await self.exists(session_key or ""):
+                return None
             answer = await self._admit(limits, command)
-        else:
-            return None
         if isinstance(answer, bytes):
             return answer.decode()
         return None if answer < 0 else int(answer)
+
+    def master_of(self, key: str) -> str | None:
+        """The address of the master serving `key`, as far as the slot map read last knows: "" on a
+        single Redis, None for a slot no master serves."""
+        try:
+            return self.redis.master_of(key)
+        except exceptions.ConnectionError:
+            return None
 
     async def _admit(self, limits: Sequence[RateLimit], command: Command | None, session_key: str | None = None) -> Any:
         script_keys = [limit.key for limit in limits]
@@ -402,11 +413,9 @@ class Store:
             args += (limit.count, limit.period_ms)
         if command is not None:
             script_keys.append(command.stream)
-            args.append(command.min_id)
+            args += (session_key or "", command.min_id)
             for field, value in command.fields.items():
                 args += (field, value)
-            if session_key is not None:
-                script_keys.append(session_key)
         return await self.redis.script(ADMIT, script_keys, args)
 
     async def wait_for_reply(self, reply_to: str, wait_ms: int) -> Reply | None:
@@ -459,7 +468,7 @@ class Store:
         """Consumers of a group that read within `within_ms`; 0 when the stream or group is missing."""
         try:
             consumers: list[list[Any]] = await self.redis.execute("XINFO", "CONSUMERS", stream, group, route=stream)
-        except ResponseError:  # no stream or no group yet: no worker has started
+        except exceptions.ResponseError:  # no stream or no group yet: no worker has started
             return 0
         return sum(1 for consumer in consumers if as_map(consumer)[b"idle"] <= within_ms)
 
@@ -516,7 +525,7 @@ class Store:
             length, groups = await asyncio.gather(
                 self.redis.execute("XLEN", key, route=key), self.redis.execute("XINFO", "GROUPS", key, route=key)
             )
-        except ResponseError:  # no such key yet
+        except exceptions.ResponseError:  # no such key yet
             return 0, []
         return int(length), [GroupInfo.of(as_map(group)) for group in groups]
 
