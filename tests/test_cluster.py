@@ -569,7 +569,7 @@ def test_new_sessions_share_their_partitions_master_and_spread_over_every_master
             assert master_of(db, SAVES.key(partition_of(player.id, PARTITIONS))) == session
             placed += 1
     assert len(per_master) == 3 and min(per_master.values()) >= 6, per_master
-    assert placed >= 30
+    assert placed >= 20, "most sessions fall on a master with a partition"
 
 
 def test_a_session_whose_slot_moved_is_checked_on_its_new_master(cluster_url: str, db: RedisCluster) -> None:
