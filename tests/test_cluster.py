@@ -572,6 +572,37 @@ def test_new_sessions_share_their_partitions_master_and_spread_over_every_master
     assert placed >= 20, "most sessions fall on a master with a partition"
 
 
+def test_a_placed_players_saves_run_scripts_on_their_own_master_only(cluster_stack: Stack, db: RedisCluster) -> None:
+    """A placed session's save is admitted (its session checked by the admission script) and applied
+    by its partition's settle script, both on the one master of its session, save and partition: the
+    other masters run no script for it (no apply.lua call, as an unplaced save's would be)."""
+    partition_masters = {master_of(db, SAVES.key(n)) for n in range(PARTITIONS)}
+    home = ""
+    players: list[Player] = []
+    for _ in range(60):
+        player = Player(cluster_stack.url)
+        session = master_of(db, keys.session(player.id))
+        if session in partition_masters and home in ("", session):
+            home = session
+            players.append(player)
+        if len(players) == 4:
+            break
+    assert len(players) == 4, "four sessions placed on one master"
+
+    def script_calls_by_master() -> dict[str, int]:
+        stats = db.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        return {node: int(each.get("cmdstat_evalsha", {}).get("calls", 0)) for node, each in stats.items()}
+
+    before = script_calls_by_master()
+    for n, player in enumerate(players):
+        answer = player.save("playerstate", {"name": "Placed", "level": n}, "POST")
+        assert answer.status_code == 200, answer.text
+    after = script_calls_by_master()
+    elsewhere = {node: after[node] - before[node] for node in after if node != home}
+    assert set(elsewhere.values()) == {0}, elsewhere
+    assert after[home] - before[home] >= 2 * len(players), "an admission and a settle call a save"
+
+
 def test_a_session_whose_slot_moved_is_checked_on_its_new_master(cluster_url: str, db: RedisCluster) -> None:
     """admit.lua reads the session among its own master's slots. Once the session's slot has moved to
     another master behind the gateway's map, the script says so (nothing counted or published) and the
