@@ -88,8 +88,8 @@ def placed_session_id(store: Store, partitions: int) -> str:
     if not store.is_cluster:
         return first
     master = store.master_of(keys.session(first))
-    if master not in {store.master_of(SAVES.key(partition)) for partition in range(partitions)}:
-        return first
+    if master is None or master not in {store.master_of(SAVES.key(partition)) for partition in range(partitions)}:
+        return first  # no master serves its slot, or that master serves no partition
     for _ in range(PLACEMENT_DRAWS):
         candidate = new_session_id()
         if store.master_of(SAVES.key(partition_of(candidate, partitions))) == master and all(
