@@ -45,6 +45,7 @@ from bench.measure import saves as conditional_saves
 from bench.measure.load import Cell, LoadError, Plan, Run, Target, measure, run_wrk, write_requests, wrk_path
 from bench.measure.workload import BOARD, OPERATIONS, SLASHED, Session, requests_for
 from devtools import redis_cluster
+from devtools.stack import CLUSTER_PARTITIONS
 
 ROOT = servers.ROOT
 BASELINE_OPERATIONS = ("save", "score", "top", "read")
@@ -79,6 +80,12 @@ def parse_args() -> argparse.Namespace:
         "--compare",
         metavar="REF",
         help=f"a git revision (main, HEAD~3, a commit id) to measure beside ours, in turns: adds the {COMPARE} phase",
+    )
+    parser.add_argument(
+        "--compare-cluster",
+        action="store_true",
+        help=f"the {COMPARE} phase with each side on a three-master Redis Cluster of its own, with "
+        f"STREAM_PARTITIONS={CLUSTER_PARTITIONS} (as `make run-cluster`), not on one Redis",
     )
     parser.add_argument(
         "--runs", type=int, default=3, help=f"runs per figure (the figure is their median; {COMPARE}: per side, ≥ 2)"
@@ -126,6 +133,8 @@ def parse_args() -> argparse.Namespace:
         args.phases.append(COMPARE)
     if COMPARE in args.phases and not args.compare:
         parser.error(f"the {COMPARE} phase needs --compare REF")
+    if args.compare_cluster and not args.compare:
+        parser.error("--compare-cluster needs --compare REF")
     if COMPARE in args.phases and args.runs < 2:
         parser.error(f"the {COMPARE} phase needs --runs 2 or more: its noise is the spread of each side's runs")
     # argparse hands a non-string default over as the very same object: `is` tells it from a given list.
@@ -249,15 +258,20 @@ class Bench:
                 why = f"{error}{last_words(log_path)}"
                 say(f"{COMPARE} skipped: {revision.label} did not start: {why} (log: {log_path})")
                 return
-            say("our stack beside it, on the first Redis: gateway + 1 saves + 1 leaderboard worker")
-            stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level)
-            watch = {**servers.stack_pids(stack), **({"redis": redis_pid} if redis_pid else {})}
+            if self.args.compare_cluster:
+                redis_url, redis_pids, settings = self.compare_redis(exits, self.out / COMPARE / "ours")
+                say("our stack beside it, on a cluster of its own: gateway + 1 saves + 1 leaderboard worker")
+            else:
+                redis_pids, settings = ({"redis": redis_pid} if redis_pid else {}), {}
+                say("our stack beside it, on the first Redis: gateway + 1 saves + 1 leaderboard worker")
+            stack = servers.start_ours(exits, redis_url, 1, self.log, self.args.log_level, settings=settings)
+            watch = {**servers.stack_pids(stack), **redis_pids}
             ours = Target("ours", stack.url, watch, workers=1, redis_url=redis_url)
             our_sessions = fixtures.sessions(stack.url, self.args.sessions, redis_url)
             pairs = self.in_turns(ours, our_sessions, ref, ref_sessions)
         self.result["compare"] = {
             "ref": revision.name, "label": revision.label, "commit": revision.commit, "code": ref_code,
-            "pairs": [pair.summary() for pair in pairs],
+            "pairs": [pair.summary() for pair in pairs], "cluster": self.args.compare_cluster,
         }  # fmt: skip
 
     def in_turns(
@@ -286,14 +300,26 @@ class Bench:
         folder = self.out / COMPARE
         say(f"checking {revision.label} out into {folder / 'checkout'} (removed at the end)")
         checkout = revisions.check_out(exits, revision, folder / "checkout")
-        say(f"a second embedded Redis, for {revision.short} alone, and its {self.args.board_size:,}-member board")
-        redis_url, redis_pid = servers.start_redis(exits, folder / "redis-data")
-        fixtures.fill_board(redis_url, self.args.board_size)
+        redis_url, redis_pids, settings = self.compare_redis(exits, folder / revision.short)
         say(f"{revision.short}'s gateway + 1 saves + 1 leaderboard worker, run from its checkout")
-        stack = servers.start_ours(exits, redis_url, 1, log, self.args.log_level, root=checkout)
-        watch = {**servers.stack_pids(stack), "redis": redis_pid}
+        stack = servers.start_ours(exits, redis_url, 1, log, self.args.log_level, root=checkout, settings=settings)
+        watch = {**servers.stack_pids(stack), **redis_pids}
         target = Target(revision.name, stack.url, watch, workers=1, redis_url=redis_url)
         return target, fixtures.sessions(stack.url, self.args.sessions, redis_url), machine.code_version(checkout)
+
+    def compare_redis(self, exits: ExitStack, folder: Path) -> tuple[str, dict[str, int], dict[str, str]]:
+        """A Redis of one side of the compare phase alone, with its board filled: its URL, its processes to
+        watch and the stack's settings. An embedded Redis; with --compare-cluster, a three-master cluster
+        and `make run-cluster`'s partitions."""
+        if self.args.compare_cluster:
+            say(f"a three-master Redis Cluster in {folder}, and its {self.args.board_size:,}-member board")
+            nodes = exits.enter_context(redis_cluster.running(redis_cluster.spare_ports(), folder / "redis-cluster"))
+            fixtures.fill_board(nodes.url, self.args.board_size)
+            return nodes.url, servers.cluster_pids(nodes), {"STREAM_PARTITIONS": CLUSTER_PARTITIONS}
+        say(f"an embedded Redis in {folder}, and its {self.args.board_size:,}-member board")
+        redis_url, redis_pid = servers.start_redis(exits, folder / "redis-data")
+        fixtures.fill_board(redis_url, self.args.board_size)
+        return redis_url, {"redis": redis_pid}, {}
 
     def scaling(self, redis_url: str, redis_pid: int | None) -> None:
         """Saves and scores with more worker processes; every operation with more gateway processes."""

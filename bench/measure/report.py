@@ -190,9 +190,11 @@ def compare_title(result: Result) -> str:
 def compare_table(result: Result) -> str:
     """Ours beside another revision, measured in turns; each side's noise is the spread of its own runs."""
     compare = result["compare"]
+    redis = "a three-master Redis Cluster" if compare.get("cluster") else "an embedded Redis"
     intro = (
-        f"`{compare['ref']}` is {compare['code']}, run from a checkout of its own against an embedded Redis of its "
-        f"own; ours is {result['meta'].get('code', 'unknown')}. The two stacks take turns, the order flipped each "
+        f"`{compare['ref']}` is {compare['code']}, run from a checkout of its own against {redis} of its "
+        f"own; ours is {result['meta'].get('code', 'unknown')}{' on another' if compare.get('cluster') else ''}. "
+        "The two stacks take turns, the order flipped each "
         f"round, after a warm-up each; each figure is the median of a side's {result['settings']['runs']} runs. "
         "Noise is (max - min) / median of a side's req/s over its runs: the verdict says slower or faster "
         "only for a difference beyond the larger of the two."
