@@ -384,14 +384,14 @@ class Store:
         share a hash slot.
 
         The script checks the session too, when the stream's master serves it (always on a single
-        Redis; on a cluster for the ids new_session_id draws). Elsewhere, or once its slot has moved
-        (the script's -2), it is checked just before, which leaves a session that expires in between
-        one last write. Without a session key, none is checked."""
+        Redis; on a cluster for the ids placed_session_id places). Elsewhere, or once its slot has
+        moved (the script's -2), it is checked just before, which leaves a session that expires in
+        between one last write. Without a session key, none is checked."""
         answer = SESSION_ELSEWHERE
         if session_key is None or self.master_of(session_key) == self.master_of(command.stream):
             answer = await self._admit(limits, command, session_key)
-        if answer == SESSION_ELSEWHERE:
-            if not await self.exists(session_key or ""):
+        if answer == SESSION_ELSEWHERE and session_key is not None:
+            if not await self.exists(session_key):
                 return None
             answer = await self._admit(limits, command)
         if isinstance(answer, bytes):
