@@ -589,15 +589,11 @@ def test_a_placed_players_saves_run_scripts_on_their_own_master_only(cluster_sta
             break
     assert len(players) == 4, "four sessions placed on one master"
 
-    def script_calls_by_master() -> dict[str, int]:
-        stats = db.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
-        return {node: int(each.get("cmdstat_evalsha", {}).get("calls", 0)) for node, each in stats.items()}
-
-    before = script_calls_by_master()
+    before = script_calls_by_master(db)
     for n, player in enumerate(players):
         answer = player.save("playerstate", {"name": "Placed", "level": n}, "POST")
         assert answer.status_code == 200, answer.text
-    after = script_calls_by_master()
+    after = script_calls_by_master(db)
     elsewhere = {node: after[node] - before[node] for node in after if node != home}
     assert set(elsewhere.values()) == {0}, elsewhere
     assert after[home] - before[home] >= 2 * len(players), "an admission and a settle call a save"
@@ -652,9 +648,14 @@ def batch_of_saves(worker: Worker, players: int, level: int) -> tuple[list[Event
     return events, commands
 
 
-def script_calls(db: RedisCluster) -> int:
+def script_calls_by_master(db: RedisCluster) -> dict[str, int]:
+    """Each master's count of script calls (EVALSHA) so far, by its address."""
     stats = db.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
-    return sum(int(node.get("cmdstat_evalsha", {}).get("calls", 0)) for node in stats.values())
+    return {node: int(each.get("cmdstat_evalsha", {}).get("calls", 0)) for node, each in stats.items()}
+
+
+def script_calls(db: RedisCluster) -> int:
+    return sum(script_calls_by_master(db).values())
 
 
 def test_a_batch_of_many_slots_is_applied_in_one_call_per_master_within_the_pool(
