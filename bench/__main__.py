@@ -382,11 +382,15 @@ class Bench:
         with the shape it was measured in. The shapes take turns: each round starts every shape's stack
         afresh and runs each operation once, so the box's drift over the phase (its speed changed by a
         third within minutes here) falls on every shape alike, and the ratios between shapes hold; each
-        figure is the median of `--runs` rounds."""
+        figure is the median of `--runs` rounds. Each round starts one shape further on, so no shape is
+        always the first after a stack's start-up (or the last); a shape's runs stay in round order,
+        for the report's ratios round by round."""
         once = replace(self.plan, runs=1)
         runs: dict[tuple[int, str], list[Run]] = {}
         for round_number in range(1, self.plan.runs + 1):
-            for index, shape in enumerate(shapes):
+            first = (round_number - 1) % len(shapes)
+            for index in [*range(first, len(shapes)), *range(first)]:
+                shape = shapes[index]
                 say(f"round {round_number} of {self.plan.runs}, {shape.described}")
                 with ExitStack() as exits:
                     stack = servers.start_ours(

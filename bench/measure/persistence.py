@@ -3,7 +3,8 @@
 With append-only on, a write-heavy run makes Redis rewrite its AOF every few seconds: a forked
 child copies the dataset, on the same two cores as everything else. Each figure starts once no
 fork from the load before it is still running, so one operation's rewrites are not charged to the
-next, and counts the forks that happened during its own runs.
+next, and counts the forks that happened during its own runs. On a Redis Cluster that is every
+node's: a rewrite on any of them takes its share of the same cores.
 """
 
 from __future__ import annotations
@@ -15,22 +16,36 @@ import redis
 FORK_BUSY = ("aof_rewrite_in_progress", "rdb_bgsave_in_progress", "module_fork_in_progress")
 
 
-def forks(redis_url: str | None) -> int:
-    """Redis's fork count so far (0 when no Redis is known, e.g. attached to a remote one)."""
+def nodes(redis_url: str | None) -> list[str]:
+    """The URL's Redis, or every node of the Redis Cluster it is one of (none when no Redis is known,
+    e.g. attached to a remote one)."""
     if redis_url is None:
-        return 0
+        return []
     with redis.Redis.from_url(redis_url) as client:
-        return int(client.info("stats")["total_forks"])
+        if not client.info("cluster").get("cluster_enabled"):
+            return [redis_url]
+        lines = client.execute_command("CLUSTER", "NODES").decode().splitlines()
+    # A line is "<id> <host>:<port>@<bus port> <flags> ..."; a node that left has no address.
+    addresses = [line.split()[1].partition("@")[0] for line in lines]
+    return [f"redis://{address}" for address in addresses if not address.startswith(":")]
+
+
+def forks(redis_url: str | None) -> int:
+    """Redis's fork count so far, over every node on a cluster."""
+    total = 0
+    for url in nodes(redis_url):
+        with redis.Redis.from_url(url) as client:
+            total += int(client.info("stats")["total_forks"])
+    return total
 
 
 def wait_until_quiet(redis_url: str | None, timeout_s: float = 120) -> float:
-    """Until no fork is running; the seconds waited."""
-    if redis_url is None:
-        return 0.0
+    """Until no fork is running, on any node of a cluster; the seconds waited."""
     started = time.monotonic()
-    with redis.Redis.from_url(redis_url) as client:
-        while any(client.info("persistence").get(flag) for flag in FORK_BUSY):
-            if time.monotonic() - started > timeout_s:
-                break
-            time.sleep(0.2)
+    for url in nodes(redis_url):
+        with redis.Redis.from_url(url) as client:
+            while any(client.info("persistence").get(flag) for flag in FORK_BUSY):
+                if time.monotonic() - started > timeout_s:
+                    break
+                time.sleep(0.2)
     return time.monotonic() - started

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,18 +160,29 @@ def beside_table(
     cells: list[dict[str, Any]], shape: list[tuple[str, str]], base: tuple[str, object], same: list[str], beside: str
 ) -> str:
     """Each cell's figures beside the baseline's (the cell whose field `base[0]` is `base[1]`) of the same
-    operation and the same `same` fields, measured in the same run. `shape`: the (field, title) columns."""
+    operation and the same `same` fields, measured in the same run. `shape`: the (field, title) columns.
+
+    The ratio is taken round by round (the cells took turns, shapes_in_turns), each run beside the
+    baseline's of its round, so a drift of the box between rounds cancels out: their median, and their
+    range, which is the noise any one round had."""
     field, value = base
     baselines = {(*(cell[name] for name in same), cell["operation"]): cell for cell in cells if cell[field] == value}
     columns = [(title, TEXT) for _, title in shape] + [("operation (c=64)", TEXT)]
-    columns += figures("req/s", "p99 ms", "non-2xx and errors", beside)
+    columns += figures("req/s", "p99 ms", "non-2xx and errors", f"{beside}, round by round: median (range)")
     rows = []
     for cell in cells:
         found = baselines.get((*(cell[name] for name in same), cell["operation"]))
-        ratio = f"{cell['rps'] / found['rps']:.2f}" if found and found["rps"] else "-"
+        ratio = "1.00" if cell is found else "-" if found is None else rounds_ratio(cell["runs"], found["runs"])
         rows.append([*(cell[name] for name, _ in shape), cell["operation"], f"{cell['rps']:,.0f}"])
         rows[-1] += [f"{cell['p99_ms']:.1f}", cell["non_2xx"] + cell["errors"], ratio]
     return table(columns, rows)
+
+
+def rounds_ratio(runs: list[dict[str, Any]], baseline_runs: list[dict[str, Any]]) -> str:
+    ratios = sorted(run["rps"] / base["rps"] for run, base in zip(runs, baseline_runs, strict=True) if base["rps"])
+    if not ratios:
+        return "-"
+    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def cluster_table(result: Result) -> str:
