@@ -54,7 +54,16 @@ DOCS = ROOT / "docs/benchmarks.md"
 SOAK_SAMPLE_S = 10
 PHASES = ("ours", "scaling", "cluster", "durability", "baselines", "workers", "costly", "metrics", "saves", "live")
 # The cluster phase's stacks: (topology, stream partitions, processes of each worker), one Redis first.
-CLUSTER_SHAPES = (("one Redis", 1, 1), ("cluster", 1, 1), ("cluster", 3, 1), ("cluster", 6, 1), ("cluster", 6, 2))
+# A cluster of one master tells the cluster's own cost from that of three servers sharing the cores.
+ONE_MASTER = "cluster of one master"
+CLUSTER_SHAPES = (
+    ("one Redis", 1, 1),
+    (ONE_MASTER, 1, 1),
+    ("cluster", 1, 1),
+    ("cluster", 3, 1),
+    ("cluster", 6, 1),
+    ("cluster", 6, 2),
+)
 CLUSTER_OPERATIONS = ["save", "score", "read", "top"]
 DURABILITY_OPERATIONS = ["save", "score"]
 COMPARE = "compare"  # not a default phase: --compare REF adds it
@@ -341,14 +350,19 @@ class Bench:
         """Saves, scores, reads and the top 10 at 64 connections on a local 3-master Redis Cluster (as
         `make run-cluster` starts it) beside one Redis, in one run; the cluster with more partitions and workers."""
         with ExitStack() as exits:
-            say("a local Redis Cluster of three masters, beside one Redis")
+            say("a local Redis Cluster of three masters and one of one master, beside one Redis")
             nodes = exits.enter_context(redis_cluster.running(redis_cluster.spare_ports(), self.out / "redis-cluster"))
-            fixtures.fill_board(nodes.url, self.args.board_size)
+            one_master_url, one_master_pid = servers.start_one_master_cluster(exits, self.out / "one-master")
+            for url in (nodes.url, one_master_url):
+                fixtures.fill_board(url, self.args.board_size)
+            redis_of = {
+                "one Redis": (redis_url, {"redis": redis_pid} if redis_pid else {}),
+                ONE_MASTER: (one_master_url, {"redis": one_master_pid}),
+                "cluster": (nodes.url, servers.cluster_pids(nodes)),
+            }
             shapes = []
             for topology, partitions, workers in CLUSTER_SHAPES:
-                single = topology == "one Redis"
-                url = redis_url if single else nodes.url
-                redis_pids = ({"redis": redis_pid} if redis_pid else {}) if single else servers.cluster_pids(nodes)
+                url, redis_pids = redis_of[topology]
                 settings = {"STREAM_PARTITIONS": str(partitions)}
                 described = f"{topology}: STREAM_PARTITIONS={partitions}, {workers} process(es) of each worker"
                 shape = {"topology": topology, "partitions": partitions}

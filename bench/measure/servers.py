@@ -63,6 +63,21 @@ def start_redis(exits: ExitStack, data_dir: Path) -> tuple[str, int]:
     return f"redis://127.0.0.1:{port}/0", server.pid
 
 
+def start_one_master_cluster(exits: ExitStack, data_dir: Path) -> tuple[str, int]:
+    """A Redis Cluster of one master holding every slot: the cluster's own code paths (routing,
+    placement, cross-slot scripts) on one Redis process, as one Redis has; its URL and pid."""
+    shutil.rmtree(data_dir, ignore_errors=True)
+    [port] = redis_cluster.spare_ports(1)
+    (data_dir / str(port)).mkdir(parents=True)  # laid out as redis_cluster's nodes are
+    log_file = redis_cluster.log_of(port, data_dir)
+    node = redis_stack.start(port, log_file.parent, log_file=log_file, extra_args=redis_cluster.CLUSTER_FLAGS)
+    exits.callback(stop_process, node)
+    with redis.Redis(host=redis_cluster.HOST, port=port) as client:
+        client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, redis_cluster.SLOTS - 1)
+    redis_cluster.wait_until_ok([port], data_dir)
+    return f"redis://{redis_cluster.HOST}:{port}/0", node.pid
+
+
 def cluster_pids(cluster: redis_cluster.Cluster) -> dict[str, int]:
     """Each node's process, to watch, by its port."""
     return {f"redis-{port}": node.pid for port, node in zip(cluster.ports, cluster.processes, strict=True)}
