@@ -55,14 +55,14 @@ SOAK_SAMPLE_S = 10
 PHASES = ("ours", "scaling", "cluster", "durability", "baselines", "workers", "costly", "metrics", "saves", "live")
 # The cluster phase's stacks: (topology, stream partitions, processes of each worker), one Redis first.
 # A cluster of one master tells the cluster's own cost from that of three servers sharing the cores.
-ONE_MASTER = "cluster of one master"
+ONE_MASTER, THREE_MASTERS = "cluster of one master", "cluster"
 CLUSTER_SHAPES = (
-    ("one Redis", 1, 1),
+    (report.ONE_REDIS, 1, 1),
     (ONE_MASTER, 1, 1),
-    ("cluster", 1, 1),
-    ("cluster", 3, 1),
-    ("cluster", 6, 1),
-    ("cluster", 6, 2),
+    (THREE_MASTERS, 1, 1),
+    (THREE_MASTERS, 3, 1),
+    (THREE_MASTERS, 6, 1),
+    (THREE_MASTERS, 6, 2),
 )
 CLUSTER_OPERATIONS = ["save", "score", "read", "top"]
 DURABILITY_OPERATIONS = ["save", "score"]
@@ -356,9 +356,9 @@ class Bench:
             for url in (nodes.url, one_master_url):
                 fixtures.fill_board(url, self.args.board_size)
             redis_of = {
-                "one Redis": (redis_url, {"redis": redis_pid} if redis_pid else {}),
+                report.ONE_REDIS: (redis_url, {"redis": redis_pid} if redis_pid else {}),
                 ONE_MASTER: (one_master_url, {"redis": one_master_pid}),
-                "cluster": (nodes.url, servers.cluster_pids(nodes)),
+                THREE_MASTERS: (nodes.url, servers.cluster_pids(nodes)),
             }
             shapes = []
             for topology, partitions, workers in CLUSTER_SHAPES:

@@ -13,6 +13,8 @@ import time
 
 import redis
 
+from bench.measure import fixtures
+
 FORK_BUSY = ("aof_rewrite_in_progress", "rdb_bgsave_in_progress", "module_fork_in_progress")
 
 
@@ -21,13 +23,13 @@ def nodes(redis_url: str | None) -> list[str]:
     e.g. attached to a remote one)."""
     if redis_url is None:
         return []
-    with redis.Redis.from_url(redis_url) as client:
-        if not client.info("cluster").get("cluster_enabled"):
-            return [redis_url]
-        lines = client.execute_command("CLUSTER", "NODES").decode().splitlines()
-    # A line is "<id> <host>:<port>@<bus port> <flags> ..."; a node that left has no address.
-    addresses = [line.split()[1].partition("@")[0] for line in lines]
-    return [f"redis://{address}" for address in addresses if not address.startswith(":")]
+    client = fixtures.client(redis_url)
+    try:
+        if isinstance(client, redis.RedisCluster):
+            return [f"redis://{node.host}:{node.port}" for node in client.get_nodes()]
+        return [redis_url]
+    finally:
+        client.close()
 
 
 def forks(redis_url: str | None) -> int:

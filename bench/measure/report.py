@@ -185,9 +185,12 @@ def rounds_ratio(runs: list[dict[str, Any]], baseline_runs: list[dict[str, Any]]
     return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
+ONE_REDIS = "one Redis"  # the cluster phase's baseline topology, as its figures are filed
+
+
 def cluster_table(result: Result) -> str:
     shape = [("topology", "topology"), ("partitions", "partitions"), ("workers", "workers of each")]
-    return beside_table(result.get("cluster", []), shape, ("topology", "one Redis"), [], "beside one Redis")
+    return beside_table(result.get("cluster", []), shape, ("topology", ONE_REDIS), [], f"beside {ONE_REDIS}")
 
 
 def durability_table(result: Result) -> str:
